@@ -1,0 +1,24 @@
+"""fastlsm: fused, exact, parallel CPU kernels for the log-softmax family.
+
+Public API (NumPy arrays in and out):
+
+- :func:`log_softmax`, :func:`softmax`, :func:`logsumexp` (``fastlsm.normalize``)
+- :func:`set_num_threads`, :func:`get_num_threads`
+
+Environment: ``FASTLSM_NUM_THREADS`` (initial thread count), ``FASTLSM_THREADING_LAYER``
+(``omp`` or ``tbb``), ``FASTLSM_CACHE_DIR`` (compiled-kernel cache).
+"""
+
+__version__ = "0.1.0"
+
+from ._jit import get_num_threads, set_num_threads
+from .normalize import log_softmax, logsumexp, softmax
+
+__all__ = [
+    "__version__",
+    "get_num_threads",
+    "log_softmax",
+    "logsumexp",
+    "set_num_threads",
+    "softmax",
+]

@@ -1,0 +1,150 @@
+"""log_softmax, softmax and logsumexp along any axis of float32/float64 arrays.
+
+Special values (identical to PyTorch; see tests/test_normalize.py):
+
+====================================  ===================  ==================  ===========
+row contains                          log_softmax          softmax             logsumexp
+====================================  ===================  ==================  ===========
+some ``-inf`` (masked vocabulary)     ``-inf`` there,      0 there, the rest   of the
+                                      rest normalized      sums to 1           finite part
+only ``-inf``                         NaN                  NaN                 ``-inf``
+a NaN                                 NaN (whole row)      NaN (whole row)     NaN
+a ``+inf`` (no NaN)                   NaN (whole row)      NaN (whole row)     ``+inf``
+one element (V = 1), finite           0                    1                   the element
+empty axis (V = 0)                    empty                empty               ``-inf``
+====================================  ===================  ==================  ===========
+
+Large magnitudes (±1e4, ±1e30, up to the float maximum) never overflow: the row maximum is
+subtracted first, and ``(x - max) - log(sum)`` keeps every bit of ``x - max``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _jit
+from ._kernels import normalize as _k
+from ._validate import as_rows, axis_index, check_out, float_array, overlaps, rows_out, store_rows
+
+
+def _elementwise(kernel, x, axis, out):
+    x = float_array(x, "x")
+    ax = axis_index(axis, x.ndim)
+    if out is None:
+        out = np.empty(x.shape, x.dtype)
+    else:
+        check_out(out, x.shape, x.dtype)
+        if overlaps(x, out):  # partial overlap: read from a private copy
+            x = x.copy()
+    if x.size == 0:
+        return out
+    rows = as_rows(x, ax)
+    target, is_view = rows_out(out, ax)
+    _jit.use_threads(x.size)
+    kernel(rows, target)
+    if not is_view:
+        store_rows(out, ax, target)
+    return out
+
+
+def log_softmax(x, axis=-1, *, out=None):
+    """Logarithm of softmax along ``axis``: ``x - logsumexp(x, axis, keepdims=True)``.
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64
+        Logits, any shape with ``ndim >= 1``. Lists are converted to float64.
+    axis : int, optional
+        Axis to normalize (negative counts from the end). Default: the last.
+    out : ndarray, optional
+        Where to write the result: same shape and dtype as ``x``, any memory layout. May be
+        ``x`` itself (in place).
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``x`` (``out`` if given).
+
+    Notes
+    -----
+    One read of ``x`` and one write of the result; each row is normalized in two passes
+    over cache-resident data. The last axis of a C-contiguous array is the fast path; other
+    axes and strided views are copied into rows first (same bits as a contiguous copy).
+    Special values: see the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlsm
+    >>> fastlsm.log_softmax(np.array([1000.0, 1.0]))  # log(softmax(x)) gives [0, -inf]
+    array([   0., -999.])
+    >>> fastlsm.log_softmax(np.array([0.0, -np.inf], dtype=np.float32))
+    array([  0., -inf], dtype=float32)
+    """
+    return _elementwise(_k.log_softmax_rows, x, axis, out)
+
+
+def softmax(x, axis=-1, *, out=None):
+    """Softmax along ``axis``: ``exp(x - logsumexp(x, axis, keepdims=True))``.
+
+    Same parameters, layouts and special values as :func:`log_softmax`; ``out`` may be ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlsm
+    >>> fastlsm.softmax(np.array([1e30, 0.0, -np.inf]))
+    array([1., 0., 0.])
+    """
+    return _elementwise(_k.softmax_rows, x, axis, out)
+
+
+def logsumexp(x, axis=-1, *, keepdims=False, out=None):
+    """``log(sum(exp(x), axis))``, computed without overflow.
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64
+        Input, any shape with ``ndim >= 1``.
+    axis : int, optional
+        Axis to reduce. Default: the last.
+    keepdims : bool, optional
+        Keep the reduced axis with length 1.
+    out : ndarray, optional
+        Where to write the result: the reduced shape and ``x``'s dtype.
+
+    Returns
+    -------
+    ndarray
+        ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``), ``x``'s dtype. A
+        0-d array when ``x`` is 1-D.
+
+    Notes
+    -----
+    Like PyTorch and SciPy, an infinite maximum shifts by 0: a row of ``-inf`` gives
+    ``-inf``, a row with ``+inf`` (and no NaN) gives ``+inf``, an empty row gives ``-inf``.
+    The sum of exponentials is accumulated in float64 for both dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlsm
+    >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
+    10000.693147180559
+    """
+    x = float_array(x, "x")
+    ax = axis_index(axis, x.ndim)
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
+    shape = x.shape[:ax] + ((1,) if keepdims else ()) + x.shape[ax + 1 :]
+    if out is None:
+        out = np.empty(shape, x.dtype)
+    else:
+        check_out(out, shape, x.dtype)
+    if out.size == 0:
+        return out
+    rows = as_rows(x, ax)
+    is_view = out.flags.c_contiguous
+    flat = out.reshape(-1) if is_view else np.empty(out.size, x.dtype)
+    _jit.use_threads(x.size)
+    _k.logsumexp_rows(rows, flat)
+    if not is_view:
+        out[...] = flat.reshape(shape)
+    return out
