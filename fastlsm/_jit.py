@@ -5,9 +5,7 @@ model and the threading layer are set once:
 
 - ``cache=True``: compiled code is stored on disk (``NUMBA_CACHE_DIR`` or ``__pycache__``),
   so a second process pays no compile time.
-- ``fastmath`` is limited to :data:`FASTMATH` (reassociation, contraction, no signed zeros,
-  approximate functions). It never includes ``nnan`` or ``ninf``: masked vocabulary entries
-  are ``-inf`` and NaN must propagate, so LLVM may not assume they do not occur.
+- ``fastmath`` is limited to :data:`FASTMATH` (contraction, no signed zeros): see there.
 - ``error_model="numpy"``: division by zero gives inf/NaN instead of raising.
 - The threading layer is a thread-safe one (OpenMP, else TBB); never ``workqueue``, which
   aborts the process when two host threads launch parallel kernels at the same time.
@@ -24,8 +22,14 @@ import sys
 import numba
 from numba.core import caching
 
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
-"""LLVM fast-math flags used by every kernel: everything but ``nnan`` and ``ninf``."""
+FASTMATH = frozenset({"nsz", "contract"})
+"""LLVM fast-math flags of every kernel: FMA contraction and signed-zero freedom only.
+
+Not ``nnan``/``ninf`` (masks are ``-inf``, NaN must propagate), not ``reassoc`` (it rewrites
+``(x - m) - c`` as ``x - (m + c)``, losing the low bits of large logits, and can undo the
+Cody-Waite range reduction of exp), not ``arcp``/``afn`` (approximate division and libm).
+Sum reductions opt in to reassociation one add at a time with ``_kernels.math.radd``.
+"""
 
 THREADING_LAYERS = ("omp", "tbb")
 

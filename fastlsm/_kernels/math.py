@@ -65,6 +65,40 @@ def _maxnum(typingctx, a, b):
     return a(a, b), codegen
 
 
+@intrinsic
+def _fadd_reassoc(typingctx, a, b):
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1], flags=("reassoc", "nsz"))
+
+    return a(a, b), codegen
+
+
+def radd(acc, x):
+    """``acc + x`` that LLVM may reassociate: use it for, and only for, sum reductions.
+
+    The project's fast-math flags exclude ``reassoc`` (it would turn ``(x - m) - c`` into
+    ``x - (m + c)`` and lose the low bits of large logits), and without it LLVM keeps a sum
+    strictly sequential and scalar. This add carries ``reassoc`` itself, so a loop
+    ``s = radd(s, v)`` vectorizes into several partial sums. The order is fixed at compile
+    time: results are deterministic, independent of threads. ``x`` is converted to
+    ``acc``'s type (float32 terms into a float64 accumulator).
+    """
+    return acc + x
+
+
+@overload(radd)
+def _radd_impl(acc, x):
+    if isinstance(acc, types.Float) and isinstance(x, types.Float):
+        if acc == x:
+            return lambda acc, x: _fadd_reassoc(acc, x)
+        if acc == types.float64:
+            return lambda acc, x: _fadd_reassoc(acc, np.float64(x))
+    return None
+
+
 def fmax(a, b):
     """max(a, b) ignoring NaN (``llvm.maxnum``): vectorizes. NaN only if both are NaN."""
     return max(a, b)

@@ -27,7 +27,8 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import acc_zero, fexp, fmax, like
+from .math import acc_zero, fexp, fmax, like, radd
+from .stream import prefetch, stream_affine
 
 
 @kernel
@@ -39,69 +40,118 @@ def row_max(x):
     return m
 
 
+PREFETCH_BLOCK = 2048  # elements of exp work between two bursts of prefetches
+LINE = 16  # float32 elements per 64-byte cache line (float64 rows prefetch twice: harmless)
+
+
 @kernel
-def row_shifted_sumexp(x, m):
-    """``sum(exp(x - m))`` accumulated in float64, without storing anything."""
+def row_shifted_sumexp(x, m, nxt=None):
+    """``sum(exp(x - m))`` accumulated in float64, without storing anything.
+
+    ``nxt`` (optional) is the row this thread computes next: it is prefetched block by block
+    while this row's exponentials are computed, so that its first pass finds it in cache.
+    The summation order depends only on ``x.size``, never on ``nxt``.
+    """
     s = acc_zero(m)
-    for j in range(x.size):
-        s += fexp(x[j] - m)
+    n = x.size
+    npf = 0 if nxt is None else nxt.size
+    for b0 in range(0, n, PREFETCH_BLOCK):
+        b1 = min(n, b0 + PREFETCH_BLOCK)
+        if nxt is not None:
+            for j in range(b0, min(b1, npf), LINE):
+                prefetch(nxt, j)
+        # Index a block view from 0: a loop index LLVM can prove non-negative skips Numba's
+        # negative-index wraparound, which would otherwise turn the loads into gathers.
+        xb = x[b0:b1]
+        sb = acc_zero(m)
+        for j in range(xb.size):
+            sb = radd(sb, fexp(xb[j] - m))
+        s += sb
     return s
 
 
 @kernel
-def row_lse(x):
+def row_lse(x, nxt=None):
     """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row)."""
     m = row_max(x)
     shift = m if abs(m) < np.inf else like(m, 0.0)
-    return math.log(row_shifted_sumexp(x, shift)) + shift
+    return math.log(row_shifted_sumexp(x, shift, nxt)) + shift
 
 
 @kernel
-def row_log_softmax(x, out):
-    """``out = log_softmax(x)`` for one row; ``out`` may be ``x``. Returns log-sum-exp."""
+def row_log_softmax(x, out, nxt=None):
+    """``out = log_softmax(x)`` for one row; ``out`` may be ``x``. Returns the float64 lse.
+
+    Three passes over the row (max, exp-sum, write); the second and third hit L2, and the
+    write streams past the cache (:func:`stream_affine`): one DRAM read, one DRAM write.
+    """
     m = row_max(x)
-    s = acc_zero(m)
-    for j in range(x.size):
-        d = x[j] - m
-        out[j] = d
-        s += fexp(d)
-    log_s = math.log(s)
-    c = like(m, log_s)
-    for j in range(x.size):
-        out[j] = out[j] - c
+    log_s = math.log(row_shifted_sumexp(x, m, nxt))
+    stream_affine(x, out, m, like(m, 1.0), like(m, log_s))
     return log_s + m
 
 
 @kernel
-def row_softmax(x, out):
-    """``out = softmax(x)`` for one row; ``out`` may be ``x``."""
+def row_softmax(x, out, buf, nxt=None):
+    """``out = softmax(x)`` for one row; ``out`` may be ``x``; ``buf`` is row-sized scratch.
+
+    ``exp(x - m)`` goes to ``buf`` (cache-resident), then ``buf / sum`` streams to ``out``.
+    """
     m = row_max(x)
     s = acc_zero(m)
-    for j in range(x.size):
-        e = fexp(x[j] - m)
-        out[j] = e
-        s += e
-    inv = like(m, 1.0 / s)
-    for j in range(x.size):
-        out[j] = out[j] * inv
+    n = x.size
+    for b0 in range(0, n, PREFETCH_BLOCK):
+        b1 = min(n, b0 + PREFETCH_BLOCK)
+        if nxt is not None:
+            for j in range(b0, min(b1, nxt.size), LINE):
+                prefetch(nxt, j)
+        xb = x[b0:b1]
+        bb = buf[b0:b1]
+        sb = acc_zero(m)
+        for j in range(xb.size):
+            e = fexp(xb[j] - m)
+            bb[j] = e
+            sb = radd(sb, e)
+        s += sb
+    stream_affine(buf, out, like(m, 0.0), like(m, 1.0 / s), like(m, 0.0))
+
+
+MAX_CHUNKS = 64
+
+
+@kernel
+def row_chunks(rows):
+    """Number of contiguous row blocks for a kernel that needs row-sized scratch.
+
+    Scratch is allocated once per block (a 128 KiB allocation per row would be an mmap and
+    page faults per row); 64 blocks keep any thread count busy. Rows are assigned by index,
+    so the split changes nothing in any row's result.
+    """
+    return max(1, min(rows, MAX_CHUNKS))
 
 
 @kernel(parallel=True)
 def log_softmax_rows(x, out):
     """``out[i] = log_softmax(x[i])`` for every row of a C-contiguous 2-D array."""
-    for i in prange(x.shape[0]):
-        row_log_softmax(x[i], out[i])
+    n = x.shape[0]
+    for i in prange(n):
+        row_log_softmax(x[i], out[i], x[min(i + 1, n - 1)])
 
 
 @kernel(parallel=True)
 def softmax_rows(x, out):
     """``out[i] = softmax(x[i])`` for every row of a C-contiguous 2-D array."""
-    for i in prange(x.shape[0]):
-        row_softmax(x[i], out[i])
+    rows = x.shape[0]
+    nchunk = row_chunks(rows)
+    for c in prange(nchunk):
+        buf = np.empty(x.shape[1], x.dtype)
+        for i in range(c * rows // nchunk, (c + 1) * rows // nchunk):
+            row_softmax(x[i], out[i], buf, x[min(i + 1, rows - 1)])
 
 
 @kernel(parallel=True)
 def logsumexp_rows(x, out):
     """``out[i] = logsumexp(x[i])``; ``out`` is 1-D with one value per row."""
-    for i in prange(x.shape[0]):
-        out[i] = row_lse(x[i])
+    n = x.shape[0]
+    for i in prange(n):
+        out[i] = row_lse(x[i], x[min(i + 1, n - 1)])
