@@ -12,13 +12,19 @@ Environment: ``FASTLSM_NUM_THREADS`` (initial thread count), ``FASTLSM_THREADING
 __version__ = "0.1.0"
 
 from ._jit import get_num_threads, set_num_threads
+from .beam import BeamSearchOutput, beam_search, beam_step
 from .normalize import log_softmax, logsumexp, softmax
+from .sequence import sequence_logprobs
 
 __all__ = [
+    "BeamSearchOutput",
     "__version__",
+    "beam_search",
+    "beam_step",
     "get_num_threads",
     "log_softmax",
     "logsumexp",
+    "sequence_logprobs",
     "set_num_threads",
     "softmax",
 ]

@@ -1,0 +1,101 @@
+"""Sequence scoring: log-probabilities of given tokens under [B, T, V] logits, in one pass."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _jit
+from ._kernels import sequence as _k
+from ._validate import float_array, int_array
+
+
+def sequence_logprobs(logits, tokens, *, mask=None):
+    """Log-probability of each token and of each whole sequence.
+
+    ``token_logprobs[b, t] = log_softmax(logits[b, t])[tokens[b, t]]`` (0 where ``mask`` is
+    False) and ``seq_logprobs[b] = token_logprobs[b].sum()``, without materializing the
+    log-softmax: each row of logits is read once and nothing of its size is allocated.
+
+    Parameters
+    ----------
+    logits : array_like, float32 or float64, shape [B, T, V]
+        Scores for each position (the logits that *predict* ``tokens[b, t]``: for a causal
+        language model, the model output shifted by one).
+    tokens : array_like of int, shape [B, T]
+        Token ids in ``[0, V)`` (anything at masked positions, e.g. -100 or a pad id).
+    mask : array_like of bool, shape [B, T], optional
+        False marks padding: not read, not checked, contributes 0. Default: all True.
+
+    Returns
+    -------
+    token_logprobs : ndarray, shape [B, T], the logits' dtype
+    seq_logprobs : ndarray, shape [B], the logits' dtype
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, or an unmasked token outside ``[0, V)`` (the message names
+        its position ``(b, t)`` and value).
+    TypeError
+        Non-float logits, non-integer tokens, non-boolean mask.
+
+    Notes
+    -----
+    Computed in float64 as ``(x[tok] - max) - log(sum(exp(x - max)))`` and rounded once to
+    the logits' dtype; the per-sequence sum is accumulated in float64 in ``t`` order, so the
+    result is identical for any thread count. A NaN or ``+inf`` in a row, or a row of all
+    ``-inf``, gives NaN at that position (like ``log_softmax`` + ``gather``); a ``-inf``
+    logit at the token gives ``-inf``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlsm
+    >>> logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]]))
+    >>> tok, seq = fastlsm.sequence_logprobs(logits, np.array([[0, 2]]))
+    >>> np.exp(tok).round(6), float(np.exp(seq[0]).round(6))
+    (array([[0.5, 0.8]]), 0.4)
+    """
+    x = float_array(logits, "logits")
+    if x.ndim != 3:
+        raise ValueError(f"logits must have shape [B, T, V], got {x.ndim} dimensions {x.shape}")
+    nb, nt, nv = x.shape
+    tok = int_array(tokens, "tokens")
+    if tok.shape != (nb, nt):
+        raise ValueError(
+            f"tokens has shape {tok.shape}, but logits of shape {x.shape} need tokens of "
+            f"shape {(nb, nt)}"
+        )
+    if mask is None:
+        m = np.ones((nb, nt), np.uint8)
+    else:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(
+                f"mask must be a boolean array (False = padding), got {m.dtype}; "
+                f"use mask.astype(bool)"
+            )
+        if m.shape != (nb, nt):
+            raise ValueError(f"mask has shape {m.shape}, but tokens have shape {(nb, nt)}")
+        m = np.ascontiguousarray(m).view(np.uint8)
+    tok_out = np.empty((nb, nt), np.float64)
+    seq_out = np.empty(nb, np.float64)
+    if x.size == 0 or nb * nt == 0:
+        if nv == 0 and nb * nt and m.any():
+            raise ValueError("logits have an empty vocabulary axis (V = 0): no token is valid")
+        tok_out[...] = 0.0
+        seq_out[...] = 0.0
+        return tok_out.astype(x.dtype), seq_out.astype(x.dtype)
+    rows = np.ascontiguousarray(x).reshape(nb * nt, nv)
+    flat_tok = np.ascontiguousarray(tok).reshape(-1)
+    _jit.use_threads(x.size)
+    bad = _k.sequence_logprobs_rows(rows, flat_tok, m.reshape(-1), nt, tok_out.reshape(-1),
+                                    seq_out)
+    if bad >= 0:
+        b, t = divmod(int(bad), nt)
+        raise ValueError(
+            f"tokens[{b}, {t}] = {int(flat_tok[bad])} is outside the vocabulary [0, {nv}); "
+            f"fix the token id or set mask[{b}, {t}] = False for padding"
+        )
+    if x.dtype == np.float64:
+        return tok_out, seq_out
+    return tok_out.astype(x.dtype), seq_out.astype(x.dtype)

@@ -1,0 +1,193 @@
+"""beam_step against a float64 NumPy reference (log_softmax + add + stable sort)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastlsm
+from fastlsm._kernels.beam import BLOCK, beam_step_rows
+
+
+def ref_beam_step(logits, beam_scores, num_candidates):
+    """Float64 reference; ties by flat index (beam, then token) via a stable sort."""
+    x = np.asarray(logits, np.float64)
+    b, k, v = x.shape
+    with np.errstate(invalid="ignore"):
+        m = x.max(-1, keepdims=True)
+        lp = (x - m) - np.log(np.exp(x - m).sum(-1, keepdims=True))
+    lp = np.where(np.isneginf(x), -np.inf, lp)
+    scores = (np.asarray(beam_scores, np.float64)[..., None] + lp).reshape(b, k * v)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :num_candidates]
+    return np.take_along_axis(scores, order, 1), order % v, order // v
+
+
+def check(logits, beam_scores, c, rtol):
+    s, t, bm = fastlsm.beam_step(logits, beam_scores, num_candidates=c)
+    rs, rt, rb = ref_beam_step(logits, beam_scores, c)
+    assert np.array_equal(t, rt) and np.array_equal(bm, rb)
+    np.testing.assert_allclose(s, rs, rtol=rtol, atol=rtol)
+    assert s.dtype == np.asarray(logits).dtype and t.dtype == np.int64 and bm.dtype == np.int64
+    return s, t, bm
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("shape", [(2, 3, 50), (1, 4, BLOCK * 2 + 7), (3, 1, 1000)])
+def test_matches_reference(dtype, rtol, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    bs = rng.standard_normal(shape[:2]) * 2
+    for c in (1, shape[1], 2 * shape[1], min(shape[1] * shape[2], 3 * shape[1] + 5)):
+        check(x, bs, c, rtol)
+
+
+def test_default_candidates_is_2k():
+    x = np.random.default_rng(0).standard_normal((2, 3, 20))
+    s, t, b = fastlsm.beam_step(x, np.zeros((2, 3)))
+    assert s.shape == t.shape == b.shape == (2, 6)
+    s, t, b = fastlsm.beam_step(np.zeros((1, 3, 1)), np.zeros((1, 3)))
+    assert s.shape == (1, 3)  # capped at K * V
+
+
+def test_exact_ties_lower_beam_then_lower_token():
+    x = np.zeros((1, 3, 4))
+    x[:, :, 2] = 1.0
+    x[:, :, 0] = 1.0
+    s, t, b = fastlsm.beam_step(x, np.zeros((1, 3)), num_candidates=7)
+    assert b.tolist() == [[0, 0, 1, 1, 2, 2, 0]]
+    assert t.tolist() == [[0, 2, 0, 2, 0, 2, 1]]
+    assert s[0, 0] == s[0, 5]
+
+
+def test_ties_across_block_boundaries():
+    v = 3 * BLOCK + 5
+    x = np.zeros((1, 2, v), np.float32)
+    for j in (v - 1, BLOCK, 7, 2 * BLOCK - 1):
+        x[0, :, j] = 2.0
+    s, t, b = fastlsm.beam_step(x, np.zeros((1, 2)), num_candidates=10)
+    assert t[0, :4].tolist() == [7, BLOCK, 2 * BLOCK - 1, v - 1]
+    assert b[0, :8].tolist() == [0] * 4 + [1] * 4
+    assert t[0, 8:].tolist() == [0, 1]  # then the zeros, lowest tokens first
+
+
+def test_neg_inf_never_selected_while_finite_remain():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 2, 10)) + 50.0
+    x[..., :7] = -np.inf  # 3 finite tokens per beam, 6 per batch
+    x[1, 1, :] = -np.inf  # batch 1: beam 1 all banned
+    s, t, b = fastlsm.beam_step(x, np.zeros((2, 2)), num_candidates=6)
+    assert np.isfinite(s[0]).all() and (t[0] >= 7).all()
+    assert np.isfinite(s[1, :3]).all() and (b[1, :3] == 0).all()
+    # then -inf candidates in (beam, token) order
+    assert np.isneginf(s[1, 3:]).all()
+    assert b[1, 3:].tolist() == [0, 0, 0] and t[1, 3:].tolist() == [0, 1, 2]
+    check(x, np.zeros((2, 2)), 6, 1e-13)
+
+
+def test_dead_beam_and_all_masked_rows():
+    x = np.random.default_rng(2).standard_normal((1, 3, 4))
+    bs = np.array([[0.0, -np.inf, -1.0]])
+    s, t, b = fastlsm.beam_step(x, bs, num_candidates=12)
+    assert set(b[0, :8].tolist()) == {0, 2}
+    assert np.isneginf(s[0, 8:]).all() and b[0, 8:].tolist() == [1, 1, 1, 1]
+    check(x, bs, 12, 1e-13)
+    x[0, 0] = -np.inf
+    check(x, bs, 12, 1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_logits_do_not_overflow(dtype):
+    x = np.array([[[1e30, 1e30, -1e30], [0.0, 1.0, 2.0]]], dtype)
+    s, t, b = fastlsm.beam_step(x, np.array([[0.0, -10.0]]), num_candidates=3)
+    assert s[0, 0] == s[0, 1] == dtype(-np.log(2.0))
+    assert t[0].tolist() == [0, 1, 2] and b[0].tolist() == [0, 0, 1]
+
+
+def test_bad_rows_and_scores_raise():
+    x = np.zeros((2, 3, 5))
+    x[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"logits\[1, 2\] contains NaN"):
+        fastlsm.beam_step(x, np.zeros((2, 3)))
+    x[1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match=r"logits\[1, 2\]"):
+        fastlsm.beam_step(x, np.zeros((2, 3)))
+    x = np.zeros((1, 1, 2 * BLOCK))
+    x[0, 0, BLOCK:] = -np.inf
+    x[0, 0, BLOCK + 3] = np.nan  # NaN inside an otherwise all -inf block
+    with pytest.raises(ValueError, match=r"logits\[0, 0\]"):
+        fastlsm.beam_step(x, np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        fastlsm.beam_step(np.zeros((1, 2, 3)), np.array([[0.0, np.nan]]))
+
+
+def test_shape_and_option_errors():
+    x = np.zeros((2, 3, 5))
+    with pytest.raises(ValueError, match="beam_scores has shape"):
+        fastlsm.beam_step(x, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"\[B, K, V\]"):
+        fastlsm.beam_step(np.zeros((2, 5)), np.zeros(2))
+    with pytest.raises(ValueError, match="exceeds"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), num_candidates=16)
+    with pytest.raises(ValueError, match="at least 1"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), num_candidates=0)
+    with pytest.raises(TypeError, match="integer"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), num_candidates=2.5)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fastlsm.beam_step(x.astype(np.int32), np.zeros((2, 3)))
+
+
+def test_thread_count_does_not_change_bits():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 4, 5000)).astype(np.float32)
+    bs = rng.standard_normal((4, 4))
+    old = fastlsm.get_num_threads()
+    try:
+        fastlsm.set_num_threads(1)
+        a = fastlsm.beam_step(x, bs)
+        fastlsm.set_num_threads(old)
+        b = fastlsm.beam_step(x, bs)
+    finally:
+        fastlsm.set_num_threads(old)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_kernel_entry_writes_logprobs():
+    x = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
+    bs = np.log(np.array([0.5, 0.5]))
+    rv, rt, rn = np.empty((2, 3)), np.empty((2, 3), np.int64), np.empty(2, np.int64)
+    sc, tk, bm, lp = np.empty((1, 3)), np.empty((1, 3), np.int64), np.empty((1, 3), np.int64), np.empty((1, 3))
+    assert beam_step_rows(x, bs, 2, rv, rt, rn, sc, tk, bm, lp) == -1
+    np.testing.assert_allclose(np.exp(lp[0]), [0.8, 0.7, 0.2], rtol=1e-14)
+    assert tk[0].tolist() == [2, 0, 1] and bm[0].tolist() == [1, 0, 0]
+    x[1, 1] = np.nan
+    assert beam_step_rows(x, bs, 2, rv, rt, rn, sc, tk, bm, lp) == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 3), k=st.integers(1, 4), v=st.integers(1, 40), seed=st.integers(0, 10**6),
+    ban=st.floats(0.0, 0.9), ties=st.booleans(),
+)
+def test_property_matches_reference(b, k, v, seed, ban, ties):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, k, v))
+    if ties:
+        x = np.round(x)
+    x[rng.random(x.shape) < ban] = -np.inf
+    bs = np.round(rng.standard_normal((b, k))) if ties else rng.standard_normal((b, k))
+    c = int(rng.integers(1, k * v + 1))
+    check(x, bs, c, 1e-13)
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 3000), (1, 8, 4001)])
+def test_torch_parity(shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    bs = rng.standard_normal(shape[:2]).astype(np.float32)
+    b, k, _ = shape
+    s, t, bm = fastlsm.beam_step(x, bs)
+    lp = torch.log_softmax(torch.from_numpy(x), -1) + torch.from_numpy(bs)[..., None]
+    ts, ti = lp.reshape(b, -1).topk(2 * k)
+    np.testing.assert_allclose(s, ts.numpy(), rtol=2e-6, atol=2e-6)
+    assert np.array_equal(t, ti.numpy() % shape[2]) and np.array_equal(bm, ti.numpy() // shape[2])
