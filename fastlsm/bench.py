@@ -41,6 +41,7 @@ import fastlsm
 
 from . import _jit
 from ._jit import kernel
+from ._kernels.math import radd
 
 PROVIDERS = ("fastlsm", "numpy", "torch")
 
@@ -59,7 +60,7 @@ def _read_pass(flat, partial):
         chunk = flat[lo:hi]  # a view indexed from 0: LLVM then vectorizes the loop
         s = chunk[0] - chunk[0]
         for j in range(chunk.size):
-            s += chunk[j]
+            s = radd(s, chunk[j])  # reassociable: vectorizes into partial sums
         partial[c] = s
 
 

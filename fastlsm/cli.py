@@ -99,7 +99,7 @@ def cmd_bench(args) -> int:
         quick=args.quick,
         use_torch=not args.no_torch,
         progress=not args.no_progress,
-        command=" ".join(["fastlsm", *sys.argv[1:]]),
+        command=" ".join(["fastlsm", *args.argv]),
     )
     if args.json:
         with open(args.json, "w") as f:
@@ -179,7 +179,9 @@ def cmd_info(args) -> int:
 
 def main(argv=None) -> int:
     """Entry point of the ``fastlsm`` command (and ``python -m fastlsm``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except KeyboardInterrupt:
