@@ -1,0 +1,393 @@
+"""The beam-search decoder against a slow NumPy float64 transcription of transformers'
+``_beam_search`` (generation/utils.py, transformers 5.x) and its logits processors."""
+
+import numpy as np
+import pytest
+
+import fastlsm
+from fastlsm._kernels import beam as _k
+
+
+def log_softmax(x):
+    m = x.max(-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        return (x - m) - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def process(seqs, scores, prompt_len, eos, min_new, ngram, rep):
+    """RepetitionPenalty, NoRepeatNGram, MinNewTokensLength processors (in that order)."""
+    scores = scores.copy()
+    n, cur = seqs.shape
+    v = scores.shape[1]
+    if rep != 1.0:
+        for r in range(n):
+            toks = np.unique(seqs[r][seqs[r] < v])
+            s = scores[r, toks]
+            scores[r, toks] = np.where(s < 0, s * rep, s / rep)
+    if ngram > 0 and cur >= ngram:
+        for r in range(n):
+            prefix = seqs[r, cur + 1 - ngram:]
+            for st in range(cur - ngram + 1):
+                w = seqs[r, st:st + ngram]
+                if np.array_equal(w[:-1], prefix) and w[-1] < v:
+                    scores[r, w[-1]] = -np.inf
+    if cur - prompt_len < min_new:
+        scores[:, [e for e in eos if e < v]] = -np.inf
+    return scores
+
+
+def topk(x, k):
+    order = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(x, order, -1), order
+
+
+def ref_beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
+                    pad_token_id=None, length_penalty=1.0, early_stopping=False,
+                    num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
+                    repetition_penalty=1.0, patience=1.0, renormalize=False):
+    ids = np.asarray(input_ids, np.int64)
+    nb, lp = ids.shape
+    nk = num_beams
+    ml = lp + max_new_tokens
+    eos = [] if eos_token_id is None else np.atleast_1d(eos_token_id).tolist()
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else -1)
+    nc = max(2, 1 + len(eos)) * nk
+    nh = int(round(nk * patience))
+    bidx = np.arange(nb)[:, None]
+
+    running = np.full((nb, nk, ml), pad, np.int64)
+    running[:, :, :lp] = ids[:, None, :]
+    run_logp = np.zeros((nb, nk, max_new_tokens))
+    run_scores = np.zeros((nb, nk))
+    run_scores[:, 1:] = -1e9
+    fin_seqs = np.full((nb, nh, ml), pad, np.int64)
+    fin_logp = np.zeros((nb, nh, max_new_tokens))
+    fin_len = np.zeros((nb, nh), np.int64)
+    fin_scores = np.full((nb, nh), -1e9)
+    is_fin = np.zeros((nb, nh), bool)
+    unsatisfied = np.ones(nb, bool)
+    cur = lp
+    parents = None
+    steps = 0
+    while True:
+        flat = running[:, :, :cur].reshape(nb * nk, cur)
+        logits = np.asarray(step_fn(flat.copy(), parents), np.float64)
+        v = logits.shape[1]
+        args = (lp, eos, min_new_tokens, no_repeat_ngram_size, repetition_penalty)
+        if renormalize:
+            logp = log_softmax(process(flat, logits, *args))
+        else:
+            logp = process(flat, log_softmax(logits), *args)
+        logp = logp.reshape(nb, nk, v)
+        acc = (logp + run_scores[..., None]).reshape(nb, nk * v)
+        top_scores, order = topk(acc, nc)
+        beam, tok = order // v, order % v
+        top_seqs = running[bidx, beam].copy()
+        top_seqs[:, :, cur] = tok
+        top_logp = run_logp[bidx, beam].copy()
+        top_logp[:, :, cur - lp] = logp[bidx, beam, tok]
+        hits = (cur + 1 >= ml) | np.isin(tok, eos)
+
+        adj = top_scores + hits * -1e9
+        _, sel = topk(adj, nk)
+        new_running = top_seqs[bidx, sel]
+        new_run_logp = top_logp[bidx, sel]
+        new_scores = np.take_along_axis(adj, sel, 1)
+        parents = (bidx * nk + np.take_along_axis(beam, sel, 1)).reshape(-1)
+
+        just = hits & (np.arange(nc) < nk)[None]
+        norm = top_scores / float(cur + 1 - lp) ** length_penalty
+        full = is_fin.all(1) & (early_stopping is True)
+        norm = norm + full[:, None] * -1e9 + (~unsatisfied)[:, None] * -1e9 + (~just) * -1e9
+        m_scores, msel = topk(np.concatenate([fin_scores, norm], 1), nh)
+        fin_seqs = np.concatenate([fin_seqs, top_seqs], 1)[bidx, msel]
+        fin_logp = np.concatenate([fin_logp, top_logp], 1)[bidx, msel]
+        fin_len = np.concatenate([fin_len, np.full((nb, nc), cur + 1 - lp)], 1)[bidx, msel]
+        is_fin = np.concatenate([is_fin, just], 1)[bidx, msel]
+        fin_scores = m_scores
+        running, run_logp, run_scores = new_running, new_run_logp, new_scores
+        cur += 1
+        steps += 1
+
+        if early_stopping == "never" and length_penalty > 0:
+            best_len = ml - lp
+        else:
+            best_len = cur - lp
+        best = run_scores[:, 0] / best_len ** length_penalty
+        worst = np.where(is_fin, fin_scores.min(1, keepdims=True), -1e9)
+        unsatisfied = unsatisfied & (best[:, None] > worst).any(1)
+        if not unsatisfied.any() or (is_fin.all() and early_stopping is True) or cur >= ml:
+            break
+
+    r = num_return_sequences
+    seqs = fin_seqs[:, :r].reshape(nb * r, ml)
+    lens = fin_len[:, :r].reshape(-1)
+    total = lp + lens.max()
+    logps = fin_logp[:, :r].reshape(nb * r, -1)[:, :total - lp]
+    logps = np.where(np.arange(total - lp)[None] < lens[:, None], logps, 0.0)
+    return seqs[:, :total], fin_scores[:, :r].reshape(-1), logps, lens, steps
+
+
+class ToyModel:
+    """A deterministic 'language model': logits from the last two tokens and the position."""
+
+    def __init__(self, vocab, seed, scale=2.0, dtype=np.float64):
+        rng = np.random.default_rng(seed)
+        self.w1 = rng.standard_normal((vocab, vocab)) * scale
+        self.w2 = rng.standard_normal((vocab, vocab)) * scale * 0.5
+        self.wp = rng.standard_normal((64, vocab)) * 0.3
+        self.dtype = dtype
+        self.calls = []
+
+    def __call__(self, ids, parents):
+        self.calls.append((ids.copy(), None if parents is None else parents.copy()))
+        last = ids[:, -1]
+        prev = ids[:, -2] if ids.shape[1] > 1 else ids[:, -1]
+        out = self.w1[last] + self.w2[prev] + self.wp[ids.shape[1] % 64]
+        return out.astype(self.dtype)
+
+
+def compare(opts, vocab=13, seed=0, batch=3, prompt_len=3, dtype=np.float64):
+    rng = np.random.default_rng(seed + 1000)
+    ids = rng.integers(0, vocab, (batch, prompt_len))
+    got = fastlsm.beam_search(ToyModel(vocab, seed, dtype=dtype), ids, **opts)
+    seqs, scores, logps, lens, steps = ref_beam_search(ToyModel(vocab, seed, dtype=dtype), ids,
+                                                       **opts)
+    tol = 1e-10 if dtype == np.float64 else 1e-6  # float32 rows: float32 exp, float64 sums
+    assert np.array_equal(got.sequences, seqs), (got.sequences, seqs)
+    np.testing.assert_allclose(got.sequences_scores, scores, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got.token_logprobs, logps, rtol=tol, atol=tol)
+    assert np.array_equal(got.lengths, lens)
+    assert got.steps == steps
+    return got
+
+
+BASE = dict(num_beams=3, max_new_tokens=8, eos_token_id=2, pad_token_id=11)
+
+CASES = [
+    {},
+    dict(early_stopping=True),
+    dict(early_stopping="never"),
+    dict(early_stopping="never", length_penalty=0.0),
+    dict(length_penalty=2.0),
+    dict(length_penalty=-1.0, early_stopping="never"),
+    dict(num_return_sequences=3),
+    dict(eos_token_id=[2, 5, 7], num_return_sequences=2),
+    dict(min_new_tokens=4),
+    dict(no_repeat_ngram_size=2),
+    dict(no_repeat_ngram_size=1, max_new_tokens=6),
+    dict(repetition_penalty=1.5),
+    dict(repetition_penalty=0.7),
+    dict(repetition_penalty=1.3, no_repeat_ngram_size=3, min_new_tokens=2, renormalize=True),
+    dict(renormalize=True, no_repeat_ngram_size=2),
+    dict(num_beams=1),
+    dict(num_beams=5, num_return_sequences=4, max_new_tokens=10),
+    dict(patience=2.0, num_return_sequences=3),
+    dict(patience=1.5, num_return_sequences=2, early_stopping="never"),
+    dict(patience=2.0, early_stopping=True),
+    dict(patience=0.5),
+    dict(eos_token_id=None, pad_token_id=None),
+    dict(max_new_tokens=1),
+]
+
+
+@pytest.mark.parametrize("opts", CASES, ids=[str(c) or "defaults" for c in CASES])
+def test_matches_reference(opts):
+    for seed in range(3):
+        compare({**BASE, **opts}, seed=seed)
+
+
+def test_float32_logits():
+    compare(dict(BASE, num_return_sequences=2), dtype=np.float32, seed=5)
+
+
+def test_larger_vocab_and_batch():
+    compare(dict(BASE, num_beams=4, num_return_sequences=2, eos_token_id=[3, 4]), vocab=700,
+            batch=4, seed=7)
+
+
+def test_step_fn_inputs_and_parents():
+    model = ToyModel(13, 3)
+    out = fastlsm.beam_search(model, [[1, 2], [3, 4]], **dict(BASE, max_new_tokens=5))
+    ids0, parents0 = model.calls[0]
+    assert parents0 is None and ids0.shape == (6, 2) and ids0.dtype == np.int64
+    assert ids0.tolist() == [[1, 2]] * 3 + [[3, 4]] * 3
+    for (prev, _), (ids, parents) in zip(model.calls, model.calls[1:]):
+        assert parents.shape == (6,) and parents.dtype == np.int64
+        assert ((parents // 3) == np.arange(6) // 3).all()  # stays within its batch item
+        assert np.array_equal(ids[:, :-1], prev[parents])
+    assert out.steps == len(model.calls)
+
+
+def test_pad_and_lengths():
+    # a bigram model where token 0 (EOS) is likely after 1: hypotheses of different length
+    table = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4]]))
+    step = lambda ids, parents: table[ids[:, -1]]
+    out = fastlsm.beam_search(step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0,
+                              pad_token_id=9, num_return_sequences=2, length_penalty=0.0,
+                              early_stopping=True)
+    seqs, scores, logps, lens, _ = ref_beam_search(
+        step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0, pad_token_id=9,
+        num_return_sequences=2, length_penalty=0.0, early_stopping=True)
+    assert np.array_equal(out.sequences, seqs)
+    assert out.sequences.tolist() == [[2, 0, 9], [2, 1, 0]]
+    np.testing.assert_allclose(out.sequences_scores, [np.log(0.3), np.log(0.3 * 0.5)])
+    assert out.lengths.tolist() == [1, 2]
+    np.testing.assert_allclose(out.token_logprobs, [[np.log(0.3), 0.0],
+                                                    [np.log(0.3), np.log(0.5)]])
+    # scores are the length-normalized sums of the per-token log-probs
+    out = fastlsm.beam_search(step, [[2], [1]], num_beams=2, max_new_tokens=6, eos_token_id=0,
+                              num_return_sequences=2, length_penalty=1.5)
+    np.testing.assert_allclose(out.sequences_scores,
+                               out.token_logprobs.sum(1) / out.lengths ** 1.5, rtol=1e-12)
+
+
+def test_thread_count_does_not_change_results():
+    opts = dict(BASE, num_beams=4, num_return_sequences=2)
+    ids = np.arange(8).reshape(4, 2)
+    old = fastlsm.get_num_threads()
+    try:
+        fastlsm.set_num_threads(1)
+        a = fastlsm.beam_search(ToyModel(300, 1, dtype=np.float32), ids, **opts)
+        fastlsm.set_num_threads(old)
+        b = fastlsm.beam_search(ToyModel(300, 1, dtype=np.float32), ids, **opts)
+    finally:
+        fastlsm.set_num_threads(old)
+    assert np.array_equal(a.sequences, b.sequences)
+    assert np.array_equal(a.sequences_scores, b.sequences_scores)
+    assert np.array_equal(a.token_logprobs, b.token_logprobs)
+
+
+def test_logits_are_restored():
+    kept = []
+
+    def step(ids, parents):
+        x = np.random.default_rng(ids.shape[1]).standard_normal((ids.shape[0], 9))
+        kept.append((x, x.copy()))
+        return x
+
+    fastlsm.beam_search(step, [[1, 1, 2]], num_beams=2, max_new_tokens=4, eos_token_id=0,
+                        repetition_penalty=1.2, no_repeat_ngram_size=1, min_new_tokens=3)
+    assert all(np.array_equal(a, b) for a, b in kept)
+
+
+def test_read_only_and_strided_logits_are_accepted():
+    model = ToyModel(13, 4)
+
+    def step(ids, parents):
+        x = np.repeat(model(ids, parents), 2, axis=1)[:, ::2]
+        x.flags.writeable = False
+        return x
+
+    a = fastlsm.beam_search(step, [[1, 2]], **BASE)
+    b = fastlsm.beam_search(ToyModel(13, 4), [[1, 2]], **BASE)
+    assert np.array_equal(a.sequences, b.sequences)
+
+
+def test_bad_step_fn_results_name_the_step():
+    def make(bad_at, kind):
+        model = ToyModel(13, 0)
+
+        def step(ids, parents):
+            x = model(ids, parents)
+            if len(model.calls) - 1 == bad_at:
+                if kind == "nan":
+                    x[4, 3] = np.nan
+                elif kind == "inf":
+                    x[1, 0] = np.inf
+                elif kind == "shape":
+                    x = x[:, :5]
+                elif kind == "rows":
+                    x = x[:-1]
+                elif kind == "dtype":
+                    x = x.astype(np.int32)
+                elif kind == "3d":
+                    x = x[None]
+            return x
+        return step
+
+    with pytest.raises(ValueError, match=r"step 2: .*NaN or \+inf in row 4 \(batch 1, beam 1\)"):
+        fastlsm.beam_search(make(2, "nan"), [[1], [2]], **BASE)
+    with pytest.raises(ValueError, match=r"step 0: .*row 1 \(batch 0, beam 1\)"):
+        fastlsm.beam_search(make(0, "inf"), [[1], [2]], **BASE)
+    with pytest.raises(ValueError, match=r"step 1: step_fn returned logits of shape \(6, 5\), "
+                                         r"expected \[6, 13\]"):
+        fastlsm.beam_search(make(1, "shape"), [[1], [2]], **BASE)
+    with pytest.raises(ValueError, match=r"step 0: .*shape \(5, 13\)"):
+        fastlsm.beam_search(make(0, "rows"), [[1], [2]], **BASE)
+    with pytest.raises(ValueError, match=r"step 0: .*shape \(1, 6, 13\)"):
+        fastlsm.beam_search(make(0, "3d"), [[1], [2]], **BASE)
+    with pytest.raises(TypeError, match=r"step 3: .*dtype int32"):
+        fastlsm.beam_search(make(3, "dtype"), [[1], [2]], **BASE)
+    with pytest.raises(ValueError, match="step 0: vocabulary size 1 is too small"):
+        fastlsm.beam_search(lambda ids, p: np.zeros((3, 1)), [[0]], **BASE)
+
+
+def test_option_errors():
+    step = ToyModel(13, 0)
+    ok = dict(BASE)
+    with pytest.raises(ValueError, match="num_return_sequences=4 is larger than num_beams=3"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, num_return_sequences=4))
+    with pytest.raises(ValueError, match="num_return_sequences=4 is larger than num_beams=3"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, num_return_sequences=4, patience=2.0))
+    with pytest.raises(ValueError, match="num_beams must be at least 1"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, num_beams=0))
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, max_new_tokens=0))
+    with pytest.raises(ValueError, match=r"input_ids must have shape \[B, L\]"):
+        fastlsm.beam_search(step, [1, 2], **ok)
+    with pytest.raises(TypeError, match="input_ids must hold integer"):
+        fastlsm.beam_search(step, [[1.0]], **ok)
+    with pytest.raises(ValueError, match="early_stopping"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, early_stopping="always"))
+    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, repetition_penalty=0.0))
+    with pytest.raises(ValueError, match="patience"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, patience=0.1))
+    with pytest.raises(ValueError, match="round\\(num_beams \\* patience\\)"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, patience=0.5, num_return_sequences=3))
+    with pytest.raises(TypeError, match="eos_token_id"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, eos_token_id=1.5))
+    with pytest.raises(TypeError, match="step_fn must be callable"):
+        fastlsm.beam_search(None, [[1]], **ok)
+    with pytest.raises(ValueError, match="length_penalty must be finite"):
+        fastlsm.beam_search(step, [[1]], **dict(ok, length_penalty=float("nan")))
+
+
+def test_kernel_state_machine_statuses():
+    cfg = np.zeros(_k.CFG_SIZE + 1, np.int64)
+    cfg[[_k.CFG_BATCH, _k.CFG_BEAMS, _k.CFG_PROMPT_LEN, _k.CFG_MAX_LEN, _k.CFG_CANDIDATES,
+         _k.CFG_MAX_HYPS, _k.CFG_PAD, _k.CFG_NUM_EOS, _k.CFG_EOS]] = [1, 2, 1, 3, 4, 2, 0, 1, 0]
+    fcfg = np.array([1.0, 1.0])
+    layout = np.empty(_k.LAYOUT_SIZE, np.int64)
+    assert _k.beam_search_layout(cfg, layout) == 0
+    ist = np.empty(layout[_k.L_INT_SIZE], np.int64)
+    fst = np.empty(layout[_k.L_FLOAT_SIZE])
+    assert _k.beam_search_init(cfg, fcfg, np.array([[1]]), fst[:-1], ist) == _k.BEAM_BAD_SHAPE
+    assert _k.beam_search_init(cfg, fcfg, np.array([[1, 2]]), fst, ist) == _k.BEAM_BAD_SHAPE
+    assert _k.beam_search_init(cfg, fcfg, np.array([[1]]), fst, ist) == _k.BEAM_RUNNING
+    table = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4]]))
+    assert _k.beam_search_advance(cfg, fcfg, fst, ist, np.zeros((3, 3))) == _k.BEAM_BAD_SHAPE
+    bad = table[[1, 1]].copy()
+    bad[1, 2] = np.nan
+    assert _k.beam_search_advance(cfg, fcfg, fst, ist, bad) == _k.BEAM_BAD_LOGITS
+    assert ist[_k.ST_BAD_ROW] == 1 and ist[_k.ST_CUR_LEN] == 1
+    assert _k.beam_search_advance(cfg, fcfg, fst, ist, table[[1, 1]].copy()) == _k.BEAM_RUNNING
+    p = layout[_k.L_PARENTS]
+    assert ist[p:p + 2].tolist() == [0, 0] and ist[_k.ST_CUR_LEN] == 2
+    assert _k.beam_search_advance(cfg, fcfg, fst, ist, table[[2, 1]].copy()) == _k.BEAM_DONE
+    assert _k.beam_search_advance(cfg, fcfg, fst, ist, table[[2, 1]].copy()) == _k.BEAM_NOT_RUNNING
+    out_seqs = np.empty((2, 3), np.int64)
+    out_scores, out_logp, out_len = np.empty(2), np.empty((2, 2)), np.empty(2, np.int64)
+    total = _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs, out_scores, out_logp, out_len)
+    assert total == 3
+    # step 1 finishes [1, 0] (p = 0.5); step 2 reaches max length with [1, 2, 2] (0.4 * 0.4)
+    # ahead of [1, 2, 0] (0.4 * 0.3); scores are normalized by the generated length
+    assert out_seqs.tolist() == [[1, 0, 0], [1, 2, 2]]  # pad 0
+    np.testing.assert_allclose(out_scores, [np.log(0.5), np.log(0.4 * 0.4) / 2])
+    np.testing.assert_allclose(out_logp, [[np.log(0.5), 0.0], [np.log(0.4), np.log(0.4)]])
+    assert out_len.tolist() == [1, 2]
+    assert _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs[:1], out_scores[:1],
+                                   out_logp[:1], out_len[:1]) == 2  # R = 1: [1, 0] only
+    assert _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs, out_scores, out_logp,
+                                   out_len[:1]) == -_k.BEAM_BAD_SHAPE
