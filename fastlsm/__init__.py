@@ -13,17 +13,29 @@ __version__ = "0.1.0"
 
 from ._jit import get_num_threads, set_num_threads
 from .beam import BeamSearchOutput, beam_search, beam_step
+from .losses import (
+    CrossEntropyResult,
+    InvalidTargetError,
+    cross_entropy,
+    cross_entropy_with_grad,
+    nll_loss,
+)
 from .normalize import log_softmax, logsumexp, softmax
 from .sequence import sequence_logprobs
 
 __all__ = [
     "BeamSearchOutput",
+    "CrossEntropyResult",
+    "InvalidTargetError",
     "__version__",
     "beam_search",
     "beam_step",
+    "cross_entropy",
+    "cross_entropy_with_grad",
     "get_num_threads",
     "log_softmax",
     "logsumexp",
+    "nll_loss",
     "sequence_logprobs",
     "set_num_threads",
     "softmax",
