@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import gc
+import math
 import os
 import platform
 import sys
@@ -76,12 +77,11 @@ def _rw_pass(flat, out, shift):
             dst[j] = src[j] - shift
 
 
-def measure_roofline(x: np.ndarray, out: np.ndarray, rounds: int = 7) -> dict:
-    """Memory bandwidth over ``x`` (any shape; ``out`` of the same size and dtype).
+def roofline_providers(x: np.ndarray, out: np.ndarray) -> dict:
+    """The two roofline passes over ``x`` (``out``: same size and dtype) as providers.
 
-    Returns ``{"bytes", "read_gbs", "rw_gbs", "read_ms", "rw_ms"}``: medians timed like the
-    kernels (:func:`run_case`), with the thread count fastlsm uses for an array this size.
-    ``rw_gbs`` counts bytes read plus bytes written.
+    ``"roofline_read"`` sums ``x``; ``"roofline_rw"`` writes ``out = x - 0.5``. Both run with
+    the thread count fastlsm uses for an array of this size.
     """
     flat = x.reshape(-1)
     dst = out.reshape(-1)
@@ -91,22 +91,32 @@ def measure_roofline(x: np.ndarray, out: np.ndarray, rounds: int = 7) -> dict:
     def threads():
         _jit.use_threads(flat.size)
 
-    t = run_case(
-        {
-            "read": Provider(lambda: _read_pass(flat, partial), prepare=threads),
-            "rw": Provider(lambda: _rw_pass(flat, dst, shift), prepare=threads),
-        },
-        rounds,
-    )
-    nbytes = flat.nbytes
-    read_ms, rw_ms = t["read"]["median_ms"], t["rw"]["median_ms"]
+    return {
+        "roofline_read": Provider(lambda: _read_pass(flat, partial), prepare=threads),
+        "roofline_rw": Provider(lambda: _rw_pass(flat, dst, shift), prepare=threads),
+    }
+
+
+def roofline_figures(nbytes: int, read: dict, rw: dict) -> dict:
+    """GB/s from the timings of the two passes (``rw_gbs`` counts bytes read + written)."""
     return {
         "bytes": nbytes,
-        "read_gbs": nbytes / read_ms / 1e6,
-        "rw_gbs": 2 * nbytes / rw_ms / 1e6,
-        "read_ms": read_ms,
-        "rw_ms": rw_ms,
+        "read_gbs": nbytes / read["median_ms"] / 1e6,
+        "rw_gbs": 2 * nbytes / rw["median_ms"] / 1e6,
+        "read_ms": read["median_ms"],
+        "rw_ms": rw["median_ms"],
     }
+
+
+def measure_roofline(x: np.ndarray, out: np.ndarray, rounds: int = 7) -> dict:
+    """Memory bandwidth over ``x``: ``{"bytes", "read_gbs", "rw_gbs", "read_ms", "rw_ms"}``.
+
+    Medians timed like the kernels (:func:`run_case`). ``fastlsm bench`` does not call this:
+    it interleaves the same two passes with every case's providers, so that the roofline and
+    the kernel see the same machine load.
+    """
+    t = run_case(roofline_providers(x, out), rounds)
+    return roofline_figures(x.nbytes, t["roofline_read"], t["roofline_rw"])
 
 
 # --------------------------------------------------------------------------- machine, versions
@@ -675,24 +685,20 @@ def run(
     max_elements = max((c.elements for c in cases), default=1)
     pool = Pool(max_elements)
 
-    sizes = sorted({c.elements for c in cases})
-    bar = Progress(len(sizes) + len(cases) * repeat, stream=stream, enabled=progress)
-    roofline = {}
-    for n in sizes:
-        bar.label(f"roofline over {n * F32 / 1e6:.0f} MB")
-        roofline[n] = measure_roofline(pool.logits((n,)), pool.out((n,)))
-        roofline[n]["elements"] = n
-        bar.advance()
-
+    bar = Progress(len(cases) * repeat, stream=stream, enabled=progress)
     results = []
     for case in cases:
         spec = case.spec
         bar.label(f"{spec.label} {list(case.shape)}")
         providers = spec.setup(pool, case.shape, torch)
+        providers.update(roofline_providers(pool.logits(case.shape), pool.out(case.shape)))
         timings = run_case(providers, repeat, on_round=bar.advance)
         del providers
+        roof = roofline_figures(
+            case.elements * F32, timings.pop("roofline_read"), timings.pop("roofline_rw")
+        )
+        roof["elements"] = case.elements
         nbytes = spec.nbytes(case.shape)
-        roof = roofline[case.elements][f"{spec.roofline}_gbs"]
         fast = timings["fastlsm"]
         for t in timings.values():
             t["gbs"] = nbytes / (t["median_ms"] * 1e-3) / 1e9
@@ -704,9 +710,10 @@ def run(
             "dtype": "float32",
             "bytes": nbytes,
             "roofline": spec.roofline,
-            "roofline_gbs": roof,
+            "roofline_gbs": roof[f"{spec.roofline}_gbs"],
+            "roofline_measured": roof,
             "gbs": fast["gbs"],
-            "pct_roofline": 100.0 * fast["gbs"] / roof,
+            "pct_roofline": 100.0 * fast["gbs"] / roof[f"{spec.roofline}_gbs"],
             "providers": timings,
         }
         for base in ("numpy", "torch"):
@@ -727,10 +734,31 @@ def run(
         "versions": versions(torch),
         "config": {"repeat": repeat, "quick": quick, "only": list(only or []),
                    "torch": torch is not None},
-        "roofline": [roofline[n] for n in sizes],
+        "roofline": _roofline_summary(results),
         "results": results,
         "skipped": skipped,
     }
+
+
+def _roofline_summary(results) -> list[dict]:
+    """One entry per logits size: the median over that size's cases of each roofline."""
+    by_size = {}
+    for r in results:
+        by_size.setdefault(r["roofline_measured"]["elements"], []).append(r)
+    out = []
+    for n in sorted(by_size):
+        rows = by_size[n]
+        out.append({
+            "elements": n,
+            "bytes": rows[0]["roofline_measured"]["bytes"],
+            "shapes": sorted({tuple(r["shape"]) for r in rows}),
+            "cases": len(rows),
+            **{
+                key: float(np.median([r["roofline_measured"][key] for r in rows]))
+                for key in ("read_gbs", "rw_gbs", "read_ms", "rw_ms")
+            },
+        })
+    return out
 
 
 def _threading_layer(numba) -> str | None:
@@ -745,6 +773,11 @@ def _threading_layer(numba) -> str | None:
 
 def _shape(shape) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _ms(v: float) -> str:
+    """Milliseconds with 3-4 significant digits, never in exponent notation."""
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
 
 
 def _speedup(v) -> str:
@@ -762,8 +795,8 @@ def table_rows(report: dict) -> list[list[str]]:
         rows.append([
             r["label"],
             _shape(r["shape"]),
-            f"{f['median_ms']:.3f}" if f["median_ms"] < 10 else f"{f['median_ms']:.1f}",
-            f"{f['p20_ms']:.3g}-{f['p80_ms']:.3g}",
+            _ms(f["median_ms"]),
+            f"{_ms(f['p20_ms'])}-{_ms(f['p80_ms'])}",
             f"{r['gbs']:.1f}",
             f"{r['pct_roofline']:.0f}% {'R' if r['roofline'] == 'read' else 'RW'}",
             _speedup(r["speedup_numpy"]),
@@ -781,14 +814,18 @@ def header_lines(report: dict) -> list[str]:
         + (f", {mem / 2**30:.0f} GiB" if mem else "")
         + f"; threads: {report['threads']} ({report['threading_layer']})",
         f"numba {v['numba']}, numpy {v['numpy']}, torch {v['torch'] or 'not installed'}",
-        "roofline (same run, same threads; read-only / read+write GB/s): "
-        + "; ".join(
-            f"{r['bytes'] / 1e6:.0f} MB: {r['read_gbs']:.1f} / {r['rw_gbs']:.1f}"
-            for r in report["roofline"]
-        ),
-        "float32; times are fastlsm medians; % roofline vs R = read-only or RW = read+write "
-        "bandwidth; vs X = X's median / fastlsm's",
+        "roofline (read-only / read+write GB/s, measured in this run interleaved with "
+        "the kernels, same threads; median over the cases of each size):",
     ]
+    for r in report["roofline"]:
+        shapes = ", ".join(_shape(sh) for sh in r["shapes"])
+        lines.append(
+            f"  {r['bytes'] / 1e6:7.1f} MB ({shapes}): {r['read_gbs']:.1f} / {r['rw_gbs']:.1f}"
+        )
+    lines.append(
+        "float32; fastlsm median and 20th-80th percentile times; % of the read-only (R) or "
+        "read+write (RW) roofline; vs X = X's median / fastlsm's"
+    )
     return lines
 
 
