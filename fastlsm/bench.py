@@ -174,19 +174,30 @@ def machine_info() -> dict:
 
 
 def versions(torch_module=None) -> dict:
-    """Versions of fastlsm and of what it runs on (``None`` for what is not installed)."""
+    """Versions of fastlsm and of what it runs on (``None`` for what is not installed).
+
+    PyTorch's version comes from the module when given, else from the installed package's
+    metadata: asking never imports PyTorch (``--no-torch`` keeps its OpenMP runtime out).
+    """
+    import importlib.metadata
+
     import cffi
     import llvmlite
     import numba
 
-    torch_module = torch_module if torch_module is not None else _torch()
+    torch_version = getattr(torch_module, "__version__", None)
+    if torch_version is None:
+        try:
+            torch_version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return {
         "fastlsm": fastlsm.__version__,
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
         "numpy": np.__version__,
         "cffi": cffi.__version__,
-        "torch": getattr(torch_module, "__version__", None),
+        "torch": torch_version,
     }
 
 
