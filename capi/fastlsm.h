@@ -1,0 +1,223 @@
+/*
+ * fastlsm.h - C ABI of fastlsm: fused log-softmax, cross-entropy and beam-search kernels.
+ *
+ * This header is the single place the ABI is declared. Build the library on the machine that
+ * will run it (this also compiles and caches every kernel, so a host's first call is warm):
+ *
+ *     python -m fastlsm.capi build --out DIR      # DIR/libfastlsm.so, DIR/fastlsm.h, DIR/fastlsm.pc
+ *     cc host.c $(python -m fastlsm.capi flags --out DIR) -o host
+ *
+ * Conventions (every function):
+ * - Arrays are C-contiguous, row-major, caller-allocated. Sizes and indices are int64_t.
+ * - Functions returning int return a fastlsm_status. On failure nothing has been written to
+ *   any output; fastlsm_last_error() then describes the failure (thread-local).
+ * - Results are bitwise identical to the Python API's (fastlsm.log_softmax, ...) on the same
+ *   input, and identical for every thread count.
+ * - The first call starts an embedded Python runtime (about 0.5 s with a warm cache); it needs
+ *   nothing from the environment (PATH, PYTHONHOME, PYTHONPATH are ignored). Call
+ *   fastlsm_init() to pay that cost at a time of your choosing. After that, calls jump straight
+ *   to compiled code; with fastlsm_set_num_threads(1) they never enter the Python runtime.
+ * - Thread safety: every function may be called concurrently from any number of threads.
+ * - Error codes are never renumbered; new codes may be added (treat unknown non-zero codes as
+ *   failures; fastlsm_strerror() handles any value).
+ *
+ * Environment (all optional): FASTLSM_NUM_THREADS (initial thread count),
+ * FASTLSM_CACHE_DIR (compiled-kernel cache; default: the one warmed by `build`),
+ * FASTLSM_PYTHONPATH (directories searched before the built-in path, ':'-separated),
+ * FASTLSM_THREADING_LAYER (omp or tbb), FASTLSM_CAPI_FAULT=internal (fault injection: every
+ * kernel call then fails with FASTLSM_ERR_INTERNAL, to test a host's error handling).
+ */
+#ifndef FASTLSM_H
+#define FASTLSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FASTLSM_VERSION_MAJOR 0
+#define FASTLSM_VERSION_MINOR 1
+#define FASTLSM_VERSION_PATCH 0
+#define FASTLSM_VERSION_NUMBER \
+    (FASTLSM_VERSION_MAJOR * 10000 + FASTLSM_VERSION_MINOR * 100 + FASTLSM_VERSION_PATCH)
+#define FASTLSM_VERSION_STRING "0.1.0"
+
+#if defined(__GNUC__)
+#define FASTLSM_API __attribute__((visibility("default")))
+#else
+#define FASTLSM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ status codes */
+
+typedef enum fastlsm_status {
+    FASTLSM_OK = 0,
+    FASTLSM_ERR_NULL_POINTER = 1,     /* a required pointer argument is NULL */
+    FASTLSM_ERR_INVALID_SIZE = 2,     /* a negative size, or a product of sizes overflowing */
+    FASTLSM_ERR_INVALID_TARGET = 3,   /* a target/token index outside [0, cols) */
+    FASTLSM_ERR_INVALID_ARGUMENT = 4, /* any other bad argument (reduction, thread count...) */
+    FASTLSM_ERR_RUNTIME = 5,          /* the runtime could not start, or a kernel is missing */
+    FASTLSM_ERR_INTERNAL = 6          /* a bug in fastlsm: please report it */
+} fastlsm_status;
+
+typedef enum fastlsm_reduction {
+    FASTLSM_REDUCTION_NONE = 0, /* loss holds one value per row */
+    FASTLSM_REDUCTION_MEAN = 1, /* loss holds one value: PyTorch's weighted mean */
+    FASTLSM_REDUCTION_SUM = 2   /* loss holds one value: the sum */
+} fastlsm_reduction;
+
+/* ------------------------------------------------------------------ library */
+
+/* Version of the library actually loaded ("0.1.0", 100); compare with the macros above. */
+FASTLSM_API const char *fastlsm_version_string(void);
+FASTLSM_API int fastlsm_version_number(void);
+
+/* A static description of any status value; never NULL ("unknown status" for others). */
+FASTLSM_API const char *fastlsm_strerror(int status);
+
+/* Detail of the calling thread's last call: "" if it succeeded, else what went wrong (which
+ * argument, which position). Valid until this thread's next fastlsm call; never NULL. */
+FASTLSM_API const char *fastlsm_last_error(void);
+
+/* Start the runtime now (optional: the first call of any kernel does it). Idempotent and
+ * thread-safe; returns FASTLSM_ERR_RUNTIME (with details in fastlsm_last_error()) if Python,
+ * NumPy, Numba or the compiled kernels cannot be loaded. A failed start is not retried. */
+FASTLSM_API int fastlsm_init(void);
+
+/* Threads used by each kernel call, for all host threads (like fastlsm.set_num_threads):
+ * 1 <= n <= fastlsm_max_threads(), else FASTLSM_ERR_INVALID_ARGUMENT. With n == 1 calls
+ * never enter the Python runtime (no GIL): the way to scale with many host threads. Small
+ * problems (under 32768 elements) always run on the calling thread. Starts the runtime. */
+FASTLSM_API int fastlsm_set_num_threads(int n);
+/* Current thread count, and the largest allowed (Numba's pool size); 0 if the runtime
+ * cannot start. */
+FASTLSM_API int fastlsm_get_num_threads(void);
+FASTLSM_API int fastlsm_max_threads(void);
+
+/* ------------------------------------------------------------------ normalizers
+ * x and out: [rows, cols] (logsumexp: out is [rows]). out may equal x (in place), but must
+ * not otherwise overlap it. Special values as in the Python API (-inf masks, NaN rows,
+ * an empty row's logsumexp is -inf). */
+
+FASTLSM_API int fastlsm_log_softmax_f32(const float *x, float *out, int64_t rows, int64_t cols);
+FASTLSM_API int fastlsm_log_softmax_f64(const double *x, double *out, int64_t rows, int64_t cols);
+FASTLSM_API int fastlsm_softmax_f32(const float *x, float *out, int64_t rows, int64_t cols);
+FASTLSM_API int fastlsm_softmax_f64(const double *x, double *out, int64_t rows, int64_t cols);
+FASTLSM_API int fastlsm_logsumexp_f32(const float *x, float *out, int64_t rows, int64_t cols);
+FASTLSM_API int fastlsm_logsumexp_f64(const double *x, double *out, int64_t rows, int64_t cols);
+
+/* ------------------------------------------------------------------ cross-entropy
+ * logits [rows, cols], target [rows] in [0, cols) or == ignore_index, class_weight [cols] or
+ * NULL (all ones), label_smoothing in [0, 1], reduction a fastlsm_reduction.
+ * loss: [rows] for FASTLSM_REDUCTION_NONE, else [1]. grad: [rows, cols] d loss / d logits
+ * (for NONE: of the sum of the per-row losses), or NULL when not wanted; grad may equal
+ * logits (the gradient then overwrites the logits). Semantics: PyTorch F.cross_entropy. */
+
+FASTLSM_API int fastlsm_cross_entropy_f32(const float *logits, const int64_t *target,
+                                          int64_t rows, int64_t cols, const float *class_weight,
+                                          int64_t ignore_index, float label_smoothing,
+                                          int reduction, float *loss, float *grad);
+FASTLSM_API int fastlsm_cross_entropy_f64(const double *logits, const int64_t *target,
+                                          int64_t rows, int64_t cols,
+                                          const double *class_weight, int64_t ignore_index,
+                                          double label_smoothing, int reduction, double *loss,
+                                          double *grad);
+
+/* ------------------------------------------------------------------ sequence scoring
+ * logits [batch, steps, vocab], tokens [batch, steps] in [0, vocab), mask [batch, steps]
+ * (0 = padding, else counted) or NULL (all counted). token_logprobs [batch, steps] (0 where
+ * masked) or NULL; seq_logprobs [batch]: the sums. Masked tokens are not range-checked. */
+
+FASTLSM_API int fastlsm_sequence_logprobs_f32(const float *logits, const int64_t *tokens,
+                                              const uint8_t *mask, int64_t batch, int64_t steps,
+                                              int64_t vocab, float *token_logprobs,
+                                              float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_f64(const double *logits, const int64_t *tokens,
+                                              const uint8_t *mask, int64_t batch, int64_t steps,
+                                              int64_t vocab, double *token_logprobs,
+                                              double *seq_logprobs);
+
+/* ------------------------------------------------------------------ beam step
+ * logits [batch, beams, vocab], beam_scores [batch, beams]; candidate score =
+ * beam_scores[b, k] + log_softmax(logits[b, k])[v]. Writes the num_candidates best per batch
+ * row (1 <= num_candidates <= beams * vocab; the Python default is 2 * beams), sorted by
+ * score descending, ties toward the lower beam, then the lower token, into cand_scores,
+ * cand_tokens and cand_beams, each [batch, num_candidates]. */
+
+FASTLSM_API int fastlsm_beam_step_f32(const float *logits, const float *beam_scores,
+                                      int64_t batch, int64_t beams, int64_t vocab,
+                                      int64_t num_candidates, float *cand_scores,
+                                      int64_t *cand_tokens, int64_t *cand_beams);
+FASTLSM_API int fastlsm_beam_step_f64(const double *logits, const double *beam_scores,
+                                      int64_t batch, int64_t beams, int64_t vocab,
+                                      int64_t num_candidates, double *cand_scores,
+                                      int64_t *cand_tokens, int64_t *cand_beams);
+
+/* ------------------------------------------------------------------ beam-search decoder
+ * Semantics of fastlsm.beam_search (= Hugging Face generate(num_beams=..., do_sample=False)).
+ * Get a config with fastlsm_beam_search_default_config(), change the fields you need. */
+
+typedef enum fastlsm_early_stopping {
+    FASTLSM_EARLY_STOPPING_HEURISTIC = 0, /* early_stopping=False */
+    FASTLSM_EARLY_STOPPING_TRUE = 1,      /* early_stopping=True */
+    FASTLSM_EARLY_STOPPING_NEVER = 2      /* early_stopping="never" */
+} fastlsm_early_stopping;
+
+typedef struct fastlsm_beam_search_config {
+    int64_t num_beams;              /* >= 1; default 4 */
+    int64_t max_new_tokens;         /* >= 1; default 20 */
+    const int64_t *eos_token_ids;   /* num_eos_token_ids ids, or NULL; default NULL */
+    int64_t num_eos_token_ids;      /* default 0 */
+    int64_t pad_token_id;           /* used to pad sequences; default 0 */
+    double length_penalty;          /* default 1.0 */
+    int early_stopping;             /* a fastlsm_early_stopping; default HEURISTIC */
+    int64_t num_return_sequences;   /* 1 <= n <= num_beams; default 1 */
+    int64_t min_new_tokens;         /* default 0 */
+    int64_t no_repeat_ngram_size;   /* 0 = off; default 0 */
+    double repetition_penalty;      /* 1.0 = off; default 1.0 */
+    double patience;                /* CTranslate2's patience; default 1.0 */
+    int renormalize;                /* 1: apply bans before normalizing; default 0 */
+} fastlsm_beam_search_config;
+
+FASTLSM_API fastlsm_beam_search_config fastlsm_beam_search_default_config(void);
+
+/* The model: fill logits [rows, vocab] (rows = batch * num_beams) for the current sequences
+ * [rows, cur_len] (prompt included). parent_beams [rows] is NULL on the first step, then the
+ * row of the previous step each sequence continues (to reorder a KV cache). Return 0 on
+ * success; any other value aborts the search, which then returns FASTLSM_ERR_INVALID_ARGUMENT
+ * with the step and the value in fastlsm_last_error(). */
+typedef int (*fastlsm_step_fn_f32)(void *user_data, const int64_t *sequences, int64_t rows,
+                                   int64_t cur_len, const int64_t *parent_beams, float *logits);
+typedef int (*fastlsm_step_fn_f64)(void *user_data, const int64_t *sequences, int64_t rows,
+                                   int64_t cur_len, const int64_t *parent_beams,
+                                   double *logits);
+
+/* input_ids [batch, prompt_len]. Outputs, R = batch * num_return_sequences rows, best first
+ * within each batch item, W = prompt_len + max_new_tokens:
+ *   sequences [R, W]        prompt + generated tokens, padded with pad_token_id;
+ *   lengths [R]             the length of each sequence (prompt included), or NULL;
+ *   sequence_scores [R]     length-penalized scores (as transformers' sequences_scores);
+ *   token_logprobs [R, max_new_tokens]  per-token log-probs (0 after the end), or NULL;
+ *   out_width               if not NULL: the width Python returns (prompt + longest). */
+FASTLSM_API int fastlsm_beam_search_f32(const fastlsm_beam_search_config *config,
+                                        const int64_t *input_ids, int64_t batch,
+                                        int64_t prompt_len, int64_t vocab,
+                                        fastlsm_step_fn_f32 step, void *user_data,
+                                        int64_t *sequences, int64_t *lengths,
+                                        float *sequence_scores, float *token_logprobs,
+                                        int64_t *out_width);
+FASTLSM_API int fastlsm_beam_search_f64(const fastlsm_beam_search_config *config,
+                                        const int64_t *input_ids, int64_t batch,
+                                        int64_t prompt_len, int64_t vocab,
+                                        fastlsm_step_fn_f64 step, void *user_data,
+                                        int64_t *sequences, int64_t *lengths,
+                                        double *sequence_scores, double *token_logprobs,
+                                        int64_t *out_width);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTLSM_H */

@@ -1,0 +1,359 @@
+"""The C ABI: build libfastlsm.so once, compile every C example, run them in an empty
+environment, and compare their outputs bit for bit with the Python API.
+
+The library is built from a snapshot of the package (copied into a temporary directory, with
+its own kernel cache seeded from the shared one), so edits made to the working tree while the
+tests run cannot invalidate the cache the examples load.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastlsm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "capi", "examples")
+GCC = shutil.which("gcc")
+
+pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
+
+
+def _snapshot():
+    """Copy the package now, while this process imports it: the library then runs the very
+    kernels the Python API here runs, even if the working tree changes during the session."""
+    root = tempfile.mkdtemp(prefix="fastlsm-capi-src-")
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(
+        os.path.join(ROOT, "fastlsm"), os.path.join(root, "fastlsm"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.so"),
+    )
+    os.makedirs(os.path.join(root, "capi"))
+    shutil.copy(os.path.join(ROOT, "capi", "fastlsm.h"), os.path.join(root, "capi"))
+    return root
+
+
+SNAPSHOT = _snapshot() if GCC else None
+
+
+def _run(cmd, *, env=None, timeout=240, check=True):
+    """Run ``cmd`` in an empty environment (plus ``env``); return the CompletedProcess."""
+    full = ["env", "-i", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd} exited with {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
+            f"stderr:\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def capi(tmp_path_factory):
+    """Build the library from a snapshot of the package and compile every example."""
+    tmp = tmp_path_factory.mktemp("capi")
+    src = SNAPSHOT
+    out = tmp / "lib"
+    # A private kernel cache, seeded with the shared one: when the working tree has not
+    # changed since it was filled, the build loads instead of compiling.
+    from fastlsm import _jit
+
+    shared = os.path.dirname(_jit.cache_dir())
+    if os.path.isdir(shared):
+        shutil.copytree(shared, tmp / "cache", ignore=shutil.ignore_patterns("capi"))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "PYTHONPATH": str(src),
+        "FASTLSM_CACHE_DIR": str(tmp / "cache"),
+    }
+    build = subprocess.run(
+        [sys.executable, "-m", "fastlsm.capi", "build", "--out", str(out)],
+        cwd=src, env=env, capture_output=True, text=True, timeout=900,
+    )
+    if build.returncode != 0:
+        raise AssertionError(f"build failed:\n{build.stdout}\n{build.stderr}")
+    flags = subprocess.run(
+        [sys.executable, "-m", "fastlsm.capi", "flags", "--out", str(out)],
+        cwd=src, env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    exes, compile_errors = {}, {}
+    for name in sorted(os.listdir(EXAMPLES)):
+        if not name.endswith(".c"):
+            continue
+        stem = name[:-2]
+        for variant, extra in (("", []), ("_asan", ["-g", "-fsanitize=address",
+                                                   "-fno-omit-frame-pointer"])):
+            if variant and stem != "log_softmax":
+                continue
+            exe = str(tmp / f"{stem}{variant}")
+            cc = subprocess.run(
+                [GCC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", *extra,
+                 os.path.join(EXAMPLES, name), "-o", exe, *flags, "-lm", "-lpthread"],
+                capture_output=True, text=True,
+            )
+            if cc.returncode == 0:
+                exes[stem + variant] = exe
+            else:
+                compile_errors[stem + variant] = cc.stderr
+    return {"dir": str(out), "src": str(src), "exes": exes, "errors": compile_errors,
+            "flags": flags, "env": env, "tmp": tmp}
+
+
+def _exe(capi, name):
+    if name not in capi["exes"]:
+        raise AssertionError(f"{name}.c did not compile:\n{capi['errors'].get(name)}")
+    return capi["exes"][name]
+
+
+def _parse(stdout):
+    """``name v1 v2 ...`` lines of hexadecimal floats -> {name: float64 array}."""
+    out = {}
+    for line in stdout.splitlines():
+        name, *values = line.split()
+        try:
+            out[name] = np.array([float.fromhex(v) if "x" in v else float(v) for v in values])
+        except ValueError:
+            continue
+    return out
+
+
+def assert_bitwise(actual, expected):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    np.testing.assert_array_equal(nan_a, nan_e)
+    bits = {4: np.uint32, 8: np.uint64}[actual.dtype.itemsize]
+    np.testing.assert_array_equal(actual[~nan_a].view(bits), expected[~nan_e].view(bits))
+
+
+# --------------------------------------------------------------------------- build
+
+
+def test_build_writes_library_header_and_pkgconfig(capi):
+    d = capi["dir"]
+    assert sorted(os.listdir(d)) == ["fastlsm.h", "fastlsm.pc", "libfastlsm.so"]
+    with open(os.path.join(d, "fastlsm.h")) as a, open(os.path.join(ROOT, "capi", "fastlsm.h")) as b:
+        assert a.read() == b.read()
+    with open(os.path.join(d, "fastlsm.pc")) as f:
+        pc = f.read()
+    assert f"Version: {fastlsm.__version__}" in pc and "-lfastlsm" in pc
+    assert capi["flags"] == [f"-I{d}", f"-L{d}", f"-Wl,-rpath,{d}", "-lfastlsm"]
+
+
+def test_header_version_matches_package():
+    with open(os.path.join(ROOT, "capi", "fastlsm.h")) as f:
+        header = f.read()
+    assert f'#define FASTLSM_VERSION_STRING "{fastlsm.__version__}"' in header
+    major, minor, patch = (int(p) for p in fastlsm.__version__.split("."))
+    assert f"#define FASTLSM_VERSION_MAJOR {major}\n" in header
+    assert f"#define FASTLSM_VERSION_MINOR {minor}\n" in header
+    assert f"#define FASTLSM_VERSION_PATCH {patch}\n" in header
+
+
+def test_library_exports_only_the_abi(capi):
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm is not installed")
+    out = subprocess.run([nm, "-D", "--defined-only", os.path.join(capi["dir"], "libfastlsm.so")],
+                         capture_output=True, text=True, check=True).stdout
+    exported = {line.split()[-1] for line in out.splitlines() if " T " in line}
+    with open(os.path.join(ROOT, "capi", "fastlsm.h")) as f:
+        header = f.read()
+    declared = {name for name in exported if f" {name}(" in header or f"*{name}(" in header}
+    assert exported - declared == {"PyInit__fastlsm_cffi"}
+    for name in ("fastlsm_log_softmax_f32", "fastlsm_cross_entropy_f64",
+                 "fastlsm_beam_step_f32", "fastlsm_beam_search_f32", "fastlsm_last_error"):
+        assert name in exported
+
+
+def test_every_example_compiles_with_wall_werror(capi):
+    assert capi["errors"] == {}
+    sources = {n[:-2] for n in os.listdir(EXAMPLES) if n.endswith(".c")}
+    assert {"log_softmax", "errors", "threads"} <= sources
+    assert sources <= set(capi["exes"])
+
+
+def test_header_compiles_as_cxx(capi, tmp_path):
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed")
+    src = tmp_path / "h.cpp"
+    src.write_text('#include "fastlsm.h"\nint main() { return fastlsm_version_number() > 0 ? 0 : 1; }\n')
+    subprocess.run([gxx, "-Wall", "-Werror", "-fsyntax-only", f"-I{capi['dir']}", str(src)],
+                   check=True)
+
+
+# --------------------------------------------------------------------------- normalizers
+
+
+def _check_normalizers(out):
+    for dt, suffix in ((np.float32, "f32"), (np.float64, "f64")):
+        rows, cols = (int(v) for v in out["shape"][:2])
+        x = out[f"x_{suffix}"].astype(dt).reshape(rows, cols)
+        assert_bitwise(out[f"log_softmax_{suffix}"].astype(dt).reshape(rows, cols),
+                       fastlsm.log_softmax(x))
+        assert_bitwise(out[f"softmax_{suffix}"].astype(dt).reshape(rows, cols),
+                       fastlsm.softmax(x))
+        assert_bitwise(out[f"logsumexp_{suffix}"].astype(dt), fastlsm.logsumexp(x))
+    x = out["x_f32"].astype(np.float32).reshape(rows, cols)
+    assert_bitwise(out["inplace_log_softmax_f32"].astype(np.float32).reshape(rows, cols),
+                   fastlsm.log_softmax(x))
+
+
+def _shape_line(stdout):
+    line = next(l for l in stdout.splitlines() if l.startswith("shape "))
+    _, rows, cols, _, threads = line.split()
+    return np.array([float(rows), float(cols), float(threads)])
+
+
+@pytest.mark.parametrize("args", [(), ("64", "1000", "2"), ("64", "1000", "1"), ("3", "1", "")])
+def test_log_softmax_example_matches_python_bitwise(capi, args):
+    proc = _run([_exe(capi, "log_softmax"), *[a for a in args if a]])
+    out = _parse(proc.stdout)
+    out["shape"] = _shape_line(proc.stdout)
+    assert proc.stdout.startswith(f"fastlsm {fastlsm.__version__} (header {fastlsm.__version__})")
+    if len(args) == 3 and args[2]:
+        assert out["shape"][2] == float(args[2])
+    x32 = out["x_f32"]
+    assert np.isneginf(x32[1]) if x32.size > 1 else True
+    _check_normalizers(out)
+
+
+def test_log_softmax_example_under_address_sanitizer(capi):
+    proc = _run([_exe(capi, "log_softmax_asan")],
+                env={"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99"})
+    assert "ERROR: AddressSanitizer" not in proc.stderr
+    out = _parse(proc.stdout)
+    out["shape"] = _shape_line(proc.stdout)
+    _check_normalizers(out)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("kernel_threads", ["0", "1"])
+def test_threaded_host_gets_identical_results(capi, kernel_threads):
+    proc = _run([_exe(capi, "threads"), kernel_threads, "8", "20"])
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "all ok"
+    per_thread = [l for l in lines if l.startswith("thread ")]
+    assert len(per_thread) == 8
+    assert all(l.endswith("status 0, mismatches 0") for l in per_thread)
+    if kernel_threads == "1":
+        assert lines[0].startswith("kernel threads 1,")
+
+
+def test_threads_honour_fastlsm_num_threads(capi):
+    proc = _run([_exe(capi, "threads"), "0", "2", "2"], env={"FASTLSM_NUM_THREADS": "1"})
+    assert proc.stdout.startswith("kernel threads 1, host threads 2")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _cases(stdout):
+    cases = {}
+    for line in stdout.splitlines():
+        if line.startswith("case "):
+            head, _, message = line.partition(" | ")
+            _, name, _, status, code, _, untouched = head.split()
+            cases[name] = (int(status), code, untouched == "1", message)
+    return cases
+
+
+EXPECTED = {
+    "ok_log_softmax": 0,
+    "null_x": 1, "null_out": 1,
+    "negative_rows": 2, "negative_cols": 2, "overflow_int64": 2, "overflow_bytes": 2,
+    "zero_rows": 0,
+    "threads_zero": 4, "threads_too_many": 4,
+    "ce_ok": 0, "ce_null_target": 1, "ce_null_loss": 1,
+    "ce_target_high": 3, "ce_target_negative": 3, "ce_ignored_ok": 0,
+    "ce_bad_reduction": 4, "ce_bad_smoothing": 4,
+    "seq_token_high": 3, "seq_null_seq": 1,
+    "beam_zero_candidates": 4, "beam_too_many": 4,
+}
+
+
+def test_every_error_code(capi):
+    proc = _run([_exe(capi, "errors")])
+    strerror = dict(l.split(" ", 2)[1:] for l in proc.stdout.splitlines() if l.startswith("strerror"))
+    assert len(set(strerror.values())) == 8  # 7 codes + "unknown status"
+    assert strerror["-1"] == strerror["7"] == "unknown status"
+    assert f"version {fastlsm.__version__} " in proc.stdout
+    assert "init status 0 FASTLSM_OK | \n" in proc.stdout + "\n"
+    cases = _cases(proc.stdout)
+    assert set(cases) == set(EXPECTED)
+    for name, (status, code, untouched, message) in cases.items():
+        assert status == EXPECTED[name], (name, status, message)
+        if status != 0:
+            assert untouched, f"{name}: failed but wrote its outputs"
+            assert message, f"{name}: no last_error message"
+        else:
+            assert message == "", (name, message)
+    assert "x is NULL" in cases["null_x"][3]
+    assert "target[2] = 4" in cases["ce_target_high"][3]
+    assert "between 1 and" in cases["threads_zero"][3]
+
+
+def test_runtime_error_when_python_package_is_broken(capi, tmp_path):
+    broken = tmp_path / "fastlsm"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('deliberately broken for a test')\n")
+    proc = _run([_exe(capi, "errors")], env={"FASTLSM_PYTHONPATH": str(tmp_path)})
+    assert "init status 5 FASTLSM_ERR_RUNTIME" in proc.stdout
+    assert "deliberately broken for a test" in proc.stdout
+    cases = _cases(proc.stdout)
+    for name, (status, code, untouched, message) in cases.items():
+        assert untouched, name
+        if EXPECTED[name] != 0 and name != "threads_too_many":
+            # argument checks (NULL, sizes, targets, options) need no runtime: they come first
+            assert status == EXPECTED[name], (name, status, message)
+        else:
+            assert status == 5 and "deliberately broken" in message, (name, status, message)
+
+
+def test_internal_error_by_fault_injection(capi):
+    proc = _run([_exe(capi, "errors")], env={"FASTLSM_CAPI_FAULT": "internal"})
+    cases = _cases(proc.stdout)
+    assert cases["ok_log_softmax"][:2] == (6, "FASTLSM_ERR_INTERNAL")
+    assert cases["ce_ok"][0] == 6 and cases["ce_ok"][2]
+    assert "FASTLSM_CAPI_FAULT" in cases["ok_log_softmax"][3]
+    assert cases["null_x"][0] == 1  # argument checks still come first
+
+
+# --------------------------------------------------------------------------- Python host
+
+
+def test_python_host_can_load_the_library(capi):
+    code = textwrap.dedent(
+        f"""
+        import ctypes, numpy as np
+        lib = ctypes.CDLL({os.path.join(capi['dir'], 'libfastlsm.so')!r})
+        x = np.array([[1.0, 2.0, 3.0]], np.float32)
+        y = np.empty_like(x)
+        fp = ctypes.POINTER(ctypes.c_float)
+        st = lib.fastlsm_log_softmax_f32(x.ctypes.data_as(fp), y.ctypes.data_as(fp),
+                                         ctypes.c_int64(1), ctypes.c_int64(3))
+        print(st, *[v.hex() for v in y.ravel().tolist()])
+        """
+    )
+    env = dict(capi["env"])
+    env.pop("PYTHONPATH")  # the library adds the package to sys.path itself
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    status, *values = proc.stdout.split()
+    assert status == "0"
+    got = np.array([float.fromhex(v) for v in values], np.float32)
+    assert_bitwise(got, fastlsm.log_softmax(np.array([1.0, 2.0, 3.0], np.float32)))
