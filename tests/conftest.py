@@ -1,0 +1,55 @@
+"""Shared fixtures: a seeded ``rng``, the ``tolerance`` table by dtype, ``torch_or_skip``.
+
+References live in ``tests/naive.py`` (``from naive import log_softmax``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+
+class _ByDtype(dict):
+    """A dict keyed by ``np.dtype`` that also accepts ``np.float32``, ``"float64"``..."""
+
+    def __missing__(self, key):
+        if isinstance(key, np.dtype):
+            raise KeyError(key)
+        return self[np.dtype(key)]
+
+
+TOLERANCE = _ByDtype(
+    {
+        np.dtype(np.float32): {"rtol": 2e-6, "atol": 2e-6},
+        np.dtype(np.float64): {"rtol": 1e-13, "atol": 1e-13},
+    }
+)
+"""``rtol``/``atol`` for comparing a float32/float64 result with a float64 reference.
+
+For values of order 1 (log-probabilities near the maximum, probabilities, logsumexp of
+moderate logits) this is about 16 ulp of float32 and a few hundred ulp of float64: room for
+the rounding of ``x - m``, of ``log(s)`` and of exp, never for a wrong formula. Used as
+``np.testing.assert_allclose(actual, expected, **tolerance[x.dtype])``.
+"""
+
+
+@pytest.fixture
+def rng():
+    """A NumPy Generator with a fixed seed: every test sees the same data on every run."""
+    return np.random.default_rng(20240601)
+
+
+@pytest.fixture(scope="session")
+def tolerance():
+    """:data:`TOLERANCE`, keyed by ``np.dtype`` (session scope: usable with hypothesis)."""
+    return TOLERANCE
+
+
+@pytest.fixture(scope="session")
+def torch_or_skip():
+    """The ``torch`` module, or skip the test cleanly when PyTorch is not installed.
+
+    Only PyTorch parity tests use it; core tests never depend on PyTorch.
+    """
+    return pytest.importorskip("torch")
