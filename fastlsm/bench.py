@@ -820,7 +820,7 @@ def header_lines(report: dict) -> list[str]:
     m, v = report["machine"], report["versions"]
     mem = m["memory"].get("total")
     lines = [
-        f"fastlsm {v['fastlsm']} bench, {report['date']}",
+        f"fastlsm {v['fastlsm']}, {report['date']}: {report['command']}",
         f"machine: {m['cpu']}, {m['usable_cores']} cores"
         + (f", {mem / 2**30:.0f} GiB" if mem else "")
         + f"; threads: {report['threads']} ({report['threading_layer']})",
@@ -844,7 +844,12 @@ def format_table(report: dict, markdown: bool = False) -> str:
     rows = table_rows(report)
     out = []
     if markdown:
-        out += [line + "  " for line in header_lines(report)] + [""]
+        for line in header_lines(report):  # roofline entries become a bullet list
+            if line.startswith("  "):
+                out.append("- " + line.strip())
+            else:
+                out += ([""] if out and out[-1].startswith("- ") else []) + [line + "  "]
+        out.append("")
         out.append("| " + " | ".join(COLUMNS) + " |")
         align = ["---", "---"] + ["--:"] * (len(COLUMNS) - 2)
         out.append("|" + "|".join(align) + "|")
