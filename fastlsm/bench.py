@@ -11,9 +11,10 @@ Everything a benchmark needs lives here, declared once:
 - :data:`DEFAULT_SHAPES` / :data:`QUICK_SHAPES`: float32 shapes per family.
 - :class:`Pool`: inputs shared by every case (one logits buffer of the largest size, viewed
   in each shape; one output buffer), so a full run holds about two logits-sized arrays.
-- :func:`measure_roofline`: two compiled parallel passes over an array the size of the
+- :func:`roofline_providers`: two compiled parallel passes over an array the size of the
   logits, with the same thread count as the kernels: a read-only sum and a read+write
-  ``out = x - c`` with plain stores. Their GB/s are the denominators of "% of roofline".
+  ``out = x - c`` with plain stores. ``run`` times them as two more providers of every case
+  (same rounds, same machine load); their GB/s are the denominators of "% of roofline".
 - :func:`run_case`: warm-up (JIT compile) then whole rounds: in each round every provider
   runs its own block of calls (PyTorch and Numba bring two OpenMP runtimes; alternating them
   call by call would slow both), provider order rotating between rounds. Each call is timed
