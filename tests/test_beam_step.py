@@ -191,3 +191,15 @@ def test_torch_parity(shape):
     ts, ti = lp.reshape(b, -1).topk(2 * k)
     np.testing.assert_allclose(s, ts.numpy(), rtol=2e-6, atol=2e-6)
     assert np.array_equal(t, ti.numpy() % shape[2]) and np.array_equal(bm, ti.numpy() // shape[2])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_many_blocks_with_ties_and_masks(seed):
+    # the block-maximum lower bound must keep tied values of lower tokens in later blocks
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal((2, 3, 6 * BLOCK + 11)) * 1.5).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = -np.inf
+    x[0, 1, : 3 * BLOCK] = -np.inf  # whole masked blocks
+    bs = np.round(rng.standard_normal((2, 3)))
+    for c in (1, 3, 7, 40):
+        check(x, bs, c, 2e-6)

@@ -35,7 +35,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import fexp, fmax, like
+from .math import fexp, fmax, like, radd
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
@@ -105,6 +105,23 @@ def _before3(s1, k1, t1, s2, k2, t2):
 
 
 @kernel
+def _insert_value(vals, n, cap, v):
+    """Insert ``v`` into the descending ``vals[:n]`` (capacity ``cap``); returns the new n."""
+    if n == cap:
+        if not v > vals[n - 1]:
+            return n
+        i = n - 1
+    else:
+        i = n
+        n += 1
+    while i > 0 and v > vals[i - 1]:
+        vals[i] = vals[i - 1]
+        i -= 1
+    vals[i] = v
+    return n
+
+
+@kernel
 def row_topk_normalizer(x, cap, vals, toks):
     """One read of a logits row: its normalizer and its ``cap`` best finite logits.
 
@@ -115,42 +132,60 @@ def row_topk_normalizer(x, cap, vals, toks):
     ``cap``; fewer only when the row has fewer finite values). ``log_softmax(x)[j]`` is
     ``(x[j] - m) - log_s``. A row with a NaN or ``+inf`` gives ``log_s`` NaN; a row of all
     ``-inf`` (or empty) gives ``m = log_s = -inf``.
+
+    Pass 1 (from memory): block maxima, vectorized; the row maximum and the ``cap``-th
+    largest block maximum ``lo`` (``cap`` blocks hold an element >= ``lo``, so every selected
+    logit is >= ``lo``). Pass 2 (row in L2, block in L1): per block, its maximum again and
+    ``sum(exp(x - m))`` (vectorized); only a block whose maximum reaches ``lo`` and beats the
+    current ``cap``-th best is scanned element by element. Typically about ``cap`` blocks
+    are scanned, whatever ``V``.
     """
     size = x.size
     ninf = like(x, -np.inf)
     m = ninf
-    s = 0.0
-    thr = ninf
-    n = 0
-    nan_seen = False
+    nb = 0
     for start in range(0, size, BLOCK):
-        stop = min(start + BLOCK, size)
+        # Index a block view from 0 so that Numba's negative-index wraparound does not turn
+        # the loads into gathers (see normalize.row_shifted_sumexp).
+        xb = x[start:min(start + BLOCK, size)]
         bm = ninf
-        for j in range(start, stop):
-            bm = fmax(bm, x[j])
-        if bm > thr:
-            for j in range(start, stop):
-                v = x[j]
-                if v > thr:
-                    n = _insert(vals, toks, n, cap, np.float64(v), np.int64(j))
-                    if n == cap:
-                        thr = like(x, vals[cap - 1])
-        if bm > m:
-            s = s * math.exp(np.float64(m) - np.float64(bm))
-            m = bm
+        for j in range(xb.size):
+            bm = fmax(bm, xb[j])
+        m = fmax(m, bm)
         if bm > ninf:
-            acc = 0.0
-            for j in range(start, stop):
-                acc += fexp(x[j] - m)
-            s += acc
-        else:  # an all -inf/NaN block adds nothing, but a NaN must still poison the row
-            for j in range(start, stop):
-                if x[j] != x[j]:
-                    nan_seen = True
-    log_s = np.log(s) if s > 0.0 else _NEG_INF
-    if nan_seen or s != s:
-        log_s = np.nan
-    return np.float64(m), log_s, n
+            nb = _insert_value(vals, nb, cap, np.float64(bm))
+    lo = like(x, vals[cap - 1]) if nb == cap else ninf
+
+    if not abs(m) < np.inf:
+        if m == np.inf:
+            return np.float64(m), np.nan, 0
+        for j in range(size):  # all -inf, or NaN hidden from the max
+            if x[j] != x[j]:
+                return np.float64(m), np.nan, 0
+        return np.float64(m), _NEG_INF, 0
+
+    s = 0.0
+    n = 0
+    worst = ninf  # the cap-th best so far, once the buffer is full
+    for start in range(0, size, BLOCK):
+        xb = x[start:min(start + BLOCK, size)]
+        acc = 0.0
+        for j in range(xb.size):
+            acc = radd(acc, fexp(xb[j] - m))
+        s += acc
+        bm = ninf
+        for j in range(xb.size):
+            bm = fmax(bm, xb[j])
+        if bm >= lo and bm > worst:
+            for j in range(xb.size):
+                v = xb[j]
+                if v >= lo and v > worst:
+                    n = _insert(vals, toks, n, cap, np.float64(v), np.int64(start + j))
+                    if n == cap:
+                        worst = like(x, vals[cap - 1])
+    if s != s:  # a NaN in the row reached the sum
+        return np.float64(m), np.nan, n
+    return np.float64(m), (np.log(s) if s > 0.0 else _NEG_INF), n
 
 
 # ============================================================================ beam step
