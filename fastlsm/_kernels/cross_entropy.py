@@ -50,7 +50,7 @@ from numba.core import types
 from numba.extending import overload, register_jitable
 
 from .._jit import kernel
-from .math import acc_zero, exp_f64, fexp, like, radd
+from .math import exp_f32, fexp, like, radd
 from .normalize import row_max, row_shifted_sumexp
 
 NONE = 0
@@ -58,26 +58,50 @@ MEAN = 1
 SUM = 2
 
 # ----------------------------------------------------------------------------- softcap
+#
+# y = cap * tanh(x / cap), slope = dy/dx = sech(x / cap)**2. float32 data is computed in
+# float32 with branch-free formulas that vectorize (float64 exp does not vectorize here:
+# AVX2 has no int64 <-> double conversion); float64 data uses libm tanh (exact, scalar).
 
-_THIRD = 1.0 / 3.0
-_T5 = 2.0 / 15.0
-_T7 = 17.0 / 315.0
+_F = np.float32
+# Cephes tanhf: odd polynomial on |u| < 0.625, 1 - 2 / (exp(2|u|) + 1) above; about 2 ulp.
+_TH0 = _F(-5.70498872745e-3)
+_TH1 = _F(2.06390887954e-2)
+_TH2 = _F(-5.37397155531e-2)
+_TH3 = _F(1.33314422036e-1)
+_TH4 = _F(-3.33332819422e-1)
+_F_ONE = _F(1.0)
+_F_TWO = _F(2.0)
+_F_FOUR = _F(4.0)
+_F_SPLIT = _F(0.625)
+_F_ZERO = _F(0.0)
 
 
 @register_jitable
-def _tanh_f64_fast(u):
-    """tanh in float64 with relative error below 1e-12 (enough for a float32 result).
-
-    ``1 - 2 / (exp(2|u|) + 1)`` (vectorizable exp) for ``|u| >= 0.05``, a 4-term Taylor
-    series below (truncation error < 1e-12 relative). Branch-free selects.
-    """
+def _tanh_f32(u):
+    """float32 tanh, the same formula as the softcapped row loops (same bits)."""
     a = abs(u)
-    big = 1.0 - 2.0 / (exp_f64(2.0 * a) + 1.0)
-    u2 = a * a
-    small = a * (1.0 - u2 * (_THIRD - u2 * (_T5 - u2 * _T7)))
-    t = small if a < 0.05 else big
-    t = -t if u < 0.0 else t
-    return u if u != u else t
+    z = u * u
+    small = ((((_TH0 * z + _TH1) * z + _TH2) * z + _TH3) * z + _TH4) * z * u + u
+    e = exp_f32(-_F_TWO * a)
+    big = (_F_ONE - e) / (_F_ONE + e)
+    big = -big if u < _F_ZERO else big
+    return small if a < _F_SPLIT else big
+
+
+@register_jitable
+def _sech2_f32(u):
+    """``sech(u)**2 = 4 e / (1 + e)**2``, ``e = exp(-2|u|)``: no cancellation for large |u|."""
+    e = exp_f32(-_F_TWO * abs(u))
+    d = _F_ONE + e
+    return _F_FOUR * e / (d * d)
+
+
+@register_jitable
+def _sech2_f64(u):
+    e = math.exp(-2.0 * abs(u))
+    d = 1.0 + e
+    return 4.0 * e / (d * d)
 
 
 def softcap_value(x, cap):
@@ -85,33 +109,48 @@ def softcap_value(x, cap):
 
     Computed as ``x * (1 / cap)``: with the ``arcp`` fast-math flag LLVM may turn a division
     into that multiplication in vectorized loops but not elsewhere, so every call site
-    multiplies explicitly and all of them give the same bits.
+    multiplies explicitly.
     """
     return cap * np.tanh(x * (1.0 / cap))
+
+
+def softcap_slope(x, cap):
+    """``d softcap(x) / dx = sech(x / cap)**2``, in the precision of ``x``.
+
+    Written as ``4 e / (1 + e)**2`` with ``e = exp(-2 |x / cap|)``: the small slopes of
+    saturated logits keep full relative precision (``1 - t*t`` from a rounded ``t`` loses
+    them all).
+    """
+    u = x / cap
+    return 1.0 / np.cosh(u) ** 2
 
 
 @overload(softcap_value)
 def _softcap_value_impl(x, cap):
     if x == types.float32:
-        # float64 internally, one rounding at the end: closer to the exact value than
-        # float32 tanh, and vectorizable.
-        return lambda x, cap: np.float32(cap * _tanh_f64_fast(np.float64(x) * (1.0 / cap)))
+        return lambda x, cap: np.float32(cap) * _tanh_f32(x * np.float32(1.0 / cap))
     if x == types.float64:
         return lambda x, cap: cap * np.tanh(x * (1.0 / cap))
     return None
 
 
-@register_jitable
-def softcap_slope64(x, cap):
-    """``d softcap(x) / dx = 1 - tanh(x / cap)**2 = sech(x / cap)**2`` in float64.
+@overload(softcap_slope)
+def _softcap_slope_impl(x, cap):
+    if x == types.float32:
+        return lambda x, cap: _sech2_f32(x * np.float32(1.0 / cap))
+    if x == types.float64:
+        return lambda x, cap: _sech2_f64(x * (1.0 / cap))
+    return None
 
-    Written as ``4 e / (1 + e)**2`` with ``e = exp(-2 |x / cap|)``: no cancellation, so the
-    small slopes of saturated logits keep full relative precision (``1 - t*t`` from a
-    rounded ``t`` loses them all).
-    """
-    e = exp_f64(-2.0 * abs(np.float64(x) * (1.0 / cap)))
-    d = 1.0 + e
-    return 4.0 * e / (d * d)
+
+def same_buffer(a, b):
+    """True when two arrays start at the same address (``grad`` is the logits: in place)."""
+    return a.ctypes.data == b.ctypes.data
+
+
+@overload(same_buffer)
+def _same_buffer_impl(a, b):
+    return lambda a, b: a.ctypes.data == b.ctypes.data
 
 
 # ----------------------------------------------------------------------------- row passes
@@ -155,18 +194,30 @@ def _block_sumexp(v, m):
 
 
 @kernel
+def _store_exp(xb, gb, m, inplace):
+    """``gb = exp(xb - m)``. In place, a loop over one array: with two arrays that alias,
+    LLVM's runtime overlap check sends the loop to its scalar version (several times
+    slower)."""
+    if inplace:
+        for j in range(gb.size):
+            gb[j] = fexp(gb[j] - m)
+    else:
+        for j in range(xb.size):
+            gb[j] = fexp(xb[j] - m)
+
+
+@kernel
 def _pass_plain(x, m, g, store):
     """``s = sum(exp(x - m))`` (float64); stores ``exp(x - m)`` into ``g`` when ``store``."""
     if not store:
         return row_shifted_sumexp(x, m)
+    inplace = same_buffer(x, g)
     n = x.size
     s = 0.0
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
-        xb = x[b0:b1]
         gb = g[b0:b1]
-        for j in range(xb.size):
-            gb[j] = fexp(xb[j] - m)
+        _store_exp(x[b0:b1], gb, m, inplace)
         s += _block_sum(gb)
     return s
 
@@ -178,14 +229,14 @@ def _pass_smooth(x, m, weight, g, store):
     s = 0.0
     sd = 0.0
     hw = weight.size > 0
+    inplace = store and same_buffer(x, g)
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
         xb = x[b0:b1]
         sd += _block_dsum(xb, m, weight[b0:b1] if hw else weight)
         if store:
             gb = g[b0:b1]
-            for j in range(xb.size):
-                gb[j] = fexp(xb[j] - m)
+            _store_exp(xb, gb, m, inplace)
             s += _block_sum(gb)
         else:
             s += _block_sumexp(xb, m)
@@ -205,16 +256,11 @@ def _pass_cap(x, m, cap, weight, smooth):
     hw = weight.size > 0
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
-        xb = x[b0:b1]
-        sb = 0.0
-        sdb = 0.0
-        for j in range(xb.size):
-            d = softcap_value(xb[j], cap) - m
-            sb = radd(sb, fexp(d))
-            if smooth:
-                sdb = radd(sdb, (weight[b0 + j] if hw else 1.0) * np.float64(d))
-        s += sb
-        sd += sdb
+        se, _s1, s2 = cap_sum_block(
+            x[b0:b1], m, cap, weight[b0:b1] if hw else weight, x[:0], 0.0, 1.0, smooth
+        )
+        s += se
+        sd += s2
     return s, sd
 
 
@@ -229,15 +275,190 @@ def _grad_from_exp(g, c1, c2, weight):
             g[j] = g[j] * c1 - c2 * like(c2, weight[j])
 
 
+# Softcapped row loops. The element math is written out inside each loop: LLVM does not
+# inline a helper holding two exponentials into a loop body, and a call per element is
+# 30-50x slower than the vectorized loop. float32: tanh from the same ``e = exp(-2|u|)`` as
+# the slope (Cephes polynomial below |u| = 0.625), two exps per element, vectorized.
+# float64: libm tanh (exact, scalar).
+
+
+def cap_sum_block(xb, m, cap, wb, qb, keep, add, acc):
+    """``(sum exp(y - m), sum wq, sum wq * (y - m))`` over a block, ``y = softcap(x)``.
+
+    ``wq = (keep * q + add) * w`` (``q`` empty: 0; ``w`` empty: 1); the last two sums only
+    when ``acc`` (else 0).
+    """
+    raise NotImplementedError
+
+
+def cap_grad_block(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
+    """``g = (exp(y - m) * c1 - (ck * q + ca) * w) * sech(src / cap)**2``, ``y = softcap(src)``.
+
+    ``inplace``: ``src`` is ``g`` (a single-array loop is used, see :func:`_store_exp`).
+    """
+    raise NotImplementedError
+
+
+# The float32 element math (u = x / cap, e = exp(-2|u|), tanh, y, slope) is spelled out in
+# each loop on purpose: see the comment above.
+
+
+@register_jitable
+def _cap_sum32(xb, m, cap, wb, qb, keep, add, acc):
+    inv = np.float32(1.0 / cap)
+    cc = np.float32(cap)
+    hw = wb.size > 0
+    hq = qb.size > 0
+    se = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    if acc:
+        wq = np.empty(xb.size, np.float64)  # one block of (keep * q + add) * w
+        for j in range(xb.size):
+            wq[j] = keep * (np.float64(qb[j]) if hq else 0.0) + add
+        if hw:
+            for j in range(xb.size):
+                wq[j] *= np.float64(wb[j])
+        for j in range(xb.size):
+            s1 = radd(s1, wq[j])
+        for j in range(xb.size):
+            u = xb[j] * inv
+            a = abs(u)
+            e = exp_f32(-_F_TWO * a)
+            z = u * u
+            small = ((((_TH0 * z + _TH1) * z + _TH2) * z + _TH3) * z + _TH4) * z * u + u
+            big = (_F_ONE - e) / (_F_ONE + e)
+            big = -big if u < _F_ZERO else big
+            d = cc * (small if a < _F_SPLIT else big) - m
+            se = radd(se, exp_f32(d))
+            s2 = radd(s2, wq[j] * np.float64(d))
+    else:
+        for j in range(xb.size):
+            u = xb[j] * inv
+            a = abs(u)
+            e = exp_f32(-_F_TWO * a)
+            z = u * u
+            small = ((((_TH0 * z + _TH1) * z + _TH2) * z + _TH3) * z + _TH4) * z * u + u
+            big = (_F_ONE - e) / (_F_ONE + e)
+            big = -big if u < _F_ZERO else big
+            se = radd(se, exp_f32(cc * (small if a < _F_SPLIT else big) - m))
+    return se, s1, s2
+
+
+@register_jitable
+def _fill_c2w(cw, ck, ca, qb, wb):
+    """``cw = (ck * q + ca) * w`` (``q`` empty: 0, ``w`` empty: 1): branch-free later loops."""
+    n = cw.size
+    if qb.size > 0 and wb.size > 0:
+        for j in range(n):
+            cw[j] = (ck * qb[j] + ca) * cw.dtype.type(wb[j])
+    elif qb.size > 0:
+        for j in range(n):
+            cw[j] = ck * qb[j] + ca
+    elif wb.size > 0:
+        for j in range(n):
+            cw[j] = ca * cw.dtype.type(wb[j])
+    else:
+        for j in range(n):
+            cw[j] = ca
+
+
+@register_jitable
+def _cap_grad32(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
+    inv = np.float32(1.0 / cap)
+    cc = np.float32(cap)
+    four = np.float32(4.0)
+    cw = np.empty(g.size, np.float32)  # one block (8 KiB) of per-class constants
+    _fill_c2w(cw, ck, ca, qb, wb)
+    if inplace:
+        for j in range(g.size):
+            u = g[j] * inv
+            a = abs(u)
+            e = exp_f32(-_F_TWO * a)
+            z = u * u
+            small = ((((_TH0 * z + _TH1) * z + _TH2) * z + _TH3) * z + _TH4) * z * u + u
+            d1 = _F_ONE + e
+            big = (_F_ONE - e) / d1
+            big = -big if u < _F_ZERO else big
+            y = cc * (small if a < _F_SPLIT else big)
+            g[j] = (exp_f32(y - m) * c1 - cw[j]) * (four * e / (d1 * d1))
+    else:
+        for j in range(src.size):
+            u = src[j] * inv
+            a = abs(u)
+            e = exp_f32(-_F_TWO * a)
+            z = u * u
+            small = ((((_TH0 * z + _TH1) * z + _TH2) * z + _TH3) * z + _TH4) * z * u + u
+            d1 = _F_ONE + e
+            big = (_F_ONE - e) / d1
+            big = -big if u < _F_ZERO else big
+            y = cc * (small if a < _F_SPLIT else big)
+            g[j] = (exp_f32(y - m) * c1 - cw[j]) * (four * e / (d1 * d1))
+
+
+@register_jitable
+def _cap_sum64(xb, m, cap, wb, qb, keep, add, acc):
+    inv = 1.0 / cap
+    hw = wb.size > 0
+    hq = qb.size > 0
+    se = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(xb.size):
+        d = cap * np.tanh(xb[j] * inv) - m
+        se = radd(se, fexp(d))
+        if acc:
+            wq = keep * (np.float64(qb[j]) if hq else 0.0) + add
+            wq = wq * (np.float64(wb[j]) if hw else 1.0)
+            s1 = radd(s1, wq)
+            s2 = radd(s2, wq * d)
+    return se, s1, s2
+
+
+@register_jitable
+def _cap_grad64(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
+    inv = 1.0 / cap
+    hw = wb.size > 0
+    hq = qb.size > 0
+    for j in range(g.size):
+        u = src[j] * inv
+        e = math.exp(-2.0 * abs(u))
+        d1 = 1.0 + e
+        c2w = (ck * (qb[j] if hq else 0.0) + ca) * (np.float64(wb[j]) if hw else 1.0)
+        g[j] = (fexp(cap * np.tanh(u) - m) * c1 - c2w) * (4.0 * e / (d1 * d1))
+
+
+_CAP32 = (_cap_sum32, _cap_grad32)
+_CAP64 = (_cap_sum64, _cap_grad64)
+
+
+@overload(cap_sum_block)
+def _cap_sum_block_impl(xb, m, cap, wb, qb, keep, add, acc):
+    if isinstance(xb, types.Array):
+        return _CAP32[0] if xb.dtype == types.float32 else _CAP64[0]
+    return None
+
+
+@overload(cap_grad_block)
+def _cap_grad_block_impl(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
+    if isinstance(src, types.Array):
+        return _CAP32[1] if src.dtype == types.float32 else _CAP64[1]
+    return None
+
+
 @kernel
 def _grad_from_capped(x, g, m, c1, c2, cap, weight):
-    """``g[j] = (exp(y_j - m) * c1 - c2 * w[j]) * slope(x_j)``, ``y = softcap(x)``; ``g`` may be ``x``."""
+    """Index-target gradient through the softcap: ``(exp(y - m) * c1 - c2 * w) * slope``."""
+    inplace = same_buffer(x, g)
+    n = x.size
     hw = weight.size > 0
-    for j in range(x.size):
-        xj = x[j]
-        wj = like(c2, weight[j]) if hw else like(c2, 1.0)
-        dy = fexp(softcap_value(xj, cap) - m) * c1 - c2 * wj
-        g[j] = dy * like(c1, softcap_slope64(xj, cap))
+    zero = like(m, 0.0)
+    for b0 in range(0, n, BLOCK):
+        b1 = min(n, b0 + BLOCK)
+        cap_grad_block(
+            x[b0:b1], g[b0:b1], inplace, m, c1, zero, c2, x[:0],
+            weight[b0:b1] if hw else weight, cap,
+        )
 
 
 @kernel
@@ -306,7 +527,7 @@ def _index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a):
         gt = a * (pt * big_a - (1.0 - eps) * wt - (eps / c) * wtc)
         if cap > 0.0:
             _grad_from_capped(x, g, m, like(m, c1), like(m, c2), cap, weight)
-            gt *= softcap_slope64(xt, cap)
+            gt *= np.float64(softcap_slope(xt, cap))
         else:
             _grad_from_exp(g, like(m, c1), like(m, c2), weight)
         g[t] = like(m, gt)
@@ -480,6 +701,7 @@ def _probs_row(x, q, g, want_grad, weight, eps, z, cap, a):
     """
     c = x.size
     hw = weight.size > 0
+    inplace = want_grad and same_buffer(x, g)
     m = _row_max_capped(x, cap)
     keep = 1.0 - eps
     add = eps / c
@@ -492,24 +714,13 @@ def _probs_row(x, q, g, want_grad, weight, eps, z, cap, a):
         qb = q[b0:b1]
         wb = weight[b0:b1] if hw else weight
         if cap > 0.0:  # nothing stored: the gradient pass recomputes y from x
-            sb = 0.0
-            tb = 0.0
-            se = 0.0
-            for j in range(xb.size):
-                d = softcap_value(xb[j], cap) - m
-                se = radd(se, fexp(d))
-                wq = keep * np.float64(qb[j]) + add
-                if hw:
-                    wq *= np.float64(wb[j])
-                sb = radd(sb, wq)
-                tb = radd(tb, wq * np.float64(d))
+            se, sb, tb = cap_sum_block(xb, m, cap, wb, qb, keep, add, True)
             s += se
         else:
             sb, tb = _block_wq(xb, qb, wb, m, keep, add)  # before x may be overwritten
             if want_grad:
                 gb = g[b0:b1]
-                for j in range(xb.size):
-                    gb[j] = fexp(xb[j] - m)
+                _store_exp(xb, gb, m, inplace)
                 s += _block_sum(gb)
             else:
                 s += _block_sumexp(xb, m)
@@ -526,11 +737,12 @@ def _probs_row(x, q, g, want_grad, weight, eps, z, cap, a):
         ca = like(m, a * add)
         one = like(m, 1.0)
         if cap > 0.0:
-            for j in range(c):
-                wj = like(m, weight[j]) if hw else one
-                xj = x[j]
-                dy = fexp(softcap_value(xj, cap) - m) * c1 - (ck * q[j] + ca) * wj
-                g[j] = dy * like(m, softcap_slope64(xj, cap))
+            for b0 in range(0, c, BLOCK):
+                b1 = min(c, b0 + BLOCK)
+                cap_grad_block(
+                    x[b0:b1], g[b0:b1], inplace, m, c1, ck, ca, q[b0:b1],
+                    weight[b0:b1] if hw else weight, cap,
+                )
         else:
             for j in range(c):
                 wj = like(m, weight[j]) if hw else one
