@@ -9,18 +9,18 @@ Entry kernels (Python and the C ABI drive exactly these; signatures in their doc
 
 The fused row pass (:func:`row_topk_normalizer`)
 -------------------------------------------------
-A row is cut into blocks of :data:`BLOCK` elements. For each block, while it sits in L1:
-1. its maximum (``llvm.maxnum``, vectorized);
-2. only if that maximum beats the current ``C``-th best logit of the row (the threshold), a
-   scalar scan that inserts the block's qualifying elements into a small sorted buffer; once
-   the buffer is full the threshold rises fast and almost every block is skipped after one
-   vectorized compare per element;
-3. the running normalizer: when the block maximum exceeds the running maximum ``m``, the
-   float64 sum is rescaled once (``s *= exp(m - m_block)``), then ``sum(exp(x - m))`` over the
-   block is added (vectorized polynomial exp, float64 accumulation).
-So the row is read from memory once, and ``log_softmax(x)[j] = (x[j] - m) - log(s)`` for the
-selected ``j`` only; log-probs are never materialized. Candidates are ranked by (logit
-descending, token ascending); ``-inf`` and NaN never enter the buffer.
+The row is read from memory once, in blocks of :data:`BLOCK` elements:
+1. pass 1: each block's maximum (``llvm.maxnum``, vectorized), the row maximum ``m`` and the
+   ``C``-th largest block maximum ``lo``: ``C`` blocks hold an element ``>= lo``, so every
+   selected logit is ``>= lo``;
+2. pass 2 (row in L2, each block in L1): ``sum(exp(x - m))`` (vectorized polynomial exp,
+   float64 accumulation) and the block maximum again; only a block whose maximum reaches
+   ``lo`` and beats the current ``C``-th best is scanned element by element into a small
+   sorted buffer. About ``C`` blocks are scanned whatever ``V``; the others cost one
+   vectorized compare per element.
+``log_softmax(x)[j] = (x[j] - m) - log(s)`` is then formed for the selected ``j`` only;
+log-probs are never materialized. Candidates are ranked by (logit descending, token
+ascending); ``-inf`` and NaN never enter the buffer.
 
 Determinism: rows run in parallel, each with the same serial code; the per-batch merge and
 all decoder bookkeeping run serially in batch order. Results are bitwise identical for any
