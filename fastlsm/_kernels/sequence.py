@@ -23,12 +23,15 @@ from .normalize import row_max, row_shifted_sumexp
 
 
 @kernel
-def row_token_logprob(row, tok):
-    """``log_softmax(row)[tok]`` as float64 (PyTorch's special values; see module docstring)."""
+def row_token_logprob(row, tok, nxt=None):
+    """``log_softmax(row)[tok]`` as float64 (PyTorch's special values; see module docstring).
+
+    ``nxt`` (optional) is the row computed next, prefetched during the exp-sum pass.
+    """
     m = row_max(row)
     if not abs(m) < np.inf:  # all -inf, or a +inf: the whole row is NaN in log_softmax
         return np.nan
-    s = row_shifted_sumexp(row, m)  # NaN anywhere in the row reaches s
+    s = row_shifted_sumexp(row, m, nxt)  # NaN anywhere in the row reaches s
     return (np.float64(row[tok]) - np.float64(m)) - math.log(s)
 
 
@@ -58,7 +61,7 @@ def sequence_logprobs_rows(x, tokens, mask, seq_len, tok_out, seq_out):
             return np.int64(i)
     for i in prange(n):
         if mask[i] != 0:
-            tok_out[i] = row_token_logprob(x[i], tokens[i])
+            tok_out[i] = row_token_logprob(x[i], tokens[i], x[min(i + 1, n - 1)])
         else:
             tok_out[i] = 0.0
     nseq = seq_out.shape[0]
