@@ -682,3 +682,12 @@ def test_bad_target_error_is_also_an_index_error_and_leaves_logits_untouched():
         fastlsm.cross_entropy_with_grad(x, np.array([0, 1, 3, 0]), inplace=True)
     assert np.array_equal(x, before)
     assert issubclass(fastlsm.InvalidTargetError, ValueError)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from fastlsm import losses
+
+    result = doctest.testmod(losses, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 8 and result.failed == 0
