@@ -32,13 +32,13 @@ def float_array(x, name: str) -> np.ndarray:
             raise TypeError(
                 f"{name} must be a NumPy array of float32 or float64, got {type(x).__name__}"
             )
+    if x.dtype.kind == "f" and not x.dtype.isnative:  # big-endian data: same values, native
+        x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be float32 or float64, got {x.dtype}; "
             f"convert it first, e.g. {name}.astype(np.float32)"
         )
-    if x.dtype.byteorder not in "=|":
-        x = x.astype(x.dtype.newbyteorder("="))
     return x
 
 
