@@ -34,6 +34,15 @@ the rounding of ``x - m``, of ``log(s)`` and of exp, never for a wrong formula. 
 """
 
 
+def pytest_configure(config):
+    # When a hypothesis test fails, its pytest plugin imports libcst, which triggers
+    # mypy_extensions' DeprecationWarning; under `filterwarnings = error` that turns every
+    # hypothesis failure into an INTERNALERROR that hides the counterexample.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )
+
+
 @pytest.fixture
 def rng():
     """A NumPy Generator with a fixed seed: every test sees the same data on every run."""

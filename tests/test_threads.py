@@ -1,0 +1,231 @@
+"""Threads: set_num_threads/get_num_threads, FASTLSM_NUM_THREADS, determinism, concurrent calls.
+
+Shapes here are at least ``_jit.SERIAL_WORK`` elements so that the kernels really run in
+parallel (smaller problems run on one thread by design). Results must be bitwise identical
+for every thread count, on every call, and when 8 Python threads call at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import fastlsm
+from fastlsm._jit import SERIAL_WORK
+
+LIMIT = numba.config.NUMBA_NUM_THREADS
+FUNCS = ["log_softmax", "softmax", "logsumexp"]
+DTYPES = [np.float32, np.float64]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+needs_two_threads = pytest.mark.skipif(LIMIT < 2, reason="Numba's pool has a single thread")
+
+
+@pytest.fixture(autouse=True)
+def restore_thread_count():
+    n = fastlsm.get_num_threads()
+    yield
+    fastlsm.set_num_threads(n)
+
+
+def run(name, x, axis=-1, **kw):
+    return getattr(fastlsm, name)(x, axis, **kw)
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def big_input(rng, dtype, shape=(64, 1024)):
+    """Logits with masked entries and a few special rows, large enough to run in parallel."""
+    x = (4 * rng.standard_normal(shape)).astype(dtype)
+    x[rng.random(shape) < 0.1] = -np.inf
+    x[3, :] = -np.inf
+    x[5, 7] = np.nan
+    x[9, 11] = np.inf
+    assert x.size >= SERIAL_WORK
+    return x
+
+
+# ----------------------------------------------------------------------------- set / get
+
+
+def test_get_num_threads_is_in_range():
+    n = fastlsm.get_num_threads()
+    assert type(n) is int and 1 <= n <= LIMIT
+
+
+def test_set_then_get():
+    for n in range(1, LIMIT + 1):
+        fastlsm.set_num_threads(n)
+        assert fastlsm.get_num_threads() == n
+    fastlsm.set_num_threads(np.int64(1))  # any integer type
+    assert fastlsm.get_num_threads() == 1 and type(fastlsm.get_num_threads()) is int
+
+
+@pytest.mark.parametrize("n", [0, -1, LIMIT + 1, 10**6])
+def test_set_num_threads_out_of_range(n):
+    fastlsm.set_num_threads(1)
+    with pytest.raises(ValueError, match=rf"between 1 and {LIMIT} \(set NUMBA_NUM_THREADS"):
+        fastlsm.set_num_threads(n)
+    assert fastlsm.get_num_threads() == 1  # unchanged
+
+
+@pytest.mark.parametrize("n", [1.0, 2.5, "2", None, True, np.True_, np.float64(1.0)], ids=repr)
+def test_set_num_threads_not_an_integer(n):
+    fastlsm.set_num_threads(1)
+    with pytest.raises(TypeError, match=r"set_num_threads\(\) takes an integer, got"):
+        fastlsm.set_num_threads(n)
+    assert fastlsm.get_num_threads() == 1
+
+
+@needs_two_threads
+def test_thread_count_applies_in_every_host_thread(rng):
+    # Numba's count is per host thread; fastlsm applies its global setting before each launch.
+    x = big_input(rng, np.float32)
+    seen = {}
+
+    def call(tag):
+        fastlsm.log_softmax(x)
+        seen[tag] = numba.get_num_threads()
+
+    for n in (1, 2):
+        fastlsm.set_num_threads(n)
+        call(("main", n))
+        t = threading.Thread(target=call, args=(("worker", n),))
+        t.start()
+        t.join()
+    assert seen == {("main", 1): 1, ("worker", 1): 1, ("main", 2): 2, ("worker", 2): 2}
+    # below SERIAL_WORK elements a call runs on one thread whatever the setting
+    fastlsm.log_softmax(x[:2])
+    assert numba.get_num_threads() == 1
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+@needs_two_threads
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((64, 1024), -1), ((1024, 64), 0), ((8192, 8), -1), ((3, 40000), -1), ((4, 128, 96), 1)],
+    ids=str,
+)
+def test_bitwise_identical_across_thread_counts(name, dtype, shape, axis, rng):
+    x = (4 * rng.standard_normal(shape)).astype(dtype)
+    x.reshape(-1)[rng.random(x.size) < 0.05] = -np.inf
+    assert x.size >= SERIAL_WORK
+    results = []
+    for n in sorted({1, 2, LIMIT}):
+        fastlsm.set_num_threads(n)
+        results.append(run(name, x, axis))
+    for r in results[1:]:
+        assert same_bits(r, results[0])
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_on_repeated_calls(name, dtype, rng):
+    x = big_input(rng, dtype)
+    first = run(name, x)
+    out = np.empty_like(first)
+    for _ in range(4):
+        assert same_bits(run(name, x), first)
+        assert same_bits(run(name, x, out=out), first)
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_calls_from_8_threads_match_serial_calls(rng):
+    # 8 host threads, each launching (parallel) kernels on its own input at the same time:
+    # the threading layer must be thread-safe (workqueue would abort the process).
+    tasks = []
+    for i in range(8):
+        dtype = DTYPES[i % 2]
+        name = FUNCS[i % 3]
+        shape = [(64, 1024), (8, 5000), (512, 64), (3, 7)][i % 4]  # the last one is serial
+        x = (3 * rng.standard_normal(shape)).astype(dtype)
+        x[0, 0] = -np.inf
+        tasks.append((name, x))
+    serial = [run(name, x) for name, x in tasks]
+
+    def work(i):
+        name, x = tasks[i]
+        return i, run(name, x)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, [i for _ in range(6) for i in range(8)]))
+    assert len(results) == 48
+    for i, got in results:
+        assert same_bits(got, serial[i]), tasks[i][0]
+
+
+def test_concurrent_calls_writing_into_their_own_out(rng):
+    xs = [rng.standard_normal((64, 1024)) for _ in range(8)]
+    want = [fastlsm.log_softmax(x) for x in xs]
+    outs = [np.empty_like(x) for x in xs]
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()  # start together
+        for _ in range(5):
+            fastlsm.log_softmax(xs[i], out=outs[i])
+            if not same_bits(outs[i], want[i]):
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(work, range(8)))
+
+
+# ----------------------------------------------------------------------------- environment
+
+_SCRIPT = """
+import numba, numpy as np, fastlsm
+x = np.zeros((64, 1024), np.float32)
+y = fastlsm.log_softmax(x)
+assert np.all(y == np.float32(-np.log(1024.0)))
+print(fastlsm.get_num_threads(), numba.get_num_threads())
+"""
+
+
+def _run_python(code, **env):
+    full = dict(os.environ)
+    full.pop("FASTLSM_NUM_THREADS", None)
+    full.update(env)
+    full["PYTHONPATH"] = REPO + os.pathsep + full.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full, cwd=REPO, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("n", sorted({1, LIMIT}))
+def test_env_var_sets_the_initial_thread_count(n):
+    proc = _run_python(_SCRIPT, FASTLSM_NUM_THREADS=str(n))
+    assert proc.returncode == 0, proc.stderr
+    # get_num_threads() reports it and the kernels ran with it
+    assert proc.stdout.split() == [str(n), str(n)]
+
+
+def test_env_var_not_an_integer():
+    code = (
+        "import numpy as np, fastlsm\n"
+        "try:\n"
+        "    fastlsm.log_softmax(np.zeros((64, 1024)))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    proc = _run_python(code, FASTLSM_NUM_THREADS="two")
+    assert proc.returncode == 0, proc.stderr
+    assert "FASTLSM_NUM_THREADS='two' is not an integer" in proc.stdout
