@@ -367,20 +367,17 @@ def test_non_arrays_raise_typeerror(name, x):
         run(name, x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: non-native byte order float32/float64 arrays are rejected ('got >f8'): "
-    "_validate.float_array checks `x.dtype not in FLOAT_DTYPES` before its own byte-swap "
-    "branch, which is therefore unreachable.",
-)
 @pytest.mark.parametrize("name", FUNCS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_non_native_byte_order_accepted(name, dtype, rng):
     x = rng.standard_normal((2, 5)).astype(dtype)
     swapped = x.astype(np.dtype(dtype).newbyteorder("S"))
     got = run(name, swapped)
-    assert got.dtype == dtype
+    assert got.dtype == dtype and got.dtype.isnative
     assert same_bits(got, run(name, x))
+    swapped16 = np.zeros(3, np.dtype(np.float16).newbyteorder("S"))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        run(name, swapped16)
 
 
 @pytest.mark.parametrize("name", FUNCS)
