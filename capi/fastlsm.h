@@ -166,41 +166,48 @@ typedef enum fastlsm_early_stopping {
 } fastlsm_early_stopping;
 
 typedef struct fastlsm_beam_search_config {
-    int64_t num_beams;              /* >= 1; default 4 */
+    int64_t num_beams;              /* K >= 1; default 4 */
     int64_t max_new_tokens;         /* >= 1; default 20 */
-    const int64_t *eos_token_ids;   /* num_eos_token_ids ids, or NULL; default NULL */
-    int64_t num_eos_token_ids;      /* default 0 */
-    int64_t pad_token_id;           /* used to pad sequences; default 0 */
-    double length_penalty;          /* default 1.0 */
+    const int64_t *eos_token_ids;   /* num_eos_token_ids ids (>= 0), or NULL; default NULL */
+    int64_t num_eos_token_ids;      /* 0: hypotheses end at the maximum length; default 0 */
+    int64_t pad_token_id;           /* >= 0, or -1 (Python's None: the first EOS id, else
+                                       -1); default -1 */
+    double length_penalty;          /* score = sum / generated_len ** length_penalty; 1.0 */
     int early_stopping;             /* a fastlsm_early_stopping; default HEURISTIC */
     int64_t num_return_sequences;   /* 1 <= n <= num_beams; default 1 */
-    int64_t min_new_tokens;         /* default 0 */
+    int64_t min_new_tokens;         /* EOS banned before this many new tokens; default 0 */
     int64_t no_repeat_ngram_size;   /* 0 = off; default 0 */
-    double repetition_penalty;      /* 1.0 = off; default 1.0 */
-    double patience;                /* CTranslate2's patience; default 1.0 */
+    double repetition_penalty;      /* > 0, 1.0 = off; default 1.0 */
+    double patience;                /* CTranslate2: keep round(K * patience) hypotheses; 1.0 */
     int renormalize;                /* 1: apply bans before normalizing; default 0 */
 } fastlsm_beam_search_config;
 
 FASTLSM_API fastlsm_beam_search_config fastlsm_beam_search_default_config(void);
 
-/* The model: fill logits [rows, vocab] (rows = batch * num_beams) for the current sequences
- * [rows, cur_len] (prompt included). parent_beams [rows] is NULL on the first step, then the
- * row of the previous step each sequence continues (to reorder a KV cache). Return 0 on
- * success; any other value aborts the search, which then returns FASTLSM_ERR_INVALID_ARGUMENT
- * with the step and the value in fastlsm_last_error(). */
+/* The model: fill logits [rows, vocab] (rows = batch * num_beams, row b * num_beams + k) for
+ * the current sequences [rows, cur_len] (prompt included). parent_beams [rows] is NULL on the
+ * first step, then the row of the previous step each sequence continues (to reorder a KV
+ * cache). Return 0 on success; any other value aborts the search, which then returns
+ * FASTLSM_ERR_INVALID_ARGUMENT (the step and the value are in fastlsm_last_error()), as do
+ * logits rows holding NaN or +inf (mask tokens with -inf). The callback runs on the calling
+ * thread and may call other fastlsm functions. */
 typedef int (*fastlsm_step_fn_f32)(void *user_data, const int64_t *sequences, int64_t rows,
                                    int64_t cur_len, const int64_t *parent_beams, float *logits);
 typedef int (*fastlsm_step_fn_f64)(void *user_data, const int64_t *sequences, int64_t rows,
                                    int64_t cur_len, const int64_t *parent_beams,
                                    double *logits);
 
-/* input_ids [batch, prompt_len]. Outputs, R = batch * num_return_sequences rows, best first
- * within each batch item, W = prompt_len + max_new_tokens:
- *   sequences [R, W]        prompt + generated tokens, padded with pad_token_id;
- *   lengths [R]             the length of each sequence (prompt included), or NULL;
- *   sequence_scores [R]     length-penalized scores (as transformers' sequences_scores);
- *   token_logprobs [R, max_new_tokens]  per-token log-probs (0 after the end), or NULL;
- *   out_width               if not NULL: the width Python returns (prompt + longest). */
+/* input_ids [batch, prompt_len] (ids >= 0). Outputs, R = batch * num_return_sequences rows
+ * (row b * num_return_sequences + r is the r-th best of prompt b), G = max_new_tokens,
+ * W = prompt_len + G:
+ *   sequences [R, W]        prompt + generated tokens, padded with the pad id;
+ *   lengths [R]             generated tokens of each sequence (EOS included), or NULL;
+ *   sequence_scores [R]     length-penalized scores (transformers' sequences_scores);
+ *   token_logprobs [R, G]   per-token log-probs (0 after the end), or NULL;
+ *   out_width               if not NULL: prompt_len + the longest generated length, the
+ *                           width of the Python result (columns past it are padding).
+ * Results equal fastlsm.beam_search's bit for bit for the same logits. Nothing is written
+ * to the outputs unless the search completes. */
 FASTLSM_API int fastlsm_beam_search_f32(const fastlsm_beam_search_config *config,
                                         const int64_t *input_ids, int64_t batch,
                                         int64_t prompt_len, int64_t vocab,

@@ -136,6 +136,45 @@ def assert_bitwise(actual, expected):
     np.testing.assert_array_equal(actual[~nan_a].view(bits), expected[~nan_e].view(bits))
 
 
+_REFERENCE_SCRIPT = """
+import pickle, sys
+import numpy as np
+import fastlsm
+
+def table_model(table, dtype):
+    return lambda ids, parents: table[ids.shape[1] % table.shape[0]][ids[:, -1]].astype(dtype)
+
+calls = pickle.load(sys.stdin.buffer)
+results = []
+for name, args, kwargs in calls:
+    if name == "beam_search":
+        args = (table_model(*args[0]),) + tuple(args[1:])
+    results.append(getattr(fastlsm, name)(*args, **kwargs))
+pickle.dump(results, sys.stdout.buffer)
+"""
+
+
+def reference(capi, calls):
+    """Results of ``fastlsm.<name>(*args, **kwargs)`` for each call, computed in a Python
+    process that runs the library's snapshot of the package with the library's kernel cache.
+
+    The comparison is then between the same compiled kernels: Numba's freshly JIT-compiled
+    code and the code it loads from its cache may round differently (measured: float64
+    log_softmax, 1 ulp on about 1% of elements), so a reference computed in this process
+    could differ from the library for reasons that have nothing to do with the C ABI.
+    """
+    import pickle
+
+    for _ in range(2):  # the first run compiles (and caches) what the library did not need
+        proc = subprocess.run(
+            [sys.executable, "-c", _REFERENCE_SCRIPT], input=pickle.dumps(calls),
+            env=capi["env"], capture_output=True, timeout=300,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(proc.stderr.decode()[-4000:])
+    return pickle.loads(proc.stdout)
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -179,7 +218,7 @@ def test_library_exports_only_the_abi(capi):
 def test_every_example_compiles_with_wall_werror(capi):
     assert capi["errors"] == {}
     sources = {n[:-2] for n in os.listdir(EXAMPLES) if n.endswith(".c")}
-    assert {"log_softmax", "errors", "threads"} <= sources
+    assert {"log_softmax", "errors", "threads", "train_step", "beam_search"} <= sources
     assert sources <= set(capi["exes"])
 
 
@@ -196,18 +235,19 @@ def test_header_compiles_as_cxx(capi, tmp_path):
 # --------------------------------------------------------------------------- normalizers
 
 
-def _check_normalizers(out):
+def _check_normalizers(capi, out):
+    rows, cols = (int(v) for v in out["shape"][:2])
+    calls, expected = [], []
     for dt, suffix in ((np.float32, "f32"), (np.float64, "f64")):
-        rows, cols = (int(v) for v in out["shape"][:2])
         x = out[f"x_{suffix}"].astype(dt).reshape(rows, cols)
-        assert_bitwise(out[f"log_softmax_{suffix}"].astype(dt).reshape(rows, cols),
-                       fastlsm.log_softmax(x))
-        assert_bitwise(out[f"softmax_{suffix}"].astype(dt).reshape(rows, cols),
-                       fastlsm.softmax(x))
-        assert_bitwise(out[f"logsumexp_{suffix}"].astype(dt), fastlsm.logsumexp(x))
-    x = out["x_f32"].astype(np.float32).reshape(rows, cols)
-    assert_bitwise(out["inplace_log_softmax_f32"].astype(np.float32).reshape(rows, cols),
-                   fastlsm.log_softmax(x))
+        for name in ("log_softmax", "softmax", "logsumexp"):
+            calls.append((name, (x,), {}))
+            shape = (rows,) if name == "logsumexp" else (rows, cols)
+            expected.append(out[f"{name}_{suffix}"].astype(dt).reshape(shape))
+    calls.append(("log_softmax", (out["x_f32"].astype(np.float32).reshape(rows, cols),), {}))
+    expected.append(out["inplace_log_softmax_f32"].astype(np.float32).reshape(rows, cols))
+    for got, want in zip(expected, reference(capi, calls)):
+        assert_bitwise(got, want)
 
 
 def _shape_line(stdout):
@@ -226,7 +266,7 @@ def test_log_softmax_example_matches_python_bitwise(capi, args):
         assert out["shape"][2] == float(args[2])
     x32 = out["x_f32"]
     assert np.isneginf(x32[1]) if x32.size > 1 else True
-    _check_normalizers(out)
+    _check_normalizers(capi, out)
 
 
 def test_log_softmax_example_under_address_sanitizer(capi):
@@ -235,7 +275,7 @@ def test_log_softmax_example_under_address_sanitizer(capi):
     assert "ERROR: AddressSanitizer" not in proc.stderr
     out = _parse(proc.stdout)
     out["shape"] = _shape_line(proc.stdout)
-    _check_normalizers(out)
+    _check_normalizers(capi, out)
 
 
 # --------------------------------------------------------------------------- threads
@@ -356,4 +396,119 @@ def test_python_host_can_load_the_library(capi):
     status, *values = proc.stdout.split()
     assert status == "0"
     got = np.array([float.fromhex(v) for v in values], np.float32)
-    assert_bitwise(got, fastlsm.log_softmax(np.array([1.0, 2.0, 3.0], np.float32)))
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    assert_bitwise(got, reference(capi, [("log_softmax", (x,), {})])[0])
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+
+def test_train_step_example_matches_python_bitwise(capi):
+    proc = _run([_exe(capi, "train_step")])
+    out = _parse(proc.stdout)
+    losses = [float(l.split()[3]) for l in proc.stdout.splitlines() if l.startswith("step ")]
+    assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]  # SGD makes progress
+
+    n, c = 16, 5
+    first = out["first_logits"].astype(np.float32).reshape(n, c)
+    target = np.arange(n) % c
+    t2 = target.copy()
+    t2[[3, 7]] = 9
+    weight = np.array([1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
+    calls = [("cross_entropy_with_grad", (first, target), {}),
+             ("cross_entropy", (first, target), {"reduction": "sum"})]
+    keys = []
+    for dt, suffix in ((np.float32, "f32"), (np.float64, "f64")):
+        x = first if dt == np.float32 else first.astype(np.float64) * 1.75
+        for red in ("none", "mean", "sum"):
+            for use_w in (0, 1):
+                for smooth in (0, 1):
+                    calls.append(("cross_entropy_with_grad", (x, t2), {
+                        "reduction": red, "ignore_index": 9,
+                        "weight": weight.astype(dt) if use_w else None,
+                        "label_smoothing": 0.25 if smooth else 0.0}))
+                    keys.append((dt, f"ce_{suffix}_{red}_w{use_w}_s{smooth}"))
+    first_res, nograd, *results = reference(capi, calls)
+    assert_bitwise(out["first_loss"].astype(np.float32), first_res.loss.reshape(1))
+    assert_bitwise(out["first_grad"].astype(np.float32).reshape(n, c), first_res.grad)
+    assert_bitwise(out["ce_f32_sum_nograd_loss"].astype(np.float32), nograd.reshape(1))
+    assert len(results) == 24
+    for (dt, key), res in zip(keys, results):
+        assert_bitwise(out[key + "_loss"].astype(dt), res.loss.reshape(-1))
+        assert_bitwise(out[key + "_grad"].astype(dt).reshape(n, c), res.grad)
+    # and against this process's fastlsm, to float tolerance (see reference())
+    np.testing.assert_allclose(out["first_grad"].reshape(n, c),
+                               fastlsm.cross_entropy_with_grad(first, target).grad, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- beam search
+
+
+def _beam_outputs(capi):
+    proc = _run([_exe(capi, "beam_search")])
+    out = _parse(proc.stdout)
+    ints = {}
+    for line in proc.stdout.splitlines():
+        name, *values = line.split()
+        if name.endswith(("_sequences", "_lengths", "_tokens", "_beams")):
+            ints[name] = np.array([int(v) for v in values], np.int64)
+    head = next(l for l in proc.stdout.splitlines() if l.startswith("search_calls"))
+    return out, ints, head.split()
+
+
+def test_beam_search_example_matches_python_bitwise(capi):
+    out, ints, head = _beam_outputs(capi)
+    assert head[3] == "0", "the step callback saw a bad parent_beams argument"
+    table = out["table"].astype(np.float32).reshape(3, 12, 12)
+    calls = []
+
+    def step(ids, parents):  # the C model, in this process: checks the callback contract
+        assert (parents is None) == (len(calls) == 0)
+        calls.append(ids.shape)
+        return table[ids.shape[1] % 3][ids[:, -1]]
+
+    prompts = np.array([[2, 5], [0, 11]])
+    common = dict(num_beams=3, max_new_tokens=6, eos_token_id=[1], pad_token_id=0,
+                  num_return_sequences=2)
+    local = fastlsm.beam_search(step, prompts, **common)
+    opts64 = dict(common, early_stopping="never", length_penalty=0.5, no_repeat_ngram_size=2,
+                  repetition_penalty=1.3)
+    ref, ref64 = reference(capi, [
+        ("beam_search", ((table, np.float32), prompts), common),
+        ("beam_search", ((table, np.float64), prompts), opts64),
+    ])
+    np.testing.assert_array_equal(ref.sequences, local.sequences)
+    assert int(head[1]) == len(calls) and int(head[5]) == ref.sequences.shape[1]
+    width = ref.sequences.shape[1]
+    seqs = ints["search_f32_sequences"].reshape(4, 8)
+    np.testing.assert_array_equal(seqs[:, :width], ref.sequences)
+    assert (seqs[:, width:] == 0).all()
+    np.testing.assert_array_equal(ints["search_f32_lengths"], ref.lengths)
+    assert_bitwise(out["search_f32_scores"].astype(np.float32),
+                   ref.sequences_scores.astype(np.float32))
+    logp = out["search_f32_logprobs"].astype(np.float32).reshape(4, 6)
+    assert_bitwise(logp[:, : width - 2], ref.token_logprobs.astype(np.float32))
+    assert (logp[:, width - 2:] == 0).all()
+
+    w64 = int(out["search_f64_width"][0])
+    assert w64 == ref64.sequences.shape[1]
+    np.testing.assert_array_equal(ints["search_f64_sequences"].reshape(4, 8)[:, :w64],
+                                  ref64.sequences)
+    assert_bitwise(out["search_f64_scores"], ref64.sequences_scores)
+
+
+def test_beam_step_and_sequence_logprobs_match_python_bitwise(capi):
+    out, ints, _ = _beam_outputs(capi)
+    x = out["table"].astype(np.float32).reshape(3, 12, 12)[1, :6].reshape(2, 3, 12)
+    bs = np.array([[0.0, -0.5, -np.inf], [-1.0, -1.25, -2.0]], np.float32)
+    tok = np.array([[3, 7, 1], [0, 11, 5]])
+    mask = np.array([[1, 1, 1], [1, 0, 1]], bool)
+    (scores, tokens, beams), (tlp, slp) = reference(capi, [
+        ("beam_step", (x, bs), {"num_candidates": 6}),
+        ("sequence_logprobs", (x, tok), {"mask": mask}),
+    ])
+    assert_bitwise(out["step_scores"].astype(np.float32).reshape(2, 6), scores)
+    np.testing.assert_array_equal(ints["step_tokens"].reshape(2, 6), tokens)
+    np.testing.assert_array_equal(ints["step_beams"].reshape(2, 6), beams)
+    assert_bitwise(out["seq_token_logprobs"].astype(np.float32).reshape(2, 3), tlp)
+    assert_bitwise(out["seq_logprobs"].astype(np.float32), slp)

@@ -72,6 +72,7 @@ enum {
     E_LOG_SOFTMAX_F32, E_LOG_SOFTMAX_F64, E_SOFTMAX_F32, E_SOFTMAX_F64,
     E_LOGSUMEXP_F32, E_LOGSUMEXP_F64, E_CROSS_ENTROPY_F32, E_CROSS_ENTROPY_F64,
     E_SEQUENCE_LOGPROBS_F32, E_SEQUENCE_LOGPROBS_F64, E_BEAM_STEP_F32, E_BEAM_STEP_F64,
+    E_BEAM_LAYOUT, E_BEAM_INIT, E_BEAM_FINALIZE, E_BEAM_ADVANCE_F32, E_BEAM_ADVANCE_F64,
     E_COUNT
 };
 
@@ -80,6 +81,7 @@ static const char *const entry_names[E_COUNT] = {
     "log_softmax_f32", "log_softmax_f64", "softmax_f32", "softmax_f64",
     "logsumexp_f32", "logsumexp_f64", "cross_entropy_f32", "cross_entropy_f64",
     "sequence_logprobs_f32", "sequence_logprobs_f64", "beam_step_f32", "beam_step_f64",
+    "beam_layout", "beam_init", "beam_finalize", "beam_advance_f32", "beam_advance_f64",
 };
 
 static void *entry_par[E_COUNT];
@@ -578,7 +580,7 @@ FASTLSM_API fastlsm_beam_search_config fastlsm_beam_search_default_config(void)
     c.max_new_tokens = 20;
     c.eos_token_ids = NULL;
     c.num_eos_token_ids = 0;
-    c.pad_token_id = 0;
+    c.pad_token_id = -1;
     c.length_penalty = 1.0;
     c.early_stopping = FASTLSM_EARLY_STOPPING_HEURISTIC;
     c.num_return_sequences = 1;
@@ -590,24 +592,227 @@ FASTLSM_API fastlsm_beam_search_config fastlsm_beam_search_default_config(void)
     return c;
 }
 
-#define SEARCH_ENTRY(T, suffix)                                                               \
-    FASTLSM_API int fastlsm_beam_search_##suffix(                                             \
-        const fastlsm_beam_search_config *config, const int64_t *input_ids, int64_t batch,   \
-        int64_t prompt_len, int64_t vocab, fastlsm_step_fn_##suffix step, void *user_data,   \
-        int64_t *sequences, int64_t *lengths, T *sequence_scores, T *token_logprobs,         \
-        int64_t *out_width)                                                                   \
-    {                                                                                         \
-        static const char fname[] = "fastlsm_beam_search_" #suffix;                          \
-        (void)batch, (void)prompt_len, (void)vocab, (void)user_data, (void)lengths;           \
-        (void)token_logprobs, (void)out_width;                                                \
-        CLEAR_ERROR();                                                                        \
-        if (!config || !input_ids || !step || !sequences || !sequence_scores)                 \
-            return fail(FASTLSM_ERR_NULL_POINTER, "%s: a required argument is NULL", fname);  \
-        int st = ensure_started();                                                            \
-        if (st) return st;                                                                    \
-        return fail(FASTLSM_ERR_RUNTIME, "%s is not available yet: the decoder's advance "    \
-                    "kernel has not landed in fastlsm._kernels.beam", fname);                 \
-    }
+typedef int64_t (*layout_fn)(const int64_t *cfg, int64_t cfg_len, int64_t *layout);
+typedef int64_t (*init_fn)(const int64_t *cfg, int64_t cfg_len, const double *fcfg,
+                           const int64_t *input_ids, int64_t batch, int64_t prompt_len,
+                           double *fstate, int64_t fsize, int64_t *istate, int64_t isize);
+typedef int64_t (*advance_fn)(const int64_t *cfg, int64_t cfg_len, const double *fcfg,
+                              double *fstate, int64_t fsize, int64_t *istate, int64_t isize,
+                              void *logits, int64_t rows, int64_t vocab);
+typedef int64_t (*finalize_fn)(const int64_t *cfg, int64_t cfg_len, const double *fcfg,
+                               double *fstate, int64_t fsize, int64_t *istate, int64_t isize,
+                               int64_t *out_seqs, double *out_scores, double *out_logp,
+                               int64_t *out_len, int64_t nout, int64_t max_len,
+                               int64_t max_new);
 
-SEARCH_ENTRY(float, f32)
-SEARCH_ENTRY(double, f64)
+/* Validate, run and finish a search; is_f64 selects the logits type. Every buffer the state
+ * machine needs is allocated here and freed before returning. */
+static int beam_search(const char *fname, const fastlsm_beam_search_config *c,
+                       const int64_t *input_ids, int64_t batch, int64_t prompt_len,
+                       int64_t vocab, int is_f64, void *step, void *user_data,
+                       int64_t *sequences, int64_t *lengths, void *sequence_scores,
+                       void *token_logprobs, int64_t *out_width)
+{
+    const size_t elem = is_f64 ? sizeof(double) : sizeof(float);
+    int64_t rows, max_len, tmp, nh, nc;
+    CLEAR_ERROR();
+    if (!c) return fail(FASTLSM_ERR_NULL_POINTER, "%s: config is NULL", fname);
+    if (!input_ids) return fail(FASTLSM_ERR_NULL_POINTER, "%s: input_ids is NULL", fname);
+    if (!step) return fail(FASTLSM_ERR_NULL_POINTER, "%s: step is NULL", fname);
+    if (!sequences) return fail(FASTLSM_ERR_NULL_POINTER, "%s: sequences is NULL", fname);
+    if (!sequence_scores)
+        return fail(FASTLSM_ERR_NULL_POINTER, "%s: sequence_scores is NULL", fname);
+    if (c->num_eos_token_ids > 0 && !c->eos_token_ids)
+        return fail(FASTLSM_ERR_NULL_POINTER, "%s: config->eos_token_ids is NULL but "
+                    "num_eos_token_ids = %lld", fname, (long long)c->num_eos_token_ids);
+    if (batch < 0 || prompt_len < 0 || vocab < 0 || c->num_eos_token_ids < 0)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: batch=%lld, prompt_len=%lld, vocab=%lld, "
+                    "num_eos_token_ids=%lld must be >= 0", fname, (long long)batch,
+                    (long long)prompt_len, (long long)vocab, (long long)c->num_eos_token_ids);
+#define BAD_CONFIG(cond, ...) \
+    if (cond) return fail(FASTLSM_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+    BAD_CONFIG(batch == 0, "%s: batch must be >= 1 (at least one prompt)", fname);
+    BAD_CONFIG(vocab == 0, "%s: vocab must be >= 1", fname);
+    BAD_CONFIG(c->num_beams < 1, "%s: num_beams=%lld must be >= 1", fname,
+               (long long)c->num_beams);
+    BAD_CONFIG(c->max_new_tokens < 1, "%s: max_new_tokens=%lld must be >= 1", fname,
+               (long long)c->max_new_tokens);
+    BAD_CONFIG(c->num_return_sequences < 1 || c->num_return_sequences > c->num_beams,
+               "%s: num_return_sequences=%lld must be in [1, num_beams=%lld]", fname,
+               (long long)c->num_return_sequences, (long long)c->num_beams);
+    BAD_CONFIG(c->min_new_tokens < 0, "%s: min_new_tokens=%lld must be >= 0", fname,
+               (long long)c->min_new_tokens);
+    BAD_CONFIG(c->no_repeat_ngram_size < 0, "%s: no_repeat_ngram_size=%lld must be >= 0",
+               fname, (long long)c->no_repeat_ngram_size);
+    BAD_CONFIG(!isfinite(c->length_penalty), "%s: length_penalty must be finite", fname);
+    BAD_CONFIG(!(c->repetition_penalty > 0) || !isfinite(c->repetition_penalty),
+               "%s: repetition_penalty=%g must be > 0", fname, c->repetition_penalty);
+    BAD_CONFIG(c->early_stopping < 0 || c->early_stopping > 2,
+               "%s: early_stopping=%d is not a fastlsm_early_stopping", fname,
+               c->early_stopping);
+    BAD_CONFIG(!(c->patience > 0) || !(c->patience * (double)c->num_beams < 9e15),
+               "%s: patience=%g must be > 0", fname, c->patience);
+    nh = (int64_t)nearbyint(c->patience * (double)c->num_beams); /* Python's round() */
+    BAD_CONFIG(nh < 1 || c->num_return_sequences > nh,
+               "%s: round(num_beams * patience) = %lld hypotheses are kept: it must be >= 1 "
+               "and >= num_return_sequences=%lld", fname, (long long)nh,
+               (long long)c->num_return_sequences);
+    for (int64_t i = 0; i < c->num_eos_token_ids; i++)
+        BAD_CONFIG(c->eos_token_ids[i] < 0, "%s: eos_token_ids[%lld] = %lld must be >= 0",
+                   fname, (long long)i, (long long)c->eos_token_ids[i]);
+    if (checked_size(batch, c->num_beams, 1, &rows) != 0 ||
+        c->max_new_tokens > INT64_MAX / 4 - prompt_len ||
+        checked_size(rows, (max_len = prompt_len + c->max_new_tokens), 64, &tmp) != 0 ||
+        checked_size(rows, vocab, elem, &tmp) != 0 ||
+        checked_size(batch * nh, c->max_new_tokens, 16, &tmp) != 0 ||
+        checked_size(rows, 2 * max_len + c->num_eos_token_ids, 16, &tmp) != 0 ||
+        checked_size(rows, 2 * (c->num_eos_token_ids + 2), 16, &tmp) != 0)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: the search state for batch=%lld, "
+                    "num_beams=%lld, prompt_len=%lld, max_new_tokens=%lld, vocab=%lld does "
+                    "not fit in memory", fname, (long long)batch, (long long)c->num_beams,
+                    (long long)prompt_len, (long long)c->max_new_tokens, (long long)vocab);
+    nc = (c->num_eos_token_ids + 1 > 2 ? c->num_eos_token_ids + 1 : 2) * c->num_beams;
+    BAD_CONFIG(nc > c->num_beams * vocab, "%s: vocab=%lld is too small for num_beams=%lld "
+               "with %lld EOS id(s): beam search needs %lld candidates out of beams * vocab",
+               fname, (long long)vocab, (long long)c->num_beams,
+               (long long)c->num_eos_token_ids, (long long)nc);
+    for (int64_t i = 0; i < batch * prompt_len; i++)
+        BAD_CONFIG(input_ids[i] < 0, "%s: input_ids[%lld, %lld] = %lld must be >= 0", fname,
+                   (long long)(i / prompt_len), (long long)(i % prompt_len),
+                   (long long)input_ids[i]);
+#undef BAD_CONFIG
+    int st = ensure_started();
+    if (st) return st;
+    if (g_fault_internal) return fault(fname);
+    int adv_id = is_f64 ? E_BEAM_ADVANCE_F64 : E_BEAM_ADVANCE_F32;
+    if (!entry_ser[E_BEAM_LAYOUT]) return missing(E_BEAM_LAYOUT);
+    if (!entry_ser[E_BEAM_INIT]) return missing(E_BEAM_INIT);
+    if (!entry_ser[E_BEAM_FINALIZE]) return missing(E_BEAM_FINALIZE);
+    if (!entry_ser[adv_id]) return missing(adv_id);
+
+    const int64_t n_eos = c->num_eos_token_ids, nret = c->num_return_sequences;
+    const int64_t nout = batch * nret, g = c->max_new_tokens, cfg_len = BEAM_CFG_SIZE + n_eos;
+    int64_t layout[BEAM_LAYOUT_SIZE];
+    double fcfg[BEAM_FCFG_SIZE] = {0};
+    int64_t *cfg = calloc((size_t)cfg_len, sizeof *cfg);
+    int64_t *istate = NULL, *seqbuf = NULL, *parents = NULL, *out_len = NULL;
+    double *fstate = NULL, *out_scores = NULL, *out_logp = NULL;
+    void *logits = NULL;
+    int result = FASTLSM_OK;
+    if (!cfg) return fail(FASTLSM_ERR_RUNTIME, "%s: out of memory", fname);
+    cfg[BEAM_CFG_BATCH] = batch;
+    cfg[BEAM_CFG_BEAMS] = c->num_beams;
+    cfg[BEAM_CFG_PROMPT_LEN] = prompt_len;
+    cfg[BEAM_CFG_MAX_LEN] = max_len;
+    cfg[BEAM_CFG_CANDIDATES] = nc;
+    cfg[BEAM_CFG_MAX_HYPS] = nh;
+    cfg[BEAM_CFG_EARLY_STOPPING] = c->early_stopping;
+    cfg[BEAM_CFG_MIN_NEW_TOKENS] = c->min_new_tokens;
+    cfg[BEAM_CFG_NO_REPEAT_NGRAM] = c->no_repeat_ngram_size;
+    cfg[BEAM_CFG_RENORMALIZE] = c->renormalize != 0;
+    cfg[BEAM_CFG_PAD] = c->pad_token_id >= 0 ? c->pad_token_id
+                        : n_eos > 0 ? c->eos_token_ids[0] : -1;
+    cfg[BEAM_CFG_NUM_EOS] = n_eos;
+    for (int64_t i = 0; i < n_eos; i++) cfg[BEAM_CFG_EOS + i] = c->eos_token_ids[i];
+    fcfg[BEAM_FCFG_LENGTH_PENALTY] = c->length_penalty;
+    fcfg[BEAM_FCFG_REPETITION_PENALTY] = c->repetition_penalty;
+
+#define CLEANUP(status, ...) do { result = fail(status, __VA_ARGS__); goto done; } while (0)
+    if (((layout_fn)entry_ser[E_BEAM_LAYOUT])(cfg, cfg_len, layout) != 0)
+        CLEANUP(FASTLSM_ERR_INTERNAL, "%s: the decoder rejected a validated configuration",
+                fname);
+    const int64_t isize = layout[BEAM_L_INT_SIZE], fsize = layout[BEAM_L_FLOAT_SIZE];
+    istate = malloc((size_t)isize * sizeof *istate);
+    fstate = malloc((size_t)(fsize > 0 ? fsize : 1) * sizeof *fstate);
+    seqbuf = malloc((size_t)(rows * max_len) * sizeof *seqbuf);
+    parents = malloc((size_t)rows * sizeof *parents);
+    logits = malloc((size_t)(rows * vocab) * elem);
+    out_len = malloc((size_t)nout * sizeof *out_len);
+    out_scores = malloc((size_t)nout * sizeof *out_scores);
+    out_logp = malloc((size_t)(nout * g) * sizeof *out_logp);
+    if (!istate || !fstate || !seqbuf || !parents || !logits || !out_len || !out_scores ||
+        !out_logp)
+        CLEANUP(FASTLSM_ERR_RUNTIME, "%s: out of memory for the search state", fname);
+    if (((init_fn)entry_ser[E_BEAM_INIT])(cfg, cfg_len, fcfg, input_ids, batch, prompt_len,
+                                          fstate, fsize, istate, isize) != BEAM_RUNNING)
+        CLEANUP(FASTLSM_ERR_INTERNAL, "%s: the decoder failed to start", fname);
+
+    for (int64_t s = 0;; s++) {
+        const int64_t cur = istate[BEAM_ST_CUR_LEN];
+        const int64_t *running = istate + layout[BEAM_L_SEQS];
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(seqbuf + r * cur, running + r * max_len, (size_t)cur * sizeof *seqbuf);
+        if (s > 0)
+            memcpy(parents, istate + layout[BEAM_L_PARENTS], (size_t)rows * sizeof *parents);
+        int rc = is_f64
+            ? ((fastlsm_step_fn_f64)step)(user_data, seqbuf, rows, cur, s ? parents : NULL,
+                                           logits)
+            : ((fastlsm_step_fn_f32)step)(user_data, seqbuf, rows, cur, s ? parents : NULL,
+                                           logits);
+        if (rc != 0)
+            CLEANUP(FASTLSM_ERR_INVALID_ARGUMENT, "%s: step %lld: the step callback returned "
+                    "%d", fname, (long long)s, rc);
+        advance_fn adv = (advance_fn)pick(adv_id, rows * vocab);
+        int64_t status = adv(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, logits, rows,
+                             vocab);
+        if (status == BEAM_DONE) break;
+        if (status == BEAM_BAD_LOGITS) {
+            int64_t r = istate[BEAM_ST_BAD_ROW];
+            CLEANUP(FASTLSM_ERR_INVALID_ARGUMENT, "%s: step %lld: the step callback returned "
+                    "logits with NaN or +inf in row %lld (batch %lld, beam %lld); mask "
+                    "tokens with -inf instead", fname, (long long)s, (long long)r,
+                    (long long)(r / c->num_beams), (long long)(r % c->num_beams));
+        }
+        if (status != BEAM_RUNNING)
+            CLEANUP(FASTLSM_ERR_INTERNAL, "%s: step %lld: the decoder returned status %lld",
+                    fname, (long long)s, (long long)status);
+    }
+    int64_t width = ((finalize_fn)entry_ser[E_BEAM_FINALIZE])(
+        cfg, cfg_len, fcfg, fstate, fsize, istate, isize, sequences, out_scores, out_logp,
+        out_len, nout, max_len, g);
+    if (width < 0)
+        CLEANUP(FASTLSM_ERR_INTERNAL, "%s: the decoder could not write its results (status "
+                "%lld)", fname, (long long)-width);
+    for (int64_t i = 0; i < nout; i++) {
+        if (is_f64) ((double *)sequence_scores)[i] = out_scores[i];
+        else ((float *)sequence_scores)[i] = (float)out_scores[i];
+        if (lengths) lengths[i] = out_len[i];
+    }
+    if (token_logprobs)
+        for (int64_t i = 0; i < nout * g; i++) {
+            if (is_f64) ((double *)token_logprobs)[i] = out_logp[i];
+            else ((float *)token_logprobs)[i] = (float)out_logp[i];
+        }
+    if (out_width) *out_width = width;
+#undef CLEANUP
+done:
+    free(cfg), free(istate), free(fstate), free(seqbuf), free(parents), free(logits);
+    free(out_len), free(out_scores), free(out_logp);
+    return result;
+}
+
+FASTLSM_API int fastlsm_beam_search_f32(const fastlsm_beam_search_config *config,
+                                        const int64_t *input_ids, int64_t batch,
+                                        int64_t prompt_len, int64_t vocab,
+                                        fastlsm_step_fn_f32 step, void *user_data,
+                                        int64_t *sequences, int64_t *lengths,
+                                        float *sequence_scores, float *token_logprobs,
+                                        int64_t *out_width)
+{
+    return beam_search("fastlsm_beam_search_f32", config, input_ids, batch, prompt_len, vocab,
+                       0, (void *)step, user_data, sequences, lengths, sequence_scores,
+                       token_logprobs, out_width);
+}
+
+FASTLSM_API int fastlsm_beam_search_f64(const fastlsm_beam_search_config *config,
+                                        const int64_t *input_ids, int64_t batch,
+                                        int64_t prompt_len, int64_t vocab,
+                                        fastlsm_step_fn_f64 step, void *user_data,
+                                        int64_t *sequences, int64_t *lengths,
+                                        double *sequence_scores, double *token_logprobs,
+                                        int64_t *out_width)
+{
+    return beam_search("fastlsm_beam_search_f64", config, input_ids, batch, prompt_len, vocab,
+                       1, (void *)step, user_data, sequences, lengths, sequence_scores,
+                       token_logprobs, out_width);
+}

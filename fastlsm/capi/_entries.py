@@ -257,6 +257,69 @@ def _beam_sig(t):
     return I64(P(t), P(t), I64, I64, I64, I64, P(t), P(I64), P(I64))
 
 
+# --------------------------------------------------------------------------- decoder
+# The C decoder (fastlsm_beam_search_*) drives the same state machine as fastlsm.beam_search:
+# layout -> init -> (host step callback -> advance)* -> finalize, over int64/float64 state
+# buffers it allocates itself. Signatures (cfg int64 [cfg_len], fcfg float64 [2]):
+#   beam_layout(cfg, cfg_len, layout)                                    -> status
+#   beam_init(cfg, cfg_len, fcfg, input_ids, batch, prompt_len, fstate, fsize, istate, isize)
+#   beam_advance_T(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, logits, rows, vocab)
+#   beam_finalize(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, out_seqs, out_scores,
+#                 out_logp, out_len, nout, max_len, max_new)           -> width or -status
+
+_beam_search_advance_ser = serial_copy(_beam.beam_search_advance)
+
+
+def beam_layout(cfg, cfg_len, layout):
+    return _beam.beam_search_layout(carray(cfg, (cfg_len,)), carray(layout, (_beam.LAYOUT_SIZE,)))
+
+
+def beam_init(cfg, cfg_len, fcfg, input_ids, batch, prompt_len, fstate, fsize, istate, isize):
+    return _beam.beam_search_init(
+        carray(cfg, (cfg_len,)), carray(fcfg, (_beam.FCFG_SIZE,)),
+        carray(input_ids, (batch, prompt_len)), carray(fstate, (fsize,)),
+        carray(istate, (isize,)),
+    )
+
+
+def beam_advance_par(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, logits, rows, vocab):
+    return _beam.beam_search_advance(
+        carray(cfg, (cfg_len,)), carray(fcfg, (_beam.FCFG_SIZE,)), carray(fstate, (fsize,)),
+        carray(istate, (isize,)), carray(logits, (rows, vocab)),
+    )
+
+
+def beam_advance_ser(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, logits, rows, vocab):
+    return _beam_search_advance_ser(
+        carray(cfg, (cfg_len,)), carray(fcfg, (_beam.FCFG_SIZE,)), carray(fstate, (fsize,)),
+        carray(istate, (isize,)), carray(logits, (rows, vocab)),
+    )
+
+
+def beam_finalize(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, out_seqs, out_scores,
+                  out_logp, out_len, nout, max_len, max_new):
+    return _beam.beam_search_finalize(
+        carray(cfg, (cfg_len,)), carray(fcfg, (_beam.FCFG_SIZE,)), carray(fstate, (fsize,)),
+        carray(istate, (isize,)), carray(out_seqs, (nout, max_len)),
+        carray(out_scores, (nout,)), carray(out_logp, (nout, max_new)),
+        carray(out_len, (nout,)),
+    )
+
+
+_PI = P(I64)
+_PF = P(F64)
+_DECODER = [
+    ("beam_layout_ser", beam_layout, I64(_PI, I64, _PI)),
+    ("beam_init_ser", beam_init, I64(_PI, I64, _PF, _PI, I64, I64, _PF, I64, _PI, I64)),
+    ("beam_finalize_ser", beam_finalize,
+     I64(_PI, I64, _PF, _PF, I64, _PI, I64, _PI, _PF, _PF, _PI, I64, I64, I64)),
+] + [
+    (f"beam_advance_{suffix}_{variant}", fn, I64(_PI, I64, _PF, _PF, I64, _PI, I64, P(t), I64, I64))
+    for suffix, t in (("f32", F32), ("f64", F64))
+    for variant, fn in (("par", beam_advance_par), ("ser", beam_advance_ser))
+]
+
+
 # --------------------------------------------------------------------------- the table
 
 # (C entry name, Python function, C signature); names must match the table in _capi.c.
@@ -272,7 +335,7 @@ ENTRIES = [
     )
     for suffix, t in (("f32", F32), ("f64", F64))
     for variant, fn in (("par", par), ("ser", ser))
-]
+] + _DECODER
 
 _compiled: dict | None = None
 
