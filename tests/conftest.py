@@ -59,6 +59,11 @@ def tolerance():
 def torch_or_skip():
     """The ``torch`` module, or skip the test cleanly when PyTorch is not installed.
 
-    Only PyTorch parity tests use it; core tests never depend on PyTorch.
+    Only PyTorch parity tests use it; core tests never depend on PyTorch. Any ImportError
+    skips (a broken install too: ``pytest.importorskip`` would warn, and warnings are errors).
     """
-    return pytest.importorskip("torch")
+    try:
+        import torch
+    except ImportError as e:
+        pytest.skip(f"PyTorch is not available: {e}")
+    return torch

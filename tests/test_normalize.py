@@ -223,16 +223,19 @@ OUT_VIEWS = {
 
 @pytest.mark.parametrize("view", OUT_VIEWS)
 @pytest.mark.parametrize("axis", [0, -1])
-@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize(
+    "name, kw", [(n, {}) for n in FUNCS] + [("logsumexp", {"keepdims": True})], ids=str
+)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_noncontiguous_out(view, axis, name, dtype, rng):
+def test_noncontiguous_out(view, axis, name, kw, dtype, rng):
     x = rng.standard_normal((6, 4, 10)).astype(dtype)
-    out = OUT_VIEWS[view](_out_shape(name, x.shape, axis), dtype)
+    want = run(name, x, axis, **kw)
+    out = OUT_VIEWS[view](want.shape, dtype)
     owner = out.base if out.base is not None else out
     sentinels = np.count_nonzero(owner == 7.0) - out.size
-    got = run(name, x, axis, out=out)
+    got = run(name, x, axis, out=out, **kw)
     assert got is out
-    assert same_bits(np.ascontiguousarray(out), run(name, x, axis))
+    assert same_bits(np.ascontiguousarray(out), want)
     # nothing outside the view was written
     assert np.count_nonzero(owner == 7.0) == sentinels
 
@@ -747,6 +750,29 @@ PROPS = settings(max_examples=60, deadline=None)
 @PROPS
 @given(xa=array_and_axis(lo=-1e5, hi=1e5), name=st.sampled_from(FUNCS))
 def test_property_agrees_with_reference(xa, name, tolerance):
+    x, axis = xa
+    assert_like_reference(run(name, x, axis), x, name, axis, tolerance[x.dtype])
+
+
+@st.composite
+def array_with_specials(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    finite = st.floats(-1e3, 1e3, width=np.dtype(dtype).itemsize * 8)
+    special = st.sampled_from([-inf, -inf, -inf, inf, nan])
+    x = draw(
+        hnp.arrays(
+            dtype,
+            hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+            elements=st.one_of(finite, finite, finite, special),
+        )
+    )
+    return x, draw(st.integers(-x.ndim, x.ndim - 1))
+
+
+@PROPS
+@given(xa=array_with_specials(), name=st.sampled_from(FUNCS))
+def test_property_special_values_agree_with_reference(xa, name, tolerance):
+    # -inf masks, +inf and NaN anywhere: exactly the reference's NaN and inf positions.
     x, axis = xa
     assert_like_reference(run(name, x, axis), x, name, axis, tolerance[x.dtype])
 
