@@ -5,7 +5,7 @@ model and the threading layer are set once:
 
 - ``cache=True``: compiled code is stored on disk (``NUMBA_CACHE_DIR`` or ``__pycache__``),
   so a second process pays no compile time.
-- ``fastmath`` is limited to :data:`FASTMATH` (contraction, no signed zeros): see there.
+- ``fastmath`` is limited to :data:`FASTMATH` (no signed zeros): see there.
 - ``error_model="numpy"``: division by zero gives inf/NaN instead of raising.
 - The threading layer is a thread-safe one (OpenMP, else TBB); never ``workqueue``, which
   aborts the process when two host threads launch parallel kernels at the same time.
@@ -22,10 +22,12 @@ import sys
 import numba
 from numba.core import caching
 
-FASTMATH = frozenset({"nsz", "contract"})
-"""LLVM fast-math flags of every kernel: FMA contraction and signed-zero freedom only.
+FASTMATH = frozenset({"nsz"})
+"""LLVM fast-math flags of every kernel: signed-zero freedom only.
 
-Not ``nnan``/``ninf`` (masks are ``-inf``, NaN must propagate), not ``reassoc`` (it rewrites
+Not ``contract``: fused multiply-adds are written explicitly (``_kernels.math.fma``), so that
+no rounding depends on the code generator's choice (a fresh compile and Numba's cached object
+code were seen to differ by an ulp with contraction left to LLVM). Not ``nnan``/``ninf`` (masks are ``-inf``, NaN must propagate), not ``reassoc`` (it rewrites
 ``(x - m) - c`` as ``x - (m + c)``, losing the low bits of large logits, and can undo the
 Cody-Waite range reduction of exp), not ``arcp``/``afn`` (approximate division and libm).
 Sum reductions opt in to reassociation one add at a time with ``_kernels.math.radd``.
@@ -102,7 +104,7 @@ class _PackageCacheLocator(caching._SourceFileBackedLocatorMixin, caching._Cache
     file of the package: any change recompiles everything, never a stale mix.
     """
 
-    _stamp: bytes | None = None
+    _stamp = _package_stamp()  # at import: the sources this process actually runs
 
     def __init__(self, py_func, py_file):
         self._py_file = py_file
@@ -114,9 +116,7 @@ class _PackageCacheLocator(caching._SourceFileBackedLocatorMixin, caching._Cache
         return self._cache_path
 
     def get_source_stamp(self):
-        if _PackageCacheLocator._stamp is None:
-            _PackageCacheLocator._stamp = _package_stamp()
-        return _PackageCacheLocator._stamp
+        return self._stamp
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -129,23 +129,32 @@ if _PackageCacheLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _PackageCacheLocator)
 
 
-def kernel(fn=None, *, parallel: bool = False):
+def kernel(fn=None, *, parallel: bool = False, entry: bool | None = None):
     """Compile ``fn`` with the project's policy (see module docstring).
 
-    Use as ``@kernel`` for serial helpers (inlined by LLVM into their callers) or
-    ``@kernel(parallel=True)`` for row-parallel entry kernels.
+    - ``@kernel``: a helper, called only from other kernels. It is never cached on its own:
+      it is always compiled from source into the kernel that calls it. (Numba links a
+      *cached* helper as opaque object code, an uncached one is inlined and optimized in
+      context; the two can vectorize a reduction differently and round differently, so a
+      kernel's bits would depend on what happened to be in the cache.)
+    - ``@kernel(parallel=True)``: a row-parallel entry kernel, cached.
+    - ``@kernel(entry=True)``: a serial entry kernel (called from Python or C), cached.
+
+    Entry kernels are never called from other kernels.
     """
+    cache = parallel if entry is None else bool(entry)
 
     def wrap(f):
-        return numba.njit(
-            cache=True,
-            nogil=True,
-            parallel=parallel,
-            fastmath=set(FASTMATH),
-            error_model="numpy",
-        )(f)
+        return numba.njit(cache=cache, nogil=True, parallel=parallel, **JIT_OPTIONS)(f)
 
     return wrap(fn) if fn is not None else wrap
+
+
+JIT_OPTIONS = {"fastmath": set(FASTMATH), "error_model": "numpy"}
+"""Options for ``numba.extending.overload(..., jit_options=JIT_OPTIONS)`` and
+``register_jitable(**JIT_OPTIONS)``: without them Numba compiles those functions with its
+defaults (no fast-math flags), so whether LLVM fuses their multiply-adds into FMAs would be
+left to the code generator, and could differ between a fresh compile and a cached one."""
 
 
 # --------------------------------------------------------------------------- threads

@@ -35,7 +35,8 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import fexp, fmax, like, radd
+from .math import fexp, fmax, like
+from .normalize import SCRATCH, block_sumexp
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
@@ -167,12 +168,10 @@ def row_topk_normalizer(x, cap, vals, toks):
     s = 0.0
     n = 0
     worst = ninf  # the cap-th best so far, once the buffer is full
+    eb = np.empty(min(size, SCRATCH), x.dtype)  # exp values, for a fixed-order sum
     for start in range(0, size, BLOCK):
         xb = x[start:min(start + BLOCK, size)]
-        acc = 0.0
-        for j in range(xb.size):
-            acc = radd(acc, fexp(xb[j] - m))
-        s += acc
+        s += block_sumexp(xb, m, eb)
         bm = ninf
         for j in range(xb.size):
             bm = fmax(bm, xb[j])
@@ -417,7 +416,7 @@ def _dims(cfg):
     return nb, nk, lp, ml, nc, nh, nb * nk, ml - lp, ns
 
 
-@kernel
+@kernel(entry=True)
 def beam_search_layout(cfg, layout):
     """Offsets of the state arrays: ``layout`` is int64 ``[LAYOUT_SIZE]``, filled in place.
 
@@ -495,7 +494,7 @@ def _sizes_ok(cfg, fcfg, fst, ist):
             and fst.shape[0] >= lay[L_FLOAT_SIZE])
 
 
-@kernel
+@kernel(entry=True)
 def beam_search_init(cfg, fcfg, input_ids, fstate, istate):
     """Start a search: prompts in, every running beam = its prompt, nothing finished.
 
@@ -801,7 +800,7 @@ def beam_search_advance(cfg, fcfg, fstate, istate, logits):
     return np.int64(status)
 
 
-@kernel
+@kernel(entry=True)
 def beam_search_finalize(cfg, fcfg, fstate, istate, out_seqs, out_scores, out_logp, out_len):
     """Write the best ``R`` hypotheses of each batch item (``R = out_scores.shape[0] // B``).
 

@@ -49,9 +49,10 @@ from numba import prange
 from numba.core import types
 from numba.extending import overload, register_jitable
 
-from .._jit import kernel
+from .._jit import JIT_OPTIONS, kernel
 from .math import exp_f32, fexp, like, radd
-from .normalize import row_max, row_shifted_sumexp
+from .normalize import SCRATCH, block_sumexp, row_max, row_shifted_sumexp
+from .stream import block_sum
 
 NONE = 0
 MEAN = 1
@@ -77,7 +78,7 @@ _F_SPLIT = _F(0.625)
 _F_ZERO = _F(0.0)
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _tanh_f32(u):
     """float32 tanh, the same formula as the softcapped row loops (same bits)."""
     a = abs(u)
@@ -89,7 +90,7 @@ def _tanh_f32(u):
     return small if a < _F_SPLIT else big
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _sech2_f32(u):
     """``sech(u)**2 = 4 e / (1 + e)**2``, ``e = exp(-2|u|)``: no cancellation for large |u|."""
     e = exp_f32(-_F_TWO * abs(u))
@@ -97,7 +98,7 @@ def _sech2_f32(u):
     return _F_FOUR * e / (d * d)
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _sech2_f64(u):
     e = math.exp(-2.0 * abs(u))
     d = 1.0 + e
@@ -125,7 +126,7 @@ def softcap_slope(x, cap):
     return 1.0 / np.cosh(u) ** 2
 
 
-@overload(softcap_value)
+@overload(softcap_value, jit_options=JIT_OPTIONS)
 def _softcap_value_impl(x, cap):
     if x == types.float32:
         return lambda x, cap: np.float32(cap) * _tanh_f32(x * np.float32(1.0 / cap))
@@ -134,7 +135,7 @@ def _softcap_value_impl(x, cap):
     return None
 
 
-@overload(softcap_slope)
+@overload(softcap_slope, jit_options=JIT_OPTIONS)
 def _softcap_slope_impl(x, cap):
     if x == types.float32:
         return lambda x, cap: _sech2_f32(x * np.float32(1.0 / cap))
@@ -148,7 +149,7 @@ def same_buffer(a, b):
     return a.ctypes.data == b.ctypes.data
 
 
-@overload(same_buffer)
+@overload(same_buffer, jit_options=JIT_OPTIONS)
 def _same_buffer_impl(a, b):
     return lambda a, b: a.ctypes.data == b.ctypes.data
 
@@ -165,11 +166,8 @@ themselves (LLVM vectorizes a loop that stores into a possibly-aliased array dif
 
 @kernel
 def _block_sum(v):
-    """float64 sum of a block (vectorized; fixed order for a given length)."""
-    s = 0.0
-    for j in range(v.size):
-        s = radd(s, v[j])
-    return s
+    """float64 sum of a block (vectorized; fixed order for a given length: ``block_sum``)."""
+    return block_sum(v)
 
 
 @kernel
@@ -187,10 +185,8 @@ def _block_dsum(v, m, w):
 
 @kernel
 def _block_sumexp(v, m):
-    s = 0.0
-    for j in range(v.size):
-        s = radd(s, fexp(v[j] - m))
-    return s
+    """``sum(exp(v - m))`` in float64, fixed order (through an L1-resident scratch block)."""
+    return block_sumexp(v, m, np.empty(min(v.size, SCRATCH), v.dtype))
 
 
 @kernel
@@ -303,7 +299,7 @@ def cap_grad_block(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
 # each loop on purpose: see the comment above.
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _cap_sum32(xb, m, cap, wb, qb, keep, add, acc):
     inv = np.float32(1.0 / cap)
     cc = np.float32(cap)
@@ -345,7 +341,7 @@ def _cap_sum32(xb, m, cap, wb, qb, keep, add, acc):
     return se, s1, s2
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _fill_c2w(cw, ck, ca, qb, wb):
     """``cw = (ck * q + ca) * w`` (``q`` empty: 0, ``w`` empty: 1): branch-free later loops."""
     n = cw.size
@@ -363,7 +359,7 @@ def _fill_c2w(cw, ck, ca, qb, wb):
             cw[j] = ca
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _cap_grad32(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
     inv = np.float32(1.0 / cap)
     cc = np.float32(cap)
@@ -396,7 +392,7 @@ def _cap_grad32(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
             g[j] = (exp_f32(y - m) * c1 - cw[j]) * (four * e / (d1 * d1))
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _cap_sum64(xb, m, cap, wb, qb, keep, add, acc):
     inv = 1.0 / cap
     hw = wb.size > 0
@@ -415,7 +411,7 @@ def _cap_sum64(xb, m, cap, wb, qb, keep, add, acc):
     return se, s1, s2
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def _cap_grad64(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
     inv = 1.0 / cap
     hw = wb.size > 0
@@ -432,14 +428,14 @@ _CAP32 = (_cap_sum32, _cap_grad32)
 _CAP64 = (_cap_sum64, _cap_grad64)
 
 
-@overload(cap_sum_block)
+@overload(cap_sum_block, jit_options=JIT_OPTIONS)
 def _cap_sum_block_impl(xb, m, cap, wb, qb, keep, add, acc):
     if isinstance(xb, types.Array):
         return _CAP32[0] if xb.dtype == types.float32 else _CAP64[0]
     return None
 
 
-@overload(cap_grad_block)
+@overload(cap_grad_block, jit_options=JIT_OPTIONS)
 def _cap_grad_block_impl(src, g, inplace, m, c1, ck, ca, qb, wb, cap):
     if isinstance(src, types.Array):
         return _CAP32[1] if src.dtype == types.float32 else _CAP64[1]

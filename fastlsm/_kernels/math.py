@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba.core import types
+from .._jit import JIT_OPTIONS
 from numba.extending import intrinsic, overload, register_jitable
 
 # ----------------------------------------------------------------------------- bit casts
@@ -51,6 +52,35 @@ def _bits_as_f64(typingctx, bits):
 
 
 @intrinsic
+def _f64_bits(typingctx, x):
+    """The int64 bit pattern of a float64."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(x), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma``).
+
+    Kernels write every fused multiply-add explicitly and carry no ``contract`` flag, so no
+    rounding is left to the code generator's choice.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.fma", [args[0].type] * 3)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
 def _maxnum(typingctx, a, b):
     if not (isinstance(a, types.Float) and a == b):
         return None
@@ -71,7 +101,7 @@ def _fadd_reassoc(typingctx, a, b):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.fadd(args[0], args[1], flags=("reassoc", "nsz"))
+        return builder.fadd(args[0], args[1])
 
     return a(a, b), codegen
 
@@ -89,7 +119,7 @@ def radd(acc, x):
     return acc + x
 
 
-@overload(radd)
+@overload(radd, jit_options=JIT_OPTIONS)
 def _radd_impl(acc, x):
     if isinstance(acc, types.Float) and isinstance(x, types.Float):
         if acc == x:
@@ -99,12 +129,32 @@ def _radd_impl(acc, x):
     return None
 
 
+@register_jitable(**JIT_OPTIONS)
+def neumaier_add(s, c, x):
+    """One step of Neumaier's compensated sum: returns the new ``(sum, compensation)``.
+
+    The final value is ``sum + compensation`` (or ``sum`` when the compensation is NaN,
+    which an infinite term causes): see :func:`neumaier_result`.
+    """
+    t = s + x
+    if abs(s) >= abs(x):
+        c += (s - t) + x
+    else:
+        c += (x - t) + s
+    return t, c
+
+
+@register_jitable(**JIT_OPTIONS)
+def neumaier_result(s, c):
+    return s + c if c == c else s
+
+
 def fmax(a, b):
     """max(a, b) ignoring NaN (``llvm.maxnum``): vectorizes. NaN only if both are NaN."""
     return max(a, b)
 
 
-@overload(fmax)
+@overload(fmax, jit_options=JIT_OPTIONS)
 def _fmax_impl(a, b):
     if isinstance(a, types.Float) and a == b:
         return lambda a, b: _maxnum(a, b)
@@ -135,21 +185,20 @@ _SHIFT_F = np.int32(23)
 _ONE_I32 = np.int32(1)
 
 
-@register_jitable
+@register_jitable(**JIT_OPTIONS)
 def exp_f32(x):
     """exp for float32 in float32 arithmetic, branch-free (vectorizes)."""
     xc = _LO_F if x < _LO_F else x
     xc = _HI_F if xc > _HI_F else xc
-    fx = np.floor(xc * _LOG2E_F + _HALF_F)
-    r = xc - fx * _LN2_HI_F
-    r = r - fx * _LN2_LO_F
-    p = _P0_F
-    p = p * r + _P1_F
-    p = p * r + _P2_F
-    p = p * r + _P3_F
-    p = p * r + _P4_F
-    p = p * r + _P5_F
-    p = p * (r * r) + r + _ONE_F
+    fx = np.floor(fma(xc, _LOG2E_F, _HALF_F))
+    r = fma(-fx, _LN2_HI_F, xc)
+    r = fma(-fx, _LN2_LO_F, r)
+    p = fma(_P0_F, r, _P1_F)
+    p = fma(p, r, _P2_F)
+    p = fma(p, r, _P3_F)
+    p = fma(p, r, _P4_F)
+    p = fma(p, r, _P5_F)
+    p = fma(p, r * r, r) + _ONE_F
     # 2**n as two normal factors so that results down to the denormal range round once.
     n = np.int32(fx)
     n1 = n >> _ONE_I32
@@ -179,29 +228,38 @@ _SHIFT_D = np.int64(52)
 _ONE_I64 = np.int64(1)
 
 
-@register_jitable
+_MAGIC_D = _F64(6755399441055744.0)  # 1.5 * 2**52: adding it rounds to an integer
+_MAGIC_BITS = np.int64(0x4338000000000000)
+
+
+@register_jitable(**JIT_OPTIONS)
 def exp_f64(x):
-    """exp for float64, branch-free (vectorizes)."""
+    """exp for float64, branch-free; vectorizes on AVX2 too.
+
+    The integer n = round(x / ln 2) is read from the bits of ``x * log2(e) + 1.5 * 2**52``
+    (no float/int64 conversion, which AVX2 lacks), and split as n = n1 + n2 with
+    n1 = floor(n / 2) so that 2**n1 * 2**n2 stays normal down to the denormal range.
+    """
     xc = _LO_D if x < _LO_D else x
     xc = _HI_D if xc > _HI_D else xc
-    fx = np.floor(xc * _LOG2E_D + _HALF_D)
-    r = xc - fx * _LN2_HI_D
-    r = r - fx * _LN2_LO_D
-    p = _C13
-    p = p * r + _C12
-    p = p * r + _C11
-    p = p * r + _C10
-    p = p * r + _C9
-    p = p * r + _C8
-    p = p * r + _C7
-    p = p * r + _C6
-    p = p * r + _C5
-    p = p * r + _C4
-    p = p * r + _C3
-    p = p * r + _C2
-    p = p * (r * r) + r + _ONE_D
-    n = np.int64(fx)
-    n1 = n >> _ONE_I64
+    t = fma(xc, _LOG2E_D, _MAGIC_D)
+    fx = t - _MAGIC_D
+    r = fma(-fx, _LN2_HI_D, xc)
+    r = fma(-fx, _LN2_LO_D, r)
+    p = fma(_C13, r, _C12)
+    p = fma(p, r, _C11)
+    p = fma(p, r, _C10)
+    p = fma(p, r, _C9)
+    p = fma(p, r, _C8)
+    p = fma(p, r, _C7)
+    p = fma(p, r, _C6)
+    p = fma(p, r, _C5)
+    p = fma(p, r, _C4)
+    p = fma(p, r, _C3)
+    p = fma(p, r, _C2)
+    p = fma(p, r * r, r) + _ONE_D
+    n = _f64_bits(t) - _MAGIC_BITS
+    n1 = _f64_bits(np.floor(fx * _HALF_D) + _MAGIC_D) - _MAGIC_BITS
     n2 = n - n1
     y = p * _bits_as_f64((n1 + _BIAS_D) << _SHIFT_D) * _bits_as_f64((n2 + _BIAS_D) << _SHIFT_D)
     y = _ZERO_D if x < _LO_D else y
@@ -214,7 +272,7 @@ def fexp(x):
     return np.exp(x)
 
 
-@overload(fexp)
+@overload(fexp, jit_options=JIT_OPTIONS)
 def _fexp_impl(x):
     if x == types.float32:
         return lambda x: exp_f32(x)
@@ -228,7 +286,7 @@ def like(x, v):
     return np.asarray(x).dtype.type(v)
 
 
-@overload(like)
+@overload(like, jit_options=JIT_OPTIONS)
 def _like_impl(x, v):
     if isinstance(x, types.Array):
         x = x.dtype
@@ -248,8 +306,73 @@ def acc_zero(x):
     return 0.0
 
 
-@overload(acc_zero)
+@overload(acc_zero, jit_options=JIT_OPTIONS)
 def _acc_zero_impl(x):
     if isinstance(x, types.Float):
         return lambda x: _ZERO_D
     return None
+
+
+# ----------------------------------------------------------------------------- log
+#
+# Kernels never call libm's log: a fresh compile and Numba's cached object code were seen to
+# bind ``log`` differently (glibc exports several versions), giving results 1 ulp apart from
+# run to run. This is fdlibm's __ieee754_log (error < 1 ulp), in plain float64 arithmetic.
+
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+_TWO54 = 1.80143985094819840000e16
+_HI_MASK = np.int64(0xFFFFFFFF)
+
+
+@register_jitable(**JIT_OPTIONS)
+def flog(x):
+    """Natural log of a float64 (fdlibm algorithm; < 1 ulp; same bits in every process).
+
+    ``log(0) = -inf``, ``log(x < 0) = NaN``, ``log(inf) = inf``, ``log(NaN) = NaN``.
+    """
+    x = np.float64(x)
+    if not x > 0.0:
+        if x == 0.0:
+            return -np.inf
+        return np.nan  # negative or NaN
+    if x == np.inf:
+        return x
+    k = 0
+    if x < 2.2250738585072014e-308:  # subnormal: scale up
+        k -= 54
+        x *= _TWO54
+    bits = _f64_bits(x)
+    hx = bits >> 32
+    k += (hx >> 20) - 1023
+    hx &= 0x000FFFFF
+    i = (hx + 0x95F64) & 0x100000
+    # normalize x or x/2 into [sqrt(2)/2, sqrt(2))
+    bits = ((hx | (i ^ 0x3FF00000)) << 32) | (bits & _HI_MASK)
+    x = _bits_as_f64(bits)
+    k += i >> 20
+    f = x - 1.0
+    dk = np.float64(k)
+    if (0x000FFFFF & (2 + hx)) < 3:  # |f| < 2**-20
+        if f == 0.0:
+            return dk * _LN2_HI_D + dk * _LN2_LO_D
+        r = f * f * (0.5 - 0.33333333333333333 * f)
+        return dk * _LN2_HI_D - ((r - dk * _LN2_LO_D) - f)
+    s = f / (2.0 + f)
+    z = s * s
+    i = hx - 0x6147A
+    w = z * z
+    j = 0x6B851 - hx
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    i |= j
+    r = t2 + t1
+    if i > 0:
+        hfsq = 0.5 * f * f
+        return dk * _LN2_HI_D - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO_D)) - f)
+    return dk * _LN2_HI_D - ((s * (f - r) - dk * _LN2_LO_D) - f)

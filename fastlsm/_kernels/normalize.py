@@ -21,14 +21,13 @@ logsumexp (which, like PyTorch and SciPy, shifts by 0 when the maximum is infini
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import acc_zero, fexp, fmax, like, radd
-from .stream import prefetch, stream_affine
+from .math import fexp, flog, fmax, like, neumaier_add, neumaier_result
+from .stream import block_sum, prefetch, stream_affine, stream_divide
 
 
 @kernel
@@ -44,30 +43,53 @@ PREFETCH_BLOCK = 2048  # elements of exp work between two bursts of prefetches
 LINE = 16  # float32 elements per 64-byte cache line (float64 rows prefetch twice: harmless)
 
 
+SCRATCH = 256  # elements of exp values held at once by row_shifted_sumexp (1-2 KiB)
+
+
+@kernel
+def block_sumexp(xb, m, eb):
+    """``sum(exp(xb - m))`` in float64, in a fixed order; ``exp`` values go through ``eb``.
+
+    The exponentials are computed by a plain vectorized map into ``eb`` (scratch that stays
+    in L1; ``xb`` is processed in chunks of ``eb.size``), then summed chunk by chunk by
+    :func:`block_sum`, whose order is written out in IR. No reassociating reduction is left
+    to the vectorizer: it was seen to vectorize different inlined copies of one row function
+    differently, so the bits of a row depended on the thread and the cache state.
+    """
+    s = 0.0
+    c = 0.0
+    k = eb.size
+    for c0 in range(0, xb.size, k):
+        xc = xb[c0 : c0 + k]
+        n = xc.size
+        for j in range(n):
+            eb[j] = fexp(xc[j] - m)
+        s, c = neumaier_add(s, c, block_sum(eb[:n]))
+    return neumaier_result(s, c)
+
+
 @kernel
 def row_shifted_sumexp(x, m, nxt=None):
-    """``sum(exp(x - m))`` accumulated in float64, without storing anything.
+    """``sum(exp(x - m))`` accumulated in float64, without storing anything of the row's size.
 
     ``nxt`` (optional) is the row this thread computes next: it is prefetched block by block
     while this row's exponentials are computed, so that its first pass finds it in cache.
-    The summation order depends only on ``x.size``, never on ``nxt``.
+    The summation order depends only on ``x.size``, never on ``nxt``, the thread or the
+    compiled copy of this function (see :func:`block_sum`).
     """
-    s = acc_zero(m)
     n = x.size
-    npf = 0 if nxt is None else nxt.size
+    eb = np.empty(min(n, SCRATCH), x.dtype)
+    s = 0.0
+    c = 0.0
     for b0 in range(0, n, PREFETCH_BLOCK):
         b1 = min(n, b0 + PREFETCH_BLOCK)
         if nxt is not None:
-            for j in range(b0, min(b1, npf), LINE):
+            for j in range(b0, min(b1, nxt.size), LINE):
                 prefetch(nxt, j)
         # Index a block view from 0: a loop index LLVM can prove non-negative skips Numba's
         # negative-index wraparound, which would otherwise turn the loads into gathers.
-        xb = x[b0:b1]
-        sb = acc_zero(m)
-        for j in range(xb.size):
-            sb = radd(sb, fexp(xb[j] - m))
-        s += sb
-    return s
+        s, c = neumaier_add(s, c, block_sumexp(x[b0:b1], m, eb))
+    return neumaier_result(s, c)
 
 
 @kernel
@@ -75,7 +97,7 @@ def row_lse(x, nxt=None):
     """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row)."""
     m = row_max(x)
     shift = m if abs(m) < np.inf else like(m, 0.0)
-    return math.log(row_shifted_sumexp(x, shift, nxt)) + shift
+    return flog(row_shifted_sumexp(x, shift, nxt)) + shift
 
 
 @kernel
@@ -86,7 +108,7 @@ def row_log_softmax(x, out, nxt=None):
     write streams past the cache (:func:`stream_affine`): one DRAM read, one DRAM write.
     """
     m = row_max(x)
-    log_s = math.log(row_shifted_sumexp(x, m, nxt))
+    log_s = flog(row_shifted_sumexp(x, m, nxt))
     stream_affine(x, out, m, like(m, 1.0), like(m, log_s))
     return log_s + m
 
@@ -95,25 +117,20 @@ def row_log_softmax(x, out, nxt=None):
 def row_softmax(x, out, buf, nxt=None):
     """``out = softmax(x)`` for one row; ``out`` may be ``x``; ``buf`` is row-sized scratch.
 
-    ``exp(x - m)`` goes to ``buf`` (cache-resident), then ``buf / sum`` streams to ``out``.
+    ``exp(x - m)`` goes to ``buf`` (cache-resident), then ``buf / sum`` (one rounding)
+    streams to ``out``.
     """
     m = row_max(x)
-    s = acc_zero(m)
+    s = 0.0
+    c = 0.0
     n = x.size
     for b0 in range(0, n, PREFETCH_BLOCK):
         b1 = min(n, b0 + PREFETCH_BLOCK)
         if nxt is not None:
             for j in range(b0, min(b1, nxt.size), LINE):
                 prefetch(nxt, j)
-        xb = x[b0:b1]
-        bb = buf[b0:b1]
-        sb = acc_zero(m)
-        for j in range(xb.size):
-            e = fexp(xb[j] - m)
-            bb[j] = e
-            sb = radd(sb, e)
-        s += sb
-    stream_affine(buf, out, like(m, 0.0), like(m, 1.0 / s), like(m, 0.0))
+        s, c = neumaier_add(s, c, block_sumexp(x[b0:b1], m, buf[b0:b1]))
+    stream_divide(buf, out, like(m, 0.0), neumaier_result(s, c), like(m, 0.0))
 
 
 MAX_CHUNKS = 64

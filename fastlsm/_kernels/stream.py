@@ -25,18 +25,17 @@ _VECTOR_BYTES = 32  # AVX2
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 
 
-def _affine(builder, v, a, s, b):
-    return builder.fsub(builder.fmul(builder.fsub(v, a), s), b)
+def _stream(divide):
+    """Typer of ``dst[j] = (src[j] - a) (* or /) s - b`` with streaming stores."""
+
+    def affine(builder, v, a, s, b):
+        scaled = builder.fdiv(builder.fsub(v, a), s) if divide else builder.fmul(builder.fsub(v, a), s)
+        return builder.fsub(scaled, b)
+
+    return lambda typingctx, src, dst, a, s, b: _stream_typer(affine, src, dst, a, s, b)
 
 
-@intrinsic
-def stream_affine(typingctx, src, dst, a, s, b):
-    """``dst[j] = (src[j] - a) * s - b`` for every j, with non-temporal stores.
-
-    ``src`` and ``dst`` are 1-D C-contiguous arrays of the same float dtype and length
-    (``dst`` may be ``src``); ``a``, ``s``, ``b`` are converted to that dtype. Rounding: each
-    operation rounds once, in the order written (``s = 1`` and ``b = 0`` are exact no-ops).
-    """
+def _stream_typer(_affine, src, dst, a, s, b):
     if not (
         isinstance(src, types.Array)
         and isinstance(dst, types.Array)
@@ -118,6 +117,21 @@ def stream_affine(typingctx, src, dst, a, s, b):
     return types.none(src, dst, a, s, b), codegen
 
 
+stream_affine = intrinsic(_stream(divide=False))
+stream_affine.__doc__ = """``dst[j] = (src[j] - a) * s - b`` for every j, with non-temporal stores.
+
+``src`` and ``dst`` are 1-D C-contiguous arrays of the same float dtype and length (``dst``
+may be ``src``); ``a``, ``s``, ``b`` are converted to that dtype. Rounding: each operation
+rounds once, in the order written (``s = 1`` and ``b = 0`` are exact no-ops).
+"""
+
+stream_divide = intrinsic(_stream(divide=True))
+stream_divide.__doc__ = """``dst[j] = (src[j] - a) / s - b``: as :func:`stream_affine`, dividing.
+
+A division rounds once where a multiplication by ``1 / s`` rounds twice: softmax uses it.
+"""
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint the CPU to fetch the cache line holding ``arr[idx]`` (no effect on results).
@@ -142,3 +156,109 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.none(arr, idx), codegen
+
+
+_SUM_VECTORS = 4  # independent accumulators (hide add latency)
+_SUM_WIDTH = 4  # float64 lanes per accumulator
+
+
+@intrinsic
+def block_sum(typingctx, arr):
+    """Sum of a 1-D C-contiguous float32/float64 array, in float64, in a fixed order.
+
+    Element ``j`` of the first ``16 * (n // 16)`` goes to lane ``j % 16`` (four <4 x double>
+    accumulators, added in index order with Kahan compensation, so that float64 data sums
+    to about 1 ulp whatever ``n``); the lanes are combined pairwise in a fixed tree and the
+    remaining ``n % 16`` elements are added in order at the end. The order is written
+    out in LLVM IR rather than left to the vectorizer: a reassociating reduction was seen to
+    be vectorized differently in different inlined copies of the same row function, so two
+    rows with equal data could round differently depending on which thread ran them.
+    """
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 1
+        and arr.layout == "C"
+        and arr.dtype in (types.float32, types.float64)
+    ):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        dty = ir.DoubleType()
+        ety = context.get_value_type(signature.args[0].dtype)
+        n = builder.extract_value(ary.shape, 0)
+        block = _SUM_VECTORS * _SUM_WIDTH
+        vty = ir.VectorType(dty, _SUM_WIDTH)
+        evty = ir.VectorType(ety, _SUM_WIDTH)
+        zero_v = ir.Constant(vty, [0.0] * _SUM_WIDTH)
+        accs = [cgutils.alloca_once_value(builder, zero_v) for _ in range(_SUM_VECTORS)]
+        comps = [cgutils.alloca_once_value(builder, zero_v) for _ in range(_SUM_VECTORS)]
+        nblk = builder.sdiv(n, ir.Constant(intp, block))
+        with cgutils.for_range(builder, nblk, intp=intp) as loop:
+            base = builder.mul(loop.index, ir.Constant(intp, block))
+            for k, (acc, comp) in enumerate(zip(accs, comps)):
+                j = builder.add(base, ir.Constant(intp, k * _SUM_WIDTH))
+                ptr = builder.bitcast(builder.gep(ary.data, [j]), evty.as_pointer())
+                v = builder.load(ptr, align=ety.get_abi_size(context.target_data))
+                if ety != dty:
+                    v = builder.fpext(v, vty)
+                a = builder.load(acc)
+                if ety != dty:  # float32 data: a float64 sum is already far more exact
+                    builder.store(builder.fadd(a, v), acc)
+                    continue
+                # Kahan: acc + (v - comp), comp keeps what the add rounded away. After an
+                # infinite term comp is NaN (inf - inf): it is then ignored, and acc stays inf.
+                c = builder.load(comp)
+                y = builder.select(builder.fcmp_unordered("uno", c, c), v, builder.fsub(v, c))
+                t = builder.fadd(a, y)
+                builder.store(builder.fsub(builder.fsub(t, a), y), comp)
+                builder.store(t, acc)
+
+        def finish(acc, comp):
+            # An infinite term makes the compensation NaN: keep the plain sum then.
+            a, c = builder.load(acc), builder.load(comp)
+            return builder.select(builder.fcmp_unordered("uno", c, c), a, builder.fsub(a, c))
+
+        a = [finish(acc, comp) for acc, comp in zip(accs, comps)]
+        i32 = ir.IntType(32)
+        lanes = [builder.extract_element(v, ir.Constant(i32, i)) for v in a for i in range(4)]
+        if ety != dty:  # float32 data: a fixed pairwise tree
+            while len(lanes) > 1:
+                lanes = [builder.fadd(lanes[i], lanes[i + 1]) for i in range(0, len(lanes), 2)]
+            total_ptr = cgutils.alloca_once_value(builder, lanes[0])
+            start = builder.mul(nblk, ir.Constant(intp, block))
+            with cgutils.for_range(builder, builder.sub(n, start), intp=intp) as loop:
+                x = builder.load(builder.gep(ary.data, [builder.add(start, loop.index)]))
+                x = builder.fpext(x, dty)
+                builder.store(builder.fadd(builder.load(total_ptr), x), total_ptr)
+            return builder.load(total_ptr)
+
+        # float64 data: the lanes and the tail go through Neumaier's compensated sum.
+        fabs = builder.module.declare_intrinsic("llvm.fabs", [dty])
+        sum_ptr = cgutils.alloca_once_value(builder, ir.Constant(dty, 0.0))
+        err_ptr = cgutils.alloca_once_value(builder, ir.Constant(dty, 0.0))
+
+        def neumaier(x):
+            s_ = builder.load(sum_ptr)
+            t = builder.fadd(s_, x)
+            big_s = builder.fcmp_ordered(">=", builder.call(fabs, [s_]), builder.call(fabs, [x]))
+            lost = builder.select(
+                big_s,
+                builder.fadd(builder.fsub(s_, t), x),
+                builder.fadd(builder.fsub(x, t), s_),
+            )
+            builder.store(builder.fadd(builder.load(err_ptr), lost), err_ptr)
+            builder.store(t, sum_ptr)
+
+        for lane in lanes:
+            neumaier(lane)
+        start = builder.mul(nblk, ir.Constant(intp, block))
+        with cgutils.for_range(builder, builder.sub(n, start), intp=intp) as loop:
+            neumaier(builder.load(builder.gep(ary.data, [builder.add(start, loop.index)])))
+        total = builder.load(sum_ptr)
+        err = builder.load(err_ptr)
+        # Infinite terms make the error term NaN: the plain sum is then the answer.
+        return builder.select(builder.fcmp_unordered("uno", err, err), total, builder.fadd(total, err))
+
+    return types.float64(arr), codegen
