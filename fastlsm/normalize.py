@@ -127,7 +127,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     --------
     >>> import numpy as np, fastlsm
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
-    10000.693147180559
+    10000.69314718056
     """
     x = float_array(x, "x")
     ax = axis_index(axis, x.ndim)
@@ -138,6 +138,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
         out = np.empty(shape, x.dtype)
     else:
         check_out(out, shape, x.dtype)
+        if np.shares_memory(x, out):  # results would overwrite rows not yet read
+            x = x.copy()
     if out.size == 0:
         return out
     rows = as_rows(x, ax)

@@ -135,12 +135,6 @@ def test_docstring_examples_except_logsumexp():
     assert runner.failures == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (docs): the logsumexp docstring expects 10000.693147180559 for "
-    "logsumexp([1e4, 1e4]); the correctly rounded 1e4 + log(2) is 10000.69314718056, which "
-    "is what fastlsm returns (and what float(1e4 + math.log(2)) prints).",
-)
 def test_docstring_example_logsumexp():
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner()
@@ -276,12 +270,6 @@ def test_out_partially_overlapping_input(name, overlap, rng):
     assert same_bits(out, want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: logsumexp does not check whether a C-contiguous out overlaps x "
-    "(normalize.logsumexp never calls _validate.overlaps): out=x[-1] makes rows 0..n-2 "
-    "write into the last row before it is read, so its result is wrong.",
-)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_logsumexp_out_overlapping_input(dtype, rng):
     x = rng.standard_normal((16, 16)).astype(dtype)
@@ -706,16 +694,6 @@ def test_no_less_exact_than_torch(size, dist, name, dtype, torch_or_skip, rng):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: float64 softmax is up to ~6 ulp less exact than PyTorch on about 3% of "
-    "random rows (any V from 2 to 1000; log_softmax, logsumexp and every float32 result are "
-    "fine). For float64 data the row sum s = sum(exp(x - m)) is a plain float64 sum whose "
-    "error (a few ulp, depending on summation order) goes straight into every output. Fix: "
-    "compensated (Neumaier/Kahan) block sums for float64 data; emulating an exact sum "
-    "(math.fsum) of the same fexp values brings the rows worse than torch + 1 ulp from "
-    "177/6000 to 0.",
-)
 def test_float64_softmax_no_less_exact_than_torch_on_every_row(torch_or_skip, rng):
     torch = torch_or_skip
     rows = []
