@@ -25,12 +25,14 @@ from numba.core import caching
 FASTMATH = frozenset({"nsz"})
 """LLVM fast-math flags of every kernel: signed-zero freedom only.
 
-Not ``contract``: fused multiply-adds are written explicitly (``_kernels.math.fma``), so that
-no rounding depends on the code generator's choice (a fresh compile and Numba's cached object
-code were seen to differ by an ulp with contraction left to LLVM). Not ``nnan``/``ninf`` (masks are ``-inf``, NaN must propagate), not ``reassoc`` (it rewrites
-``(x - m) - c`` as ``x - (m + c)``, losing the low bits of large logits, and can undo the
-Cody-Waite range reduction of exp), not ``arcp``/``afn`` (approximate division and libm).
-Sum reductions opt in to reassociation one add at a time with ``_kernels.math.radd``.
+- Not ``reassoc``: it rewrites ``(x - m) - c`` as ``x - (m + c)``, losing the low bits of
+  large logits, and lets the vectorizer pick a summation order per compiled copy of a
+  function (bits then depended on the thread and on the cache state). Sums go through
+  ``_kernels.stream.block_sum``, whose order is written out in LLVM IR.
+- Not ``contract``: fused multiply-adds are written explicitly (``_kernels.math.fma``), so
+  no rounding is left to the code generator.
+- Not ``nnan``/``ninf``: masks are ``-inf`` and NaN must propagate.
+- Not ``arcp``/``afn``: no approximate division or library functions.
 """
 
 THREADING_LAYERS = ("omp", "tbb")

@@ -43,7 +43,7 @@ import fastlsm
 
 from . import _jit
 from ._jit import kernel
-from ._kernels.math import radd
+from ._kernels.stream import block_sum
 
 PROVIDERS = ("fastlsm", "numpy", "torch")
 
@@ -59,11 +59,7 @@ def _read_pass(flat, partial):
     for c in prange(partial.size):
         lo = c * _CHUNK
         hi = min(lo + _CHUNK, n)
-        chunk = flat[lo:hi]  # a view indexed from 0: LLVM then vectorizes the loop
-        s = chunk[0] - chunk[0]
-        for j in range(chunk.size):
-            s = radd(s, chunk[j])  # reassociable: vectorizes into partial sums
-        partial[c] = s
+        partial[c] = block_sum(flat[lo:hi])  # vectorized, fixed order (as the kernels sum)
 
 
 @kernel(parallel=True)

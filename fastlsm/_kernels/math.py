@@ -95,26 +95,11 @@ def _maxnum(typingctx, a, b):
     return a(a, b), codegen
 
 
-@intrinsic
-def _fadd_reassoc(typingctx, a, b):
-    if not (isinstance(a, types.Float) and a == b):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fadd(args[0], args[1])
-
-    return a(a, b), codegen
-
-
 def radd(acc, x):
-    """``acc + x`` that LLVM may reassociate: use it for, and only for, sum reductions.
+    """``acc + x`` with ``x`` converted to ``acc``'s type (float32 terms, float64 sum).
 
-    The project's fast-math flags exclude ``reassoc`` (it would turn ``(x - m) - c`` into
-    ``x - (m + c)`` and lose the low bits of large logits), and without it LLVM keeps a sum
-    strictly sequential and scalar. This add carries ``reassoc`` itself, so a loop
-    ``s = radd(s, v)`` vectorizes into several partial sums. The order is fixed at compile
-    time: results are deterministic, independent of threads. ``x`` is converted to
-    ``acc``'s type (float32 terms into a float64 accumulator).
+    A plain, ordered add: no reduction is left to the vectorizer's choice of order (see
+    ``stream.block_sum`` for the fast, fixed-order sum of an array).
     """
     return acc + x
 
@@ -123,9 +108,9 @@ def radd(acc, x):
 def _radd_impl(acc, x):
     if isinstance(acc, types.Float) and isinstance(x, types.Float):
         if acc == x:
-            return lambda acc, x: _fadd_reassoc(acc, x)
+            return lambda acc, x: acc + x
         if acc == types.float64:
-            return lambda acc, x: _fadd_reassoc(acc, np.float64(x))
+            return lambda acc, x: acc + np.float64(x)
     return None
 
 
