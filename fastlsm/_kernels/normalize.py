@@ -26,7 +26,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import fexp, flog, fmax, like, neumaier_add, neumaier_result
+from .math import fexp, fexp_sum, flog, fmax, like, neumaier_add, neumaier_result
 from .stream import block_sum, prefetch, stream_affine, stream_divide
 
 
@@ -50,6 +50,8 @@ SCRATCH = 256  # elements of exp values held at once by row_shifted_sumexp (1-2 
 def block_sumexp(xb, m, eb):
     """``sum(exp(xb - m))`` in float64, in a fixed order; ``exp`` values go through ``eb``.
 
+    ``xb - m <= 0`` (or NaN): the terms use :func:`fexp_sum`.
+
     The exponentials are computed by a plain vectorized map into ``eb`` (scratch that stays
     in L1; ``xb`` is processed in chunks of ``eb.size``), then summed chunk by chunk by
     :func:`block_sum`, whose order is written out in IR. No reassociating reduction is left
@@ -63,7 +65,7 @@ def block_sumexp(xb, m, eb):
         xc = xb[c0 : c0 + k]
         n = xc.size
         for j in range(n):
-            eb[j] = fexp(xc[j] - m)
+            eb[j] = fexp_sum(xc[j] - m)
         s, c = neumaier_add(s, c, block_sum(eb[:n]))
     return neumaier_result(s, c)
 
@@ -96,6 +98,11 @@ def row_shifted_sumexp(x, m, nxt=None):
 def row_lse(x, nxt=None):
     """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row)."""
     m = row_max(x)
+    if m == -np.inf:  # empty, or only -inf and NaN (maxnum skips NaN)
+        for j in range(x.size):
+            if x[j] != x[j]:
+                return np.nan
+        return -np.inf
     shift = m if abs(m) < np.inf else like(m, 0.0)
     return flog(row_shifted_sumexp(x, shift, nxt)) + shift
 
@@ -129,7 +136,11 @@ def row_softmax(x, out, buf, nxt=None):
         if nxt is not None:
             for j in range(b0, min(b1, nxt.size), LINE):
                 prefetch(nxt, j)
-        s, c = neumaier_add(s, c, block_sumexp(x[b0:b1], m, buf[b0:b1]))
+        xb = x[b0:b1]
+        bb = buf[b0:b1]
+        for j in range(xb.size):
+            bb[j] = fexp(xb[j] - m)  # the outputs: exact down to denormals, exp(-inf) = 0
+        s, c = neumaier_add(s, c, block_sum(bb))
     stream_divide(buf, out, like(m, 0.0), neumaier_result(s, c), like(m, 0.0))
 
 
