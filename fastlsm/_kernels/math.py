@@ -208,15 +208,8 @@ _MAGIC_F = _F32(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer
 
 
 @register_jitable(**JIT_OPTIONS)
-def exp_f32(x):
-    """exp for float32 in float32 arithmetic, branch-free (vectorizes).
-
-    The argument is clamped to [-104, 89]: below, the result rounds to 0 (``exp(-inf) = 0``);
-    above, it overflows to inf. A NaN passes through every step (no float/int conversion,
-    whose result on NaN LLVM leaves undefined).
-    """
-    xc = _LO_F if x < _LO_F else x
-    xc = _HI_F if xc > _HI_F else xc
+def _exp_parts_f32(xc):
+    """``exp(xc) = p * 2**n`` for a clamped argument: returns ``(p, t)``, ``n`` in ``t``'s bits."""
     t = fma(xc, _LOG2E_F, _MAGIC_F)
     fx = t - _MAGIC_F
     r = fma(-fx, _LN2_HI_F, xc)
@@ -226,7 +219,19 @@ def exp_f32(x):
     p = fma(p, r, _P3_F)
     p = fma(p, r, _P4_F)
     p = fma(p, r, _P5_F)
-    p = fma(p, r * r, r) + _ONE_F
+    return fma(p, r * r, r) + _ONE_F, t
+
+
+@register_jitable(**JIT_OPTIONS)
+def exp_f32(x):
+    """exp for float32 in float32 arithmetic, branch-free (vectorizes).
+
+    The argument is clamped to [-104, 89]: below, the result rounds to 0 (``exp(-inf) = 0``);
+    above, it overflows to inf. A NaN passes through every step (no float/int conversion,
+    whose result on NaN LLVM leaves undefined).
+    """
+    xc = _LO_F if x < _LO_F else x
+    p, t = _exp_parts_f32(_HI_F if xc > _HI_F else xc)
     return _ldexp2(p, t)
 
 
@@ -247,13 +252,8 @@ _MAGIC_D = _F64(6755399441055744.0)  # 1.5 * 2**52: adding it rounds to an integ
 
 
 @register_jitable(**JIT_OPTIONS)
-def exp_f64(x):
-    """exp for float64, branch-free (vectorizes); as :func:`exp_f32`, clamped to [-746, 710].
-
-    The integer n = round(x / ln 2) is read from the bits of ``x * log2(e) + 1.5 * 2**52``.
-    """
-    xc = _LO_D if x < _LO_D else x
-    xc = _HI_D if xc > _HI_D else xc
+def _exp_parts_f64(xc):
+    """float64 twin of :func:`_exp_parts_f32` (degree-13 Taylor polynomial)."""
     t = fma(xc, _LOG2E_D, _MAGIC_D)
     fx = t - _MAGIC_D
     r = fma(-fx, _LN2_HI_D, xc)
@@ -269,7 +269,17 @@ def exp_f64(x):
     p = fma(p, r, _C4)
     p = fma(p, r, _C3)
     p = fma(p, r, _C2)
-    p = fma(p, r * r, r) + _ONE_D
+    return fma(p, r * r, r) + _ONE_D, t
+
+
+@register_jitable(**JIT_OPTIONS)
+def exp_f64(x):
+    """exp for float64, branch-free (vectorizes); as :func:`exp_f32`, clamped to [-746, 710].
+
+    The integer n = round(x / ln 2) is read from the bits of ``x * log2(e) + 1.5 * 2**52``.
+    """
+    xc = _LO_D if x < _LO_D else x
+    p, t = _exp_parts_f64(_HI_D if xc > _HI_D else xc)
     return _ldexp2(p, t)
 
 
@@ -286,17 +296,7 @@ def exp_sum_f32(x):
     at least ``exp(0) = 1`` this changes nothing: a 256k-term row moves by at most 4e-33.
     """
     xc = _SUM_LO_F if x < _SUM_LO_F else x
-    xc = _HI_F if xc > _HI_F else xc
-    t = fma(xc, _LOG2E_F, _MAGIC_F)
-    fx = t - _MAGIC_F
-    r = fma(-fx, _LN2_HI_F, xc)
-    r = fma(-fx, _LN2_LO_F, r)
-    p = fma(_P0_F, r, _P1_F)
-    p = fma(p, r, _P2_F)
-    p = fma(p, r, _P3_F)
-    p = fma(p, r, _P4_F)
-    p = fma(p, r, _P5_F)
-    p = fma(p, r * r, r) + _ONE_F
+    p, t = _exp_parts_f32(_HI_F if xc > _HI_F else xc)
     return _ldexp1(p, t)
 
 
@@ -304,23 +304,7 @@ def exp_sum_f32(x):
 def exp_sum_f64(x):
     """float64 twin of :func:`exp_sum_f32` (arguments below -708 give ``exp(-708)``)."""
     xc = _SUM_LO_D if x < _SUM_LO_D else x
-    xc = _HI_D if xc > _HI_D else xc
-    t = fma(xc, _LOG2E_D, _MAGIC_D)
-    fx = t - _MAGIC_D
-    r = fma(-fx, _LN2_HI_D, xc)
-    r = fma(-fx, _LN2_LO_D, r)
-    p = fma(_C13, r, _C12)
-    p = fma(p, r, _C11)
-    p = fma(p, r, _C10)
-    p = fma(p, r, _C9)
-    p = fma(p, r, _C8)
-    p = fma(p, r, _C7)
-    p = fma(p, r, _C6)
-    p = fma(p, r, _C5)
-    p = fma(p, r, _C4)
-    p = fma(p, r, _C3)
-    p = fma(p, r, _C2)
-    p = fma(p, r * r, r) + _ONE_D
+    p, t = _exp_parts_f64(_HI_D if xc > _HI_D else xc)
     return _ldexp1(p, t)
 
 
