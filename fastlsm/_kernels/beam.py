@@ -168,7 +168,7 @@ def row_topk_normalizer(x, cap, vals, toks):
     s = 0.0
     n = 0
     worst = ninf  # the cap-th best so far, once the buffer is full
-    eb = np.empty(min(size, SCRATCH), x.dtype)  # exp values, for a fixed-order sum
+    eb = np.empty(max(1, min(size, SCRATCH)), x.dtype)  # exp values, for a fixed-order sum
     for start in range(0, size, BLOCK):
         xb = x[start:min(start + BLOCK, size)]
         s += block_sumexp(xb, m, eb)

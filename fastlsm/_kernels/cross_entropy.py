@@ -186,7 +186,7 @@ def _block_dsum(v, m, w):
 @kernel
 def _block_sumexp(v, m):
     """``sum(exp(v - m))`` in float64, fixed order (through an L1-resident scratch block)."""
-    return block_sumexp(v, m, np.empty(min(v.size, SCRATCH), v.dtype))
+    return block_sumexp(v, m, np.empty(max(1, min(v.size, SCRATCH)), v.dtype))
 
 
 @kernel

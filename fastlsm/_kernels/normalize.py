@@ -39,29 +39,35 @@ def row_max(x):
     return m
 
 
-PREFETCH_BLOCK = 2048  # elements of exp work between two bursts of prefetches
 LINE = 16  # float32 elements per 64-byte cache line (float64 rows prefetch twice: harmless)
-
-
-SCRATCH = 256  # elements of exp values held at once by row_shifted_sumexp (1-2 KiB)
+SCRATCH = 256  # elements of exp values held at once (1-2 KiB, L1)
 
 
 @kernel
-def block_sumexp(xb, m, eb):
+def block_sumexp(xb, m, eb, nb=None):
     """``sum(exp(xb - m))`` in float64, in a fixed order; ``exp`` values go through ``eb``.
 
-    ``xb - m <= 0`` (or NaN): the terms use :func:`fexp_sum`.
+    ``xb - m <= 0`` (or NaN): the terms use :func:`fexp_sum`. The exponentials are computed
+    by a plain vectorized map into ``eb`` (``xb`` is processed in chunks of ``eb.size``),
+    then each chunk is summed by :func:`block_sum`, whose order is written out in IR, and
+    the chunk sums are added with Neumaier's compensation. No reassociating reduction is
+    left to the vectorizer: it was seen to vectorize different inlined copies of one row
+    function differently, so the bits of a row depended on the thread and the cache state.
 
-    The exponentials are computed by a plain vectorized map into ``eb`` (scratch that stays
-    in L1; ``xb`` is processed in chunks of ``eb.size``), then summed chunk by chunk by
-    :func:`block_sum`, whose order is written out in IR. No reassociating reduction is left
-    to the vectorizer: it was seen to vectorize different inlined copies of one row function
-    differently, so the bits of a row depended on the thread and the cache state.
+    ``nb`` (optional) is the row this thread computes next: the lines at the same offsets
+    are prefetched chunk by chunk, spread over the computation (a burst of prefetches
+    overflows the miss queues and most are dropped), so that the next row's first pass
+    finds it in cache. Prefetching never changes a result.
     """
     s = 0.0
     c = 0.0
     k = eb.size
     for c0 in range(0, xb.size, k):
+        if nb is not None:
+            for j in range(c0, min(c0 + k, nb.size), LINE):
+                prefetch(nb, j)
+        # A view indexed from 0: a loop index LLVM can prove non-negative skips Numba's
+        # negative-index wraparound, which would otherwise turn the loads into gathers.
         xc = xb[c0 : c0 + k]
         n = xc.size
         for j in range(n):
@@ -74,24 +80,10 @@ def block_sumexp(xb, m, eb):
 def row_shifted_sumexp(x, m, nxt=None):
     """``sum(exp(x - m))`` accumulated in float64, without storing anything of the row's size.
 
-    ``nxt`` (optional) is the row this thread computes next: it is prefetched block by block
-    while this row's exponentials are computed, so that its first pass finds it in cache.
-    The summation order depends only on ``x.size``, never on ``nxt``, the thread or the
-    compiled copy of this function (see :func:`block_sum`).
+    ``nxt`` (optional): the next row, prefetched meanwhile (see :func:`block_sumexp`). The
+    summation order depends only on ``x.size``.
     """
-    n = x.size
-    eb = np.empty(min(n, SCRATCH), x.dtype)
-    s = 0.0
-    c = 0.0
-    for b0 in range(0, n, PREFETCH_BLOCK):
-        b1 = min(n, b0 + PREFETCH_BLOCK)
-        if nxt is not None:
-            for j in range(b0, min(b1, nxt.size), LINE):
-                prefetch(nxt, j)
-        # Index a block view from 0: a loop index LLVM can prove non-negative skips Numba's
-        # negative-index wraparound, which would otherwise turn the loads into gathers.
-        s, c = neumaier_add(s, c, block_sumexp(x[b0:b1], m, eb))
-    return neumaier_result(s, c)
+    return block_sumexp(x, m, np.empty(max(1, min(x.size, SCRATCH)), x.dtype), nxt)
 
 
 @kernel
@@ -131,16 +123,15 @@ def row_softmax(x, out, buf, nxt=None):
     s = 0.0
     c = 0.0
     n = x.size
-    for b0 in range(0, n, PREFETCH_BLOCK):
-        b1 = min(n, b0 + PREFETCH_BLOCK)
+    for c0 in range(0, n, SCRATCH):
         if nxt is not None:
-            for j in range(b0, min(b1, nxt.size), LINE):
+            for j in range(c0, min(c0 + SCRATCH, nxt.size), LINE):
                 prefetch(nxt, j)
-        xb = x[b0:b1]
-        bb = buf[b0:b1]
-        for j in range(xb.size):
-            bb[j] = fexp(xb[j] - m)  # the outputs: exact down to denormals, exp(-inf) = 0
-        s, c = neumaier_add(s, c, block_sum(bb))
+        xc = x[c0 : c0 + SCRATCH]
+        bc = buf[c0 : c0 + SCRATCH]
+        for j in range(xc.size):
+            bc[j] = fexp(xc[j] - m)  # the outputs: exact down to denormals, exp(-inf) = 0
+        s, c = neumaier_add(s, c, block_sum(bc))
     stream_divide(buf, out, like(m, 0.0), neumaier_result(s, c), like(m, 0.0))
 
 
