@@ -6,21 +6,24 @@ itself. Each row is computed by one thread with the same code whatever the threa
 results are bitwise identical for any number of threads. Kernels never raise and never
 allocate anything of the input's size.
 
-Each row costs two passes over data that sits in L2 (a 32k-float row is 128 KiB):
+Each row is read from memory once (while the previous row is computed, it is prefetched),
+then processed in three passes over cache-resident data (a 32k-float row is 128 KiB):
 1. ``m = max(x)`` (``llvm.maxnum``, vectorized);
-2. ``d = x - m`` stored to ``out`` while ``s = sum(exp(d))`` accumulates in float64;
-then a cheap fix-up of ``out`` (``d - log(s)`` or ``exp(d) / s``) while the row is still in
-cache. The subtraction ``x - m`` comes first, so values near the maximum keep every bit
-even for logits like 1e4 or 1e30 (``(x - m) - log(s)``, never ``x - (m + log(s))``).
+2. ``s = sum(exp(x - m))`` in float64: exponentials mapped into an L1 scratch chunk, then
+   summed in an order written out in IR (``block_sum``; compensated for float64 data);
+3. the output, written with streaming stores: ``(x - m) - log(s)``, or ``exp(x - m) / s``
+   from the row-sized scratch of pass 2 (softmax).
+The subtraction ``x - m`` comes first, so values near the maximum keep every bit even for
+logits like 1e4 or 1e30 (``(x - m) - log(s)``, never ``x - (m + log(s))``).
 
-Special values follow PyTorch and need no branches: ``-inf`` entries give ``exp(-inf) = 0``;
-a NaN anywhere makes its row NaN (it reaches the sum); a ``+inf`` makes ``m = inf`` and
-``inf - inf = NaN``; an all ``-inf`` row gives NaN for log_softmax/softmax and ``-inf`` for
-logsumexp (which, like PyTorch and SciPy, shifts by 0 when the maximum is infinite).
+Special values follow PyTorch: ``-inf`` entries give ``exp(-inf) = 0`` (a negligible 1e-38
+inside a sum); a NaN anywhere makes its row NaN (it reaches the sum); a ``+inf`` makes
+``m = inf`` and ``inf - inf = NaN``; an all ``-inf`` row gives NaN for log_softmax/softmax
+and ``-inf`` for logsumexp (which, like PyTorch and SciPy, shifts by 0 when the maximum is
+infinite).
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 from numba import prange
