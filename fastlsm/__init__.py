@@ -3,7 +3,13 @@
 Public API (NumPy arrays in and out):
 
 - :func:`log_softmax`, :func:`softmax`, :func:`logsumexp` (``fastlsm.normalize``)
+- :func:`cross_entropy`, :func:`cross_entropy_with_grad`, :func:`nll_loss`
+  (``fastlsm.losses``; PyTorch autograd drop-in: ``import fastlsm.torch``)
+- :func:`sequence_logprobs` (``fastlsm.sequence``), :func:`beam_step`, :func:`beam_search`
+  (``fastlsm.beam``)
 - :func:`set_num_threads`, :func:`get_num_threads`
+
+C ABI: ``python -m fastlsm.capi build --out DIR`` (see ``capi/fastlsm.h``).
 
 Environment: ``FASTLSM_NUM_THREADS`` (initial thread count), ``FASTLSM_THREADING_LAYER``
 (``omp`` or ``tbb``), ``FASTLSM_CACHE_DIR`` (compiled-kernel cache).
