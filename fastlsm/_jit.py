@@ -3,11 +3,12 @@
 Every kernel module imports :func:`kernel` from here, so caching, fastmath flags, the error
 model and the threading layer are set once:
 
-- ``cache=True``: compiled code is stored on disk (``NUMBA_CACHE_DIR`` or ``__pycache__``),
-  so a second process pays no compile time.
+- Entry kernels are cached on disk (``FASTLSM_CACHE_DIR``, else ``~/.cache/fastlsm``), keyed
+  on a hash of every package source, so a second process pays no compile time.
 - ``fastmath`` is limited to :data:`FASTMATH` (no signed zeros): see there.
 - ``error_model="numpy"``: division by zero gives inf/NaN instead of raising.
-- The threading layer is a thread-safe one (OpenMP, else TBB); never ``workqueue``, which
+- The threading layer is a thread-safe one (TBB or OpenMP, whichever Numba finds; the
+  variable ``FASTLSM_THREADING_LAYER`` picks one); never ``workqueue``, which
   aborts the process when two host threads launch parallel kernels at the same time.
 """
 
