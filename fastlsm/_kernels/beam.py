@@ -36,7 +36,8 @@ from numba import prange
 
 from .._jit import kernel
 from .math import fexp, fmax, like
-from .normalize import SCRATCH, block_sumexp
+from .normalize import LINE, SCRATCH, block_sumexp
+from .stream import prefetch
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
@@ -123,10 +124,11 @@ def _insert_value(vals, n, cap, v):
 
 
 @kernel
-def row_topk_normalizer(x, cap, vals, toks):
+def row_topk_normalizer(x, cap, vals, toks, nxt=None):
     """One read of a logits row: its normalizer and its ``cap`` best finite logits.
 
-    ``x``: float32/float64 row ``[V]``. ``vals`` (float64) and ``toks`` (int64), each at least
+    ``x``: float32/float64 row ``[V]``; ``nxt`` (optional) the row computed next, prefetched
+    during pass 2. ``vals`` (float64) and ``toks`` (int64), each at least
     ``cap`` long, receive the selected logits and their token ids, ranked by value descending
     then token ascending. Returns ``(m, log_s, n)``: ``m`` the row maximum (float64), ``log_s``
     = ``log(sum(exp(x - m)))`` (float64), ``n`` the number of entries written (at most
@@ -136,8 +138,8 @@ def row_topk_normalizer(x, cap, vals, toks):
 
     Pass 1 (from memory): block maxima, vectorized; the row maximum and the ``cap``-th
     largest block maximum ``lo`` (``cap`` blocks hold an element >= ``lo``, so every selected
-    logit is >= ``lo``). Pass 2 (row in L2, block in L1): per block, its maximum again and
-    ``sum(exp(x - m))`` (vectorized); only a block whose maximum reaches ``lo`` and beats the
+    logit is >= ``lo``). Pass 2 (row in L2, block in L1): per block, ``sum(exp(x - m))``
+    (vectorized); only a block whose maximum (kept from pass 1) reaches ``lo`` and beats the
     current ``cap``-th best is scanned element by element. Typically about ``cap`` blocks
     are scanned, whatever ``V``.
     """
@@ -145,6 +147,7 @@ def row_topk_normalizer(x, cap, vals, toks):
     ninf = like(x, -np.inf)
     m = ninf
     nb = 0
+    bmax = np.empty((size + BLOCK - 1) // BLOCK, x.dtype)  # block maxima, for pass 2
     for start in range(0, size, BLOCK):
         # Index a block view from 0 so that Numba's negative-index wraparound does not turn
         # the loads into gathers (see normalize.row_shifted_sumexp).
@@ -152,6 +155,7 @@ def row_topk_normalizer(x, cap, vals, toks):
         bm = ninf
         for j in range(xb.size):
             bm = fmax(bm, xb[j])
+        bmax[start // BLOCK] = bm
         m = fmax(m, bm)
         if bm > ninf:
             nb = _insert_value(vals, nb, cap, np.float64(bm))
@@ -171,10 +175,11 @@ def row_topk_normalizer(x, cap, vals, toks):
     eb = np.empty(max(1, min(size, SCRATCH)), x.dtype)  # exp values, for a fixed-order sum
     for start in range(0, size, BLOCK):
         xb = x[start:min(start + BLOCK, size)]
+        if nxt is not None:  # the thread's next row streams in while this one is computed
+            for j in range(start, min(start + BLOCK, nxt.size), LINE):
+                prefetch(nxt, j)
         s += block_sumexp(xb, m, eb)
-        bm = ninf
-        for j in range(xb.size):
-            bm = fmax(bm, xb[j])
+        bm = bmax[start // BLOCK]
         if bm >= lo and bm > worst:
             for j in range(xb.size):
                 v = xb[j]
@@ -290,7 +295,9 @@ def beam_step_rows(x, beam_scores, num_beams, row_val, row_tok, row_n, out_score
     nrows = x.shape[0]
     cap = row_val.shape[1]
     for r in prange(nrows):
-        m, log_s, cnt = row_topk_normalizer(x[r], cap, row_val[r], row_tok[r])
+        m, log_s, cnt = row_topk_normalizer(
+            x[r], cap, row_val[r], row_tok[r], x[min(r + 1, x.shape[0] - 1)]
+        )
         if log_s != log_s or m == np.inf:
             row_n[r] = -1
             continue
