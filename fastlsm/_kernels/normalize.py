@@ -9,8 +9,9 @@ allocate anything of the input's size.
 Each row is read from memory once (while the previous row is computed, it is prefetched),
 then processed in three passes over cache-resident data (a 32k-float row is 128 KiB):
 1. ``m = max(x)`` (``llvm.maxnum``, vectorized);
-2. ``s = sum(exp(x - m))`` in float64: exponentials mapped into an L1 scratch chunk, then
-   summed in an order written out in IR (``block_sum``; compensated for float64 data);
+2. ``s = sum(exp(x - m))`` in float64, in an order written out in IR: for float32 one
+   register-resident loop (``sumexp.sumexp_f32``); for float64 exponentials mapped into an
+   L1 scratch chunk, then summed with compensation (``block_sum``);
 3. the output, written with streaming stores: ``(x - m) - log(s)``, or ``exp(x - m) / s``
    from the row-sized scratch of pass 2 (softmax).
 The subtraction ``x - m`` comes first, so values near the maximum keep every bit even for
@@ -18,9 +19,9 @@ logits like 1e4 or 1e30 (``(x - m) - log(s)``, never ``x - (m + log(s))``).
 
 Special values follow PyTorch: ``-inf`` entries give ``exp(-inf) = 0`` (a negligible 1e-38
 inside a sum); a NaN anywhere makes its row NaN (it reaches the sum); a ``+inf`` makes
-``m = inf`` and ``inf - inf = NaN``; an all ``-inf`` row gives NaN for log_softmax/softmax
-and ``-inf`` for logsumexp (which, like PyTorch and SciPy, shifts by 0 when the maximum is
-infinite).
+``m = inf`` and ``inf - inf = NaN`` in log_softmax/softmax, ``+inf`` in logsumexp; an all
+``-inf`` row gives NaN for log_softmax/softmax and ``-inf`` for logsumexp (PyTorch's and
+SciPy's results).
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._jit import kernel
+from numba.core import types
+from numba.extending import overload
+
+from .._jit import JIT_OPTIONS, kernel
 from .math import fexp, fexp_sum, flog, fmax, like, neumaier_add, neumaier_result
 from .stream import block_sum, prefetch, stream_affine, stream_divide
+from .sumexp import sumexp_f32
 
 
 @kernel
@@ -47,20 +52,15 @@ SCRATCH = 256  # elements of exp values held at once (1-2 KiB, L1)
 
 
 @kernel
-def block_sumexp(xb, m, eb, nb=None):
-    """``sum(exp(xb - m))`` in float64, in a fixed order; ``exp`` values go through ``eb``.
+def _mapped_sumexp(xb, m, eb, nb):
+    """``sum(exp(xb - m))`` for float64 data: an exp map into ``eb``, then :func:`block_sum`.
 
-    ``xb - m <= 0`` (or NaN): the terms use :func:`fexp_sum`. The exponentials are computed
-    by a plain vectorized map into ``eb`` (``xb`` is processed in chunks of ``eb.size``),
-    then each chunk is summed by :func:`block_sum`, whose order is written out in IR, and
-    the chunk sums are added with Neumaier's compensation. No reassociating reduction is
-    left to the vectorizer: it was seen to vectorize different inlined copies of one row
-    function differently, so the bits of a row depended on the thread and the cache state.
-
-    ``nb`` (optional) is the row this thread computes next: the lines at the same offsets
-    are prefetched chunk by chunk, spread over the computation (a burst of prefetches
-    overflows the miss queues and most are dropped), so that the next row's first pass
-    finds it in cache. Prefetching never changes a result.
+    ``xb`` is processed in chunks of ``eb.size``: the exponentials are computed by a plain
+    vectorized map, each chunk is summed by :func:`block_sum` (order written out in IR,
+    Kahan-compensated) and the chunk sums are added with Neumaier's compensation. No
+    reassociating reduction is left to the vectorizer: it was seen to vectorize different
+    inlined copies of one row function differently, so the bits of a row depended on the
+    thread and the cache state. ``nb`` (or None) is prefetched chunk by chunk.
     """
     s = 0.0
     c = 0.0
@@ -79,6 +79,28 @@ def block_sumexp(xb, m, eb, nb=None):
     return neumaier_result(s, c)
 
 
+def block_sumexp(xb, m, eb, nb=None):
+    """``sum(exp(xb - m))`` in float64, in an order that depends only on ``xb.size``.
+
+    ``xb - m`` must be ``<= 0`` or NaN (``m`` the maximum of the row). float32 data goes
+    through :func:`sumexp.sumexp_f32` (one IR loop, in registers; ``eb`` unused); float64
+    data through an exp map into the scratch ``eb`` and a compensated fixed-order sum.
+
+    ``nb`` (optional) is the row this thread computes next: its lines at the same offsets
+    are prefetched, spread over the computation (a burst of prefetches overflows the miss
+    queues and most are dropped), so that the next row's first pass finds it in cache.
+    Prefetching never changes a result.
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(block_sumexp, jit_options=JIT_OPTIONS)
+def _block_sumexp_impl(xb, m, eb, nb=None):
+    if xb.dtype == types.float32:
+        return lambda xb, m, eb, nb=None: sumexp_f32(xb, m, nb)
+    return lambda xb, m, eb, nb=None: _mapped_sumexp(xb, m, eb, nb)
+
+
 @kernel
 def row_shifted_sumexp(x, m, nxt=None):
     """``sum(exp(x - m))`` accumulated in float64, without storing anything of the row's size.
@@ -91,15 +113,22 @@ def row_shifted_sumexp(x, m, nxt=None):
 
 @kernel
 def row_lse(x, nxt=None):
-    """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row)."""
+    """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row).
+
+    A row holding ``+inf`` gives ``+inf``; a NaN anywhere gives NaN (PyTorch's results).
+    """
     m = row_max(x)
     if m == -np.inf:  # empty, or only -inf and NaN (maxnum skips NaN)
         for j in range(x.size):
             if x[j] != x[j]:
                 return np.nan
         return -np.inf
-    shift = m if abs(m) < np.inf else like(m, 0.0)
-    return flog(row_shifted_sumexp(x, shift, nxt)) + shift
+    if m == np.inf:  # +inf, or NaN if the row also holds a NaN (maxnum skips NaN)
+        for j in range(x.size):
+            if x[j] != x[j]:
+                return np.nan
+        return np.inf
+    return flog(row_shifted_sumexp(x, m, nxt)) + m
 
 
 @kernel
