@@ -172,21 +172,32 @@ MAX_CHUNKS = 64
 
 @kernel
 def row_chunks(rows):
-    """Number of contiguous row blocks for a kernel that needs row-sized scratch.
+    """Number of contiguous row blocks a parallel kernel splits its rows into.
 
-    Scratch is allocated once per block (a 128 KiB allocation per row would be an mmap and
-    page faults per row); 64 blocks keep any thread count busy. Rows are assigned by index,
+    Each block is one task: its rows run in order on one thread, so the row prefetched
+    while one is computed (the next) is the one this thread needs next, and row-sized
+    scratch is allocated once per block (a 128 KiB allocation per row would be an mmap and
+    page faults per row). 64 blocks keep any thread count busy. Rows are assigned by index,
     so the split changes nothing in any row's result.
     """
     return max(1, min(rows, MAX_CHUNKS))
 
 
+@kernel
+def chunk_rows(c, nchunk, rows):
+    """Rows ``[r0, r1)`` of block ``c`` of ``nchunk``."""
+    return c * rows // nchunk, (c + 1) * rows // nchunk
+
+
 @kernel(parallel=True)
 def log_softmax_rows(x, out):
     """``out[i] = log_softmax(x[i])`` for every row of a C-contiguous 2-D array."""
-    n = x.shape[0]
-    for i in prange(n):
-        row_log_softmax(x[i], out[i], x[min(i + 1, n - 1)])
+    rows = x.shape[0]
+    nchunk = row_chunks(rows)
+    for c in prange(nchunk):
+        r0, r1 = chunk_rows(c, nchunk, rows)
+        for i in range(r0, r1):
+            row_log_softmax(x[i], out[i], x[min(i + 1, rows - 1)])
 
 
 @kernel(parallel=True)
@@ -196,13 +207,17 @@ def softmax_rows(x, out):
     nchunk = row_chunks(rows)
     for c in prange(nchunk):
         buf = np.empty(x.shape[1], x.dtype)
-        for i in range(c * rows // nchunk, (c + 1) * rows // nchunk):
+        r0, r1 = chunk_rows(c, nchunk, rows)
+        for i in range(r0, r1):
             row_softmax(x[i], out[i], buf, x[min(i + 1, rows - 1)])
 
 
 @kernel(parallel=True)
 def logsumexp_rows(x, out):
     """``out[i] = logsumexp(x[i])``; ``out`` is 1-D with one value per row."""
-    n = x.shape[0]
-    for i in prange(n):
-        out[i] = row_lse(x[i], x[min(i + 1, n - 1)])
+    rows = x.shape[0]
+    nchunk = row_chunks(rows)
+    for c in prange(nchunk):
+        r0, r1 = chunk_rows(c, nchunk, rows)
+        for i in range(r0, r1):
+            out[i] = row_lse(x[i], x[min(i + 1, rows - 1)])

@@ -151,8 +151,8 @@ def prefetch(typingctx, arr, idx):
             ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
             "llvm.prefetch.p0",
         )
-        # read, high temporal locality (keep in all levels), data cache
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        # read, locality 2 (prefetcht1: into L2, not L1; see sumexp._prefetch_l2), data cache
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return types.none(arr, idx), codegen
