@@ -34,7 +34,7 @@ from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
 from .math import fexp, fexp_sum, flog, fmax, like, neumaier_add, neumaier_result
-from .stream import block_sum, prefetch, stream_affine, stream_divide
+from .stream import block_sum, prefetch, store_fence, stream_affine, stream_divide
 from .sumexp import sumexp_f32
 
 
@@ -137,6 +137,7 @@ def row_log_softmax(x, out, nxt=None):
 
     Three passes over the row (max, exp-sum, write); the second and third hit L2, and the
     write streams past the cache (:func:`stream_affine`): one DRAM read, one DRAM write.
+    The caller issues :func:`store_fence` after its last row.
     """
     m = row_max(x)
     log_s = flog(row_shifted_sumexp(x, m, nxt))
@@ -149,7 +150,7 @@ def row_softmax(x, out, buf, nxt=None):
     """``out = softmax(x)`` for one row; ``out`` may be ``x``; ``buf`` is row-sized scratch.
 
     ``exp(x - m)`` goes to ``buf`` (cache-resident), then ``buf / sum`` (one rounding)
-    streams to ``out``.
+    streams to ``out``. The caller issues :func:`store_fence` after its last row.
     """
     m = row_max(x)
     s = 0.0
@@ -198,6 +199,7 @@ def log_softmax_rows(x, out):
         r0, r1 = chunk_rows(c, nchunk, rows)
         for i in range(r0, r1):
             row_log_softmax(x[i], out[i], x[min(i + 1, rows - 1)])
+        store_fence()
 
 
 @kernel(parallel=True)
@@ -210,6 +212,7 @@ def softmax_rows(x, out):
         r0, r1 = chunk_rows(c, nchunk, rows)
         for i in range(r0, r1):
             row_softmax(x[i], out[i], buf, x[min(i + 1, rows - 1)])
+        store_fence()
 
 
 @kernel(parallel=True)
