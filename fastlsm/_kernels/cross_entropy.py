@@ -51,7 +51,7 @@ from numba.extending import overload, register_jitable
 
 from .._jit import JIT_OPTIONS, kernel
 from .math import exp_f32, fexp, like, radd
-from .normalize import SCRATCH, block_sumexp, row_max, row_shifted_sumexp
+from .normalize import SCRATCH, block_sumexp, chunk_rows, row_chunks, row_max, row_shifted_sumexp
 from .stream import block_sum
 
 NONE = 0
@@ -647,28 +647,32 @@ def cross_entropy_rows(
     scale = grad_scale / den if reduction == MEAN else grad_scale
     if reduction != NONE and work.size < n:
         work = np.empty(n, np.float64)
-    for i in prange(n):
-        t = np.int64(target[i])
-        v = 0.0
-        if t == ignore_index:
-            if want_lse:  # before zeroing: grad may be the logits
-                lse[i] = _row_lse_capped(logits[i], softcap)
-            if want_grad:
-                _zero(grad[i])
-        else:
-            tw = np.float64(token_weight[i]) if htw else 1.0
-            a = (np.float64(grad_output[i]) if per_token else scale) * tw
-            v, ls = _index_row(
-                logits[i], t, grad[i] if want_grad else logits[i], want_grad,
-                weight, wsum, label_smoothing, z_loss, softcap, a, logits[min(i + 1, n - 1)],
-            )
-            v *= tw
-            if want_lse:
-                lse[i] = ls
-        if reduction == NONE:
-            loss[i] = v
-        else:
-            work[i] = v
+    nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
+    for b in prange(nchunk):
+        r0, r1 = chunk_rows(b, nchunk, n)
+        for i in range(r0, r1):
+            t = np.int64(target[i])
+            v = 0.0
+            if t == ignore_index:
+                if want_lse:  # before zeroing: grad may be the logits
+                    lse[i] = _row_lse_capped(logits[i], softcap)
+                if want_grad:
+                    _zero(grad[i])
+            else:
+                tw = np.float64(token_weight[i]) if htw else 1.0
+                a = (np.float64(grad_output[i]) if per_token else scale) * tw
+                v, ls = _index_row(
+                    logits[i], t, grad[i] if want_grad else logits[i], want_grad,
+                    weight, wsum, label_smoothing, z_loss, softcap, a,
+                    logits[min(i + 1, n - 1)],
+                )
+                v *= tw
+                if want_lse:
+                    lse[i] = ls
+            if reduction == NONE:
+                loss[i] = v
+            else:
+                work[i] = v
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)
 
