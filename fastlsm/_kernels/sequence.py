@@ -19,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .normalize import row_max, row_shifted_sumexp
+from .normalize import chunk_rows, row_chunks, row_max, row_shifted_sumexp
 
 
 @kernel
@@ -59,11 +59,14 @@ def sequence_logprobs_rows(x, tokens, mask, seq_len, tok_out, seq_out):
     for i in range(n):  # cheap serial check first: the kernel never raises
         if mask[i] != 0 and (tokens[i] < 0 or tokens[i] >= v):
             return np.int64(i)
-    for i in prange(n):
-        if mask[i] != 0:
-            tok_out[i] = row_token_logprob(x[i], tokens[i], x[min(i + 1, n - 1)])
-        else:
-            tok_out[i] = 0.0
+    nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
+    for c in prange(nchunk):
+        r0, r1 = chunk_rows(c, nchunk, n)
+        for i in range(r0, r1):
+            if mask[i] != 0:
+                tok_out[i] = row_token_logprob(x[i], tokens[i], x[min(i + 1, n - 1)])
+            else:
+                tok_out[i] = 0.0
     nseq = seq_out.shape[0]
     for b in range(nseq):
         s = 0.0
