@@ -1,4 +1,4 @@
-"""The float32 exp-sum loop (``fastlsm/_kernels/sumexp.py``) and its float64 twin path.
+"""The float32 exp-sum loops (``fastlsm/_kernels/sumexp.py``) and their float64 twin paths.
 
 ``block_sumexp`` is the arithmetic core of every normalizer, so its contract is checked
 directly, against references computed by NumPy in long double:
@@ -9,7 +9,9 @@ directly, against references computed by NumPy in long double:
   length around the vector (16), block (64) and chunk (256) boundaries;
 - the bits depend only on the data and the length: not on the alignment of the row in
   memory, nor on which row is prefetched meanwhile;
-- ``-inf`` entries add (almost) nothing, a NaN makes the sum NaN, an empty row sums to 0.
+- ``-inf`` entries add (almost) nothing, a NaN makes the sum NaN, an empty row sums to 0;
+- ``exp_store_sum`` (softmax) stores output values: within 2 ulp down to the smallest
+  denormal, ``exp(-inf) = 0``, and returns the sum of exactly what it stored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 
 from fastlsm._jit import kernel
-from fastlsm._kernels.normalize import SCRATCH, block_sumexp
+from fastlsm._kernels.normalize import SCRATCH, block_sumexp, exp_store_sum
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
@@ -107,3 +109,59 @@ def test_special_values(dtype):
         y[pos] = np.nan
         assert np.isnan(sumexp(y, dtype(0))), pos
     assert sumexp(np.zeros(0, dtype), dtype(0)) == 0.0
+
+
+# ----------------------------------------------------------------------------- stored exp
+# ``exp_store_sum`` (softmax): the exponentials are outputs, so the contract is tighter.
+
+
+@kernel
+def store_each(d, out):
+    """``out[i]`` from a one-element row: the masked tail path of the float32 loop."""
+    for i in range(d.size):
+        exp_store_sum(d[i : i + 1], d.dtype.type(0.0), out[i : i + 1])
+
+
+@kernel
+def store_row(x, m, out):
+    return exp_store_sum(x, m, out)
+
+
+def test_stored_exp_within_two_ulp_down_to_denormals():
+    d = np.concatenate([np.linspace(-110.0, 0.0, 1_000_001), -np.logspace(-9, 0, 10_001)])
+    d = d.astype(np.float32)
+    got = np.empty_like(d)
+    store_each(d, got)
+    ref = np.exp(d.astype(np.float64))
+    tiny = float(np.finfo(np.float32).smallest_subnormal)
+    ulp = np.maximum(np.spacing(ref.astype(np.float32)).astype(np.float64), tiny)
+    err = np.abs(got.astype(np.float64) - ref) / ulp
+    assert err.max() <= 2.0, f"{err.max():.2f} ulp at x - m = {d[err.argmax()]}"
+    assert np.all(got[d < -104] == 0)
+    # the vector body (full chunks) gives the same bits as the one-element tail path
+    again = np.empty_like(d)
+    store_row(d, np.float32(0.0), again)
+    np.testing.assert_array_equal(again, got)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stored_exp_sum_is_the_sum_of_the_stored_values(dtype, rng):
+    for n in (1, 15, 16, 17, 255, 256, 257, 1000, 4099):
+        x = (3 * rng.standard_normal(n)).astype(dtype)
+        x[rng.random(n) < 0.2] = -np.inf
+        m = x.max()
+        out = np.empty_like(x)
+        s = store_row(x, m, out)
+        assert np.all(out[np.isneginf(x)] == 0)
+        want = float(np.sum(out.astype(np.longdouble)))
+        assert abs(s - want) <= 4 * np.finfo(dtype).eps * want, n
+        assert s == store_row(x, m, np.empty_like(x))  # deterministic
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stored_exp_nan(dtype):
+    x = np.zeros(300, dtype)
+    x[257] = np.nan
+    out = np.empty_like(x)
+    assert np.isnan(store_row(x, dtype(0.0), out))
+    assert np.isnan(out[257]) and np.all(out[np.arange(300) != 257] == 1.0)

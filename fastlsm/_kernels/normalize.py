@@ -35,7 +35,7 @@ from numba.extending import overload
 from .._jit import JIT_OPTIONS, kernel
 from .math import fexp, fexp_sum, flog, fmax, like, neumaier_add, neumaier_result
 from .stream import block_sum, prefetch, store_fence, stream_affine, stream_divide
-from .sumexp import sumexp_f32
+from .sumexp import expsum_store_f32, sumexp_f32
 
 
 @kernel
@@ -146,13 +146,8 @@ def row_log_softmax(x, out, nxt=None):
 
 
 @kernel
-def row_softmax(x, out, buf, nxt=None):
-    """``out = softmax(x)`` for one row; ``out`` may be ``x``; ``buf`` is row-sized scratch.
-
-    ``exp(x - m)`` goes to ``buf`` (cache-resident), then ``buf / sum`` (one rounding)
-    streams to ``out``. The caller issues :func:`store_fence` after its last row.
-    """
-    m = row_max(x)
+def _mapped_exp_store(x, m, buf, nxt):
+    """``buf = exp(x - m)`` (output values), returns ``sum(buf)``: the float64 data path."""
     s = 0.0
     c = 0.0
     n = x.size
@@ -165,7 +160,35 @@ def row_softmax(x, out, buf, nxt=None):
         for j in range(xc.size):
             bc[j] = fexp(xc[j] - m)  # the outputs: exact down to denormals, exp(-inf) = 0
         s, c = neumaier_add(s, c, block_sum(bc))
-    stream_divide(buf, out, like(m, 0.0), neumaier_result(s, c), like(m, 0.0))
+    return neumaier_result(s, c)
+
+
+def exp_store_sum(x, m, buf, nxt=None):
+    """``buf[j] = exp(x[j] - m)`` as output values (within 2 ulp, denormals included,
+    ``exp(-inf) = 0``); returns their sum in float64, in an order that depends only on
+    ``x.size``. float32: :func:`sumexp.expsum_store_f32`; float64: an exp map and a
+    compensated fixed-order sum. ``nxt`` (or None) is prefetched meanwhile.
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(exp_store_sum, jit_options=JIT_OPTIONS)
+def _exp_store_sum_impl(x, m, buf, nxt=None):
+    if x.dtype == types.float32:
+        return lambda x, m, buf, nxt=None: expsum_store_f32(x, m, buf, nxt)
+    return lambda x, m, buf, nxt=None: _mapped_exp_store(x, m, buf, nxt)
+
+
+@kernel
+def row_softmax(x, out, buf, nxt=None):
+    """``out = softmax(x)`` for one row; ``out`` may be ``x``; ``buf`` is row-sized scratch.
+
+    ``exp(x - m)`` goes to ``buf`` (cache-resident), then ``buf / sum`` (one rounding)
+    streams to ``out``. The caller issues :func:`store_fence` after its last row.
+    """
+    m = row_max(x)
+    s = exp_store_sum(x, m, buf[: x.size], nxt)
+    stream_divide(buf[: x.size], out, like(m, 0.0), s, like(m, 0.0))
 
 
 MAX_CHUNKS = 64

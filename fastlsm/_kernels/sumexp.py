@@ -28,6 +28,10 @@ exactly rounded terms (the widening happens after 4 terms).
 Special values: a NaN ``d`` gives a NaN term (it reaches the sum); ``d`` must be below 88
 (true for ``m >= max(x) - 88``; ``d = +inf`` is not handled here, callers treat a row whose
 maximum is ``+inf`` before summing).
+
+:func:`expsum_store_f32` (softmax) is the same loop when the exponentials are outputs: it
+stores them, and computes them within 2 ulp down to the smallest denormal (two-constant
+range reduction, ``2**n`` as two factors, ``exp(-inf) = 0``) at a few more instructions.
 """
 
 from __future__ import annotations
@@ -79,6 +83,50 @@ def _vector_exp(builder, d, f32vec, i32vec):
     return builder.fmul(p, builder.bitcast(scale, f32vec))  # NaN * 2**n is NaN
 
 
+_OUT_LO = -104.0  # exp(-104) = 6.8e-46 < half the smallest denormal: rounds to 0
+_LN2_HI = 0.693359375  # Cody-Waite split: n * _LN2_HI is exact for |n| < 2**9
+_LN2_LO = float(np.float32(0.6931471805599453 - 0.693359375))
+_MAGIC = 12582912.0  # 1.5 * 2**23
+_MAGIC_BITS = 0x4B400000
+
+
+def _vector_exp_out(builder, d, f32vec, i32vec):
+    """``exp(d)`` as an output value: within 2 ulp down to the smallest denormal, ``d <= 0``.
+
+    As :func:`_vector_exp`, but ``r`` comes from a two-constant range reduction (exact for
+    every ``n``), arguments are clamped at -104 (the result rounds to 0, so ``exp(-inf)`` is
+    exactly 0), and ``2**n`` is applied as two normal factors ``2**(n // 2)`` and
+    ``2**(n - n // 2)``, so that denormal results round once.
+    """
+
+    def splat(value):
+        return ir.Constant(f32vec, [float(np.float32(value))] * WIDTH)
+
+    def isplat(value):
+        return ir.Constant(i32vec, [value] * WIDTH)
+
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(f32vec, [f32vec] * 3), f"llvm.fma.v{WIDTH}f32"
+    )
+    lo = splat(_OUT_LO)
+    d = builder.select(builder.fcmp_ordered("<", d, lo), lo, d)  # NaN stays NaN
+    t = builder.call(fma, [d, splat(_LOG2E), splat(_MAGIC)])
+    n = builder.fsub(t, splat(_MAGIC))
+    r = builder.call(fma, [builder.fneg(n), splat(_LN2_HI), d])
+    r = builder.call(fma, [builder.fneg(n), splat(_LN2_LO), r])
+    p = splat(_POLY[-1])
+    for c in reversed(_POLY[:-1]):
+        p = builder.call(fma, [p, r, splat(c)])
+    ni = builder.sub(builder.bitcast(t, i32vec), isplat(_MAGIC_BITS))
+    n1 = builder.ashr(ni, isplat(1))
+    n2 = builder.sub(ni, n1)
+
+    def pow2(k):
+        return builder.bitcast(builder.shl(builder.add(k, isplat(127)), isplat(23)), f32vec)
+
+    return builder.fmul(builder.fmul(p, pow2(n1)), pow2(n2))
+
+
 def _is_row(ty):
     return (
         isinstance(ty, types.Array) and ty.ndim == 1 and ty.layout == "C" and ty.dtype == types.float32
@@ -111,8 +159,13 @@ def _prefetch_l2(builder, ptr):
                       ir.Constant(i32, 1)])
 
 
-def _row_pass(context, builder, xa, m_v, na):
-    """Emit the exp-sum of row ``xa`` (float64), prefetching row ``na`` (or None) meanwhile."""
+def _row_pass(context, builder, xa, m_v, na, oa=None):
+    """Emit the exp-sum of row ``xa`` (float64), prefetching row ``na`` (or None) meanwhile.
+
+    With ``oa`` (a row of the same length), the exponentials are output values
+    (:func:`_vector_exp_out`) and are also stored to ``oa``.
+    """
+    vexp = _vector_exp if oa is None else _vector_exp_out
     intp = context.get_value_type(types.intp)
     f32, f64 = ir.FloatType(), ir.DoubleType()
     i32 = ir.IntType(32)
@@ -131,6 +184,11 @@ def _row_pass(context, builder, xa, m_v, na):
         builder.module,
         ir.FunctionType(f32vec, [vptr, i32, i1vec, f32vec]),
         f"llvm.masked.load.v{WIDTH}f32.p0",
+    )
+    masked_store = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(ir.VoidType(), [f32vec, vptr, i32, i1vec]),
+        f"llvm.masked.store.v{WIDTH}f32.p0",
     )
     lanes = ir.Constant(ivec, list(range(WIDTH)))
 
@@ -151,7 +209,10 @@ def _row_pass(context, builder, xa, m_v, na):
                     j = builder.add(base, ir.Constant(intp, (i * ACCS + k) * WIDTH))
                     if fetch:  # one line of the next row per vector (WIDTH floats = 64 B)
                         _prefetch_l2(builder, builder.gep(na.data, [j]))
-                    e = _vector_exp(builder, builder.fsub(load(j), m_vec), f32vec, i32vec)
+                    e = vexp(builder, builder.fsub(load(j), m_vec), f32vec, i32vec)
+                    if oa is not None:
+                        ptr = builder.bitcast(builder.gep(oa.data, [j]), vptr)
+                        builder.store(e, ptr, align=4)
                     accs[k] = builder.fadd(accs[k], e)
             for k in range(ACCS):
                 flush(k, accs[k])
@@ -178,7 +239,10 @@ def _row_pass(context, builder, xa, m_v, na):
         mask = builder.icmp_signed("<", lanes, _splat(builder, builder.sub(n, j), ivec))
         ptr = builder.bitcast(builder.gep(xa.data, [j]), vptr)
         v = builder.call(masked_load, [ptr, ir.Constant(i32, 4), mask, m_vec])
-        e = _vector_exp(builder, builder.fsub(v, m_vec), f32vec, i32vec)
+        e = vexp(builder, builder.fsub(v, m_vec), f32vec, i32vec)
+        if oa is not None:
+            optr = builder.bitcast(builder.gep(oa.data, [j]), vptr)
+            builder.call(masked_store, [e, optr, ir.Constant(i32, 4), mask])
         builder.store(builder.fadd(builder.load(acc_rest), builder.select(mask, e, zero32)), acc_rest)
     flush(0, builder.load(acc_rest))
 
@@ -217,3 +281,28 @@ def sumexp_f32(typingctx, x, m, nxt):
         return _row_pass(context, builder, xa, m_v, na)
 
     return types.float64(x, m, nxt), codegen
+
+
+@intrinsic
+def expsum_store_f32(typingctx, x, m, out, nxt):
+    """``out[j] = exp(x[j] - m)`` for every j; returns ``sum(out)`` in float64.
+
+    ``x`` and ``out`` are 1-D C-contiguous float32 rows of the same length (``out`` may be
+    ``x``); every ``x - m`` must be ``<= 0`` or NaN. The stored values are outputs: within
+    2 ulp of ``exp(x - m)`` down to the smallest denormal, ``exp(-inf) = 0``; the sum is
+    taken over them in the order of :func:`sumexp_f32`. ``nxt`` (a float32 row, or None) is
+    prefetched meanwhile.
+    """
+    has_next = not isinstance(nxt, (types.NoneType, types.Omitted))
+    if not (_is_row(x) and _is_row(out) and (_is_row(nxt) or not has_next)
+            and isinstance(m, (types.Float, types.Integer))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        oa = context.make_array(signature.args[2])(context, builder, args[2])
+        na = context.make_array(signature.args[3])(context, builder, args[3]) if has_next else None
+        m_v = context.cast(builder, args[1], signature.args[1], types.float32)
+        return _row_pass(context, builder, xa, m_v, na, oa)
+
+    return types.float64(x, m, out, nxt), codegen
