@@ -62,32 +62,42 @@ _POLY = (
 )
 
 
-def _vector_exp(builder, d, f32vec, i32vec):
-    """``exp(d)`` for a <WIDTH x float> of ``d <= 88`` (or NaN), per the module docstring."""
-
-    def splat(value):
-        return ir.Constant(f32vec, [float(np.float32(value))] * WIDTH)
-
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(f32vec, [f32vec] * 3), f"llvm.fma.v{WIDTH}f32"
-    )
-    lo = splat(_LO)
-    d = builder.select(builder.fcmp_ordered("<", d, lo), lo, d)  # NaN stays NaN
-    t = builder.call(fma, [d, splat(_LOG2E), splat(_SHIFTER)])
-    n = builder.fsub(t, splat(_SHIFTER))
-    r = builder.call(fma, [builder.fneg(n), splat(_LN2), d])
-    p = splat(_POLY[-1])
-    for c in reversed(_POLY[:-1]):
-        p = builder.call(fma, [p, r, splat(c)])
-    scale = builder.shl(builder.bitcast(t, i32vec), ir.Constant(i32vec, [23] * WIDTH))
-    return builder.fmul(p, builder.bitcast(scale, f32vec))  # NaN * 2**n is NaN
-
-
 _OUT_LO = -104.0  # exp(-104) = 6.8e-46 < half the smallest denormal: rounds to 0
 _LN2_HI = 0.693359375  # Cody-Waite split: n * _LN2_HI is exact for |n| < 2**9
 _LN2_LO = float(np.float32(0.6931471805599453 - 0.693359375))
 _MAGIC = 12582912.0  # 1.5 * 2**23
 _MAGIC_BITS = 0x4B400000
+
+
+def _reduced_exp(builder, d, lo, shifter, ln2_parts):
+    """Shared core: clamp ``d`` below at ``lo`` (NaN stays NaN), ``t = d * log2(e) + shifter``
+    (``n`` in its low bits), ``r = d - n * ln2`` (one FMA per part of ``ln2``), ``p = exp(r)``
+    by the polynomial. Returns ``(p, t)``."""
+    vty = d.type
+
+    def splat(value):
+        return ir.Constant(vty, [float(np.float32(value))] * WIDTH)
+
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{WIDTH}f32"
+    )
+    d = builder.select(builder.fcmp_ordered("<", d, splat(lo)), splat(lo), d)
+    t = builder.call(fma, [d, splat(_LOG2E), splat(shifter)])
+    n = builder.fneg(builder.fsub(t, splat(shifter)))
+    r = d
+    for part in ln2_parts:
+        r = builder.call(fma, [n, splat(part), r])
+    p = splat(_POLY[-1])
+    for c in reversed(_POLY[:-1]):
+        p = builder.call(fma, [p, r, splat(c)])
+    return p, t
+
+
+def _vector_exp(builder, d, f32vec, i32vec):
+    """``exp(d)`` for a <WIDTH x float> of ``d <= 88`` (or NaN), per the module docstring."""
+    p, t = _reduced_exp(builder, d, _LO, _SHIFTER, (_LN2,))
+    scale = builder.shl(builder.bitcast(t, i32vec), ir.Constant(i32vec, [23] * WIDTH))
+    return builder.fmul(p, builder.bitcast(scale, f32vec))  # NaN * 2**n is NaN
 
 
 def _vector_exp_out(builder, d, f32vec, i32vec):
@@ -99,24 +109,10 @@ def _vector_exp_out(builder, d, f32vec, i32vec):
     ``2**(n - n // 2)``, so that denormal results round once.
     """
 
-    def splat(value):
-        return ir.Constant(f32vec, [float(np.float32(value))] * WIDTH)
-
     def isplat(value):
         return ir.Constant(i32vec, [value] * WIDTH)
 
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(f32vec, [f32vec] * 3), f"llvm.fma.v{WIDTH}f32"
-    )
-    lo = splat(_OUT_LO)
-    d = builder.select(builder.fcmp_ordered("<", d, lo), lo, d)  # NaN stays NaN
-    t = builder.call(fma, [d, splat(_LOG2E), splat(_MAGIC)])
-    n = builder.fsub(t, splat(_MAGIC))
-    r = builder.call(fma, [builder.fneg(n), splat(_LN2_HI), d])
-    r = builder.call(fma, [builder.fneg(n), splat(_LN2_LO), r])
-    p = splat(_POLY[-1])
-    for c in reversed(_POLY[:-1]):
-        p = builder.call(fma, [p, r, splat(c)])
+    p, t = _reduced_exp(builder, d, _OUT_LO, _MAGIC, (_LN2_HI, _LN2_LO))
     ni = builder.sub(builder.bitcast(t, i32vec), isplat(_MAGIC_BITS))
     n1 = builder.ashr(ni, isplat(1))
     n2 = builder.sub(ni, n1)
