@@ -51,7 +51,7 @@ from numba.extending import overload, register_jitable
 
 from .._jit import JIT_OPTIONS, kernel
 from .math import exp_f32, fexp, like, radd
-from .normalize import SCRATCH, block_sumexp, chunk_rows, row_chunks, row_max, row_shifted_sumexp
+from .normalize import chunk_rows, row_chunks, row_max, row_shifted_sumexp
 from .stream import block_sum
 
 NONE = 0
@@ -184,12 +184,6 @@ def _block_dsum(v, m, w):
 
 
 @kernel
-def _block_sumexp(v, m):
-    """``sum(exp(v - m))`` in float64, fixed order (through an L1-resident scratch block)."""
-    return block_sumexp(v, m, np.empty(max(1, min(v.size, SCRATCH)), v.dtype))
-
-
-@kernel
 def _store_exp(xb, gb, m, inplace):
     """``gb = exp(xb - m)``. In place, a loop over one array: with two arrays that alias,
     LLVM's runtime overlap check sends the loop to its scalar version (several times
@@ -239,7 +233,7 @@ def _pass_smooth(x, m, weight, g, store):
             _store_exp(xb, gb, m, inplace)
             s += _block_sum(gb)
         else:
-            s += _block_sumexp(xb, m)
+            s += row_shifted_sumexp(xb, m)
     return s, sd
 
 
@@ -727,7 +721,7 @@ def _probs_row(x, q, g, want_grad, weight, eps, z, cap, a):
                 _store_exp(xb, gb, m, inplace)
                 s += _block_sum(gb)
             else:
-                s += _block_sumexp(xb, m)
+                s += row_shifted_sumexp(xb, m)
         big_s += sb
         big_t += tb
     log_s = math.log(s)

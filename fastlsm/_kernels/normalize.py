@@ -101,14 +101,23 @@ def _block_sumexp_impl(xb, m, eb, nb=None):
     return lambda xb, m, eb, nb=None: _mapped_sumexp(xb, m, eb, nb)
 
 
-@kernel
 def row_shifted_sumexp(x, m, nxt=None):
     """``sum(exp(x - m))`` accumulated in float64, without storing anything of the row's size.
 
-    ``nxt`` (optional): the next row, prefetched meanwhile (see :func:`block_sumexp`). The
-    summation order depends only on ``x.size``.
+    As :func:`block_sumexp` (``x - m <= 0`` or NaN; the summation order depends only on
+    ``x.size``); float64 data gets its L1 scratch here, float32 needs none. ``nxt``
+    (optional): the next row, prefetched meanwhile.
     """
-    return block_sumexp(x, m, np.empty(max(1, min(x.size, SCRATCH)), x.dtype), nxt)
+    raise NotImplementedError("compiled only")
+
+
+@overload(row_shifted_sumexp, jit_options=JIT_OPTIONS)
+def _row_shifted_sumexp_impl(x, m, nxt=None):
+    if x.dtype == types.float32:
+        return lambda x, m, nxt=None: sumexp_f32(x, m, nxt)
+    return lambda x, m, nxt=None: _mapped_sumexp(
+        x, m, np.empty(max(1, min(x.size, SCRATCH)), x.dtype), nxt
+    )
 
 
 @kernel
