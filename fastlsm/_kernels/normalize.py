@@ -6,8 +6,9 @@ itself. Each row is computed by one thread with the same code whatever the threa
 results are bitwise identical for any number of threads. Kernels never raise and never
 allocate anything of the input's size.
 
-Each row is read from memory once (while the previous row is computed, it is prefetched),
-then processed in three passes over cache-resident data (a 32k-float row is 128 KiB):
+Each thread takes a contiguous block of rows (:func:`row_chunks`). Each row is read from
+memory once (while the previous row is computed, it is prefetched into L2), then processed
+in three passes over cache-resident data (a 32k-float row is 128 KiB):
 1. ``m = max(x)`` (``llvm.maxnum``, vectorized);
 2. ``s = sum(exp(x - m))`` in float64, in an order written out in IR: for float32 one
    register-resident loop (``sumexp.sumexp_f32``); for float64 exponentials mapped into an
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange
-
 from numba.core import types
 from numba.extending import overload
 
