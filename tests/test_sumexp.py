@@ -11,7 +11,9 @@ directly, against references computed by NumPy in long double:
   memory, nor on which row is prefetched meanwhile;
 - ``-inf`` entries add (almost) nothing, a NaN makes the sum NaN, an empty row sums to 0;
 - ``exp_store_sum`` (softmax) stores output values: within 2 ulp down to the smallest
-  denormal, ``exp(-inf) = 0``, and returns the sum of exactly what it stored.
+  denormal, ``exp(-inf) = 0``, and returns the sum of exactly what it stored;
+- ``sumexp_write_prev`` (log_softmax's pipeline) gives the bits of the separate passes for
+  every length and every alignment of the output row, in place too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 import pytest
 
 from fastlsm._jit import kernel
-from fastlsm._kernels.normalize import SCRATCH, block_sumexp, exp_store_sum
+from fastlsm._kernels.math import like
+from fastlsm._kernels.normalize import SCRATCH, block_sumexp, exp_store_sum, sumexp_write_prev
+from fastlsm._kernels.stream import store_fence, stream_affine
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
@@ -165,3 +169,60 @@ def test_stored_exp_nan(dtype):
     out = np.empty_like(x)
     assert np.isnan(store_row(x, dtype(0.0), out))
     assert np.isnan(out[257]) and np.all(out[np.arange(300) != 257] == 1.0)
+
+
+# ----------------------------------------------------------------------------- fused write
+# ``sumexp_write_prev`` (log_softmax's pipeline): the sum of one row and the streamed output
+# of the previous row in one loop must give exactly what the two separate passes give.
+
+
+@kernel
+def write_prev(x, m, px, po, a, b):
+    return sumexp_write_prev(x, m, None, px, po, a, b)
+
+
+@kernel
+def write_separately(px, po, a, b):
+    stream_affine(px, po, a, like(a, 1.0), b)
+    store_fence()
+
+
+def _misaligned(base, offset):
+    """``base``'s values in a fresh array starting ``offset`` elements past a 64-byte line."""
+    buf = np.empty(base.size + 32, base.dtype)
+    start = (-buf.ctypes.data % 64) // base.itemsize + offset
+    out = buf[start : start + base.size]
+    out[...] = base
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_write_matches_separate_passes(dtype, rng):
+    for n in (0, 1, 15, 16, 17, 255, 256, 257, 271, 272, 300, 1000, 4099):
+        x = (3 * rng.standard_normal(n)).astype(dtype)
+        px = (3 * rng.standard_normal(n)).astype(dtype)
+        m = x.max() if n else dtype(0.0)
+        a, b = dtype(0.75), dtype(1.5)
+        want_sum = sumexp(x, m)
+        want = np.empty_like(px)
+        write_separately(px, want, a, b)
+        for offset in range(0, 16, 3):  # every alignment of the output row
+            po = _misaligned(np.full(n, np.nan, dtype), offset)
+            assert write_prev(x, m, px, po, a, b) == want_sum, (n, offset)
+            np.testing.assert_array_equal(po, want, err_msg=f"n={n} offset={offset}")
+        # in place: the previous row's output overwrites its input
+        inplace = px.copy()
+        assert write_prev(x, m, inplace, inplace, a, b) == want_sum
+        np.testing.assert_array_equal(inplace, want)
+
+
+def test_fused_write_to_an_array_not_aligned_to_its_itemsize(rng):
+    n = 600
+    x = rng.standard_normal(n).astype(np.float32)
+    px = rng.standard_normal(n).astype(np.float32)
+    raw = np.zeros(4 * n + 8, np.uint8)
+    po = raw[1 : 1 + 4 * n].view(np.float32)  # 1 byte past alignment
+    want = np.empty_like(px)
+    write_separately(px, want, np.float32(0.5), np.float32(2.0))
+    assert write_prev(x, x.max(), px, po, np.float32(0.5), np.float32(2.0)) == sumexp(x, x.max())
+    np.testing.assert_array_equal(po, want)

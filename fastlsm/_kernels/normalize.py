@@ -35,7 +35,7 @@ from numba.extending import overload
 from .._jit import JIT_OPTIONS, kernel
 from .math import fexp, fexp_sum, flog, fmax, like, neumaier_add, neumaier_result
 from .stream import block_sum, prefetch, store_fence, stream_affine, stream_divide
-from .sumexp import expsum_store_f32, sumexp_f32
+from .sumexp import expsum_store_f32, sumexp_f32, sumexp_write_prev_f32
 
 
 @kernel
@@ -222,6 +222,55 @@ def chunk_rows(c, nchunk, rows):
     return c * rows // nchunk, (c + 1) * rows // nchunk
 
 
+def sumexp_write_prev(x, m, nxt, px, po, a, b):
+    """``row_shifted_sumexp(x, m, nxt)`` (the same bits), and meanwhile the previous row's
+    output: ``po = (px - a) - b``, streamed (``stream_affine(px, po, a, 1, b)``).
+
+    float32: one loop interleaving both (:func:`sumexp.sumexp_write_prev_f32`), so that the
+    write of one row overlaps the arithmetic of the next; float64: the two in sequence.
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(sumexp_write_prev, jit_options=JIT_OPTIONS)
+def _sumexp_write_prev_impl(x, m, nxt, px, po, a, b):
+    if x.dtype == types.float32:
+        return lambda x, m, nxt, px, po, a, b: sumexp_write_prev_f32(x, m, nxt, px, po, a, b)
+
+    def impl(x, m, nxt, px, po, a, b):
+        stream_affine(px, po, a, like(a, 1.0), b)
+        return row_shifted_sumexp(x, m, nxt)
+
+    return impl
+
+
+@kernel
+def log_softmax_block(x, out, r0, r1):
+    """``out[i] = log_softmax(x[i])`` for rows ``r0 <= i < r1``, as a software pipeline.
+
+    Row ``i``'s exp-sum runs in one loop with the streaming write of row ``i - 1``'s output
+    (:func:`sumexp_write_prev`); row ``i + 1`` is prefetched meanwhile. Every row gets
+    exactly the arithmetic of :func:`row_log_softmax`: only the order of memory traffic
+    changes.
+    """
+    rows = x.shape[0]
+    m_prev = like(x, 0.0)
+    log_s_prev = like(x, 0.0)
+    for i in range(r0, r1):
+        xi = x[i]
+        m = row_max(xi)
+        nxt = x[min(i + 1, rows - 1)]
+        if i > r0:
+            s = sumexp_write_prev(xi, m, nxt, x[i - 1], out[i - 1], m_prev, log_s_prev)
+        else:
+            s = row_shifted_sumexp(xi, m, nxt)
+        m_prev = m
+        log_s_prev = like(m, flog(s))
+    if r1 > r0:
+        stream_affine(x[r1 - 1], out[r1 - 1], m_prev, like(m_prev, 1.0), log_s_prev)
+    store_fence()
+
+
 @kernel(parallel=True)
 def log_softmax_rows(x, out):
     """``out[i] = log_softmax(x[i])`` for every row of a C-contiguous 2-D array."""
@@ -229,9 +278,7 @@ def log_softmax_rows(x, out):
     nchunk = row_chunks(rows)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, rows)
-        for i in range(r0, r1):
-            row_log_softmax(x[i], out[i], x[min(i + 1, rows - 1)])
-        store_fence()
+        log_softmax_block(x, out, r0, r1)
 
 
 @kernel(parallel=True)
