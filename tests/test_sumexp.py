@@ -12,8 +12,9 @@ directly, against references computed by NumPy in long double:
 - ``-inf`` entries add (almost) nothing, a NaN makes the sum NaN, an empty row sums to 0;
 - ``exp_store_sum`` (softmax) stores output values: within 2 ulp down to the smallest
   denormal, ``exp(-inf) = 0``, and returns the sum of exactly what it stored;
-- ``sumexp_write_prev`` (log_softmax's pipeline) gives the bits of the separate passes for
-  every length and every alignment of the output row, in place too.
+- ``sumexp_write_prev`` and ``exp_store_write_prev`` (the log_softmax and softmax
+  pipelines) give the bits of the separate passes for every length and every alignment of
+  the output row, in place too.
 """
 
 from __future__ import annotations
@@ -23,8 +24,14 @@ import pytest
 
 from fastlsm._jit import kernel
 from fastlsm._kernels.math import like
-from fastlsm._kernels.normalize import SCRATCH, block_sumexp, exp_store_sum, sumexp_write_prev
-from fastlsm._kernels.stream import store_fence, stream_affine
+from fastlsm._kernels.normalize import (
+    SCRATCH,
+    block_sumexp,
+    exp_store_sum,
+    exp_store_write_prev,
+    sumexp_write_prev,
+)
+from fastlsm._kernels.stream import store_fence, stream_affine, stream_divide
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
@@ -226,3 +233,34 @@ def test_fused_write_to_an_array_not_aligned_to_its_itemsize(rng):
     write_separately(px, want, np.float32(0.5), np.float32(2.0))
     assert write_prev(x, x.max(), px, po, np.float32(0.5), np.float32(2.0)) == sumexp(x, x.max())
     np.testing.assert_array_equal(po, want)
+
+
+@kernel
+def store_write_prev(x, m, buf, pbuf, po, s_prev):
+    return exp_store_write_prev(x, m, buf, None, pbuf, po, s_prev)
+
+
+@kernel
+def divide_separately(pbuf, po, s_prev):
+    zero = like(pbuf, 0.0)
+    stream_divide(pbuf, po, zero, s_prev, zero)
+    store_fence()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_softmax_write_matches_separate_passes(dtype, rng):
+    for n in (0, 1, 15, 16, 17, 255, 257, 271, 300, 1000, 4099):
+        x = (3 * rng.standard_normal(n)).astype(dtype)
+        pbuf = rng.random(n).astype(dtype)
+        m = x.max() if n else dtype(0.0)
+        s_prev = 7.25 + float(rng.random())
+        want_buf = np.empty_like(x)
+        want_sum = store_row(x, m, want_buf)
+        want = np.empty_like(pbuf)
+        divide_separately(pbuf, want, s_prev)
+        for offset in range(0, 16, 5):
+            buf = np.empty_like(x)
+            po = _misaligned(np.full(n, np.nan, dtype), offset)
+            assert store_write_prev(x, m, buf, pbuf, po, s_prev) == want_sum, (n, offset)
+            np.testing.assert_array_equal(buf, want_buf)
+            np.testing.assert_array_equal(po, want, err_msg=f"n={n} offset={offset}")

@@ -14,7 +14,11 @@ in three passes over cache-resident data (a 32k-float row is 128 KiB):
    register-resident loop (``sumexp.sumexp_f32``); for float64 exponentials mapped into an
    L1 scratch chunk, then summed with compensation (``block_sum``);
 3. the output, written with streaming stores: ``(x - m) - log(s)``, or ``exp(x - m) / s``
-   from the row-sized scratch of pass 2 (softmax).
+   from the row-sized scratch of pass 2 (softmax). The row kernels run this pass of row
+   ``i - 1`` inside pass 2 of row ``i`` (one loop, :func:`sumexp_write_prev`,
+   :func:`exp_store_write_prev`), so that one row's write traffic overlaps the next row's
+   arithmetic; the one-row functions (:func:`row_log_softmax`, :func:`row_softmax`) define
+   the arithmetic and the tests hold the pipelined kernels to their bits.
 The subtraction ``x - m`` comes first, so values near the maximum keep every bit even for
 logits like 1e4 or 1e30 (``(x - m) - log(s)``, never ``x - (m + log(s))``).
 
@@ -35,7 +39,12 @@ from numba.extending import overload
 from .._jit import JIT_OPTIONS, kernel
 from .math import fexp, fexp_sum, flog, fmax, like, neumaier_add, neumaier_result
 from .stream import block_sum, prefetch, store_fence, stream_affine, stream_divide
-from .sumexp import expsum_store_f32, sumexp_f32, sumexp_write_prev_f32
+from .sumexp import (
+    expsum_store_f32,
+    expsum_store_write_prev_f32,
+    sumexp_f32,
+    sumexp_write_prev_f32,
+)
 
 
 @kernel
@@ -281,17 +290,66 @@ def log_softmax_rows(x, out):
         log_softmax_block(x, out, r0, r1)
 
 
+def exp_store_write_prev(x, m, buf, nxt, pbuf, po, s_prev):
+    """``exp_store_sum(x, m, buf, nxt)`` (the same bits), and meanwhile the previous row's
+    softmax: ``po = pbuf / s_prev``, streamed (``stream_divide(pbuf, po, 0, s_prev, 0)``).
+
+    float32: one loop interleaving both (:func:`sumexp.expsum_store_write_prev_f32`);
+    float64: the two in sequence.
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(exp_store_write_prev, jit_options=JIT_OPTIONS)
+def _exp_store_write_prev_impl(x, m, buf, nxt, pbuf, po, s_prev):
+    if x.dtype == types.float32:
+        return lambda x, m, buf, nxt, pbuf, po, s_prev: expsum_store_write_prev_f32(
+            x, m, buf, nxt, pbuf, po, s_prev
+        )
+
+    def impl(x, m, buf, nxt, pbuf, po, s_prev):
+        stream_divide(pbuf, po, like(m, 0.0), s_prev, like(m, 0.0))
+        return exp_store_sum(x, m, buf, nxt)
+
+    return impl
+
+
+@kernel
+def softmax_block(x, out, r0, r1):
+    """``out[i] = softmax(x[i])`` for rows ``r0 <= i < r1``, as a software pipeline.
+
+    Row ``i``'s exponentials go to one of two row buffers while the other one's row
+    (``i - 1``) is divided by its sum and streamed to ``out`` in the same loop
+    (:func:`exp_store_write_prev`). Every row gets exactly the arithmetic of
+    :func:`row_softmax`.
+    """
+    rows, cols = x.shape
+    buf = np.empty((2, cols), x.dtype)
+    s_prev = 1.0
+    for i in range(r0, r1):
+        xi = x[i]
+        m = row_max(xi)
+        nxt = x[min(i + 1, rows - 1)]
+        cur = buf[(i - r0) % 2]
+        if i > r0:
+            s_prev = exp_store_write_prev(xi, m, cur, nxt, buf[(i - r0 + 1) % 2], out[i - 1],
+                                          s_prev)
+        else:
+            s_prev = exp_store_sum(xi, m, cur, nxt)
+    if r1 > r0:
+        m0 = like(x, 0.0)
+        stream_divide(buf[(r1 - 1 - r0) % 2], out[r1 - 1], m0, s_prev, m0)
+    store_fence()
+
+
 @kernel(parallel=True)
 def softmax_rows(x, out):
     """``out[i] = softmax(x[i])`` for every row of a C-contiguous 2-D array."""
     rows = x.shape[0]
     nchunk = row_chunks(rows)
     for c in prange(nchunk):
-        buf = np.empty(x.shape[1], x.dtype)
         r0, r1 = chunk_rows(c, nchunk, rows)
-        for i in range(r0, r1):
-            row_softmax(x[i], out[i], buf, x[min(i + 1, rows - 1)])
-        store_fence()
+        softmax_block(x, out, r0, r1)
 
 
 @kernel(parallel=True)

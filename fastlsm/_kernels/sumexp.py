@@ -159,10 +159,11 @@ def _row_pass(context, builder, xa, m_v, na, oa=None, prev=None):
     """Emit the exp-sum of row ``xa`` (float64), prefetching row ``na`` (or None) meanwhile.
 
     With ``oa`` (a row of the same length), the exponentials are output values
-    (:func:`_vector_exp_out`) and are also stored to ``oa``. With ``prev = (pxa, poa, a, b)``
-    (rows of the same length as ``xa``, float32 scalars ``a``, ``b``), the loop also writes
-    ``poa[j] = (pxa[j] - a) - b`` for every j: streaming stores on the 64-byte aligned part
-    of ``poa``, plain stores on the (at most 15-element) head and the tail.
+    (:func:`_vector_exp_out`) and are also stored to ``oa``. With ``prev = (pxa, poa, a, s,
+    b)`` (rows of the same length as ``xa``; float32 scalars; ``s`` None for 1), the loop also
+    writes ``poa[j] = (pxa[j] - a) / s - b`` for every j (the arithmetic of
+    ``stream.stream_affine`` / ``stream_divide``): streaming stores on the 64-byte aligned
+    part of ``poa``, plain stores on the (at most 15-element) head and the last partial line.
     """
     vexp = _vector_exp if oa is None else _vector_exp_out
     intp = context.get_value_type(types.intp)
@@ -200,8 +201,14 @@ def _row_pass(context, builder, xa, m_v, na, oa=None, prev=None):
         builder.store(builder.fadd(builder.load(acc), builder.fpext(acc32, f64vec)), acc)
 
     if prev is not None:
-        pxa, poa, pa, pb = prev
+        pxa, poa, pa, ps, pb = prev
         pa_vec, pb_vec = _splat(builder, pa, f32vec), _splat(builder, pb, f32vec)
+        ps_vec = None if ps is None else _splat(builder, ps, f32vec)
+
+        def affine(v, a, s_, b):
+            v = builder.fsub(v, a)
+            return builder.fsub(v if s_ is None else builder.fdiv(v, s_), b)
+
         # head: elements of poa before its first 64-byte boundary (all of it if poa is not
         # even 4-byte aligned); the vector body writes [head, head + nwrite * CHUNK)
         addr = builder.ptrtoint(poa.data, intp)
@@ -234,7 +241,7 @@ def _row_pass(context, builder, xa, m_v, na, oa=None, prev=None):
                     if write:  # the previous row's output, one aligned line per vector
                         jp = builder.add(j, head)
                         v = builder.load(builder.bitcast(builder.gep(pxa.data, [jp]), vptr), align=4)
-                        y = builder.fsub(builder.fsub(v, pa_vec), pb_vec)
+                        y = affine(v, pa_vec, ps_vec, pb_vec)
                         st = builder.store(y, builder.bitcast(builder.gep(poa.data, [jp]), vptr),
                                            align=64)
                         st.set_metadata("nontemporal", nontemporal)
@@ -257,10 +264,27 @@ def _row_pass(context, builder, xa, m_v, na, oa=None, prev=None):
             with cgutils.for_range(builder, builder.sub(stop, start), intp=intp) as loop:
                 j = builder.add(start, loop.index)
                 v = builder.load(builder.gep(pxa.data, [j]))
-                builder.store(builder.fsub(builder.fsub(v, pa), pb), builder.gep(poa.data, [j]))
+                builder.store(affine(v, pa, ps, pb), builder.gep(poa.data, [j]))
 
         scalar_writes(zero, head)
-        scalar_writes(builder.add(head, builder.mul(nwrite, ir.Constant(intp, CHUNK))), n)
+        # the tail: whole lines (aligned, since the body ends on a line) streamed, then one
+        # masked vector
+        tail = builder.add(head, builder.mul(nwrite, ir.Constant(intp, CHUNK)))
+        nline = builder.sdiv(builder.sub(n, tail), ir.Constant(intp, WIDTH))
+        with cgutils.for_range(builder, nline, intp=intp) as loop:
+            j = builder.add(tail, builder.mul(loop.index, ir.Constant(intp, WIDTH)))
+            v = builder.load(builder.bitcast(builder.gep(pxa.data, [j]), vptr), align=4)
+            st = builder.store(affine(v, pa_vec, ps_vec, pb_vec),
+                               builder.bitcast(builder.gep(poa.data, [j]), vptr), align=64)
+            st.set_metadata("nontemporal", nontemporal)
+        j = builder.add(tail, builder.mul(nline, ir.Constant(intp, WIDTH)))
+        with builder.if_then(builder.icmp_signed("<", j, n)):
+            mask = builder.icmp_signed("<", lanes, _splat(builder, builder.sub(n, j), ivec))
+            v = builder.call(masked_load, [builder.bitcast(builder.gep(pxa.data, [j]), vptr),
+                                           ir.Constant(i32, 4), mask, zero32])
+            builder.call(masked_store, [affine(v, pa_vec, ps_vec, pb_vec),
+                                        builder.bitcast(builder.gep(poa.data, [j]), vptr),
+                                        ir.Constant(i32, 4), mask])
 
     # The rest (< CHUNK elements): vectors in order into one float32 accumulator, the last
     # one loaded under a mask (missing lanes add an exact 0).
@@ -370,6 +394,34 @@ def sumexp_write_prev_f32(typingctx, x, m, nxt, px, po, a, b):
         m_v = context.cast(builder, args[1], sig[1], types.float32)
         a_v = context.cast(builder, args[5], sig[5], types.float32)
         b_v = context.cast(builder, args[6], sig[6], types.float32)
-        return _row_pass(context, builder, xa, m_v, na, None, (pxa, poa, a_v, b_v))
+        return _row_pass(context, builder, xa, m_v, na, None, (pxa, poa, a_v, None, b_v))
 
     return types.float64(x, m, nxt, px, po, a, b), codegen
+
+
+@intrinsic
+def expsum_store_write_prev_f32(typingctx, x, m, out, nxt, pbuf, po, s_prev):
+    """:func:`expsum_store_f32` (the same bits) while writing the previous row's softmax:
+    ``po[j] = pbuf[j] / s_prev`` for every j (``s_prev`` converted to float32; the result of
+    ``stream.stream_divide(pbuf, po, 0, s_prev, 0)``), streamed as in
+    :func:`sumexp_write_prev_f32`. ``pbuf`` and ``po`` are float32 rows of ``x``'s length,
+    distinct from ``out``; the caller issues ``stream.store_fence`` after its last row.
+    """
+    has_next = not isinstance(nxt, (types.NoneType, types.Omitted))
+    if not (_is_row(x) and _is_row(out) and (_is_row(nxt) or not has_next) and _is_row(pbuf)
+            and _is_row(po) and all(isinstance(v, (types.Float, types.Integer)) for v in (m, s_prev))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        xa = context.make_array(sig[0])(context, builder, args[0])
+        oa = context.make_array(sig[2])(context, builder, args[2])
+        na = context.make_array(sig[3])(context, builder, args[3]) if has_next else None
+        pxa = context.make_array(sig[4])(context, builder, args[4])
+        poa = context.make_array(sig[5])(context, builder, args[5])
+        m_v = context.cast(builder, args[1], sig[1], types.float32)
+        s_v = context.cast(builder, args[6], sig[6], types.float32)
+        zero = ir.Constant(ir.FloatType(), 0.0)
+        return _row_pass(context, builder, xa, m_v, na, oa, (pxa, poa, zero, s_v, zero))
+
+    return types.float64(x, m, out, nxt, pbuf, po, s_prev), codegen
