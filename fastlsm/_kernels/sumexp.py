@@ -318,6 +318,28 @@ def _row_pass(context, builder, xa, m_v, na, oa=None, prev=None):
     return builder.extract_element(v, ir.Constant(i32, 0))
 
 
+def _unpack(context, builder, signature, args):
+    """Each argument as an array structure (rows), None (an absent row), or a float32."""
+    out = []
+    for ty, value in zip(signature.args, args):
+        if isinstance(ty, types.Array):
+            out.append(context.make_array(ty)(context, builder, value))
+        elif isinstance(ty, (types.NoneType, types.Omitted)):
+            out.append(None)
+        else:
+            out.append(context.cast(builder, value, ty, types.float32))
+    return out
+
+
+def _typed(rows=(), optional=(), scalars=()):
+    """Whether the arguments fit: float32 rows, rows or None, real scalars."""
+    return (
+        all(_is_row(r) for r in rows)
+        and all(_is_row(r) or isinstance(r, (types.NoneType, types.Omitted)) for r in optional)
+        and all(isinstance(v, (types.Float, types.Integer)) for v in scalars)
+    )
+
+
 @intrinsic
 def sumexp_f32(typingctx, x, m, nxt):
     """``sum(exp(x - m))`` in float64 for a 1-D C-contiguous float32 array ``x``.
@@ -328,15 +350,11 @@ def sumexp_f32(typingctx, x, m, nxt):
     same offsets, so that its reads from memory overlap this row's arithmetic. Prefetching
     never changes a result.
     """
-    has_next = not isinstance(nxt, (types.NoneType, types.Omitted))
-    if not (_is_row(x) and (_is_row(nxt) or not has_next)
-            and isinstance(m, (types.Float, types.Integer))):
+    if not _typed((x,), (nxt,), (m,)):
         return None
 
     def codegen(context, builder, signature, args):
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        na = context.make_array(signature.args[2])(context, builder, args[2]) if has_next else None
-        m_v = context.cast(builder, args[1], signature.args[1], types.float32)
+        xa, m_v, na = _unpack(context, builder, signature, args)
         return _row_pass(context, builder, xa, m_v, na)
 
     return types.float64(x, m, nxt), codegen
@@ -352,16 +370,11 @@ def expsum_store_f32(typingctx, x, m, out, nxt):
     taken over them in the order of :func:`sumexp_f32`. ``nxt`` (a float32 row, or None) is
     prefetched meanwhile.
     """
-    has_next = not isinstance(nxt, (types.NoneType, types.Omitted))
-    if not (_is_row(x) and _is_row(out) and (_is_row(nxt) or not has_next)
-            and isinstance(m, (types.Float, types.Integer))):
+    if not _typed((x, out), (nxt,), (m,)):
         return None
 
     def codegen(context, builder, signature, args):
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        oa = context.make_array(signature.args[2])(context, builder, args[2])
-        na = context.make_array(signature.args[3])(context, builder, args[3]) if has_next else None
-        m_v = context.cast(builder, args[1], signature.args[1], types.float32)
+        xa, m_v, oa, na = _unpack(context, builder, signature, args)
         return _row_pass(context, builder, xa, m_v, na, oa)
 
     return types.float64(x, m, out, nxt), codegen
@@ -380,20 +393,11 @@ def sumexp_write_prev_f32(typingctx, x, m, nxt, px, po, a, b):
     of alternating with it. Streaming stores are weakly ordered: the caller issues
     ``stream.store_fence`` after its last row.
     """
-    has_next = not isinstance(nxt, (types.NoneType, types.Omitted))
-    if not (_is_row(x) and (_is_row(nxt) or not has_next) and _is_row(px) and _is_row(po)
-            and all(isinstance(v, (types.Float, types.Integer)) for v in (m, a, b))):
+    if not _typed((x, px, po), (nxt,), (m, a, b)):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        xa = context.make_array(sig[0])(context, builder, args[0])
-        na = context.make_array(sig[2])(context, builder, args[2]) if has_next else None
-        pxa = context.make_array(sig[3])(context, builder, args[3])
-        poa = context.make_array(sig[4])(context, builder, args[4])
-        m_v = context.cast(builder, args[1], sig[1], types.float32)
-        a_v = context.cast(builder, args[5], sig[5], types.float32)
-        b_v = context.cast(builder, args[6], sig[6], types.float32)
+        xa, m_v, na, pxa, poa, a_v, b_v = _unpack(context, builder, signature, args)
         return _row_pass(context, builder, xa, m_v, na, None, (pxa, poa, a_v, None, b_v))
 
     return types.float64(x, m, nxt, px, po, a, b), codegen
@@ -407,20 +411,11 @@ def expsum_store_write_prev_f32(typingctx, x, m, out, nxt, pbuf, po, s_prev):
     :func:`sumexp_write_prev_f32`. ``pbuf`` and ``po`` are float32 rows of ``x``'s length,
     distinct from ``out``; the caller issues ``stream.store_fence`` after its last row.
     """
-    has_next = not isinstance(nxt, (types.NoneType, types.Omitted))
-    if not (_is_row(x) and _is_row(out) and (_is_row(nxt) or not has_next) and _is_row(pbuf)
-            and _is_row(po) and all(isinstance(v, (types.Float, types.Integer)) for v in (m, s_prev))):
+    if not _typed((x, out, pbuf, po), (nxt,), (m, s_prev)):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        xa = context.make_array(sig[0])(context, builder, args[0])
-        oa = context.make_array(sig[2])(context, builder, args[2])
-        na = context.make_array(sig[3])(context, builder, args[3]) if has_next else None
-        pxa = context.make_array(sig[4])(context, builder, args[4])
-        poa = context.make_array(sig[5])(context, builder, args[5])
-        m_v = context.cast(builder, args[1], sig[1], types.float32)
-        s_v = context.cast(builder, args[6], sig[6], types.float32)
+        xa, m_v, oa, na, pxa, poa, s_v = _unpack(context, builder, signature, args)
         zero = ir.Constant(ir.FloatType(), 0.0)
         return _row_pass(context, builder, xa, m_v, na, oa, (pxa, poa, zero, s_v, zero))
 
