@@ -561,6 +561,33 @@ def _finish_reduction(reduction, work, n, den, loss):
 
 
 @kernel
+def _loss_buffer(reduction, work, n):
+    """Where per-row losses go before a mean/sum: ``work`` if it is big enough, else a new
+    float64 ``[n]`` (reduction "none" writes ``loss`` directly and needs none)."""
+    if reduction != NONE and work.size < n:
+        return np.empty(n, np.float64)
+    return work
+
+
+@kernel
+def _keep_loss(reduction, loss, work, i, v):
+    """Row ``i``'s loss: to ``loss[i]`` (reduction "none") or to ``work[i]`` (mean/sum)."""
+    if reduction == NONE:
+        loss[i] = v
+    else:
+        work[i] = v
+
+
+@kernel
+def _token_scales(i, token_weight, grad_output, scale):
+    """``(tw, a)``: row ``i``'s token weight (1 when absent) and its gradient scale,
+    ``grad_output[i]`` (reduction "none" with per-token grad_output) or ``scale``, times tw."""
+    tw = np.float64(token_weight[i]) if token_weight.size > 0 else 1.0
+    a = np.float64(grad_output[i]) if grad_output.size > 0 else scale
+    return tw, a * tw
+
+
+@kernel
 def _weight_sum(weight, cols):
     if weight.size == 0:
         return np.float64(cols)
@@ -636,11 +663,8 @@ def cross_entropy_rows(
     wsum = _weight_sum(weight, c)
     want_grad = grad.shape[0] > 0
     want_lse = lse.size > 0
-    per_token = grad_output.size > 0
-    htw = token_weight.size > 0
     scale = grad_scale / den if reduction == MEAN else grad_scale
-    if reduction != NONE and work.size < n:
-        work = np.empty(n, np.float64)
+    work = _loss_buffer(reduction, work, n)
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
@@ -653,8 +677,7 @@ def cross_entropy_rows(
                 if want_grad:
                     _zero(grad[i])
             else:
-                tw = np.float64(token_weight[i]) if htw else 1.0
-                a = (np.float64(grad_output[i]) if per_token else scale) * tw
+                tw, a = _token_scales(i, token_weight, grad_output, scale)
                 v, ls = _index_row(
                     logits[i], t, grad[i] if want_grad else logits[i], want_grad,
                     weight, wsum, label_smoothing, z_loss, softcap, a,
@@ -663,10 +686,7 @@ def cross_entropy_rows(
                 v *= tw
                 if want_lse:
                     lse[i] = ls
-            if reduction == NONE:
-                loss[i] = v
-            else:
-                work[i] = v
+            _keep_loss(reduction, loss, work, i, v)
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)
 
@@ -797,13 +817,10 @@ def cross_entropy_probs_rows(
         den = np.float64(n)
     want_grad = grad.shape[0] > 0
     want_lse = lse.size > 0
-    per_token = grad_output.size > 0
     scale = grad_scale / den if reduction == MEAN else grad_scale
-    if reduction != NONE and work.size < n:
-        work = np.empty(n, np.float64)
+    work = _loss_buffer(reduction, work, n)
     for i in prange(n):
-        tw = np.float64(token_weight[i]) if htw else 1.0
-        a = (np.float64(grad_output[i]) if per_token else scale) * tw
+        tw, a = _token_scales(i, token_weight, grad_output, scale)
         v, ls = _probs_row(
             logits[i], target[i], grad[i] if want_grad else logits[i], want_grad,
             weight, label_smoothing, z_loss, softcap, a,
@@ -811,10 +828,7 @@ def cross_entropy_probs_rows(
         v *= tw
         if want_lse:
             lse[i] = ls
-        if reduction == NONE:
-            loss[i] = v
-        else:
-            work[i] = v
+        _keep_loss(reduction, loss, work, i, v)
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)
 
@@ -868,8 +882,7 @@ def nll_loss_rows(
     hw = weight.size > 0
     htw = token_weight.size > 0
     scale = grad_scale / den if reduction == MEAN else grad_scale
-    if reduction != NONE and work.size < n:
-        work = np.empty(n, np.float64)
+    work = _loss_buffer(reduction, work, n)
     for i in prange(n):
         t = np.int64(target[i])
         v = 0.0
@@ -884,9 +897,6 @@ def nll_loss_rows(
             if t != ignore_index:
                 a = np.float64(grad_output[i]) if per_token else scale
                 grad[i, t] = -a * tw * wt
-        if reduction == NONE:
-            loss[i] = v
-        else:
-            work[i] = v
+        _keep_loss(reduction, loss, work, i, v)
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)
