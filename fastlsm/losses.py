@@ -43,7 +43,7 @@ import numpy as np
 
 from . import _jit
 from ._kernels import cross_entropy as _k
-from ._validate import as_rows, axis_index, float_array
+from ._validate import as_rows, axis_index, float_array, fresh_output
 
 __all__ = [
     "CrossEntropyResult",
@@ -266,7 +266,8 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             grad = rows  # a view of x, or the private copy stored back below
             grad_arr = x
         else:
-            moved = np.empty(s.outer + (c,), dt)
+            _jit.use_threads(rows.size)
+            moved = fresh_output(s.outer + (c,), dt)
             grad = moved.reshape(n, c)
             grad_arr = moved if s.ax == x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
     _jit.use_threads(rows.size)

@@ -24,14 +24,24 @@ import numpy as np
 
 from . import _jit
 from ._kernels import normalize as _k
-from ._validate import as_rows, axis_index, check_out, float_array, overlaps, rows_out, store_rows
+from ._validate import (
+    as_rows,
+    axis_index,
+    check_out,
+    float_array,
+    fresh_output,
+    overlaps,
+    rows_out,
+    store_rows,
+)
 
 
 def _elementwise(kernel, x, axis, out):
     x = float_array(x, "x")
     ax = axis_index(axis, x.ndim)
+    _jit.use_threads(x.size)
     if out is None:
-        out = np.empty(x.shape, x.dtype)
+        out = fresh_output(x.shape, x.dtype)
     else:
         check_out(out, x.shape, x.dtype)
         if overlaps(x, out):  # partial overlap: read from a private copy
@@ -40,7 +50,6 @@ def _elementwise(kernel, x, axis, out):
         return out
     rows = as_rows(x, ax)
     target, is_view = rows_out(out, ax)
-    _jit.use_threads(x.size)
     kernel(rows, target)
     if not is_view:
         store_rows(out, ax, target)

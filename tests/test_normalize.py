@@ -893,3 +893,25 @@ def test_pipelined_rows_give_the_bits_of_the_row_functions(shape, dtype, rng):
         inplace = x.copy()
         kernel(inplace, inplace)
         assert same_bits(inplace, want)
+
+
+def test_touch_pages_writes_one_zero_per_2mib_and_nothing_else():
+    from fastlsm._kernels.stream import HUGE_PAGE, touch_pages
+
+    for n in (0, 1, HUGE_PAGE - 1, HUGE_PAGE, HUGE_PAGE + 1, 5 * HUGE_PAGE // 2):
+        buf = np.full(n + 64, 7, np.uint8)  # 64 guard bytes past the end
+        touch_pages(buf[:n])
+        zeros = np.flatnonzero(buf == 0)
+        np.testing.assert_array_equal(zeros, np.arange(0, n, HUGE_PAGE))
+
+
+def test_large_fresh_outputs_are_prefaulted_and_exact(rng):
+    from fastlsm._validate import PREFAULT_BYTES
+
+    x = rng.standard_normal((9, PREFAULT_BYTES // 4 // 9 + 5)).astype(np.float32)
+    assert x.nbytes >= PREFAULT_BYTES
+    for name in ("log_softmax", "softmax"):
+        fn = getattr(fastlsm, name)
+        want = np.empty_like(x)
+        fn(x, out=want)
+        assert same_bits(fn(x), want)
