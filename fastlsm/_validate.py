@@ -17,6 +17,8 @@ try:  # NumPy >= 2
 except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core.multiarray import normalize_axis_index
 
+from ._kernels.stream import touch_pages
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
@@ -107,8 +109,6 @@ def fresh_output(shape, dtype) -> np.ndarray:
     """
     out = np.empty(shape, dtype)
     if out.nbytes >= PREFAULT_BYTES:
-        from ._kernels.stream import touch_pages
-
         touch_pages(out.reshape(-1).view(np.uint8))
     return out
 

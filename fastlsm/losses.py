@@ -257,6 +257,7 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     lse = np.empty(n, dt) if return_lse else np.empty(0, dt)
     grad_arr = None
+    _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
         grad = np.empty((0, c), dt)
         scale, per_token = 1.0, _EMPTY
@@ -266,11 +267,9 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             grad = rows  # a view of x, or the private copy stored back below
             grad_arr = x
         else:
-            _jit.use_threads(rows.size)
             moved = fresh_output(s.outer + (c,), dt)
             grad = moved.reshape(n, c)
             grad_arr = moved if s.ax == x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
-    _jit.use_threads(rows.size)
     if s.soft:
         status = _k.cross_entropy_probs_rows(
             rows, s.target, s.weight, s.token_weight, eps, z, cap, s.reduction,
@@ -489,6 +488,7 @@ def _nll(s: _Setup, grad_mode, grad_output):
     loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     grad_arr = None
+    _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
         grad = np.empty((0, c), dt)
         scale, per_token = 1.0, _EMPTY
