@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark cross_entropy forward and cross_entropy_with_grad(inplace=True) against NumPy and PyTorch.
 
-Same harness, shapes and roofline as `fastlsm bench` (see fastlsm/bench.py), restricted to
+Same harness, shapes and ceilings as `fastlsm bench` (see fastlsm/bench/), restricted to
 this family; every `fastlsm bench` option works (a later `--only` overrides the family):
 
     python bench/bench_cross_entropy.py                        # default shapes, table on stdout

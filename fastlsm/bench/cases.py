@@ -1,0 +1,269 @@
+"""The declared benchmark cases: shapes per family and one :class:`KernelSpec` per kernel.
+
+To add a kernel: write a setup ``(inputs) -> {provider: Provider}`` (``fastlsm`` first,
+then ``numpy`` / ``torch`` / ``hf`` where they exist; ``inputs.torch`` is None when PyTorch is
+not used), then append a :class:`KernelSpec` to :data:`KERNELS`, with its family's shapes in
+:data:`SHAPES` (or its own ``shapes=``). Rows of ``fastlsm bench`` follow this order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import fastlsm
+
+from . import baselines as npb
+from .baselines import widened
+from .registry import Inputs, KernelSpec, Provider
+
+ONE_ROW = [(1, 32000), (1, 128256)]
+IN_CACHE = [(64, 32000), (64, 128256)]
+LARGE = [(4096, 32000), (512, 128256)]
+
+SHAPES = {
+    "normalize": {"default": ONE_ROW + IN_CACHE + LARGE, "quick": [(1, 1000), (64, 4096)]},
+    "cross_entropy": {"default": IN_CACHE[:1] + LARGE, "quick": [(128, 4096)]},
+    "beam_step": {"default": [(8, 4, 32000), (1, 8, 128256)], "quick": [(2, 4, 1000)]},
+    "sequence_logprobs": {"default": [(8, 512, 32000)], "quick": [(2, 64, 1000)]},
+}
+"""Shapes per family: [rows, vocab], [B, K, V] for beam_step, [B, T, V] for sequences.
+
+Default: one row (a server's per-token call), cache-resident blocks ([64, V]: what a server
+sees per step) and memory-bound sizes; ``quick``: seconds in all (tests, CI)."""
+
+FRESH_SHAPES = {"default": LARGE, "quick": [(64, 4096)]}
+"""Fresh-output log_softmax/softmax: where allocating the output costs (page faults)."""
+
+
+def _rows(shape: tuple) -> int:
+    return math.prod(shape[:-1])
+
+
+def _copy_bytes(shape: tuple, itemsize: int) -> int:  # logits read, same-size output written
+    return 2 * math.prod(shape) * itemsize
+
+
+def _read_bytes(shape: tuple, itemsize: int) -> int:  # logits read, one value per row written
+    return (math.prod(shape) + _rows(shape)) * itemsize
+
+
+# --------------------------------------------------------------------------- setups
+
+
+def _log_softmax(inputs: Inputs) -> dict:
+    x = inputs.logits()
+    p = {
+        "fastlsm": Provider(lambda: fastlsm.log_softmax(x)),
+        "numpy": Provider(widened(npb.log_softmax, x)),
+    }
+    if inputs.torch is not None:
+        torch, xt = inputs.torch, inputs.tensor(x)
+        p["torch"] = Provider(lambda: torch.log_softmax(xt, -1))
+    return p
+
+
+def _log_softmax_out(inputs: Inputs) -> dict:
+    x, out = inputs.logits(), inputs.out()
+    p = {"fastlsm": Provider(lambda: fastlsm.log_softmax(x, out=out))}
+    if x.dtype.itemsize > 2:  # NumPy has no 16-bit out= idiom worth timing
+        p["numpy"] = Provider(lambda: npb.log_softmax(x, out=out))
+    if inputs.torch is not None:
+        torch, xt, ot = inputs.torch, inputs.tensor(x), inputs.tensor(out)
+        p["torch"] = Provider(lambda: torch.log_softmax(xt, -1, out=ot))
+    return p
+
+
+def _softmax(inputs: Inputs) -> dict:
+    x = inputs.logits()
+    p = {
+        "fastlsm": Provider(lambda: fastlsm.softmax(x)),
+        "numpy": Provider(widened(npb.softmax, x)),
+    }
+    if inputs.torch is not None:
+        torch, xt = inputs.torch, inputs.tensor(x)
+        p["torch"] = Provider(lambda: torch.softmax(xt, -1))
+    return p
+
+
+def _softmax_out(inputs: Inputs) -> dict:
+    x, out = inputs.logits(), inputs.out()
+    p = {"fastlsm": Provider(lambda: fastlsm.softmax(x, out=out))}
+    if x.dtype.itemsize > 2:
+        p["numpy"] = Provider(lambda: npb.softmax(x, out=out))
+    if inputs.torch is not None:
+        torch, xt, ot = inputs.torch, inputs.tensor(x), inputs.tensor(out)
+        p["torch"] = Provider(lambda: torch.softmax(xt, -1, out=ot))
+    return p
+
+
+def _logsumexp(inputs: Inputs) -> dict:
+    x = inputs.logits()
+    p = {
+        "fastlsm": Provider(lambda: fastlsm.logsumexp(x)),
+        "numpy": Provider(widened(npb.lse, x)),
+    }
+    if inputs.torch is not None:
+        torch, xt = inputs.torch, inputs.tensor(x)
+        p["torch"] = Provider(lambda: torch.logsumexp(xt, -1))
+    return p
+
+
+def _cross_entropy(inputs: Inputs) -> dict:
+    x, t = inputs.logits(), inputs.targets()
+    p = {
+        "fastlsm": Provider(lambda: fastlsm.cross_entropy(x, t)),
+        "numpy": Provider(widened(npb.cross_entropy, x, t)),
+    }
+    if inputs.torch is not None:
+        import torch.nn.functional as F
+
+        xt, tt = inputs.tensor(x), inputs.tensor(t)
+        p["torch"] = Provider(lambda: F.cross_entropy(xt, tt))
+    return p
+
+
+def _cross_entropy_grad(inputs: Inputs) -> dict:
+    x, t = inputs.logits(), inputs.targets()
+    buf = inputs.out()  # the in-place call overwrites it: refilled (untimed) before every call
+
+    p = {
+        "fastlsm": Provider(
+            lambda: fastlsm.cross_entropy_with_grad(buf, t, inplace=True),
+            prepare=lambda: np.copyto(buf, x),
+        ),
+        "numpy": Provider(widened(npb.cross_entropy_with_grad, x, t)),
+    }
+    if inputs.torch is not None:
+        import torch.nn.functional as F
+
+        xt, tt = inputs.tensor(x).requires_grad_(), inputs.tensor(t)
+
+        def clear() -> None:
+            xt.grad = None
+
+        p["torch"] = Provider(lambda: F.cross_entropy(xt, tt).backward(), prepare=clear)
+    return p
+
+
+def _beam_step(inputs: Inputs) -> dict:
+    x = inputs.logits()
+    s = inputs.pool.scores(inputs.shape[:2])
+    b, k, v = inputs.shape
+    p = {
+        "fastlsm": Provider(lambda: fastlsm.beam_step(x, s)),
+        "numpy": Provider(widened(npb.beam_step, x, s)),
+    }
+    if inputs.torch is not None:
+        torch, xt, st = inputs.torch, inputs.tensor(x), inputs.tensor(s)
+
+        def torch_beam():
+            cand = torch.log_softmax(xt, -1) + st[..., None]
+            vals, idx = cand.view(b, k * v).topk(2 * k, dim=1)
+            return vals, idx % v, idx // v
+
+        p["torch"] = Provider(torch_beam)
+    return p
+
+
+def _sequence_logprobs(inputs: Inputs) -> dict:
+    x, tok = inputs.logits(), inputs.targets()
+    p = {
+        "fastlsm": Provider(lambda: fastlsm.sequence_logprobs(x, tok)),
+        "numpy": Provider(widened(npb.sequence_logprobs, x, tok)),
+    }
+    if inputs.torch is not None:
+        torch, xt, tt = inputs.torch, inputs.tensor(x), inputs.tensor(tok)
+
+        def torch_seq():
+            lp = torch.log_softmax(xt, -1).gather(-1, tt[..., None])[..., 0]
+            return lp, lp.sum(-1)
+
+        p["torch"] = Provider(torch_seq)
+    return p
+
+
+# --------------------------------------------------------------------------- the registry
+
+KERNELS = [
+    KernelSpec(
+        "log_softmax_out",
+        "normalize",
+        label="log_softmax(out=)",
+        ceiling="copy",
+        nbytes=_copy_bytes,
+        setup=_log_softmax_out,
+    ),
+    KernelSpec(
+        "softmax_out",
+        "normalize",
+        label="softmax(out=)",
+        ceiling="copy",
+        nbytes=_copy_bytes,
+        setup=_softmax_out,
+    ),
+    KernelSpec(
+        "log_softmax",
+        "normalize",
+        label="log_softmax",
+        ceiling="copy",
+        nbytes=_copy_bytes,
+        setup=_log_softmax,
+        shapes=FRESH_SHAPES,
+    ),
+    KernelSpec(
+        "softmax",
+        "normalize",
+        label="softmax",
+        ceiling="copy",
+        nbytes=_copy_bytes,
+        setup=_softmax,
+        shapes=FRESH_SHAPES,
+    ),
+    KernelSpec(
+        "logsumexp",
+        "normalize",
+        label="logsumexp",
+        ceiling="read",
+        nbytes=_read_bytes,
+        setup=_logsumexp,
+    ),
+    KernelSpec(
+        "cross_entropy",
+        "cross_entropy",
+        label="cross_entropy",
+        ceiling="read",
+        nbytes=lambda s, i: math.prod(s) * i + _rows(s) * 8,  # logits + int64 targets
+        setup=_cross_entropy,
+        requires=("cross_entropy",),
+    ),
+    KernelSpec(
+        "cross_entropy_grad",
+        "cross_entropy",
+        label="cross_entropy_with_grad(inplace)",
+        ceiling="copy",
+        nbytes=lambda s, i: 2 * math.prod(s) * i + _rows(s) * 8,  # logits in, grad over them
+        setup=_cross_entropy_grad,
+        requires=("cross_entropy_with_grad",),
+    ),
+    KernelSpec(
+        "beam_step",
+        "beam_step",
+        label="beam_step",
+        ceiling="read",
+        nbytes=lambda s, i: math.prod(s) * i + s[0] * s[1] * 4,  # logits + float32 scores
+        setup=_beam_step,
+        requires=("beam_step",),
+    ),
+    KernelSpec(
+        "sequence_logprobs",
+        "sequence_logprobs",
+        label="sequence_logprobs",
+        ceiling="read",
+        nbytes=lambda s, i: math.prod(s) * i + _rows(s) * (8 + i),  # logits, tokens, logprobs
+        setup=_sequence_logprobs,
+        requires=("sequence_logprobs",),
+    ),
+]
+"""Every benchmarked kernel, in table order."""
