@@ -118,27 +118,26 @@ def set_threads(threads: int | None, torch: object | None = None) -> int:
 
 
 def _probe(case: Case, providers: dict[str, Provider]) -> str | None:
-    """Call every provider once; drop peers that fail; why fastlsm cannot run, or None.
+    """Why fastlsm cannot run this case (None: it can); drops peers that cannot.
 
     fastlsm raising TypeError on a 16-bit dtype means the dtype is not supported yet: the
-    case is skipped with that line (other errors propagate: they are bugs).
+    case is skipped with that line (other errors propagate: they are bugs). Peers are tried
+    on 16-bit dtypes only (some have no 16-bit path); their calls are warm-ups anyway.
     """
-    for name in list(providers):
+    names = list(providers) if case.dtype.itemsize == 2 else ["fastlsm"]
+    for name in names:
         p = providers[name]
         try:
             if p.prepare is not None:
                 p.prepare()
             p.fn()
-        except TypeError as e:
-            if name == "fastlsm":
-                if case.dtype.itemsize > 2:
-                    raise
+        except Exception as e:
+            if name != "fastlsm":
+                del providers[name]  # a peer without this dtype: left out of the row
+            elif isinstance(e, TypeError) and case.dtype.itemsize == 2:
                 return f"not supported yet (fastlsm: {e})"
-            del providers[name]
-        except Exception:  # a peer without this dtype or shape: leave it out of the row
-            if name == "fastlsm":
+            else:
                 raise
-            del providers[name]
     return None
 
 

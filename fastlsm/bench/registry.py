@@ -14,6 +14,7 @@ import fnmatch
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -132,7 +133,7 @@ class Inputs:
         """Class indices of the batch shape (``shape[:-1]``), uniform over the vocabulary."""
         return self.pool.integers(self.shape[:-1], self.shape[-1])
 
-    def tensor(self, a: np.ndarray):
+    def tensor(self, a: np.ndarray) -> Any:
         """``a`` as a PyTorch tensor sharing its memory (bfloat16 through a uint16 view)."""
         torch = self.torch
         if a.dtype == DTYPES["bfloat16"]:
