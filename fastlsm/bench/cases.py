@@ -9,6 +9,7 @@ not used), then append a :class:`KernelSpec` to :data:`KERNELS`, with its family
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,7 +17,7 @@ import fastlsm
 
 from . import baselines as npb
 from .baselines import widened
-from .registry import Inputs, KernelSpec, Provider
+from .registry import Inputs, KernelSpec, Provider, Setup
 
 ONE_ROW = [(1, 32000), (1, 128256)]
 IN_CACHE = [(64, 32000), (64, 128256)]
@@ -52,70 +53,42 @@ def _read_bytes(shape: tuple, itemsize: int) -> int:  # logits read, one value p
 # --------------------------------------------------------------------------- setups
 
 
-def _log_softmax(inputs: Inputs) -> dict:
-    x = inputs.logits()
-    p = {
-        "fastlsm": Provider(lambda: fastlsm.log_softmax(x)),
-        "numpy": Provider(widened(npb.log_softmax, x)),
+def _beside_numpy(fast: Callable, numpy_fn: Callable, *args: object) -> dict:
+    """``fastlsm`` and ``numpy`` providers of ``fast(*args)`` and ``numpy_fn(*args)``."""
+    return {
+        "fastlsm": Provider(lambda: fast(*args)),
+        "numpy": Provider(widened(numpy_fn, *args)),
     }
-    if inputs.torch is not None:
-        torch, xt = inputs.torch, inputs.tensor(x)
-        p["torch"] = Provider(lambda: torch.log_softmax(xt, -1))
-    return p
 
 
-def _log_softmax_out(inputs: Inputs) -> dict:
-    x, out = inputs.logits(), inputs.out()
-    p = {"fastlsm": Provider(lambda: fastlsm.log_softmax(x, out=out))}
-    if x.dtype.itemsize > 2:  # NumPy has no 16-bit out= idiom worth timing
-        p["numpy"] = Provider(lambda: npb.log_softmax(x, out=out))
-    if inputs.torch is not None:
-        torch, xt, ot = inputs.torch, inputs.tensor(x), inputs.tensor(out)
-        p["torch"] = Provider(lambda: torch.log_softmax(xt, -1, out=ot))
-    return p
+def _normalizer(name: str, numpy_fn: Callable, out: bool = False) -> Setup:
+    """Setup of ``fastlsm.<name>(x)`` (``out=True``: into a preallocated output) beside
+    ``numpy_fn`` and ``torch.<name>(x, -1)``, which are given the same output."""
 
+    def setup(inputs: Inputs) -> dict:
+        x, fast = inputs.logits(), getattr(fastlsm, name)
+        if out:
+            o = inputs.out()
+            p = {"fastlsm": Provider(lambda: fast(x, out=o))}
+            if x.dtype.itemsize > 2:  # NumPy has no 16-bit out= idiom worth timing
+                p["numpy"] = Provider(lambda: numpy_fn(x, out=o))
+        else:
+            p = _beside_numpy(fast, numpy_fn, x)
+        if inputs.torch is not None:
+            peer, xt = getattr(inputs.torch, name), inputs.tensor(x)
+            if out:
+                ot = inputs.tensor(o)
+                p["torch"] = Provider(lambda: peer(xt, -1, out=ot))
+            else:
+                p["torch"] = Provider(lambda: peer(xt, -1))
+        return p
 
-def _softmax(inputs: Inputs) -> dict:
-    x = inputs.logits()
-    p = {
-        "fastlsm": Provider(lambda: fastlsm.softmax(x)),
-        "numpy": Provider(widened(npb.softmax, x)),
-    }
-    if inputs.torch is not None:
-        torch, xt = inputs.torch, inputs.tensor(x)
-        p["torch"] = Provider(lambda: torch.softmax(xt, -1))
-    return p
-
-
-def _softmax_out(inputs: Inputs) -> dict:
-    x, out = inputs.logits(), inputs.out()
-    p = {"fastlsm": Provider(lambda: fastlsm.softmax(x, out=out))}
-    if x.dtype.itemsize > 2:
-        p["numpy"] = Provider(lambda: npb.softmax(x, out=out))
-    if inputs.torch is not None:
-        torch, xt, ot = inputs.torch, inputs.tensor(x), inputs.tensor(out)
-        p["torch"] = Provider(lambda: torch.softmax(xt, -1, out=ot))
-    return p
-
-
-def _logsumexp(inputs: Inputs) -> dict:
-    x = inputs.logits()
-    p = {
-        "fastlsm": Provider(lambda: fastlsm.logsumexp(x)),
-        "numpy": Provider(widened(npb.lse, x)),
-    }
-    if inputs.torch is not None:
-        torch, xt = inputs.torch, inputs.tensor(x)
-        p["torch"] = Provider(lambda: torch.logsumexp(xt, -1))
-    return p
+    return setup
 
 
 def _cross_entropy(inputs: Inputs) -> dict:
     x, t = inputs.logits(), inputs.targets()
-    p = {
-        "fastlsm": Provider(lambda: fastlsm.cross_entropy(x, t)),
-        "numpy": Provider(widened(npb.cross_entropy, x, t)),
-    }
+    p = _beside_numpy(fastlsm.cross_entropy, npb.cross_entropy, x, t)
     if inputs.torch is not None:
         import torch.nn.functional as F
 
@@ -151,10 +124,7 @@ def _beam_step(inputs: Inputs) -> dict:
     x = inputs.logits()
     s = inputs.pool.scores(inputs.shape[:2])
     b, k, v = inputs.shape
-    p = {
-        "fastlsm": Provider(lambda: fastlsm.beam_step(x, s)),
-        "numpy": Provider(widened(npb.beam_step, x, s)),
-    }
+    p = _beside_numpy(fastlsm.beam_step, npb.beam_step, x, s)
     if inputs.torch is not None:
         torch, xt, st = inputs.torch, inputs.tensor(x), inputs.tensor(s)
 
@@ -169,10 +139,7 @@ def _beam_step(inputs: Inputs) -> dict:
 
 def _sequence_logprobs(inputs: Inputs) -> dict:
     x, tok = inputs.logits(), inputs.targets()
-    p = {
-        "fastlsm": Provider(lambda: fastlsm.sequence_logprobs(x, tok)),
-        "numpy": Provider(widened(npb.sequence_logprobs, x, tok)),
-    }
+    p = _beside_numpy(fastlsm.sequence_logprobs, npb.sequence_logprobs, x, tok)
     if inputs.torch is not None:
         torch, xt, tt = inputs.torch, inputs.tensor(x), inputs.tensor(tok)
 
@@ -186,49 +153,28 @@ def _sequence_logprobs(inputs: Inputs) -> dict:
 
 # --------------------------------------------------------------------------- the registry
 
+
+def _normalizer_spec(
+    name: str, numpy_fn: Callable, *, out: bool = False, shapes: dict | None = None
+) -> KernelSpec:
+    read_only = name == "logsumexp"
+    return KernelSpec(
+        name + ("_out" if out else ""),
+        "normalize",
+        label=name + ("(out=)" if out else ""),
+        ceiling="read" if read_only else "copy",
+        nbytes=_read_bytes if read_only else _copy_bytes,
+        setup=_normalizer(name, numpy_fn, out),
+        shapes=shapes,
+    )
+
+
 KERNELS = [
-    KernelSpec(
-        "log_softmax_out",
-        "normalize",
-        label="log_softmax(out=)",
-        ceiling="copy",
-        nbytes=_copy_bytes,
-        setup=_log_softmax_out,
-    ),
-    KernelSpec(
-        "softmax_out",
-        "normalize",
-        label="softmax(out=)",
-        ceiling="copy",
-        nbytes=_copy_bytes,
-        setup=_softmax_out,
-    ),
-    KernelSpec(
-        "log_softmax",
-        "normalize",
-        label="log_softmax",
-        ceiling="copy",
-        nbytes=_copy_bytes,
-        setup=_log_softmax,
-        shapes=FRESH_SHAPES,
-    ),
-    KernelSpec(
-        "softmax",
-        "normalize",
-        label="softmax",
-        ceiling="copy",
-        nbytes=_copy_bytes,
-        setup=_softmax,
-        shapes=FRESH_SHAPES,
-    ),
-    KernelSpec(
-        "logsumexp",
-        "normalize",
-        label="logsumexp",
-        ceiling="read",
-        nbytes=_read_bytes,
-        setup=_logsumexp,
-    ),
+    _normalizer_spec("log_softmax", npb.log_softmax, out=True),
+    _normalizer_spec("softmax", npb.softmax, out=True),
+    _normalizer_spec("log_softmax", npb.log_softmax, shapes=FRESH_SHAPES),
+    _normalizer_spec("softmax", npb.softmax, shapes=FRESH_SHAPES),
+    _normalizer_spec("logsumexp", npb.lse),
     KernelSpec(
         "cross_entropy",
         "cross_entropy",

@@ -209,7 +209,7 @@ def plot(report: dict, path: str) -> None:
         xs = [r["providers"][key]["pct_ceiling"] if key in r["providers"] else 0.0 for r in results]
         ax.barh(ys, xs, height=height, label=name, color=color)
     ax.set_yticks(range(len(results)), labels, fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(results) - 0.5, -0.5)  # first case on top, no empty margins
     ax.axvline(100, color="0.3", lw=0.8, ls="--")
     ax.set_xlabel("% of the machine's ceiling (read, or copy with streaming stores)")
     m = report["machine"]
