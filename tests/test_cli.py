@@ -382,8 +382,9 @@ def test_numpy_baselines_match_the_references():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_ceiling_passes_compute_what_they_claim(threads):
-    x = np.arange(300_001, dtype=np.float32) % 7 - 3  # odd size: a 4-byte tail
+@pytest.mark.parametrize("size", [300_001, (1 << 20) + 3])  # plain stores, streaming stores
+def test_ceiling_passes_compute_what_they_claim(threads, size):
+    x = np.arange(size, dtype=np.float32) % 7 - 3  # odd size: a 4-byte tail
     out = np.zeros_like(x)
     p = ceilings.ceiling_providers(x, out, threads)
     p["ceiling_copy"].prepare()

@@ -8,10 +8,12 @@ same machine load, same process), on arrays of the case's byte size:
   reassociation needed, no denormal slow paths whatever the bytes). It is the ceiling of the
   kernels that only read the logits (logsumexp, cross_entropy, nll_loss, sequence_logprobs,
   beam_step).
-- **copy**: ``dst = src`` with the same streaming (non-temporal) vector stores the kernels use
-  for their outputs (``stream_affine`` with ``a = 0, s = 1, b = 0``, exact), one fence per
-  thread. It is the ceiling of the kernels that write an output of the logits' size
-  (log_softmax, softmax, cross_entropy_with_grad); bytes counted are read + written.
+- **copy**: ``dst = src`` with the stores the kernels use for an output of that size
+  (``stream_affine`` with ``a = 0, s = 1, b = 0``, exact): streaming (non-temporal) stores
+  and one fence per thread where ``memory.streams`` says the kernels stream (large outputs),
+  plain stores for outputs that stay in cache. It is the ceiling of the kernels that write
+  an output of the logits' size (log_softmax, softmax, cross_entropy_with_grad); bytes
+  counted are read + written.
 
 Both split the array into one contiguous block per thread, with the thread count the kernels
 use for that problem (:func:`ceiling_threads`: one thread below ``_jit.SERIAL_WORK``
@@ -28,8 +30,8 @@ from numba import prange
 from .. import _jit
 from .._jit import kernel
 
-# The one import of the streaming-store helpers (they move to the memory/IR module).
-from .._kernels.stream import store_fence, stream_affine
+# The one import of the kernels' store helpers: the ceiling writes as the kernels write.
+from .._kernels.memory import store_fence, stream_affine, streams
 from .registry import Provider
 
 CEILINGS = ("read", "copy")
@@ -49,13 +51,16 @@ def _read_pass(words, threads, partial):
 
 
 def _copy_pass(src, dst, threads):
-    """``dst = src`` with streaming stores, one contiguous block per thread, one fence each."""
+    """``dst = src`` in one contiguous block per thread, streaming (and one fence per
+    thread) when the kernels would stream an output of ``dst``'s size."""
     n = src.size
+    nontemporal = streams(dst.size * dst.itemsize)
     for t in prange(threads):
         lo = t * n // threads
         hi = (t + 1) * n // threads
-        stream_affine(src[lo:hi], dst[lo:hi], 0.0, 1.0, 0.0)
-        store_fence()
+        stream_affine(src[lo:hi], dst[lo:hi], 0.0, 1.0, 0.0, nontemporal)
+        if nontemporal:
+            store_fence()
 
 
 # Compiled twice: a one-thread problem pays no parallel launch (the kernels' serial paths).
