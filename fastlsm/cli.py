@@ -225,6 +225,7 @@ def info() -> dict:
         "threads": fastlsm.get_num_threads(),
         "max_threads": numba.config.NUMBA_NUM_THREADS,
         "cpu": m["cpu"],
+        "isa": m["isa"],
         "cores": m["cores"],
         "usable_cores": m["usable_cores"],
         "memory": m["memory"],
@@ -261,7 +262,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{data['threads']} (max {data['max_threads']}; "
             "fastlsm.set_num_threads or FASTLSM_NUM_THREADS)",
         ),
-        ("cpu", data["cpu"]),
+        ("cpu", data["cpu"] + (f" ({data['isa']})" if data["isa"] else "")),
         ("cores", f"{data['usable_cores']} usable of {data['cores']}"),
         (
             "memory",
