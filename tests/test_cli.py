@@ -312,6 +312,7 @@ def test_select_cases_patterns_and_dtypes():
     cases, _ = bench.select_cases(bench.KERNELS, bench.SHAPES, ["log_softmax*"])
     assert {c.spec.name for c in cases} == {"log_softmax", "log_softmax_out"}
     assert [c.shape for c in cases if c.spec.name == "log_softmax_out"] == [
+        (1, 8),
         (1, 32000),
         (1, 128256),
         (64, 32000),

@@ -19,19 +19,20 @@ from . import baselines as npb
 from .baselines import widened
 from .registry import Inputs, KernelSpec, Provider, Setup
 
+CALL = [(1, 8)]  # a call's fixed cost: validation, dispatch, launch
 ONE_ROW = [(1, 32000), (1, 128256)]
 IN_CACHE = [(64, 32000), (64, 128256)]
 LARGE = [(4096, 32000), (512, 128256)]
 
 SHAPES = {
-    "normalize": {"default": ONE_ROW + IN_CACHE + LARGE, "quick": [(1, 1000), (64, 4096)]},
+    "normalize": {"default": CALL + ONE_ROW + IN_CACHE + LARGE, "quick": [(1, 1000), (64, 4096)]},
     "cross_entropy": {"default": IN_CACHE[:1] + LARGE, "quick": [(128, 4096)]},
     "beam_step": {"default": [(8, 4, 32000), (1, 8, 128256)], "quick": [(2, 4, 1000)]},
     "sequence_logprobs": {"default": [(8, 512, 32000)], "quick": [(2, 64, 1000)]},
 }
 """Shapes per family: [rows, vocab], [B, K, V] for beam_step, [B, T, V] for sequences.
 
-Default: one row (a server's per-token call), cache-resident blocks ([64, V]: what a server
+Default: one tiny row (the fixed cost of a call), one row (a server's per-token call), cache-resident blocks ([64, V]: what a server
 sees per step) and memory-bound sizes; ``quick``: seconds in all (tests, CI)."""
 
 FRESH_SHAPES = {"default": LARGE, "quick": [(64, 4096)]}

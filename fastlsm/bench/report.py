@@ -70,9 +70,11 @@ def header_lines(report: dict) -> list[str]:
         + f", {m['usable_cores']} cores"
         + (f", {mem / 2**30:.0f} GiB" if mem else "")
         + f"; threads: {report['threads']} ({report['threading_layer']})",
-        f"numba {v['numba']}, numpy {v['numpy']}, torch {v['torch'] or 'not used'}",
+        f"numba {v['numba']}, numpy {v['numpy']}, torch "
+        + (v["torch"] if report["config"]["torch"] else "not used"),
         "ceilings (GB/s, measured in this run interleaved with each case, at the kernels' "
-        "thread count; read = a vectorized sum, copy = read + streaming-store write, "
+        "thread count; read = a vectorized sum, copy = read + write with the kernels' stores "
+        "(streaming for large outputs), "
         "bytes read + written):",
     ]
     for c in report["ceilings"]:
@@ -211,7 +213,7 @@ def plot(report: dict, path: str) -> None:
     ax.set_yticks(range(len(results)), labels, fontsize=8)
     ax.set_ylim(len(results) - 0.5, -0.5)  # first case on top, no empty margins
     ax.axvline(100, color="0.3", lw=0.8, ls="--")
-    ax.set_xlabel("% of the machine's ceiling (read, or copy with streaming stores)")
+    ax.set_xlabel("% of the machine's ceiling (read, or copy with the kernels' stores)")
     m = report["machine"]
     ax.set_title(
         f"fastlsm {report['versions']['fastlsm']}: {m['cpu']}, "
