@@ -32,8 +32,9 @@ SHAPES = {
 }
 """Shapes per family: [rows, vocab], [B, K, V] for beam_step, [B, T, V] for sequences.
 
-Default: one tiny row (the fixed cost of a call), one row (a server's per-token call), cache-resident blocks ([64, V]: what a server
-sees per step) and memory-bound sizes; ``quick``: seconds in all (tests, CI)."""
+Default: one tiny row (the fixed cost of a call), one row (a server's per-token call),
+cache-resident blocks ([64, V]: what a server sees per step) and memory-bound sizes;
+``quick``: seconds in all (tests, CI)."""
 
 FRESH_SHAPES = {"default": LARGE, "quick": [(64, 4096)]}
 """Fresh-output log_softmax/softmax: where allocating the output costs (page faults)."""
