@@ -222,4 +222,4 @@ def plot(report: dict, path: str) -> None:
     )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
