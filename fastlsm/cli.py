@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--no-torch", action="store_true", help="do not import PyTorch even when it is installed"
     )
-    b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    b.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     b.add_argument(
         "--list", action="store_true", help="list kernels, families, ceilings and shapes, then exit"
     )
@@ -140,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the information as JSON")
     i.set_defaults(func=cmd_info)
     return parser
+
+
+def _load_report(path: str, fmt: str) -> dict | None:
+    """The report saved at ``path`` (``-``: stdin), or None after saying why it is not one."""
+    try:
+        with open(path) if path != "-" else sys.stdin as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read a report from {path}: {e}", file=sys.stderr)
+        return None
+    found = report.get("format") if isinstance(report, dict) else None
+    if found != fmt:
+        print(
+            f"error: {path} is not a {fmt} report (format {found!r}); "
+            "write one with fastlsm bench --json FILE",
+            file=sys.stderr,
+        )
+        return None
+    return report
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -156,14 +175,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: {rep.PLOT_HELP}", file=sys.stderr)
         return 2
     if args.load:
-        with open(args.load) if args.load != "-" else sys.stdin as f:
-            report = json.load(f)
-        if report.get("format") != bench.FORMAT:
-            print(
-                f"error: {args.load} is not a {bench.FORMAT} report "
-                f"(format {report.get('format')!r})",
-                file=sys.stderr,
-            )
+        report = _load_report(args.load, bench.FORMAT)
+        if report is None:
             return 2
     else:
         cases, _ = bench.select_cases(

@@ -461,3 +461,12 @@ def test_progress_without_a_terminal_prints_one_line_per_case():
     bar.label("softmax [4, 8]")
     bar.close()
     assert stream.getvalue().splitlines() == ["[  0%] log_softmax [4, 8]", "[100%] softmax [4, 8]"]
+
+
+def test_bench_load_rejects_what_is_not_a_report(tmp_path, capsys):
+    missing, other = tmp_path / "missing.json", tmp_path / "other.json"
+    other.write_text('{"format": "fastlsm-bench/1"}')
+    assert cli.main(["bench", "--load", str(missing)]) == 2
+    assert "cannot read a report" in capsys.readouterr().err
+    assert cli.main(["bench", "--load", str(other)]) == 2
+    assert f"not a {bench.FORMAT} report" in capsys.readouterr().err
