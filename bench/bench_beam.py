@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark beam_step and sequence_logprobs against NumPy and PyTorch.
 
-Same harness, shapes and ceilings as `fastlsm bench` (see fastlsm/bench/), restricted to
+Same harness, shapes and roofline as `fastlsm bench` (see fastlsm/bench.py), restricted to
 this family; every `fastlsm bench` option works (a later `--only` overrides the family):
 
     python bench/bench_beam.py                        # default shapes, table on stdout

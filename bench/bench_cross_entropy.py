@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark cross_entropy and cross_entropy_with_grad(inplace=True) against NumPy, PyTorch.
+"""Benchmark cross_entropy forward and cross_entropy_with_grad(inplace=True) against NumPy and PyTorch.
 
-Same harness, shapes and ceilings as `fastlsm bench` (see fastlsm/bench/), restricted to
+Same harness, shapes and roofline as `fastlsm bench` (see fastlsm/bench.py), restricted to
 this family; every `fastlsm bench` option works (a later `--only` overrides the family):
 
     python bench/bench_cross_entropy.py                        # default shapes, table on stdout
-    python bench/bench_cross_entropy.py --quick --csv out.csv  # small shapes, CSV per provider
+    python bench/bench_cross_entropy.py --quick --csv out.csv  # small shapes, one CSV line per provider
     python bench/bench_cross_entropy.py --json out.json --threads 1
 """
 
