@@ -45,6 +45,17 @@ def logsumexp(x, axis=-1, *, keepdims=False, dtype=np.float64):
     return out
 
 
+def sequence_logprobs(logits, tokens, mask=None, *, dtype=np.float64):
+    """``(log_softmax(logits)[..., tokens], their sum over the last axis)``; masked -> 0."""
+    lp = log_softmax(logits, -1, dtype=dtype)
+    tokens = np.asarray(tokens)
+    safe = np.where(tokens >= 0, tokens, 0)
+    tok = np.take_along_axis(lp, safe[..., None], -1)[..., 0]
+    if mask is not None:
+        tok = np.where(mask, tok, 0.0)
+    return tok, tok.sum(-1)
+
+
 def log_softmax(x, axis=-1, *, dtype=np.float64):
     """``(x - m) - log(sum(exp(x - m)))`` along ``axis``, ``m`` the row maximum.
 
@@ -122,29 +133,3 @@ def cross_entropy(
     with np.errstate(all="ignore"):
         den = np.sum(w_t)
         return np.sum(loss) / den, grad / den
-
-
-def beam_step(logits, beam_scores, num_candidates, *, dtype=np.float64):
-    """The ``num_candidates`` best ``beam_scores[b, k] + log_softmax(logits[b, k])[v]``.
-
-    ``logits`` is ``[B, K, V]``; returns ``(scores, tokens, beams)``, each ``[B, n]``, best
-    first, ties broken by flat index ``k * V + v`` (a stable sort). ``-inf`` logits give
-    ``-inf`` candidates even in an all ``-inf`` row.
-    """
-    x = np.asarray(logits, dtype)
-    b, k, v = x.shape
-    lp = np.where(np.isneginf(x), -np.inf, log_softmax(x, -1, dtype=dtype))
-    scores = (np.asarray(beam_scores, dtype)[..., None] + lp).reshape(b, k * v)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :num_candidates]
-    return np.take_along_axis(scores, order, 1), order % v, order // v
-
-
-def sequence_logprobs(logits, tokens, mask=None, *, dtype=np.float64):
-    """``(log_softmax(logits)[..., tokens], their sum over the last axis)``; masked -> 0."""
-    lp = log_softmax(logits, -1, dtype=dtype)
-    tokens = np.asarray(tokens)
-    safe = np.where(tokens >= 0, tokens, 0)
-    tok = np.take_along_axis(lp, safe[..., None], -1)[..., 0]
-    if mask is not None:
-        tok = np.where(mask, tok, 0.0)
-    return tok, tok.sum(-1)
