@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import operator
 
@@ -11,6 +12,7 @@ import numpy as np
 from . import _jit
 from ._kernels import beam as _k
 from ._kernels.decoder import config as _cfg
+from ._kernels.decoder import state as _state
 from ._validate import float_array
 
 
@@ -257,7 +259,7 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     processors, the top ``max(2, 1 + n_eos) * num_beams`` candidates (ties: lower beam,
     then lower token), finished candidates among the top ``num_beams`` stored with their
     length-normalized score, the best unfinished ones kept running. The bookkeeping is
-    compiled code over preallocated state (:mod:`fastlsm._kernels.beam`), shared with the C
+    compiled code over preallocated state (:mod:`fastlsm._kernels.decoder`), shared with the C
     decoder. Scores are accumulated in float64 (transformers uses float32, so scores agree
     to about 1e-6). Differences: transformers runs greedy search when ``num_beams == 1``
     (this runs the beam algorithm with one beam), and pads with the EOS id when
@@ -315,25 +317,23 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     nk = int(cfg[_cfg.CFG_BEAMS])
     gmax = int(cfg[_cfg.CFG_MAX_LEN]) - lp
     nret = config["num_return_sequences"]
-    layout = np.empty(_k.LAYOUT_SIZE, np.int64)
+    layout = np.empty(_state.LAYOUT_SIZE, np.int64)
     if _k.beam_search_layout(cfg, layout) != 0:  # pragma: no cover - validated above
         raise ValueError("invalid beam search configuration")
-    istate = np.empty(layout[_k.L_INT_SIZE], np.int64)
-    fstate = np.empty(layout[_k.L_FLOAT_SIZE], np.float64)
+    istate = np.empty(layout[_state.L_INT_SIZE], np.int64)
+    fstate = np.empty(layout[_state.L_FLOAT_SIZE], np.float64)
     status = _k.beam_search_init(cfg, fcfg, ids, fstate, istate)
-    if status != _k.BEAM_RUNNING:  # pragma: no cover - validated above
+    if status != _state.BEAM_RUNNING:  # pragma: no cover - validated above
         raise ValueError(f"beam search initialization failed (status {status})")
     nrows = nb * nk
-    o = layout[_k.L_SEQS]
-    seqs = istate[o:o + nrows * (lp + gmax)].reshape(nrows, lp + gmax)
-    o = layout[_k.L_PARENTS]
-    parents_view = istate[o:o + nrows]
+    seqs = _field(istate, layout, _state.F.seqs)
+    parents_view = _field(istate, layout, _state.F.parents)
 
     parents = None
     vocab = None
     step = 0
     while True:
-        cur = int(istate[_k.ST_CUR_LEN])
+        cur = int(istate[_state.ST_CUR_LEN])
         out = step_fn(np.array(seqs[:, :cur]), parents)
         logits = _step_logits(out, step, nrows, vocab)
         if vocab is None:
@@ -342,16 +342,16 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
             _check_config(_cfg.check_config(**config), config, f"step {step}: ")
         _jit.use_threads(logits.size)
         status = _k.beam_search_advance(cfg, fcfg, fstate, istate, logits)
-        if status == _k.BEAM_BAD_LOGITS:
-            r = int(istate[_k.ST_BAD_ROW])
+        if status == _state.BEAM_BAD_LOGITS:
+            r = int(istate[_state.ST_BAD_ROW])
             raise ValueError(
                 f"step {step}: step_fn returned logits with NaN or +inf in row {r} (batch "
                 f"{r // nk}, beam {r % nk}); mask tokens with -inf instead"
             )
-        if status not in (_k.BEAM_RUNNING, _k.BEAM_DONE):  # pragma: no cover - checked above
+        if status not in (_state.BEAM_RUNNING, _state.BEAM_DONE):  # pragma: no cover
             raise ValueError(f"step {step}: beam search failed (status {status})")
         step += 1
-        if status == _k.BEAM_DONE:
+        if status == _state.BEAM_DONE:
             break
         parents = parents_view.copy()
 
@@ -370,6 +370,13 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
         lengths=out_len,
         steps=step,
     )
+
+
+def _field(buf: np.ndarray, layout: np.ndarray, f: int) -> np.ndarray:
+    """The view of state field ``f`` (a row of the decoder's FIELDS table) in ``buf``."""
+    ndim = len(_state.FIELDS[f][2].split(","))
+    shape = tuple(int(e) for e in layout[_state.L_SHAPES + 3 * f:][:ndim])
+    return buf[layout[f]:layout[f] + math.prod(shape)].reshape(shape)
 
 
 def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:

@@ -6,6 +6,7 @@ import pytest
 
 import fastlsm
 from fastlsm._kernels import beam as _k
+from fastlsm._kernels.decoder import pack_config
 
 
 def log_softmax(x):
@@ -212,7 +213,7 @@ def test_step_fn_inputs_and_parents():
     ids0, parents0 = model.calls[0]
     assert parents0 is None and ids0.shape == (6, 2) and ids0.dtype == np.int64
     assert ids0.tolist() == [[1, 2]] * 3 + [[3, 4]] * 3
-    for (prev, _), (ids, parents) in zip(model.calls, model.calls[1:]):
+    for (prev, _), (ids, parents) in zip(model.calls, model.calls[1:], strict=False):
         assert parents.shape == (6,) and parents.dtype == np.int64
         assert ((parents // 3) == np.arange(6) // 3).all()  # stays within its batch item
         assert np.array_equal(ids[:, :-1], prev[parents])
@@ -222,7 +223,10 @@ def test_step_fn_inputs_and_parents():
 def test_pad_and_lengths():
     # a bigram model where token 0 (EOS) is likely after 1: hypotheses of different length
     table = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4]]))
-    step = lambda ids, parents: table[ids[:, -1]]
+
+    def step(ids, parents):
+        return table[ids[:, -1]]
+
     out = fastlsm.beam_search(step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0,
                               pad_token_id=9, num_return_sequences=2, length_penalty=0.0,
                               early_stopping=True)
@@ -443,3 +447,35 @@ def test_config_check_codes_and_messages():
         fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, eos_token_id=[0, -1]))
     with pytest.raises(ValueError, match="no_repeat_ngram_size must be at least 0"):
         fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, no_repeat_ngram_size=-1))
+
+
+def test_state_table_drives_layout_and_views():
+    """The FIELDS table is the only description of the state: offsets, extents, views."""
+    from fastlsm._kernels.decoder import c_constants
+    from fastlsm._kernels.decoder import state as s
+
+    cfg = np.zeros(_k.CFG_SIZE + 2, np.int64)
+    fcfg = np.zeros(_k.FCFG_SIZE)
+    assert pack_config(cfg, fcfg, 2, 3, -1, 4, 5, np.array([1, 7]), -1, 1.0, 0, 2, 0, 0,
+                          1.0, 1.5, 0) == 0
+    d = s.dims(cfg)
+    layout = np.empty(s.LAYOUT_SIZE, np.int64)
+    assert s.beam_search_layout(cfg, layout) == 0
+    ist = np.empty(layout[s.L_INT_SIZE], np.int64)
+    fst = np.empty(layout[s.L_FLOAT_SIZE])
+    views = s.state_views(layout, fst, ist)
+    assert views._fields == s.NAMES
+    spans = {"int64": [], "float64": []}
+    for f, (name, dtype, shape, _) in enumerate(s.FIELDS):
+        want = tuple(getattr(d, e.strip()) for e in shape.split(","))
+        view = getattr(views, name)
+        assert view.shape == want and view.dtype == dtype, name
+        base = ist if dtype == "int64" else fst
+        assert np.shares_memory(view, base), name
+        spans[dtype].append((layout[f], layout[f] + view.size))
+        assert c_constants()["L_" + name.upper()] == f == getattr(s.F, name)
+    for dtype, start in (("int64", s.HEADER), ("float64", 0)):  # packed, in table order
+        ends = [start] + [e for _, e in spans[dtype]]
+        assert [b for b, _ in spans[dtype]] == ends[:-1]
+    assert spans["int64"][-1][1] == ist.size and spans["float64"][-1][1] == fst.size
+    assert d.hyps == 6 and d.cands == 12 and d.spec == 2 * 8 + 2  # round(4 * 1.5), 3 * 4

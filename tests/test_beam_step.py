@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastlsm
-from fastlsm._kernels.beam import BLOCK, beam_step_rows
+from fastlsm._kernels.topk import BLOCK, beam_step_rows
 
 
 def ref_beam_step(logits, beam_scores, num_candidates):
@@ -148,14 +148,15 @@ def test_thread_count_does_not_change_bits():
         b = fastlsm.beam_step(x, bs)
     finally:
         fastlsm.set_num_threads(old)
-    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 def test_kernel_entry_writes_logprobs():
     x = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
     bs = np.log(np.array([0.5, 0.5]))
     rv, rt, rn = np.empty((2, 3)), np.empty((2, 3), np.int64), np.empty(2, np.int64)
-    sc, tk, bm, lp = np.empty((1, 3)), np.empty((1, 3), np.int64), np.empty((1, 3), np.int64), np.empty((1, 3))
+    sc, lp = np.empty((1, 3)), np.empty((1, 3))
+    tk, bm = np.empty((1, 3), np.int64), np.empty((1, 3), np.int64)
     assert beam_step_rows(x, bs, 2, rv, rt, rn, sc, tk, bm, lp) == -1
     np.testing.assert_allclose(np.exp(lp[0]), [0.8, 0.7, 0.2], rtol=1e-14)
     assert tk[0].tolist() == [2, 0, 1] and bm[0].tolist() == [1, 0, 0]
