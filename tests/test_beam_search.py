@@ -4,6 +4,7 @@
 import naive
 import numpy as np
 import pytest
+from conftest import at_threads
 
 import fastlsm
 from fastlsm._kernels import beam as _k
@@ -130,14 +131,8 @@ def test_pad_and_lengths():
 def test_thread_count_does_not_change_results():
     opts = dict(BASE, num_beams=4, num_return_sequences=2)
     ids = np.arange(8).reshape(4, 2)
-    old = fastlsm.get_num_threads()
-    try:
-        fastlsm.set_num_threads(1)
-        a = fastlsm.beam_search(ToyModel(300, 1, dtype=np.float32), ids, **opts)
-        fastlsm.set_num_threads(old)
-        b = fastlsm.beam_search(ToyModel(300, 1, dtype=np.float32), ids, **opts)
-    finally:
-        fastlsm.set_num_threads(old)
+    a, b = (at_threads(n, fastlsm.beam_search, ToyModel(300, 1, dtype=np.float32), ids, **opts)
+            for n in (1, fastlsm.get_num_threads()))
     assert np.array_equal(a.sequences, b.sequences)
     assert np.array_equal(a.sequences_scores, b.sequences_scores)
     assert np.array_equal(a.token_logprobs, b.token_logprobs)
@@ -208,35 +203,40 @@ def test_bad_step_fn_results_name_the_step():
         fastlsm.beam_search(lambda ids, p: np.zeros((3, 1)), [[0]], **BASE)
 
 
-def test_option_errors():
+OPTION_ERRORS = [  # (exception, message, options changed from BASE)
+    (ValueError, "num_return_sequences=4 is larger than num_beams=3",
+     {"num_return_sequences": 4}),
+    (ValueError, "num_return_sequences=4 is larger than num_beams=3",
+     {"num_return_sequences": 4, "patience": 2.0}),
+    (ValueError, "num_beams must be at least 1", {"num_beams": 0}),
+    (ValueError, "max_new_tokens must be at least 1", {"max_new_tokens": 0}),
+    (ValueError, "early_stopping", {"early_stopping": "always"}),
+    (ValueError, "repetition_penalty must be > 0", {"repetition_penalty": 0.0}),
+    (ValueError, "patience", {"patience": 0.1}),
+    (ValueError, "round\\(num_beams \\* patience\\)",
+     {"patience": 0.5, "num_return_sequences": 3}),
+    (TypeError, "eos_token_id", {"eos_token_id": 1.5}),
+    (ValueError, "length_penalty must be finite", {"length_penalty": float("nan")}),
+    (ValueError, "pad_token_id must be >= 0", {"pad_token_id": -2}),
+    (ValueError, "eos_token_id must hold non-negative", {"eos_token_id": [0, -1]}),
+    (ValueError, "no_repeat_ngram_size must be at least 0", {"no_repeat_ngram_size": -1}),
+]
+
+
+@pytest.mark.parametrize("exc,match,change", OPTION_ERRORS, ids=[m for _, m, _ in OPTION_ERRORS])
+def test_option_errors(exc, match, change):
+    with pytest.raises(exc, match=match):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **{**BASE, **change})
+
+
+def test_argument_errors():
     step = ToyModel(13, 0)
-    ok = dict(BASE)
-    with pytest.raises(ValueError, match="num_return_sequences=4 is larger than num_beams=3"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, num_return_sequences=4))
-    with pytest.raises(ValueError, match="num_return_sequences=4 is larger than num_beams=3"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, num_return_sequences=4, patience=2.0))
-    with pytest.raises(ValueError, match="num_beams must be at least 1"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, num_beams=0))
-    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, max_new_tokens=0))
     with pytest.raises(ValueError, match=r"input_ids must have shape \[B, L\]"):
-        fastlsm.beam_search(step, [1, 2], **ok)
+        fastlsm.beam_search(step, [1, 2], **BASE)
     with pytest.raises(TypeError, match="input_ids must hold integer"):
-        fastlsm.beam_search(step, [[1.0]], **ok)
-    with pytest.raises(ValueError, match="early_stopping"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, early_stopping="always"))
-    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, repetition_penalty=0.0))
-    with pytest.raises(ValueError, match="patience"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, patience=0.1))
-    with pytest.raises(ValueError, match="round\\(num_beams \\* patience\\)"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, patience=0.5, num_return_sequences=3))
-    with pytest.raises(TypeError, match="eos_token_id"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, eos_token_id=1.5))
+        fastlsm.beam_search(step, [[1.0]], **BASE)
     with pytest.raises(TypeError, match="step_fn must be callable"):
-        fastlsm.beam_search(None, [[1]], **ok)
-    with pytest.raises(ValueError, match="length_penalty must be finite"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, length_penalty=float("nan")))
+        fastlsm.beam_search(None, [[1]], **BASE)
 
 
 def test_kernel_state_machine_statuses():
@@ -322,12 +322,6 @@ def test_config_check_codes_and_messages():
     assert c.pack_config(cfg, fcfg, **ok, renormalize=1) == c.CONFIG_OK
     assert cfg[c.CFG_PAD] == 1 and cfg[c.CFG_MAX_HYPS] == 3 and cfg[c.CFG_CANDIDATES] == 6
     assert cfg[c.CFG_MAX_LEN] == 5 and cfg[c.CFG_RENORMALIZE] == 1 and cfg[c.CFG_EOS] == 1
-    with pytest.raises(ValueError, match="pad_token_id must be >= 0"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, pad_token_id=-2))
-    with pytest.raises(ValueError, match="eos_token_id must hold non-negative"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, eos_token_id=[0, -1]))
-    with pytest.raises(ValueError, match="no_repeat_ngram_size must be at least 0"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, no_repeat_ngram_size=-1))
 
 
 def test_state_table_drives_layout_and_views():

@@ -3,6 +3,7 @@
 import naive
 import numpy as np
 import pytest
+from conftest import at_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,14 +129,7 @@ def test_thread_count_does_not_change_bits():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 4, 5000)).astype(np.float32)
     bs = rng.standard_normal((4, 4))
-    old = fastlsm.get_num_threads()
-    try:
-        fastlsm.set_num_threads(1)
-        a = fastlsm.beam_step(x, bs)
-        fastlsm.set_num_threads(old)
-        b = fastlsm.beam_step(x, bs)
-    finally:
-        fastlsm.set_num_threads(old)
+    a, b = (at_threads(n, fastlsm.beam_step, x, bs) for n in (1, fastlsm.get_num_threads()))
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
 
 
