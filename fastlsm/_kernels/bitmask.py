@@ -17,8 +17,8 @@ def allowed(mask, t):
     return (mask[t >> 5] >> (t & 31)) & 1 != 0
 
 
-@kernel(entry=True)
-def first_empty_row(mask, vocab):
+@kernel
+def empty_row(mask, vocab):
     """The first row of ``mask`` (int32 ``[rows, ceil(vocab / 32)]``) that allows no token
     below ``vocab``, or -1."""
     full = vocab >> 5
@@ -34,3 +34,9 @@ def first_empty_row(mask, vocab):
         if empty:
             return np.int64(r)
     return np.int64(-1)
+
+
+@kernel(entry=True)
+def first_empty_row(mask, vocab):
+    """:func:`empty_row`, as an entry point for Python and C."""
+    return empty_row(mask, vocab)

@@ -53,9 +53,17 @@ def before(v1, t1, v2, t2):
 
 
 @kernel
+def _ahead(v, t, vals, ids, i):
+    """Whether ``(v, t)`` ranks before entry ``i`` (by value alone when ``ids`` is None)."""
+    if ids is None:
+        return v > vals[i]
+    return before(v, t, vals[i], ids[i])
+
+
+@kernel
 def admits(vals, ids, n, cap, v, t):
     """Whether ``(v, t)`` enters the list ``vals/ids[:n]`` of capacity ``cap``."""
-    return n < cap or (cap > 0 and before(v, t, vals[cap - 1], ids[cap - 1]))
+    return n < cap or (cap > 0 and _ahead(v, t, vals, ids, cap - 1))
 
 
 @kernel
@@ -63,7 +71,8 @@ def insert_ranked(vals, ids, n, cap, v, t):
     """Insert ``(v, t)`` into ``vals/ids[:n]``, kept sorted by :func:`before`; returns the new n.
 
     With ``n == cap`` the last entry drops out, or ``(v, t)`` is ignored when it would rank
-    last (see :func:`admits`).
+    last (see :func:`admits`). ``ids`` None: a list of values alone (``t`` unused; equal
+    values keep their order).
     """
     if not admits(vals, ids, n, cap, v, t):
         return n
@@ -72,12 +81,14 @@ def insert_ranked(vals, ids, n, cap, v, t):
         n += 1
     else:
         i = n - 1
-    while i > 0 and before(v, t, vals[i - 1], ids[i - 1]):
+    while i > 0 and _ahead(v, t, vals, ids, i - 1):
         vals[i] = vals[i - 1]
-        ids[i] = ids[i - 1]
+        if ids is not None:
+            ids[i] = ids[i - 1]
         i -= 1
     vals[i] = v
-    ids[i] = t
+    if ids is not None:
+        ids[i] = t
     return n
 
 
@@ -92,58 +103,38 @@ def sort_ranked(vals, ids, n):
 
 
 @kernel
-def row_scratch(cols, dtype_like):
+def row_scratch(cols, dtype_like, masked):
     """Scratch of :func:`row_topk_normalizer` for rows of ``cols`` elements (one per task):
-    ``(bmax, eb, mb)``, block maxima, exp values, a masked block."""
+    ``(bmax, eb, xm)``, block maxima, exp values, and a masked row copy when ``masked``."""
     bmax = np.empty(max(1, (cols + BLOCK - 1) // BLOCK), dtype_like.dtype)
     eb = np.empty(max(1, min(cols, SCRATCH)), dtype_like.dtype)
-    mb = np.empty(BLOCK, dtype_like.dtype)
-    return bmax, eb, mb
+    xm = np.empty(cols if masked else 1, dtype_like.dtype)
+    return bmax, eb, xm
 
 
 @kernel
-def _masked_block(xb, start, mask, mb):
-    """``mb[:xb.size]`` = ``xb`` with ``-inf`` where ``mask`` disallows; True if ``xb`` has a
-    NaN (anywhere: the logits are invalid whatever the mask)."""
-    nan = False
-    for j in range(xb.size):
-        v = xb[j]
-        nan = nan or np.isnan(v)
-        mb[j] = v if allowed(mask, start + j) else like(xb, -np.inf)
-    return nan
-
-
-@kernel
-def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None, mask=None, mb=None,
-                        mask_sum=False):
+def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
     """One read of a logits row: its normalizer and its ``cap`` best finite logits.
 
-    ``x``: float32/float64 row ``[V]``; ``bmax``, ``eb``, ``mb``: scratch from
-    :func:`row_scratch`; ``nxt`` (optional) the row computed next, prefetched during pass 2.
-    ``vals`` (float64) and ``toks`` (int64), each at least ``cap >= 1`` long, receive the
-    selected logits and their token ids, ranked by :func:`before`. Returns ``(m, log_s,
-    n)``: ``m`` the row maximum (float64), ``log_s`` = ``log(sum(exp(x - m)))`` (float64),
-    ``n`` the number of entries written (at most ``cap``; fewer only when the row has fewer
-    finite values). ``log_softmax(x)[j]`` is ``(x[j] - m) - log_s``. A row with a NaN or
-    ``+inf`` gives ``log_s`` NaN; a row of all ``-inf`` (or empty) gives ``m = log_s =
-    -inf``.
-
-    ``mask`` (optional): an int32 token bitmask row (:mod:`.bitmask`); only allowed tokens
-    are selected. The normalizer is over the whole row (transformers' order: processors
-    after log_softmax), or over the allowed tokens only when ``mask_sum`` (the masked
-    logits normalized). NaN and ``+inf`` are errors wherever they are.
+    ``x``: float32/float64 row ``[V]``; ``bmax``, ``eb``: scratch from :func:`row_scratch`;
+    ``nxt`` (optional) the row computed next, prefetched during pass 2. ``vals`` (float64)
+    and ``toks`` (int64), each at least ``cap >= 1`` long, receive the selected logits and
+    their token ids, ranked by :func:`before`. Returns ``(m, log_s, n)``: ``m`` the row
+    maximum (float64), ``log_s`` = ``log(sum(exp(x - m)))`` (float64), ``n`` the number of
+    entries written (at most ``cap``; fewer only when the row has fewer finite values).
+    ``log_softmax(x)[j]`` is ``(x[j] - m) - log_s``. A row with a NaN or ``+inf`` gives
+    ``log_s`` NaN; a row of all ``-inf`` (or empty) gives ``m = log_s = -inf``.
 
     Pass 1 (from memory): block maxima, vectorized; the row maximum and the ``cap``-th
-    largest block maximum ``lo``, ranked in ``vals/toks`` (ids = block starts). Pass 2 (row
-    in L2, block in L1): per block, ``sum(exp(x - m))`` (vectorized); only a block whose
-    maximum (kept from pass 1) reaches ``lo`` and beats the current ``cap``-th best is
-    scanned element by element. Typically about ``cap`` blocks are scanned, whatever ``V``.
+    largest block maximum ``lo`` (ranked in ``vals``). Pass 2 (row in L2, block in L1): per
+    block, ``sum(exp(x - m))`` (vectorized); only a block whose maximum (kept from pass 1)
+    reaches ``lo`` and beats the current ``cap``-th best is scanned element by element.
+    Typically about ``cap`` blocks are scanned, whatever ``V``.
     """
     size = x.size
     ninf = like(x, -np.inf)
-    m = ninf  # the normalizer's maximum
+    m = ninf
     nb = 0
-    nan = False
     for start in range(0, size, BLOCK):
         # Index a block view from 0 so that Numba's negative-index wraparound does not turn
         # the loads into gathers (see normalize.row_shifted_sumexp).
@@ -151,29 +142,17 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None, mask=None, mb=No
         bm = ninf
         for j in range(xb.size):
             bm = fmax(bm, xb[j])
-        if mask is not None:  # bm: the block's best allowed logit
-            if bm == np.inf:
-                return np.float64(bm), np.nan, 0
-            nan = _masked_block(xb, start, mask, mb) or nan
-            full = bm
-            bm = ninf
-            for j in range(xb.size):
-                bm = fmax(bm, mb[j])
-            m = fmax(m, bm if mask_sum else full)
-        else:
-            m = fmax(m, bm)
         bmax[start // BLOCK] = bm
+        m = fmax(m, bm)
         if bm > ninf:
-            nb = insert_ranked(vals, toks, nb, cap, np.float64(bm), np.int64(start))
+            nb = insert_ranked(vals, None, nb, cap, np.float64(bm), 0)
     lo = like(x, vals[cap - 1]) if nb == cap else ninf
 
-    if nan:
-        return np.float64(m), np.nan, 0
     if not abs(m) < np.inf:
         if m == np.inf:
             return np.float64(m), np.nan, 0
         for j in range(size):  # all -inf, or NaN hidden from the max
-            if np.isnan(x[j]):
+            if x[j] != x[j]:
                 return np.float64(m), np.nan, 0
         return np.float64(m), _NEG_INF, 0
 
@@ -185,24 +164,49 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None, mask=None, mb=No
         if nxt is not None:  # the thread's next row streams in while this one is computed
             for j in range(start, min(start + BLOCK, nxt.size), LINE):
                 prefetch(nxt, j)
-        sel = xb
-        if mask is not None:
-            _masked_block(xb, start, mask, mb)
-            sel = mb[:xb.size]
-            s += block_sumexp(sel if mask_sum else xb, m, eb)
-        else:
-            s += block_sumexp(xb, m, eb)
+        s += block_sumexp(xb, m, eb)
         bm = bmax[start // BLOCK]
         if bm >= lo and bm > worst:
-            for j in range(sel.size):
-                v = sel[j]
+            for j in range(xb.size):
+                v = xb[j]
                 if v >= lo and v > worst:
                     n = insert_ranked(vals, toks, n, cap, np.float64(v), np.int64(start + j))
                     if n == cap:
                         worst = like(x, vals[cap - 1])
-    if np.isnan(s):  # a NaN in the row reached the sum
+    if s != s:  # a NaN in the row reached the sum
         return np.float64(m), np.nan, n
     return np.float64(m), (np.log(s) if s > 0.0 else _NEG_INF), n
+
+
+@kernel
+def _masked_copy(x, mask, xm):
+    """``xm = x`` with ``-inf`` where the bitmask row disallows; True if ``x`` holds a NaN or
+    ``+inf`` anywhere (the logits are invalid whatever the mask)."""
+    bad = False
+    ninf = like(x, -np.inf)
+    for j in range(x.size):
+        v = x[j]
+        bad = bad or not v < np.inf
+        xm[j] = v if allowed(mask, j) else ninf
+    return bad
+
+
+@kernel
+def row_topk_masked(x, cap, vals, toks, bmax, eb, mask, xm, renormalize):
+    """:func:`row_topk_normalizer` of the tokens the bitmask row ``mask`` allows (:mod:`.bitmask`).
+
+    Only allowed tokens are selected (from the masked copy ``xm``, scratch of ``x``'s size).
+    The normalizer is the whole row's (transformers' order: processors after log_softmax;
+    the same bits as without a mask), or the allowed tokens' only when ``renormalize``.
+    """
+    if _masked_copy(x, mask, xm):
+        return np.float64(np.nan), np.nan, 0
+    m, log_s, n = row_topk_normalizer(xm, cap, vals, toks, bmax, eb)
+    if not renormalize:
+        top = np.empty(1)
+        top_id = np.empty(1, np.int64)
+        m, log_s, _ = row_topk_normalizer(x, 1, top, top_id, bmax, eb)
+    return m, log_s, n
 
 
 @kernel
@@ -274,17 +278,16 @@ def merge_candidates(beam_scores, row_val, row_tok, row_n, vocab, out_score, out
 @kernel
 def _beam_step_block(x, beam_scores, row_val, row_tok, row_n, r0, r1, mask):
     """Rows ``[r0, r1)`` of :func:`beam_step_rows`, in order, with one scratch."""
-    bmax, eb, mb = row_scratch(x.shape[1], x)
+    bmax, eb, xm = row_scratch(x.shape[1], x, mask is not None)
     cap = row_val.shape[1]
     for r in range(r0, r1):
-        nxt = x[min(r + 1, x.shape[0] - 1)]
         if mask is not None:
-            m, log_s, cnt = row_topk_normalizer(x[r], cap, row_val[r], row_tok[r], bmax, eb,
-                                                nxt, mask[r], mb)
+            m, log_s, cnt = row_topk_masked(x[r], cap, row_val[r], row_tok[r], bmax, eb,
+                                            mask[r], xm, False)
         else:
             m, log_s, cnt = row_topk_normalizer(x[r], cap, row_val[r], row_tok[r], bmax, eb,
-                                                nxt)
-        if np.isnan(log_s) or m == np.inf:
+                                                x[min(r + 1, x.shape[0] - 1)])
+        if log_s != log_s or m == np.inf:
             row_n[r] = -1
             continue
         if not beam_scores[r] > _NEG_INF:

@@ -22,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from ..._jit import kernel
-from ..bitmask import first_empty_row
+from ..bitmask import empty_row
 from ..normalize import chunk_rows, row_chunks
 from ..topk import merge_candidates, row_scratch
 from .config import CFG_PAD
@@ -93,7 +93,7 @@ def beam_search_init(cfg, fcfg, input_ids, fstate, istate):
 def _candidates_block(logits, seqs, cur, cfg, fcfg, spec_tok, spec_kind, spec_val, row_val,
                       row_tok, row_n, r0, r1, mask):
     """:func:`~.steps.row_candidates` of rows ``[r0, r1)``, in order, with one scratch."""
-    bmax, eb, mb = row_scratch(logits.shape[1], logits)
+    bmax, eb, xm = row_scratch(logits.shape[1], logits, mask is not None)
     for r in range(r0, r1):
         if mask is not None:
             mrow = mask[r]
@@ -101,7 +101,7 @@ def _candidates_block(logits, seqs, cur, cfg, fcfg, spec_tok, spec_kind, spec_va
             mrow = None
         row_n[r] = row_candidates(logits[r], seqs[r], cur, cfg, fcfg, spec_tok[r],
                                   spec_kind[r], spec_val[r], row_val[r], row_tok[r], bmax,
-                                  eb, mb, mrow)
+                                  eb, xm, mrow)
 
 
 @kernel(parallel=True)
@@ -136,7 +136,7 @@ def beam_search_advance(cfg, fcfg, fstate, istate, logits, mask=None):
     if mask is not None:
         if mask.shape[0] != d.rows or mask.shape[1] != (vocab + 31) // 32:
             return np.int64(BEAM_BAD_SHAPE)
-        empty = first_empty_row(mask, vocab)
+        empty = empty_row(mask, vocab)
         if empty >= 0:
             istate[ST_BAD_ROW] = empty
             istate[ST_STATUS] = BEAM_BAD_MASK

@@ -22,7 +22,7 @@ import numpy as np
 from ..._jit import kernel
 from ..bitmask import allowed
 from ..math import like
-from ..topk import admits, insert_ranked, row_topk_normalizer, to_logprobs
+from ..topk import admits, insert_ranked, row_topk_masked, row_topk_normalizer, to_logprobs
 from .config import (
     CFG_EARLY_STOPPING,
     CFG_EOS,
@@ -87,13 +87,13 @@ def _processed(v, kind, renorm, rep):
 
 @kernel
 def row_candidates(x, seq, cur_len, cfg, fcfg, spec_tok, spec_kind, spec_val, row_val,
-                   row_tok, bmax, eb, mb, mask):
+                   row_tok, bmax, eb, xm, mask):
     """Process one running row: bans and penalty, fused normalizer + top-C, restore.
 
     ``mask``: the row's int32 token bitmask, or None. Returns the number of candidates
     written to ``row_val`` (processed log-probs, float64) and ``row_tok``, ranked by
     log-prob descending then token ascending; -1 when the row has a NaN or ``+inf``. ``x``
-    is modified during the call and restored bit for bit. ``bmax``, ``eb``, ``mb``: scratch
+    is modified during the call and restored bit for bit. ``bmax``, ``eb``, ``xm``: scratch
     (:func:`~fastlsm._kernels.topk.row_scratch`).
     """
     lp = cfg[CFG_PROMPT_LEN]
@@ -121,10 +121,12 @@ def row_candidates(x, seq, cur_len, cfg, fcfg, spec_tok, spec_kind, spec_val, ro
         for j in range(cur_len):
             ns = _mark(x, seq[j], _PENALTY, mask, spec_tok, spec_kind, spec_val, ns)
 
-    m, log_s, cnt = row_topk_normalizer(x, cap, row_val, row_tok, bmax, eb, None, mask, mb,
-                                        renorm)
+    if mask is not None:
+        m, log_s, cnt = row_topk_masked(x, cap, row_val, row_tok, bmax, eb, mask, xm, renorm)
+    else:
+        m, log_s, cnt = row_topk_normalizer(x, cap, row_val, row_tok, bmax, eb)
 
-    bad = np.isnan(log_s) or m == np.inf
+    bad = log_s != log_s or m == np.inf
     for i in range(ns):
         v = spec_val[i]
         x[spec_tok[i]] = like(x, v)
