@@ -34,6 +34,17 @@ tok_lp, seq_lp = fastlsm.sequence_logprobs(bigram[out.sequences[:, :-1]],
                                            out.sequences[:, 1:])
 print("log p(tokens after the first | bigram):", seq_lp.round(3))
 
+# 2b. Constrained beam search: a token bitmask (xgrammar's layout: bit j % 32 of word j // 32
+# set = token j allowed), here "only even tokens, or EOS", the same for every row and step; a
+# callable (input_ids, parent_beams) -> mask [B*K, ceil(V / 32)] can change it per step.
+allowed = (np.arange(V) % 2 == 0) | (np.arange(V) == EOS)
+words = np.zeros((V + 31) // 32, np.uint32)
+for j in np.flatnonzero(allowed):
+    words[j // 32] |= np.uint32(1) << np.uint32(j % 32)
+out = fastlsm.beam_search(step, prompts, num_beams=4, max_new_tokens=12, eos_token_id=EOS,
+                          pad_token_id=PAD, token_bitmask=words.view(np.int32))
+print("even tokens only:", out.sequences[0].tolist())
+
 # 3. A Hugging Face model, with its KV cache reordered by parent_beams.
 try:
     import torch

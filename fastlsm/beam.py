@@ -17,16 +17,23 @@ from ._kernels.decoder import state as _state
 from ._validate import float_array
 
 
-def _count(value, name: str, minimum: int) -> int:
+def _integer(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        value = operator.index(value)
+        value = int(operator.index(value))
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not -(2**62) <= value < 2**62:
+        raise ValueError(f"{name}={value} is out of range")
+    return value
+
+
+def _count(value, name: str, minimum: int) -> int:
+    value = _integer(value, name)
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+    return value
 
 
 def beam_step(
@@ -198,18 +205,6 @@ def _real(value, name: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     return float(value)
-
-
-def _integer(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        value = int(operator.index(value))
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if not -(2**62) <= value < 2**62:
-        raise ValueError(f"{name}={value} is out of range")
-    return value
 
 
 def _check_config(status: int, config: dict, prefix: str = "") -> None:
