@@ -23,7 +23,7 @@ import numpy as np
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
-from .math import fexp, like, radd, softcap
+from .math import fexp, flog, like, radd, softcap
 from .rows import capped_sumexp, exp_store_sum, row_max, row_shifted_sumexp
 
 BLOCK = 2048
@@ -81,7 +81,7 @@ def row_sum(x, m, cap, g, store, nxt):
 def capped_lse(x, cap, nxt):
     """log-sum-exp of the (softcapped) row in float64, storing nothing."""
     m = row_max_capped(x, cap)
-    return finish_lse(m, math.log(row_sum(x, m, cap, x, False, nxt)))
+    return finish_lse(m, flog(row_sum(x, m, cap, x, False, nxt)))
 
 
 @kernel
@@ -196,7 +196,7 @@ def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
     sd = weighted_dsum(x, m, weight, cap) if smooth else 0.0
     s = row_sum(x, m, cap, g, want_grad, nxt)
     yt = _y(xt, cap)
-    log_s = math.log(s)
+    log_s = flog(s)
     lse = finish_lse(m, log_s)
     wt = np.float64(weight[t]) if hw else 1.0
     dt = np.float64(yt) - np.float64(m)
@@ -236,7 +236,7 @@ def probs_row(x, q, g, want_grad, weight, eps, z, cap, a, nxt):
     add = eps / c
     big_s, big_t = weighted_q(x, q, weight, m, keep, add, cap)  # before x may be overwritten
     s = row_sum(x, m, cap, g, want_grad, nxt)
-    log_s = math.log(s)
+    log_s = flog(s)
     lse = finish_lse(m, log_s)
     loss = big_s * log_s - big_t
     if z != 0.0:
