@@ -281,11 +281,7 @@ def _run(
         status = _k.nll_loss_rows(
             rows, s.target, w, tw, s.ignore_index, red, scale, per_token, loss, grad, work
         )
-    elif s.soft:
-        status = _k.cross_entropy_probs_rows(
-            rows, s.target, w, tw, eps, z, cap, red, scale, per_token, loss, lse, grad, work
-        )
-    else:
+    else:  # index or probability targets: the target array's kind
         status = _k.cross_entropy_rows(
             rows, s.target, w, tw, s.ignore_index, eps, z, cap, red, scale, per_token,
             loss, lse, grad, work,
