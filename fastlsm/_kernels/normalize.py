@@ -59,22 +59,20 @@ def sumexp_write_prev(x, m, nxt, px, po, a, b, nontemporal):
     raise NotImplementedError("compiled only")
 
 
+def _sumexp_write_prev32(x, m, nxt, px, po, a, b, nontemporal):
+    if nontemporal:
+        return sumexp_shift_prev_f32(x, m, nxt, px, po, a, b)
+    return sumexp_shift_prev_plain_f32(x, m, nxt, px, po, a, b)
+
+
+def _sumexp_write_prev64(x, m, nxt, px, po, a, b, nontemporal):
+    stream_affine(px, po, a, like(a, 1.0), b, nontemporal)
+    return row_shifted_sumexp(x, m, nxt)
+
+
 @overload(sumexp_write_prev, jit_options=JIT_OPTIONS)
 def _sumexp_write_prev_impl(x, m, nxt, px, po, a, b, nontemporal):
-    if x.dtype == types.float32:
-
-        def impl32(x, m, nxt, px, po, a, b, nontemporal):
-            if nontemporal:
-                return sumexp_shift_prev_f32(x, m, nxt, px, po, a, b)
-            return sumexp_shift_prev_plain_f32(x, m, nxt, px, po, a, b)
-
-        return impl32
-
-    def impl(x, m, nxt, px, po, a, b, nontemporal):
-        stream_affine(px, po, a, like(a, 1.0), b, nontemporal)
-        return row_shifted_sumexp(x, m, nxt)
-
-    return impl
+    return _sumexp_write_prev32 if x.dtype == types.float32 else _sumexp_write_prev64
 
 
 def exp_store_write_prev(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
@@ -88,22 +86,20 @@ def exp_store_write_prev(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
     raise NotImplementedError("compiled only")
 
 
+def _exp_store_write_prev32(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
+    if nontemporal:
+        return expsum_store_divide_prev_f32(x, m, buf, nxt, pbuf, po, s_prev)
+    return expsum_store_divide_prev_plain_f32(x, m, buf, nxt, pbuf, po, s_prev)
+
+
+def _exp_store_write_prev64(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
+    stream_divide(pbuf, po, like(m, 0.0), s_prev, like(m, 0.0), nontemporal)
+    return exp_store_sum(x, m, buf, nxt)
+
+
 @overload(exp_store_write_prev, jit_options=JIT_OPTIONS)
 def _exp_store_write_prev_impl(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-    if x.dtype == types.float32:
-
-        def impl32(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-            if nontemporal:
-                return expsum_store_divide_prev_f32(x, m, buf, nxt, pbuf, po, s_prev)
-            return expsum_store_divide_prev_plain_f32(x, m, buf, nxt, pbuf, po, s_prev)
-
-        return impl32
-
-    def impl(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-        stream_divide(pbuf, po, like(m, 0.0), s_prev, like(m, 0.0), nontemporal)
-        return exp_store_sum(x, m, buf, nxt)
-
-    return impl
+    return _exp_store_write_prev32 if x.dtype == types.float32 else _exp_store_write_prev64
 
 
 @kernel
