@@ -34,8 +34,8 @@ from numba import prange
 from .._jit import kernel
 from .bitmask import allowed
 from .math import fmax, like
-from .normalize import LINE, SCRATCH, block_sumexp, chunk_rows, row_chunks
-from .stream import prefetch
+from .memory import prefetch
+from .rows import LINE, SCRATCH, block_sumexp, chunk_rows, row_chunks
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
@@ -137,7 +137,7 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
     nb = 0
     for start in range(0, size, BLOCK):
         # Index a block view from 0 so that Numba's negative-index wraparound does not turn
-        # the loads into gathers (see normalize.row_shifted_sumexp).
+        # the loads into gathers (see rows.row_shifted_sumexp).
         xb = x[start:min(start + BLOCK, size)]
         bm = ninf
         for j in range(xb.size):
@@ -164,7 +164,7 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
         if nxt is not None:  # the thread's next row streams in while this one is computed
             for j in range(start, min(start + BLOCK, nxt.size), LINE):
                 prefetch(nxt, j)
-        s += block_sumexp(xb, m, eb)
+        s += block_sumexp(xb, m, eb, xb[:0])  # (prefetching is done just above)
         bm = bmax[start // BLOCK]
         if bm >= lo and bm > worst:
             for j in range(xb.size):

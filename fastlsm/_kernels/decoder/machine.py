@@ -23,7 +23,7 @@ from numba import prange
 
 from ..._jit import kernel
 from ..bitmask import empty_row
-from ..normalize import chunk_rows, row_chunks
+from ..rows import chunk_rows, row_chunks
 from ..topk import merge_candidates, row_scratch
 from .config import CFG_PAD
 from .state import (
