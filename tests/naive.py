@@ -77,59 +77,278 @@ def softmax(x, axis=-1, *, dtype=np.float64):
     return np.moveaxis(out, -1, axis)
 
 
-def cross_entropy(
-    logits,
-    target,
-    *,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    dtype=np.float64,
-):
-    """PyTorch's ``F.cross_entropy`` with class-index targets, class axis last.
+# ----------------------------------------------------------------------------- losses
 
-    ``logits`` is ``[..., C]``, ``target`` an integer array of the batch shape. Returns
-    ``(loss, grad)``: ``loss`` is per-position (``reduction="none"``, 0 at ignored
-    positions) or a scalar (``"sum"``, ``"mean"``); ``grad`` is the gradient of
-    ``loss.sum()`` (for ``"none"``) or of ``loss`` with respect to ``logits``.
 
-    Definitions (``w`` = class weights, default 1; ``eps`` = label smoothing; ``lp`` =
-    log_softmax(logits); positions with ``target == ignore_index`` contribute nothing)::
+CROSS_ENTROPY_OPTIONS = {
+    "axis": -1,
+    "weight": None,
+    "ignore_index": -100,
+    "reduction": "mean",
+    "label_smoothing": 0.0,
+    "z_loss": 0.0,
+    "softcap": None,
+    "token_weight": None,
+    "grad_output": 1.0,
+}
+"""The options of :func:`cross_entropy` and their defaults (those of fastlsm.cross_entropy)."""
 
-        nll_i    = -w[t_i] * lp[i, t_i]
-        smooth_i = -sum_c w[c] * lp[i, c] / C
-        loss_i   = (1 - eps) * nll_i + eps * smooth_i
-        "mean"   = sum_i loss_i / sum_i w[t_i]     (NaN when every position is ignored)
 
-    and ``d loss_i / d logits[i] = (1 - eps) * w[t_i] * (p_i - onehot(t_i))
-    + eps / C * (sum_c w[c] * p_i - w)`` with ``p_i = softmax(logits[i])``.
-    """
-    if reduction not in ("none", "sum", "mean"):
-        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
-    x = np.asarray(logits, dtype=dtype)
+def _options(given, defaults):
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}")
+    return {**defaults, **given}
+
+
+def cross_entropy(x, target, *, return_magnitude=False, **options):
+    """Float64 ``(loss, grad, lse)`` written from PyTorch's definitions (plus z_loss,
+    softcap and token_weight), options as :data:`CROSS_ENTROPY_OPTIONS`;
+    ``return_magnitude`` adds the magnitude of the gradient terms that cancel."""
+    o = _options(options, CROSS_ENTROPY_OPTIONS)
+    axis, weight, ignore_index, reduction = (
+        o["axis"],
+        o["weight"],
+        o["ignore_index"],
+        o["reduction"],
+    )
+    label_smoothing, z_loss, softcap = o["label_smoothing"], o["z_loss"], o["softcap"]
+    token_weight, grad_output = o["token_weight"], o["grad_output"]
+    x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
     c = x.shape[-1]
-    target = np.asarray(target)
-    w = np.ones(c, dtype) if weight is None else np.asarray(weight, dtype)
-    keep = target != ignore_index
-    t = np.where(keep, target, 0)
-    lp = log_softmax(x, -1, dtype=dtype)
+    y = softcap * np.tanh(x / softcap) if softcap else x
+    m = y.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(y - m).sum(-1, keepdims=True)))[..., 0]
+    lp = y - lse[..., None]
     p = np.exp(lp)
-    eps = float(label_smoothing)
-    lp_t = np.take_along_axis(lp, t[..., None], axis=-1)[..., 0]
-    w_t = np.where(keep, w[t], 0)
-    nll = -w_t * lp_t
-    smooth = -np.sum(w * lp, axis=-1) / c
-    loss = np.where(keep, (1 - eps) * nll + eps * smooth, 0)
-    onehot = np.zeros_like(x)
-    np.put_along_axis(onehot, t[..., None], 1, axis=-1)
-    # d smooth_i / d x_ij = -sum_c w_c (delta_cj - p_ij) / C = (sum(w) * p_ij - w_j) / C
-    grad = (1 - eps) * w_t[..., None] * (p - onehot) + eps / c * (np.sum(w) * p - w)
-    grad = np.where(keep[..., None], grad, 0)
+    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    tw = np.ones(lse.shape) if token_weight is None else np.asarray(token_weight, np.float64)
+    eps = label_smoothing
+    target = np.asarray(target)
+    if target.dtype.kind == "f":
+        q = np.moveaxis(target.astype(np.float64), axis, -1) * (1 - eps) + eps / c
+        per = -(q * w * lp).sum(-1) + z_loss * lse**2
+        dy = p * ((q * w).sum(-1) + 2 * z_loss * lse)[..., None] - q * w
+        coef = (q * w).sum(-1) + 2 * z_loss * np.abs(lse)
+        den = tw.sum()
+        mask = np.ones(lse.shape, bool)
+    else:
+        mask = target != ignore_index
+        tt = np.where(mask, target, 0)
+        lpt = np.take_along_axis(lp, tt[..., None], -1)[..., 0]
+        per = (1 - eps) * w[tt] * -lpt + z_loss * lse**2
+        dy = (1 - eps) * w[tt][..., None] * p
+        np.put_along_axis(
+            dy,
+            tt[..., None],
+            np.take_along_axis(dy, tt[..., None], -1) - (1 - eps) * w[tt][..., None],
+            -1,
+        )
+        if eps > 0:
+            per = per + eps / c * -(lp * w).sum(-1)
+            dy = dy + eps / c * (w.sum() * p - w)
+        dy = dy + 2 * z_loss * lse[..., None] * p
+        coef = (1 - eps) * w[tt] + eps * w.sum() / c + 2 * z_loss * np.abs(lse)
+        den = (w[tt] * tw * mask).sum()
+    per = np.where(mask, per * tw, 0.0)
+    dy = np.where(mask[..., None], dy * tw[..., None], 0.0)
+    # magnitude of the terms that cancel in dy: tolerances for the gradient scale with it
+    mag = np.where(mask[..., None], p * (coef * tw)[..., None], 0.0)
+    dy = np.stack([dy, mag])
+    if softcap:  # sech**2, not 1 - tanh**2 (which cancels for saturated logits)
+        with np.errstate(over="ignore"):
+            dy = dy / np.cosh(x / softcap) ** 2
     if reduction == "none":
-        return loss, grad
+        loss = per
+        g = np.broadcast_to(np.asarray(grad_output, np.float64), per.shape)
+        dy = dy * g[..., None]
+    elif reduction == "sum":
+        loss = per.sum()
+        dy = dy * grad_output
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = per.sum() / den
+            dy = dy * (grad_output / den) if den != 0 else dy * 0.0
+    dy = np.moveaxis(dy, -1, axis + (1 if axis >= 0 else 0))
+    if return_magnitude:
+        return loss, dy[0], lse, float(np.abs(dy[1]).max()) if dy[1].size else 0.0
+    return loss, dy[0], lse
+
+
+def nll_loss(
+    lp, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean", token_weight=None
+):
+    lp = np.moveaxis(np.asarray(lp, np.float64), axis, -1)
+    c = lp.shape[-1]
+    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    tw = np.ones(target.shape) if token_weight is None else np.asarray(token_weight, np.float64)
+    mask = target != ignore_index
+    tt = np.where(mask, target, 0)
+    per = np.where(mask, -w[tt] * np.take_along_axis(lp, tt[..., None], -1)[..., 0] * tw, 0.0)
+    if reduction == "none":
+        return per
     if reduction == "sum":
-        return np.sum(loss), grad
-    with np.errstate(all="ignore"):
-        den = np.sum(w_t)
-        return np.sum(loss) / den, grad / den
+        return per.sum()
+    with np.errstate(invalid="ignore"):
+        return per.sum() / (w[tt] * tw * mask).sum()
+
+
+# --------------------------------------------------------------------------- beam search
+
+
+def bitmask_allowed(mask, vocab):
+    """bool ``[rows, vocab]`` of an int32 token bitmask ``[rows, ceil(vocab / 32)]`` (bit
+    ``j % 32`` of word ``j // 32`` set = token ``j`` allowed: xgrammar's layout)."""
+    m = np.asarray(mask).astype(np.int64) & 0xFFFFFFFF
+    j = np.arange(vocab)
+    return ((m[:, j // 32] >> (j % 32)) & 1).astype(bool)
+
+
+def pack_bitmask(allowed):
+    """The int32 token bitmask ``[rows, ceil(V / 32)]`` of a bool ``[rows, V]`` array."""
+    allowed = np.asarray(allowed, bool)
+    rows, v = allowed.shape
+    out = np.zeros((rows, (v + 31) // 32), np.int64)
+    for j in range(v):
+        out[:, j // 32] |= allowed[:, j].astype(np.int64) << (j % 32)
+    return out.astype(np.uint32).view(np.int32)
+
+
+def beam_step(logits, beam_scores, num_candidates, token_bitmask=None):
+    """``beam_scores + log_softmax(logits)`` ([B, K, V]) and its top ``num_candidates`` per
+    batch item: ``(scores, tokens, beams)``; ties by flat index (beam, then token) via a
+    stable sort. Tokens the bitmask ``[B * K, ceil(V / 32)]`` disallows get ``-inf`` after
+    the log_softmax (transformers' processor order)."""
+    x = np.asarray(logits, np.float64)
+    b, k, v = x.shape
+    lp = log_softmax(x)
+    lp = np.where(np.isneginf(x), -np.inf, lp)
+    if token_bitmask is not None:
+        lp = np.where(bitmask_allowed(token_bitmask, v).reshape(b, k, v), lp, -np.inf)
+    scores = (np.asarray(beam_scores, np.float64)[..., None] + lp).reshape(b, k * v)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :num_candidates]
+    return np.take_along_axis(scores, order, 1), order % v, order // v
+
+
+def _beam_processors(seqs, scores, prompt_len, eos, min_new, ngram, rep, allowed):
+    """RepetitionPenalty, NoRepeatNGram, MinNewTokensLength processors (in that order), then
+    the token bitmask (``allowed`` bool ``[rows, V]`` or None) as -inf."""
+    scores = scores.copy()
+    n, cur = seqs.shape
+    v = scores.shape[1]
+    if rep != 1.0:
+        for r in range(n):
+            toks = np.unique(seqs[r][seqs[r] < v])
+            s = scores[r, toks]
+            scores[r, toks] = np.where(s < 0, s * rep, s / rep)
+    if ngram > 0 and cur >= ngram:
+        for r in range(n):
+            prefix = seqs[r, cur + 1 - ngram:]
+            for st in range(cur - ngram + 1):
+                w = seqs[r, st:st + ngram]
+                if np.array_equal(w[:-1], prefix) and w[-1] < v:
+                    scores[r, w[-1]] = -np.inf
+    if cur - prompt_len < min_new:
+        scores[:, [e for e in eos if e < v]] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    return scores
+
+
+def _topk(x, k):
+    order = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(x, order, -1), order
+
+
+def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
+                pad_token_id=None, length_penalty=1.0, early_stopping=False,
+                num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
+                repetition_penalty=1.0, patience=1.0, renormalize=False, token_bitmask=None):
+    """transformers' ``_beam_search`` (generation/utils.py, transformers 5.x) and its logits
+    processors, transcribed in float64 NumPy; returns ``(sequences, scores, token_logprobs,
+    lengths, steps)`` as :class:`fastlsm.BeamSearchOutput` holds them. ``token_bitmask``: a
+    ``[rows, ceil(V / 32)]`` int32 mask or a callable ``(input_ids, parents) -> mask``."""
+    ids = np.asarray(input_ids, np.int64)
+    nb, lp = ids.shape
+    nk = num_beams
+    ml = lp + max_new_tokens
+    eos = [] if eos_token_id is None else np.atleast_1d(eos_token_id).tolist()
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else -1)
+    nc = max(2, 1 + len(eos)) * nk
+    nh = int(round(nk * patience))
+    bidx = np.arange(nb)[:, None]
+
+    running = np.full((nb, nk, ml), pad, np.int64)
+    running[:, :, :lp] = ids[:, None, :]
+    run_logp = np.zeros((nb, nk, max_new_tokens))
+    run_scores = np.zeros((nb, nk))
+    run_scores[:, 1:] = -1e9
+    fin_seqs = np.full((nb, nh, ml), pad, np.int64)
+    fin_logp = np.zeros((nb, nh, max_new_tokens))
+    fin_len = np.zeros((nb, nh), np.int64)
+    fin_scores = np.full((nb, nh), -1e9)
+    is_fin = np.zeros((nb, nh), bool)
+    unsatisfied = np.ones(nb, bool)
+    cur = lp
+    parents = None
+    steps = 0
+    while True:
+        flat = running[:, :, :cur].reshape(nb * nk, cur)
+        logits = np.asarray(step_fn(flat.copy(), parents), np.float64)
+        v = logits.shape[1]
+        mask = token_bitmask(flat.copy(), parents) if callable(token_bitmask) else token_bitmask
+        allowed = None if mask is None else bitmask_allowed(
+            np.broadcast_to(mask, (nb * nk, (v + 31) // 32)), v)
+        args = (lp, eos, min_new_tokens, no_repeat_ngram_size, repetition_penalty, allowed)
+        if renormalize:
+            logp = log_softmax(_beam_processors(flat, logits, *args))
+        else:
+            logp = _beam_processors(flat, log_softmax(logits), *args)
+        logp = logp.reshape(nb, nk, v)
+        acc = (logp + run_scores[..., None]).reshape(nb, nk * v)
+        top_scores, order = _topk(acc, nc)
+        beam, tok = order // v, order % v
+        top_seqs = running[bidx, beam].copy()
+        top_seqs[:, :, cur] = tok
+        top_logp = run_logp[bidx, beam].copy()
+        top_logp[:, :, cur - lp] = logp[bidx, beam, tok]
+        hits = (cur + 1 >= ml) | np.isin(tok, eos)
+
+        adj = top_scores + hits * -1e9
+        _, sel = _topk(adj, nk)
+        new_running = top_seqs[bidx, sel]
+        new_run_logp = top_logp[bidx, sel]
+        new_scores = np.take_along_axis(adj, sel, 1)
+        parents = (bidx * nk + np.take_along_axis(beam, sel, 1)).reshape(-1)
+
+        just = hits & (np.arange(nc) < nk)[None]
+        norm = top_scores / float(cur + 1 - lp) ** length_penalty
+        full = is_fin.all(1) & (early_stopping is True)
+        norm = norm + full[:, None] * -1e9 + (~unsatisfied)[:, None] * -1e9 + (~just) * -1e9
+        m_scores, msel = _topk(np.concatenate([fin_scores, norm], 1), nh)
+        fin_seqs = np.concatenate([fin_seqs, top_seqs], 1)[bidx, msel]
+        fin_logp = np.concatenate([fin_logp, top_logp], 1)[bidx, msel]
+        fin_len = np.concatenate([fin_len, np.full((nb, nc), cur + 1 - lp)], 1)[bidx, msel]
+        is_fin = np.concatenate([is_fin, just], 1)[bidx, msel]
+        fin_scores = m_scores
+        running, run_logp, run_scores = new_running, new_run_logp, new_scores
+        cur += 1
+        steps += 1
+
+        if early_stopping == "never" and length_penalty > 0:
+            best_len = ml - lp
+        else:
+            best_len = cur - lp
+        best = run_scores[:, 0] / best_len ** length_penalty
+        worst = np.where(is_fin, fin_scores.min(1, keepdims=True), -1e9)
+        unsatisfied = unsatisfied & (best[:, None] > worst).any(1)
+        if not unsatisfied.any() or (is_fin.all() and early_stopping is True) or cur >= ml:
+            break
+
+    r = num_return_sequences
+    seqs = fin_seqs[:, :r].reshape(nb * r, ml)
+    lens = fin_len[:, :r].reshape(-1)
+    total = lp + lens.max()
+    logps = fin_logp[:, :r].reshape(nb * r, -1)[:, :total - lp]
+    logps = np.where(np.arange(total - lp)[None] < lens[:, None], logps, 0.0)
+    return seqs[:, :total], fin_scores[:, :r].reshape(-1), logps, lens, steps
