@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fastlsm.h"
+#include "common.h"
 
 static const char *code_name(int status)
 {
@@ -54,6 +54,7 @@ static void report(const char *name, int status)
 
 int main(void)
 {
+    CHECK_VERSION();
     float scores[4] = {0}, cand_scores[4];
     int64_t cand_tokens[4], cand_beams[4];
 
