@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import operator
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from . import _jit
 from ._kernels import beam as _k
+from ._kernels.decoder import config as _cfg
 from ._validate import float_array
 
 
@@ -148,16 +148,32 @@ class BeamSearchOutput:
     steps: int
 
 
-_EARLY = {False: _k.EARLY_FALSE, True: _k.EARLY_TRUE, "never": _k.EARLY_NEVER}
+_EARLY = {False: _cfg.EARLY_FALSE, True: _cfg.EARLY_TRUE}
 
 
 def _real(value, name: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _integer(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = int(operator.index(value))
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not -(2**62) <= value < 2**62:
+        raise ValueError(f"{name}={value} is out of range")
     return value
+
+
+def _check_config(status: int, config: dict, prefix: str = "") -> None:
+    """Raise the ValueError of a :func:`~fastlsm._kernels.decoder.config.check_config` code."""
+    if status != _cfg.CONFIG_OK:
+        values = dict(config, num_eos=config["eos_ids"].size)
+        raise ValueError(prefix + _cfg.config_message(int(status), **values))
 
 
 def _token_ids(value, name: str) -> list:
@@ -169,8 +185,6 @@ def _token_ids(value, name: str) -> list:
     for v in items:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{name} must be an integer or a list of integers, got {value!r}")
-        if v < 0:
-            raise ValueError(f"{name} must be non-negative token ids, got {value!r}")
         out.append(int(v))
     return out
 
@@ -269,66 +283,38 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     if ids.ndim != 2:
         raise ValueError(f"input_ids must have shape [B, L], got shape {ids.shape}")
     nb, lp = ids.shape
-    if nb < 1:
-        raise ValueError("input_ids must hold at least one prompt (B >= 1)")
     if lp and ids.min() < 0:
         raise ValueError("input_ids must be non-negative token ids")
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    nk = _count(num_beams, "num_beams", 1)
-    gmax = _count(max_new_tokens, "max_new_tokens", 1)
-    nret = _count(num_return_sequences, "num_return_sequences", 1)
-    eos = _token_ids(eos_token_id, "eos_token_id")
-    if pad_token_id is None:
-        pad = eos[0] if eos else -1
-    else:
-        pad = _count(pad_token_id, "pad_token_id", 0)
-    lpen = _real(length_penalty, "length_penalty")
     if isinstance(early_stopping, str):
         if early_stopping != "never":
-            raise ValueError(f'early_stopping must be True, False or "never", got {early_stopping!r}')
-        early = _k.EARLY_NEVER
+            raise ValueError(
+                f'early_stopping must be True, False or "never", got {early_stopping!r}')
+        early = _cfg.EARLY_NEVER
     elif isinstance(early_stopping, (bool, np.bool_)):
         early = _EARLY[bool(early_stopping)]
     else:
         raise TypeError(f'early_stopping must be True, False or "never", got {early_stopping!r}')
-    min_new = _count(min_new_tokens, "min_new_tokens", 0)
-    ngram = _count(no_repeat_ngram_size, "no_repeat_ngram_size", 0)
-    rep = _real(repetition_penalty, "repetition_penalty")
-    if rep <= 0:
-        raise ValueError(f"repetition_penalty must be > 0, got {rep}")
-    pat = _real(patience, "patience")
-    nh = int(round(nk * pat))
-    if pat <= 0 or nh < 1:
-        raise ValueError(f"patience must be > 0 with round(num_beams * patience) >= 1, got {pat}")
-    if nret > nk:
-        raise ValueError(
-            f"num_return_sequences={nret} is larger than num_beams={nk}; ask for at most "
-            f"num_beams sequences or raise num_beams"
-        )
-    if nret > nh:
-        raise ValueError(
-            f"num_return_sequences={nret} is larger than round(num_beams * patience) = {nh} "
-            f"kept hypotheses; raise patience or lower num_return_sequences"
-        )
     if not isinstance(renormalize, (bool, np.bool_)):
         raise TypeError(f"renormalize must be True or False, got {renormalize!r}")
-
-    nc = max(2, 1 + len(eos)) * nk
-    cfg = np.zeros(_k.CFG_SIZE + len(eos), np.int64)
-    cfg[_k.CFG_BATCH] = nb
-    cfg[_k.CFG_BEAMS] = nk
-    cfg[_k.CFG_PROMPT_LEN] = lp
-    cfg[_k.CFG_MAX_LEN] = lp + gmax
-    cfg[_k.CFG_CANDIDATES] = nc
-    cfg[_k.CFG_MAX_HYPS] = nh
-    cfg[_k.CFG_EARLY_STOPPING] = early
-    cfg[_k.CFG_MIN_NEW_TOKENS] = min_new
-    cfg[_k.CFG_NO_REPEAT_NGRAM] = ngram
-    cfg[_k.CFG_RENORMALIZE] = int(bool(renormalize))
-    cfg[_k.CFG_PAD] = pad
-    cfg[_k.CFG_NUM_EOS] = len(eos)
-    cfg[_k.CFG_EOS:] = eos
-    fcfg = np.array([lpen, rep], np.float64)
+    eos = np.array(_token_ids(eos_token_id, "eos_token_id"), np.int64)
+    config = dict(
+        batch=nb, prompt_len=lp, vocab=-1, num_beams=_integer(num_beams, "num_beams"),
+        max_new_tokens=_integer(max_new_tokens, "max_new_tokens"), eos_ids=eos,
+        pad_token_id=-1 if pad_token_id is None else _integer(pad_token_id, "pad_token_id"),
+        length_penalty=_real(length_penalty, "length_penalty"), early_stopping=early,
+        num_return_sequences=_integer(num_return_sequences, "num_return_sequences"),
+        min_new_tokens=_integer(min_new_tokens, "min_new_tokens"),
+        no_repeat_ngram_size=_integer(no_repeat_ngram_size, "no_repeat_ngram_size"),
+        repetition_penalty=_real(repetition_penalty, "repetition_penalty"),
+        patience=_real(patience, "patience"),
+    )
+    cfg = np.zeros(_cfg.CFG_SIZE + eos.size, np.int64)
+    fcfg = np.zeros(_cfg.FCFG_SIZE, np.float64)
+    _check_config(_cfg.pack_config(cfg, fcfg, **config, renormalize=int(renormalize)), config)
+    nk = int(cfg[_cfg.CFG_BEAMS])
+    gmax = int(cfg[_cfg.CFG_MAX_LEN]) - lp
+    nret = config["num_return_sequences"]
     layout = np.empty(_k.LAYOUT_SIZE, np.int64)
     if _k.beam_search_layout(cfg, layout) != 0:  # pragma: no cover - validated above
         raise ValueError("invalid beam search configuration")
@@ -352,11 +338,8 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
         logits = _step_logits(out, step, nrows, vocab)
         if vocab is None:
             vocab = logits.shape[1]
-            if nc > nk * vocab:
-                raise ValueError(
-                    f"step {step}: vocabulary size {vocab} is too small for num_beams={nk} with "
-                    f"{len(eos)} EOS id(s): beam search needs {nc} candidates out of K * V"
-                )
+            config["vocab"] = vocab
+            _check_config(_cfg.check_config(**config), config, f"step {step}: ")
         _jit.use_threads(logits.size)
         status = _k.beam_search_advance(cfg, fcfg, fstate, istate, logits)
         if status == _k.BEAM_BAD_LOGITS:

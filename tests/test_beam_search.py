@@ -391,3 +391,55 @@ def test_kernel_state_machine_statuses():
                                    out_logp[:1], out_len[:1]) == 2  # R = 1: [1, 0] only
     assert _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs, out_scores, out_logp,
                                    out_len[:1]) == -_k.BEAM_BAD_SHAPE
+
+
+def test_config_check_codes_and_messages():
+    """One validator (used by Python and C): each code blames its field, every code has text."""
+    from fastlsm._kernels.decoder import config as c
+
+    ok = dict(batch=2, prompt_len=1, vocab=13, num_beams=3, max_new_tokens=4,
+              eos_ids=np.array([1]), pad_token_id=-1, length_penalty=1.0, early_stopping=0,
+              num_return_sequences=2, min_new_tokens=0, no_repeat_ngram_size=0,
+              repetition_penalty=1.0, patience=1.0)
+    assert c.check_config(**ok) == c.CONFIG_OK
+    assert c.check_config(**dict(ok, vocab=-1)) == c.CONFIG_OK
+    bad = {
+        c.CONFIG_BATCH: dict(batch=0), c.CONFIG_NUM_BEAMS: dict(num_beams=0),
+        c.CONFIG_MAX_NEW_TOKENS: dict(max_new_tokens=0),
+        c.CONFIG_NUM_RETURN_SEQUENCES: dict(num_return_sequences=0),
+        c.CONFIG_RETURN_EXCEEDS_BEAMS: dict(num_return_sequences=4),
+        c.CONFIG_MIN_NEW_TOKENS: dict(min_new_tokens=-1),
+        c.CONFIG_NO_REPEAT_NGRAM_SIZE: dict(no_repeat_ngram_size=-1),
+        c.CONFIG_LENGTH_PENALTY: dict(length_penalty=np.inf),
+        c.CONFIG_REPETITION_PENALTY: dict(repetition_penalty=np.nan),
+        c.CONFIG_EARLY_STOPPING: dict(early_stopping=3),
+        c.CONFIG_PATIENCE: dict(patience=1e300),
+        c.CONFIG_MAX_HYPS: dict(patience=0.1),  # round(0.3) = 0 hypotheses kept
+        c.CONFIG_EOS_TOKEN_ID: dict(eos_ids=np.array([1, -2])),
+        c.CONFIG_PAD_TOKEN_ID: dict(pad_token_id=-2),
+        c.CONFIG_VOCAB: dict(vocab=1),
+    }
+    assert set(bad) | {c.CONFIG_BUFFER} == set(c.CONFIG_ERRORS)
+    for code, change in bad.items():
+        args = dict(ok, **change)
+        assert c.check_config(**args) == code, c.CONFIG_ERRORS[code][0]
+        cfg, fcfg = np.full(c.CFG_SIZE + 2, 7), np.full(c.FCFG_SIZE, 7.0)
+        assert c.pack_config(cfg, fcfg, **args, renormalize=0) == code
+        assert (cfg == 7).all() and (fcfg == 7.0).all()  # untouched on error
+        text = c.config_message(code, **dict(args, num_eos=args["eos_ids"].size))
+        assert c.CONFIG_ERRORS[code][0].split("_")[0] in text
+        fmt, names = c.printf_message(code)
+        py_values = tuple(dict(args, num_eos=args["eos_ids"].size)[n] for n in names)
+        assert fmt.replace("%lld", "%d") % py_values == text  # C prints what Python raises
+    cfg, fcfg = np.zeros(c.CFG_SIZE, np.int64), np.zeros(c.FCFG_SIZE)
+    assert c.pack_config(cfg, fcfg, **ok, renormalize=1) == c.CONFIG_BUFFER
+    cfg = np.zeros(c.CFG_SIZE + 1, np.int64)
+    assert c.pack_config(cfg, fcfg, **ok, renormalize=1) == c.CONFIG_OK
+    assert cfg[c.CFG_PAD] == 1 and cfg[c.CFG_MAX_HYPS] == 3 and cfg[c.CFG_CANDIDATES] == 6
+    assert cfg[c.CFG_MAX_LEN] == 5 and cfg[c.CFG_RENORMALIZE] == 1 and cfg[c.CFG_EOS] == 1
+    with pytest.raises(ValueError, match="pad_token_id must be >= 0"):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, pad_token_id=-2))
+    with pytest.raises(ValueError, match="eos_token_id must hold non-negative"):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, eos_token_id=[0, -1]))
+    with pytest.raises(ValueError, match="no_repeat_ngram_size must be at least 0"):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, no_repeat_ngram_size=-1))

@@ -35,7 +35,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import fexp, fmax, like
+from .math import fmax, like
 from .normalize import LINE, SCRATCH, block_sumexp
 from .stream import prefetch
 
@@ -342,28 +342,27 @@ def beam_step_rows(x, beam_scores, num_beams, row_val, row_tok, row_n, out_score
 # (transformers: max(2, 1 + n_eos) * K), H finished hypotheses kept per batch
 # (transformers: K; CTranslate2's patience: round(K * patience)), S = 2 * M + n_eos.
 
-CFG_BATCH = 0
-CFG_BEAMS = 1
-CFG_PROMPT_LEN = 2
-CFG_MAX_LEN = 3
-CFG_CANDIDATES = 4
-CFG_MAX_HYPS = 5
-CFG_EARLY_STOPPING = 6  # 0: False (transformers' heuristic), 1: True, 2: "never"
-CFG_MIN_NEW_TOKENS = 7
-CFG_NO_REPEAT_NGRAM = 8
-CFG_RENORMALIZE = 9  # 0: bans/penalty applied to log-probs (transformers), 1: to logits
-CFG_PAD = 10
-CFG_NUM_EOS = 11
-CFG_EOS = 12  # cfg[CFG_EOS : CFG_EOS + n_eos] are the EOS ids
-CFG_SIZE = 12  # + n_eos
-
-FCFG_LENGTH_PENALTY = 0
-FCFG_REPETITION_PENALTY = 1
-FCFG_SIZE = 2
-
-EARLY_FALSE = 0
-EARLY_TRUE = 1
-EARLY_NEVER = 2
+from .decoder.config import (  # noqa: E402, F401 (the configuration, defined once)
+    CFG_BATCH,
+    CFG_BEAMS,
+    CFG_CANDIDATES,
+    CFG_EARLY_STOPPING,
+    CFG_EOS,
+    CFG_MAX_HYPS,
+    CFG_MAX_LEN,
+    CFG_MIN_NEW_TOKENS,
+    CFG_NO_REPEAT_NGRAM,
+    CFG_NUM_EOS,
+    CFG_PAD,
+    CFG_PROMPT_LEN,
+    CFG_RENORMALIZE,
+    CFG_SIZE,
+    EARLY_NEVER,
+    EARLY_TRUE,
+    FCFG_LENGTH_PENALTY,
+    FCFG_REPETITION_PENALTY,
+    FCFG_SIZE,
+)
 
 # istate header
 ST_CUR_LEN = 0  # current sequence length (prompt included)
