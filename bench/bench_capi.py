@@ -179,9 +179,9 @@ def table(r: dict) -> str:
         ("per call, 1x8 float32, fastlsm_set_num_threads(1)", f"{r['call_1x8_serial_s'] * us:.3f} us"),
         ("per call, 1x8, 8 host threads at once (threads=1)",
          f"{r['call_1x8_8host_serial_s'] * us:.3f} us"),
-        (f"8x4096 (parallel launch), default threads", f"{r['launch_8x4096_default_s'] * us:.1f} us"),
+        ("8x4096 (parallel launch), default threads", f"{r['launch_8x4096_default_s'] * us:.1f} us"),
         ("8x4096, one thread", f"{r['launch_8x4096_serial_s'] * us:.1f} us"),
-        (f"64x32000 log_softmax, default threads", f"{r['throughput_64x32000_default_s'] * 1e3:.2f} ms"),
+        ("64x32000 log_softmax, default threads", f"{r['throughput_64x32000_default_s'] * 1e3:.2f} ms"),
         ("64x32000 log_softmax, one thread", f"{r['throughput_64x32000_serial_s'] * 1e3:.2f} ms"),
     ]
     w = max(len(a) for a, _ in rows)

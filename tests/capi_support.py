@@ -15,34 +15,37 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "capi", "examples")
 GCC = shutil.which("gcc")
+needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
 
 
 def _snapshot():
-    """Copy the package now, while this process imports it: the library then runs the very
-    kernels the Python API here runs, even if the working tree changes during the session."""
+    """Copy the package and capi/ now, while this process imports the package: the library
+    then runs the very kernels the Python API here runs, and the hosts are the sources of
+    the same moment, even if the working tree changes during the session."""
     root = tempfile.mkdtemp(prefix="fastlsm-capi-src-")
     atexit.register(shutil.rmtree, root, True)
     shutil.copytree(
         os.path.join(ROOT, "fastlsm"), os.path.join(root, "fastlsm"),
         ignore=shutil.ignore_patterns("__pycache__", "*.so"),
     )
-    os.makedirs(os.path.join(root, "capi"))
-    os.symlink(os.path.join("..", "fastlsm", "capi", "fastlsm.h"),
-               os.path.join(root, "capi", "fastlsm.h"))
+    shutil.copytree(os.path.join(ROOT, "capi"), os.path.join(root, "capi"), symlinks=True,
+                    ignore=shutil.ignore_patterns("build", "target"))
     return root
 
 
 SNAPSHOT = _snapshot() if GCC else None
+CAPI = os.path.join(SNAPSHOT or ROOT, "capi")  # Makefile, examples/, fuzz/
+EXAMPLES = os.path.join(CAPI, "examples")
 
 
 def _run(cmd, *, env=None, timeout=240, check=True):
     """Run ``cmd`` in an empty environment (plus ``env``); return the CompletedProcess."""
     full = ["env", "-i", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{cmd} exited with {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
@@ -77,7 +80,7 @@ def build_capi(tmp_path_factory):
     }
     build = subprocess.run(
         [sys.executable, "-m", "fastlsm.capi", "install", "--prefix", str(out)],
-        cwd=src, env=env, capture_output=True, text=True, timeout=900,
+        cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     if build.returncode != 0:
         raise AssertionError(f"build failed:\n{build.stdout}\n{build.stderr}")
@@ -98,7 +101,7 @@ def build_capi(tmp_path_factory):
             cc = subprocess.run(
                 [GCC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", *extra,
                  os.path.join(EXAMPLES, name), "-o", exe, *flags, "-lm", "-lpthread"],
-                capture_output=True, text=True,
+                capture_output=True, text=True, check=False,
             )
             if cc.returncode == 0:
                 exes[stem + variant] = exe
@@ -140,6 +143,7 @@ def assert_bitwise(actual, expected):
 _REFERENCE_SCRIPT = """
 import pickle, sys
 import numpy as np
+import pytest
 import fastlsm
 
 def table_model(table, dtype):
@@ -169,7 +173,7 @@ def reference(capi, calls):
     for _ in range(2):  # the first run compiles (and caches) what the library did not need
         proc = subprocess.run(
             [sys.executable, "-c", _REFERENCE_SCRIPT], input=pickle.dumps(calls),
-            env=capi["env"], capture_output=True, timeout=300,
+            env=capi["env"], capture_output=True, timeout=300, check=False,
         )
         if proc.returncode != 0:
             raise AssertionError(proc.stderr.decode()[-4000:])

@@ -13,20 +13,20 @@ import textwrap
 import numpy as np
 import pytest
 from capi_support import (
+    CAPI,
     EXAMPLES,
-    GCC,
-    ROOT,
     _exe,
     _parse,
     _run,
     assert_bitwise,
     build_capi,
+    needs_gcc,
     reference,
 )
 
 import fastlsm
 
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
+pytestmark = needs_gcc
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def test_install_writes_a_prefix(capi):
     assert os.readlink(os.path.join(capi["lib"], soname)) == real
     assert os.readlink(os.path.join(capi["lib"], link)) == soname
     with open(os.path.join(capi["include"], "fastlsm.h")) as a, \
-            open(os.path.join(ROOT, "capi", "fastlsm.h")) as b:
+            open(os.path.join(CAPI, "fastlsm.h")) as b:
         assert a.read() == b.read()
     with open(os.path.join(capi["lib"], "pkgconfig", "fastlsm.pc")) as f:
         pc = f.read()
@@ -81,13 +81,13 @@ def test_flags_parts_and_missing_build(capi, tmp_path, which):
     assert got == (cflags if which == ["--cflags"] else libs if which == ["--libs"]
                    else cflags + libs)
     missing = subprocess.run([*run, "--prefix", str(tmp_path / "nothing")], env=env,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
     assert missing.returncode != 0 and "no fastlsm C library" in missing.stderr
     assert missing.stdout == ""
 
 
 def test_header_version_matches_package():
-    with open(os.path.join(ROOT, "capi", "fastlsm.h")) as f:
+    with open(os.path.join(CAPI, "fastlsm.h")) as f:
         header = f.read()
     assert f'#define FASTLSM_VERSION_STRING "{fastlsm.__version__}"' in header
     major, minor, patch = (int(p) for p in fastlsm.__version__.split("."))
@@ -103,13 +103,14 @@ def test_library_exports_only_the_abi(capi):
     out = subprocess.run([nm, "-D", "--defined-only", os.path.join(capi["lib"], "libfastlsm.so")],
                          capture_output=True, text=True, check=True).stdout
     exported = {line.split()[-1] for line in out.splitlines() if " T " in line}
-    with open(os.path.join(ROOT, "capi", "fastlsm.h")) as f:
+    with open(os.path.join(CAPI, "fastlsm.h")) as f:
         header = f.read()
     declared = {name for name in exported if f" {name}(" in header or f"*{name}(" in header}
     assert exported - declared == {"PyInit__fastlsm_cffi"}
-    for name in ("fastlsm_log_softmax_f32", "fastlsm_cross_entropy_f64",
-                 "fastlsm_beam_step_f32", "fastlsm_beam_search_f32", "fastlsm_last_error"):
-        assert name in exported
+    from fastlsm.capi import _entries
+
+    table = {p.split("(")[0].split()[-1].lstrip("*") for p in _entries.public_prototypes()}
+    assert table == exported - {"PyInit__fastlsm_cffi"}  # every table entry is defined
 
 
 def test_every_example_compiles_with_wall_werror(capi):
@@ -219,6 +220,13 @@ EXPECTED = {
     "ce_bad_reduction": 4, "ce_bad_smoothing": 4,
     "seq_token_high": 3, "seq_null_seq": 1,
     "beam_zero_candidates": 4, "beam_too_many": 4,
+    "beam_search_returns": 4, "beam_search_patience": 4, "beam_search_vocab": 4,
+    "beam_search_struct": 4, "beam_search_ok": 0,
+}
+CONFIG_CASES = {  # errors.c's beam-search configurations, as fastlsm.beam_search arguments
+    "beam_search_returns": ({"num_return_sequences": 5}, 10),
+    "beam_search_patience": ({"patience": 0.1}, 10),
+    "beam_search_vocab": ({}, 1),
 }
 
 
@@ -240,7 +248,18 @@ def test_every_error_code(capi):
             assert message == "", (name, message)
     assert "x is NULL" in cases["null_x"][3]
     assert "target[2] = 4" in cases["ce_target_high"][3]
+    assert "tokens[0, 3] = 3 is outside the vocabulary [0, 3)" in cases["seq_token_high"][3]
     assert "between 1 and" in cases["threads_zero"][3]
+    for name, (kwargs, vocab) in CONFIG_CASES.items():  # the very message Python raises
+        def step(ids, parents, vocab=vocab):
+            return np.zeros((ids.shape[0], vocab), np.float32)
+
+        with pytest.raises(ValueError) as err:
+            fastlsm.beam_search(step, np.array([[1, 2]]), num_beams=4, max_new_tokens=20,
+                                eos_token_id=None, **kwargs)
+        message = str(err.value).removeprefix("step 0: ")
+        assert cases[name][3] == f"fastlsm_beam_search_f32: {message}", name
+    assert "struct_size = 0" in cases["beam_search_struct"][3]
 
 
 def test_runtime_error_when_python_package_is_broken(capi, tmp_path):
@@ -253,9 +272,10 @@ def test_runtime_error_when_python_package_is_broken(capi, tmp_path):
     cases = _cases(proc.stdout)
     for name, (status, code, untouched, message) in cases.items():
         assert untouched, name
-        if EXPECTED[name] not in (0, 3) and name != "threads_too_many":
-            # argument checks (NULL, sizes, options) need no runtime: they come first; targets
-            # and tokens are checked once, by the kernels
+        if EXPECTED[name] not in (0, 3) and name != "threads_too_many" and \
+                name not in CONFIG_CASES:
+            # argument checks (NULL, sizes, options) need no runtime: they come first; targets,
+            # tokens and beam-search configurations are checked once, by the kernels
             assert status == EXPECTED[name], (name, status, message)
         else:
             assert status == 5 and "deliberately broken" in message, (name, status, message)
@@ -289,7 +309,7 @@ def test_python_host_can_load_the_library(capi):
     env = dict(capi["env"])
     env.pop("PYTHONPATH")  # the library adds the package to sys.path itself
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=240)
+                          text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr
     status, *values = proc.stdout.split()
     assert status == "0"

@@ -11,22 +11,21 @@ import shutil
 import subprocess
 import sys
 
+import capi_support as cs
 import numpy as np
 import pytest
-from capi_support import (
-    EXAMPLES, GCC, ROOT, _exe, _parse, _run, assert_bitwise, build_capi, reference,
-)
+from capi_support import CAPI, EXAMPLES, GCC, needs_gcc
 
 import fastlsm
 
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
-
-N, C = 6, 5
+pytestmark = needs_gcc
 
 
 @pytest.fixture(scope="session")
 def capi(tmp_path_factory):
-    return build_capi(tmp_path_factory)
+    return cs.build_capi(tmp_path_factory)
+
+N, C = 6, 5
 
 
 def _status_lines(stdout):
@@ -40,8 +39,8 @@ def _status_lines(stdout):
 
 
 def test_losses_example_matches_python_bitwise(capi):
-    proc = _run([_exe(capi, "losses")])
-    out = _parse(proc.stdout)
+    proc = cs._run([cs._exe(capi, "losses")])
+    out = cs._parse(proc.stdout)
     f32 = {k: out[k].astype(np.float32) for k in ("x_f32", "probs", "weight", "token_weight",
                                                   "grad_output")}
     x = f32["x_f32"].reshape(N, C)
@@ -52,33 +51,33 @@ def test_losses_example_matches_python_bitwise(capi):
     t64 = np.array([1, 4, 0, -100, 2, 3], np.int64)
     lp = fastlsm.log_softmax(x)  # only an input of the NLL: recomputed by the library too
     calls = [
-        ("cross_entropy_with_grad", (x, t32), dict(
-            weight=w, token_weight=tw, label_smoothing=0.125, z_loss=1e-3, softcap=3.0,
-            return_lse=True)),
-        ("cross_entropy_with_grad", (xd, t64), dict(
-            weight=w.astype(np.float64), token_weight=tw.astype(np.float64),
-            label_smoothing=0.125, z_loss=1e-3, softcap=3.0, reduction="none",
-            grad_output=go.astype(np.float64), return_lse=True)),
-        ("cross_entropy_with_grad", (x, probs), dict(reduction="sum", z_loss=0.01,
-                                                     grad_output=0.5)),
+        ("cross_entropy_with_grad", (x, t32), {
+            "weight": w, "token_weight": tw, "label_smoothing": 0.125, "z_loss": 1e-3, "softcap": 3.0,
+            "return_lse": True}),
+        ("cross_entropy_with_grad", (xd, t64), {
+            "weight": w.astype(np.float64), "token_weight": tw.astype(np.float64),
+            "label_smoothing": 0.125, "z_loss": 1e-3, "softcap": 3.0, "reduction": "none",
+            "grad_output": go.astype(np.float64), "return_lse": True}),
+        ("cross_entropy_with_grad", (x, probs), {"reduction": "sum", "z_loss": 0.01,
+                                                     "grad_output": 0.5}),
         ("log_softmax", (x,), {}),
-        ("nll_loss", (lp, t64), dict(reduction="none")),
+        ("nll_loss", (lp, t64), {"reduction": "none"}),
         ("sequence_logprobs", (x.reshape(2, 3, C), np.array([[1, 0, 4], [2, 2, 3]])), {}),
         ("cross_entropy", (x, t64), {}),
     ]
-    allm, none64, soft, lp_ref, nll_none, (tok, seq), default = reference(capi, calls)
-    assert_bitwise(out["all_mean_loss"].astype(np.float32), allm.loss.reshape(1))
-    assert_bitwise(out["all_mean_lse"].astype(np.float32), allm.lse)
-    assert_bitwise(out["all_mean_grad"].astype(np.float32).reshape(N, C), allm.grad)
-    assert_bitwise(out["none64_loss"], none64.loss)
-    assert_bitwise(out["none64_lse"], none64.lse)
-    assert_bitwise(out["none64_grad"].reshape(N, C), none64.grad)
-    assert_bitwise(out["probs_sum_loss"].astype(np.float32), soft.loss.reshape(1))
-    assert_bitwise(out["probs_sum_grad"].astype(np.float32).reshape(N, C), soft.grad)
-    nll_calls = [("nll_loss", (lp_ref, t32), dict(weight=w, token_weight=tw))]
-    (nll_mean,) = reference(capi, nll_calls)
-    assert_bitwise(out["nll_mean_loss"].astype(np.float32), nll_mean.reshape(1))
-    assert_bitwise(out["nll_none_loss"].astype(np.float32), nll_none)
+    allm, none64, soft, lp_ref, nll_none, (tok, seq), default = cs.reference(capi, calls)
+    cs.assert_bitwise(out["all_mean_loss"].astype(np.float32), allm.loss.reshape(1))
+    cs.assert_bitwise(out["all_mean_lse"].astype(np.float32), allm.lse)
+    cs.assert_bitwise(out["all_mean_grad"].astype(np.float32).reshape(N, C), allm.grad)
+    cs.assert_bitwise(out["none64_loss"], none64.loss)
+    cs.assert_bitwise(out["none64_lse"], none64.lse)
+    cs.assert_bitwise(out["none64_grad"].reshape(N, C), none64.grad)
+    cs.assert_bitwise(out["probs_sum_loss"].astype(np.float32), soft.loss.reshape(1))
+    cs.assert_bitwise(out["probs_sum_grad"].astype(np.float32).reshape(N, C), soft.grad)
+    nll_calls = [("nll_loss", (lp_ref, t32), {"weight": w, "token_weight": tw})]
+    (nll_mean,) = cs.reference(capi, nll_calls)
+    cs.assert_bitwise(out["nll_mean_loss"].astype(np.float32), nll_mean.reshape(1))
+    cs.assert_bitwise(out["nll_none_loss"].astype(np.float32), nll_none)
     # the NLL gradient: -token_weight * weight[t] / den at the target, 0 elsewhere
     keep = t32 != -100
     den = np.sum(w[t32[keep]].astype(np.float64) * tw[keep])
@@ -86,12 +85,14 @@ def test_losses_example_matches_python_bitwise(capi):
     want[np.flatnonzero(keep), t32[keep]] = -(tw[keep] * w[t32[keep]].astype(np.float64)) / den
     np.testing.assert_allclose(out["nll_mean_grad"].reshape(N, C), want, rtol=1e-6)
     for width in ("32", "64"):
-        assert_bitwise(out[f"seq{width}_token"].astype(np.float32), tok.reshape(-1))
-        assert_bitwise(out[f"seq{width}_sum"].astype(np.float32), seq)
+        cs.assert_bitwise(out[f"seq{width}_token"].astype(np.float32), tok.reshape(-1))
+        cs.assert_bitwise(out[f"seq{width}_sum"].astype(np.float32), seq)
     # an older, smaller options struct: the fields it lacks take their defaults
-    assert_bitwise(out["old_struct_loss"].astype(np.float32), default.reshape(1))
-    assert_bitwise(out["default_loss"].astype(np.float32), default.reshape(1))
+    cs.assert_bitwise(out["old_struct_loss"].astype(np.float32), default.reshape(1))
+    cs.assert_bitwise(out["default_loss"].astype(np.float32), default.reshape(1))
+    assert "padded_same 1" in proc.stdout.splitlines()  # row_stride: same bits, padding kept
     st = _status_lines(proc.stdout)
+    assert st["short_stride"][0] == 2 and "row_stride=4" in st["short_stride"][1]
     assert st["newer_struct"][0] == 4 and "newer fastlsm.h" in st["newer_struct"][1]
     assert st["unset_struct"][0] == 4 and "struct_size = 0" in st["unset_struct"][1]
     assert st["bad_target_type"][0] == 4 and "target_type=7" in st["bad_target_type"][1]
@@ -147,7 +148,7 @@ def test_module_path_never_holds_the_build_directory(capi, tmp_path):
 
 def _expected_bits(capi):
     x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
-    (y,) = reference(capi, [("log_softmax", (x,), {})])
+    (y,) = cs.reference(capi, [("log_softmax", (x,), {})])
     return [f"{int(b):08x}" for b in y.reshape(-1).view(np.uint32)]
 
 
@@ -164,7 +165,7 @@ def test_pkgconfig_host(capi, tmp_path):
     exe = str(tmp_path / "host")
     subprocess.run([GCC, "-Wall", "-Werror", os.path.join(EXAMPLES, "pkgconfig", "host.c"),
                     "-o", exe, *flags], check=True)
-    out = _run([exe]).stdout.split()
+    out = cs._run([exe]).stdout.split()
     assert out == ["pkgconfig", fastlsm.__version__, *_expected_bits(capi)]
 
 
@@ -176,7 +177,7 @@ def test_cmake_cxx_host(capi, tmp_path):
     subprocess.run([cmake, "-S", os.path.join(EXAMPLES, "cpp_cmake"), "-B", str(build),
                     f"-DCMAKE_PREFIX_PATH={capi['dir']}"], check=True, capture_output=True)
     subprocess.run([cmake, "--build", str(build)], check=True, capture_output=True)
-    lines = _run([str(build / "host")]).stdout.splitlines()
+    lines = cs._run([str(build / "host")]).stdout.splitlines()
     assert lines[0].split() == ["cmake", fastlsm.__version__, *_expected_bits(capi)]
     assert lines[1].startswith("exception a target index is out of range: ")
     assert "target[0] = 7" in lines[1]
@@ -202,10 +203,10 @@ def test_rust_host(capi, tmp_path):
                     ignore=shutil.ignore_patterns("target"))
     subprocess.run([cargo, "build", "--offline", "--quiet"], cwd=src, env=env, check=True,
                    capture_output=True, timeout=600)
-    lines = _run([str(tmp_path / "t" / "debug" / "fastlsm-rust-host")]).stdout.splitlines()
+    lines = cs._run([str(tmp_path / "t" / "debug" / "fastlsm-rust-host")]).stdout.splitlines()
     assert lines[0].split() == ["rust", fastlsm.__version__, *_expected_bits(capi)]
     x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
-    (loss,) = reference(capi, [("cross_entropy", (x, np.array([2])), {})])
+    (loss,) = cs.reference(capi, [("cross_entropy", (x, np.array([2])), {})])
     assert lines[1] == f"rust_loss {int(np.float32(loss).view(np.uint32)):08x}"
     assert lines[2].startswith("rust_error a target index is out of range")
 
@@ -216,9 +217,7 @@ def test_make_run_after_the_readme_setup(capi, tmp_path):
     if make is None:
         pytest.skip("make is not installed")
     repo = tmp_path / "repo"
-    shutil.copytree(capi["src"], repo, symlinks=True)
-    shutil.copytree(os.path.join(ROOT, "capi"), repo / "capi", symlinks=True, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("build"))
+    shutil.copytree(capi["src"], repo, symlinks=True)  # the package and capi/
     venv = repo / ".venv" / "bin"
     venv.mkdir(parents=True)
     (venv / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # as a venv's
@@ -234,7 +233,7 @@ def test_make_run_after_the_readme_setup(capi, tmp_path):
 
 # --------------------------------------------------------------------------- fuzzing
 
-FUZZ = os.path.join(ROOT, "capi", "fuzz", "fuzz_capi.c")
+FUZZ = os.path.join(CAPI, "fuzz", "fuzz_capi.c")
 
 
 def test_fuzz_random_inputs_under_address_sanitizer(capi, tmp_path):
@@ -243,7 +242,7 @@ def test_fuzz_random_inputs_under_address_sanitizer(capi, tmp_path):
     subprocess.run([GCC, "-DFASTLSM_FUZZ_MAIN", "-std=c11", "-g", "-O1", "-Wall", "-Wextra",
                     "-Werror", "-fsanitize=address", FUZZ, "-o", exe, *capi["flags"], "-lm"],
                    check=True)
-    proc = _run([exe, "15", "7"], env={"ASAN_OPTIONS": "detect_leaks=0"}, timeout=300)
+    proc = cs._run([exe, "15", "7"], env={"ASAN_OPTIONS": "detect_leaks=0"}, timeout=300)
     assert proc.stdout.startswith("fuzz ok: ") and int(proc.stdout.split()[2]) > 100
 
 
@@ -259,7 +258,7 @@ def test_fuzz_with_libfuzzer(capi, tmp_path):
     assert cc.returncode == 0, cc.stderr
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    proc = _run([exe, "-max_total_time=15", "-rss_limit_mb=0", "-seed=1", str(corpus)],
+    proc = cs._run([exe, "-max_total_time=15", "-rss_limit_mb=0", "-seed=1", str(corpus)],
                 timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Done " in proc.stderr

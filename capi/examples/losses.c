@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.h"
 
@@ -57,6 +58,24 @@ int main(void)
                                        loss, lse, grad));
     print_f32("all_mean_loss", loss, 1), print_f32("all_mean_lse", lse, N);
     print_f32("all_mean_grad", grad, N * C);
+
+    /* the same over padded rows (row_stride = C + 3), gradient in place */
+    enum { S = C + 3 };
+    float padded[N * S], ploss, plse[N];
+    for (int i = 0; i < N * S; i++) padded[i] = i % S < C ? x[i / S * C + i % S] : -7.0f;
+    o.row_stride = S;
+    CHECK(fastlsm_cross_entropy_ex_f32(padded, t32, FASTLSM_TARGET_INT32, N, C, w, tw, NULL, &o,
+                                       &ploss, plse, padded));
+    int same = memcmp(&ploss, loss, sizeof ploss) == 0 && memcmp(plse, lse, sizeof plse) == 0;
+    for (int i = 0; i < N * S; i++)
+        same &= i % S < C ? memcmp(&padded[i], &grad[i / S * C + i % S], sizeof(float)) == 0
+                          : padded[i] == -7.0f;
+    printf("padded_same %d\n", same);
+    o.row_stride = C - 1;
+    int bad = fastlsm_cross_entropy_ex_f32(x, t32, FASTLSM_TARGET_INT32, N, C, NULL, NULL, NULL,
+                                           &o, loss, NULL, NULL);
+    printf("short_stride status %d | %s\n", bad, fastlsm_last_error());
+    o.row_stride = 0;
 
     /* float64, int64 targets, reduction none with a per-row grad_output */
     o.reduction = FASTLSM_REDUCTION_NONE;

@@ -1,12 +1,15 @@
 """Build libfastlsm.so: a cffi embedding library whose exported functions are written in C.
 
 Four steps, as in cffi's embedding demo:
-1. ``cdef``: the few C functions the embedded init code calls to register entry points;
-2. ``embedding_init_code``: Python run once at start-up, which compiles (loads from the cache)
-   the Numba ``@cfunc`` entry points and registers their addresses;
+1. ``cdef``: the few C functions the embedded init code calls to register entry points, and
+   ``fastlsm__load``, Python called by C on an entry point's first use;
+2. ``embedding_init_code``: Python run once at start-up, which imports the package and
+   defines ``fastlsm__load``: it compiles (loads from the cache) the Numba ``@cfunc`` s of
+   one entry point and registers their addresses (a host loads only what it calls);
 3. ``set_source``: ``_runtime.c`` + ``_capi.c`` (the ABI of ``fastlsm.h``), preceded by the
    build machine's paths as C constants and the entry-point table generated from
-   ``_entries.ENTRIES``, linked with libpython (with an rpath to it), soname
+   ``_entries.ENTRIES`` (and, between the two, the beam-search config messages generated
+   from ``_kernels.decoder.config``), linked with libpython (with an rpath to it), soname
    ``libfastlsm.so.<major>``;
 4. ``compile``, then a check: a small C program calls the library in an empty environment.
 
@@ -37,6 +40,7 @@ CDEF = """
     static void fastlsm__ready(const char *version, int max_threads, int num_threads,
                                int64_t serial_work, void *set_num_threads);
     static void fastlsm__init_failed(const char *message);
+    extern "Python" int fastlsm__load(const char *name);
 """
 
 SMOKE_C = r"""
@@ -186,6 +190,11 @@ def _init_code(cache_root: str) -> str:
             _msg = "".join(traceback.format_exception_only(type(_e), _e)).strip()
             lib.fastlsm__init_failed(_msg.encode("utf-8", "replace")[:2000])
             raise
+
+
+        @ffi.def_extern(error=-1)
+        def fastlsm__load(name):  # called by C (under its load lock) on an entry's first use
+            return _entries.load(ffi, lib, ffi.string(name).decode())
         """
     )
 
@@ -212,10 +221,7 @@ def build(out_dir: str | None = None, *, check: bool = True, verbose: bool = Fal
 
     _entries.compile_all()  # warm the cache (and fail early if a kernel does not compile)
 
-    c_source = ""
-    for name in C_SOURCES:
-        with open(os.path.join(HERE, name)) as f:
-            c_source += f.read()
+    c_source = c_sources()
     header = header_path()
 
     ffi = cffi.FFI()
@@ -255,6 +261,17 @@ def build(out_dir: str | None = None, *, check: bool = True, verbose: bool = Fal
     if check:
         _check(out_dir)
     return result
+
+
+def c_sources() -> str:
+    """``_runtime.c``, the generated beam-search config messages, then ``_capi.c``."""
+    from . import _entries
+
+    parts = []
+    for name in C_SOURCES:
+        with open(os.path.join(HERE, name)) as f:
+            parts.append(f.read())
+    return parts[0] + _entries.beam_config_errors() + parts[1]
 
 
 def _replace_file(src: str, dst: str) -> None:

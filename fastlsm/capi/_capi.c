@@ -16,6 +16,7 @@ static int begin(const char *fname, int id, int64_t work, void **fn)
     int st = ensure_started();
     if (st) return st;
     if (g_fault_internal) return fault(fname);
+    load_entry(id);
     *fn = pick(id, work);
     return *fn ? FASTLSM_OK : missing(id);
 }
@@ -109,18 +110,19 @@ static int rows_check(const char *fname, const void *x, const void *out, int64_t
         return r == -1 ? FASTLSM_OK : unexpected(fname, r);                               \
     }
 
-#define ROWS_ENTRIES(S, T) ROWS_ENTRY(log_softmax, S, T) ROWS_ENTRY(softmax, S, T) \
-    ROWS_ENTRY(logsumexp, S, T)
-ROWS_ENTRIES(f32, float)
-ROWS_ENTRIES(f64, double)
+FASTLSM_ROWS_WRAPPERS /* generated: the ENTRIES rows with wrap="rows" */
 
 /* ------------------------------------------------------------------ cross-entropy, nll */
 
+/* A zeroed ABI struct `v` of type `t` with its struct_size set: how every default starts. */
+#define NEW_STRUCT(t, v) \
+    t v;                 \
+    memset(&v, 0, sizeof v); \
+    v.struct_size = sizeof v
+
 FASTLSM_API fastlsm_cross_entropy_options fastlsm_cross_entropy_default_options(void)
 {
-    fastlsm_cross_entropy_options o;
-    memset(&o, 0, sizeof o);
-    o.struct_size = sizeof o;
+    NEW_STRUCT(fastlsm_cross_entropy_options, o);
     o.ignore_index = -100;
     o.reduction = FASTLSM_REDUCTION_MEAN;
     return o;
@@ -144,6 +146,39 @@ static int loss_options(const char *fname, const fastlsm_cross_entropy_options *
     if (!(o->softcap >= 0 && isfinite(o->softcap)))
         return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: softcap must be a finite number > 0 "
                     "(or 0 to disable it), got %g", fname, o->softcap);
+    return FASTLSM_OK;
+}
+
+/* Rows of `cols` elements `stride` apart, to and from a packed buffer. */
+static void copy_rows(void *dst, int64_t dst_stride, const void *src, int64_t src_stride,
+                      int64_t rows, int64_t cols, size_t elem)
+{
+    for (int64_t r = 0; r < rows; r++)
+        memmove((char *)dst + (size_t)(r * dst_stride) * elem,
+                (const char *)src + (size_t)(r * src_stride) * elem, (size_t)cols * elem);
+}
+
+/* Padded rows (options->row_stride > cols): packed copies of the logits, probability
+ * targets and gradient buffer that the kernel works on instead. */
+typedef struct {
+    void *logits, *target, *grad;
+} packed;
+
+static int pack(const char *fname, packed *pk, const void **logits, const void **target,
+                void **grad, int probs, int64_t rows, int64_t cols, int64_t stride, size_t elem)
+{
+    const size_t bytes = (size_t)(rows * cols > 0 ? rows * cols : 1) * elem;
+    const int inplace = *grad == (const void *)*logits;
+    pk->logits = malloc(bytes);
+    pk->target = probs ? malloc(bytes) : NULL;
+    pk->grad = *grad && !inplace ? malloc(bytes) : NULL;
+    if (!pk->logits || (probs && !pk->target) || (*grad && !inplace && !pk->grad))
+        return out_of_memory(fname);
+    copy_rows(pk->logits, cols, *logits, stride, rows, cols, elem);
+    if (probs) copy_rows(pk->target, cols, *target, stride, rows, cols, elem);
+    *logits = pk->logits;
+    if (probs) *target = pk->target;
+    if (*grad) *grad = inplace ? pk->logits : pk->grad;
     return FASTLSM_OK;
 }
 
@@ -176,11 +211,24 @@ static int loss_any(const char *fname, int f64, int nll, const void *logits, con
     if ((st = loss_options(fname, &o, nll)) != 0) return st;
     const int probs = ttype == FASTLSM_TARGET_PROBS, is32 = ttype == FASTLSM_TARGET_INT32;
     const int per_row = o.reduction == FASTLSM_REDUCTION_NONE;
+    const int64_t stride = o.row_stride ? o.row_stride : cols;
+    const size_t elem = f64 ? 8 : 4;
+    int64_t span;
+    if (stride < cols || (rows > 0 && (checked_size(rows - 1, stride, elem, &span) != 0 ||
+                                       span > INT64_MAX - cols ||
+                                       checked_size(span + cols, 1, elem, &span) != 0)))
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: row_stride=%lld: it must be 0 (packed) or "
+                    ">= cols=%lld, and rows * row_stride must fit in memory", fname,
+                    (long long)o.row_stride, (long long)cols);
+    packed pk = {NULL, NULL, NULL};
+    void *user_grad = grad;
     if ((st = as_f64(fname, "class_weight", class_weight, cols, f64, 1, &w, &own_w)) ||
         (st = as_f64(fname, "token_weight", token_weight, rows, f64, 1, &tw, &own_tw)) ||
         (st = as_f64(fname, "grad_output", grad_output, per_row ? rows : 1, f64, 0, &go,
                      &own_go)) ||
         (!probs && (st = as_i64(fname, target, is32, rows, &ids, &own_ids))) ||
+        (stride != cols && (st = pack(fname, &pk, &logits, &target, &grad, probs, rows, cols,
+                                      stride, elem))) ||
         (st = begin(fname, nll ? (f64 ? K_nll_loss_f64 : K_nll_loss_f32)
                     : probs ? (f64 ? K_cross_entropy_probs_f64 : K_cross_entropy_probs_f32)
                     : (f64 ? K_cross_entropy_f64 : K_cross_entropy_f32), n, &fn)))
@@ -206,8 +254,11 @@ static int loss_any(const char *fname, int f64, int nll, const void *logits, con
                   (long long)cols, (long long)cols - 1, (long long)o.ignore_index);
     else if (r != -1)
         st = unexpected(fname, r);
+    else if (grad && stride != cols)
+        copy_rows(user_grad, stride, grad, cols, rows, cols, elem);
 done:
     free(own_w), free(own_tw), free(own_go), free(own_ids);
+    free(pk.logits), free(pk.target), free(pk.grad);
     return st;
 }
 
@@ -273,8 +324,10 @@ static int sequence_any(const char *fname, int f64, const void *logits, const vo
               token_logprobs, token_logprobs != NULL, seq_logprobs);
     if (r >= 0 && r < bt)
         st = fail(FASTLSM_ERR_INVALID_TARGET, "%s: tokens[%lld, %lld] = %lld is outside the "
-                  "vocabulary [0, %lld)", fname, (long long)(r / steps), (long long)(r % steps),
-                  (long long)id_at(tokens, is32, r), (long long)vocab);
+                  "vocabulary [0, %lld); fix the token id or set mask[%lld, %lld] = 0 for "
+                  "padding", fname, (long long)(r / steps), (long long)(r % steps),
+                  (long long)id_at(tokens, is32, r), (long long)vocab, (long long)(r / steps),
+                  (long long)(r % steps));
     else if (r != -1)
         st = unexpected(fname, r);
 done:
@@ -361,22 +414,15 @@ BEAM_STEP_ENTRY(f64, double)
 
 FASTLSM_API fastlsm_beam_search_config fastlsm_beam_search_default_config(void)
 {
-    fastlsm_beam_search_config c;
-    memset(&c, 0, sizeof c);
-    c.struct_size = sizeof c;
+    NEW_STRUCT(fastlsm_beam_search_config, c);
     c.num_beams = 4;
     c.max_new_tokens = 20;
-    c.eos_token_ids = NULL;
-    c.num_eos_token_ids = 0;
     c.pad_token_id = -1;
     c.length_penalty = 1.0;
     c.early_stopping = FASTLSM_EARLY_STOPPING_HEURISTIC;
     c.num_return_sequences = 1;
-    c.min_new_tokens = 0;
-    c.no_repeat_ngram_size = 0;
     c.repetition_penalty = 1.0;
     c.patience = 1.0;
-    c.renormalize = 0;
     return c;
 }
 
@@ -389,7 +435,7 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
                        void *token_logprobs, int64_t *out_width)
 {
     const size_t elem = is_f64 ? sizeof(double) : sizeof(float);
-    int64_t rows, max_len, tmp, nh, nc;
+    int64_t rows, max_len, tmp, nh;
     fastlsm_beam_search_config cfg_copy = fastlsm_beam_search_default_config();
     const fastlsm_beam_search_config *c = &cfg_copy;
     CLEAR_ERROR();
@@ -408,93 +454,60 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: batch=%lld, prompt_len=%lld, vocab=%lld, "
                     "num_eos_token_ids=%lld must be >= 0", fname, (long long)batch,
                     (long long)prompt_len, (long long)vocab, (long long)c->num_eos_token_ids);
-#define BAD_CONFIG(cond, ...) \
-    if (cond) return fail(FASTLSM_ERR_INVALID_ARGUMENT, __VA_ARGS__)
-    BAD_CONFIG(batch == 0, "%s: batch must be >= 1 (at least one prompt)", fname);
-    BAD_CONFIG(vocab == 0, "%s: vocab must be >= 1", fname);
-    BAD_CONFIG(c->num_beams < 1, "%s: num_beams=%lld must be >= 1", fname,
-               (long long)c->num_beams);
-    BAD_CONFIG(c->max_new_tokens < 1, "%s: max_new_tokens=%lld must be >= 1", fname,
-               (long long)c->max_new_tokens);
-    BAD_CONFIG(c->num_return_sequences < 1 || c->num_return_sequences > c->num_beams,
-               "%s: num_return_sequences=%lld must be in [1, num_beams=%lld]", fname,
-               (long long)c->num_return_sequences, (long long)c->num_beams);
-    BAD_CONFIG(c->min_new_tokens < 0, "%s: min_new_tokens=%lld must be >= 0", fname,
-               (long long)c->min_new_tokens);
-    BAD_CONFIG(c->no_repeat_ngram_size < 0, "%s: no_repeat_ngram_size=%lld must be >= 0",
-               fname, (long long)c->no_repeat_ngram_size);
-    BAD_CONFIG(!isfinite(c->length_penalty), "%s: length_penalty must be finite", fname);
-    BAD_CONFIG(!(c->repetition_penalty > 0) || !isfinite(c->repetition_penalty),
-               "%s: repetition_penalty=%g must be > 0", fname, c->repetition_penalty);
-    BAD_CONFIG(c->early_stopping < 0 || c->early_stopping > 2,
-               "%s: early_stopping=%d is not a fastlsm_early_stopping", fname,
-               c->early_stopping);
-    BAD_CONFIG(!(c->patience > 0) || !(c->patience * (double)c->num_beams < 9e15),
-               "%s: patience=%g must be > 0", fname, c->patience);
-    nh = (int64_t)nearbyint(c->patience * (double)c->num_beams); /* Python's round() */
-    BAD_CONFIG(nh < 1 || c->num_return_sequences > nh,
-               "%s: round(num_beams * patience) = %lld hypotheses are kept: it must be >= 1 "
-               "and >= num_return_sequences=%lld", fname, (long long)nh,
-               (long long)c->num_return_sequences);
-    for (int64_t i = 0; i < c->num_eos_token_ids; i++)
-        BAD_CONFIG(c->eos_token_ids[i] < 0, "%s: eos_token_ids[%lld] = %lld must be >= 0",
-                   fname, (long long)i, (long long)c->eos_token_ids[i]);
-    if (checked_size(batch, c->num_beams, 1, &rows) != 0 ||
-        c->max_new_tokens > INT64_MAX / 4 - prompt_len ||
-        checked_size(rows, (max_len = prompt_len + c->max_new_tokens), 64, &tmp) != 0 ||
-        checked_size(rows, vocab, elem, &tmp) != 0 ||
-        checked_size(batch * nh, c->max_new_tokens, 16, &tmp) != 0 ||
-        checked_size(rows, 2 * max_len + c->num_eos_token_ids, 16, &tmp) != 0 ||
-        checked_size(rows, 2 * (c->num_eos_token_ids + 2), 16, &tmp) != 0)
-        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: the search state for batch=%lld, "
-                    "num_beams=%lld, prompt_len=%lld, max_new_tokens=%lld, vocab=%lld does "
-                    "not fit in memory", fname, (long long)batch, (long long)c->num_beams,
-                    (long long)prompt_len, (long long)c->max_new_tokens, (long long)vocab);
-    nc = (c->num_eos_token_ids + 1 > 2 ? c->num_eos_token_ids + 1 : 2) * c->num_beams;
-    BAD_CONFIG(nc > c->num_beams * vocab, "%s: vocab=%lld is too small for num_beams=%lld "
-               "with %lld EOS id(s): beam search needs %lld candidates out of beams * vocab",
-               fname, (long long)vocab, (long long)c->num_beams,
-               (long long)c->num_eos_token_ids, (long long)nc);
+    if (checked_size(batch, prompt_len, 8, &tmp) != 0 ||
+        c->max_new_tokens > INT64_MAX / 4 - prompt_len)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: batch=%lld, prompt_len=%lld, "
+                    "max_new_tokens=%lld: the sequences do not fit in memory", fname,
+                    (long long)batch, (long long)prompt_len, (long long)c->max_new_tokens);
     for (int64_t i = 0; i < batch * prompt_len; i++)
-        BAD_CONFIG(id_at(ids, is32, i) < 0, "%s: input_ids[%lld, %lld] = %lld must be >= 0", fname,
-                   (long long)(i / prompt_len), (long long)(i % prompt_len),
-                   (long long)id_at(ids, is32, i));
-#undef BAD_CONFIG
-    void *layout_k, *init_k, *finalize_k, *ignored;
+        if (id_at(ids, is32, i) < 0)
+            return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: input_ids[%lld, %lld] = %lld must "
+                        "be >= 0", fname, (long long)(i / prompt_len), (long long)(i % prompt_len),
+                        (long long)id_at(ids, is32, i));
+    void *pack_k, *layout_k, *init_k, *finalize_k, *ignored;
     const int adv_id = is_f64 ? K_beam_advance_f64 : K_beam_advance_f32;
-    if ((st = begin(fname, K_beam_layout, 0, &layout_k)) ||
+    if ((st = begin(fname, K_beam_pack_config, 0, &pack_k)) ||
+        (st = begin(fname, K_beam_layout, 0, &layout_k)) ||
         (st = begin(fname, K_beam_init, 0, &init_k)) ||
         (st = begin(fname, K_beam_finalize, 0, &finalize_k)) ||
         (st = begin(fname, adv_id, 0, &ignored)))
         return st;
 
-    const int64_t n_eos = c->num_eos_token_ids, nret = c->num_return_sequences;
-    const int64_t nout = batch * nret, g = c->max_new_tokens, cfg_len = BEAM_CFG_SIZE + n_eos;
-    int64_t layout[BEAM_LAYOUT_SIZE];
+    /* The configuration is checked and packed by the kernel Python uses (one place). */
+    const int64_t n_eos = c->num_eos_token_ids, cfg_len = BEAM_CFG_SIZE + n_eos;
     double fcfg[BEAM_FCFG_SIZE] = {0};
-    int64_t *cfg = calloc((size_t)cfg_len, sizeof *cfg);
+    int64_t *cfg = n_eos < INT64_MAX / 16 ? calloc((size_t)cfg_len, sizeof *cfg) : NULL;
+    if (!cfg) return out_of_memory(fname);
+    int64_t code = ((beam_pack_config_fn)pack_k)(
+        cfg, cfg_len, fcfg, batch, prompt_len, vocab, c->num_beams, c->max_new_tokens,
+        c->eos_token_ids, n_eos, c->pad_token_id, c->length_penalty, c->early_stopping,
+        c->num_return_sequences, c->min_new_tokens, c->no_repeat_ngram_size,
+        c->repetition_penalty, c->patience, c->renormalize);
+    if (code != 0) {
+        free(cfg);
+        return beam_config_error(fname, code, c, batch, prompt_len, vocab);
+    }
+    max_len = cfg[BEAM_CFG_MAX_LEN];
+    nh = cfg[BEAM_CFG_MAX_HYPS];
+    if (checked_size(batch, c->num_beams, 1, &rows) != 0 ||
+        checked_size(rows, max_len, 64, &tmp) != 0 || checked_size(rows, vocab, elem, &tmp) ||
+        checked_size(batch * nh, c->max_new_tokens, 16, &tmp) != 0 ||
+        checked_size(rows, 2 * max_len + n_eos, 16, &tmp) != 0 ||
+        checked_size(rows, 2 * (n_eos + 2), 16, &tmp) != 0) {
+        free(cfg);
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: the search state for batch=%lld, "
+                    "num_beams=%lld, prompt_len=%lld, max_new_tokens=%lld, vocab=%lld does "
+                    "not fit in memory", fname, (long long)batch, (long long)c->num_beams,
+                    (long long)prompt_len, (long long)c->max_new_tokens, (long long)vocab);
+    }
+    const int64_t nret = c->num_return_sequences;
+    const int64_t nout = batch * nret, g = c->max_new_tokens;
+    int64_t layout[BEAM_LAYOUT_SIZE];
     int64_t *istate = NULL, *seqbuf = NULL, *parents = NULL, *out_len = NULL, *own_ids = NULL;
     const int64_t *input_ids;
     double *fstate = NULL, *out_scores = NULL, *out_logp = NULL;
     void *logits = NULL;
     int result = FASTLSM_OK;
-    if (!cfg) return out_of_memory(fname);
-    cfg[BEAM_CFG_BATCH] = batch;
-    cfg[BEAM_CFG_BEAMS] = c->num_beams;
-    cfg[BEAM_CFG_PROMPT_LEN] = prompt_len;
-    cfg[BEAM_CFG_MAX_LEN] = max_len;
-    cfg[BEAM_CFG_CANDIDATES] = nc;
-    cfg[BEAM_CFG_MAX_HYPS] = nh;
-    cfg[BEAM_CFG_EARLY_STOPPING] = c->early_stopping;
-    cfg[BEAM_CFG_MIN_NEW_TOKENS] = c->min_new_tokens;
-    cfg[BEAM_CFG_NO_REPEAT_NGRAM] = c->no_repeat_ngram_size;
-    cfg[BEAM_CFG_RENORMALIZE] = c->renormalize != 0;
-    cfg[BEAM_CFG_PAD] = c->pad_token_id >= 0 ? c->pad_token_id
-                        : n_eos > 0 ? c->eos_token_ids[0] : -1;
-    cfg[BEAM_CFG_NUM_EOS] = n_eos;
-    for (int64_t i = 0; i < n_eos; i++) cfg[BEAM_CFG_EOS + i] = c->eos_token_ids[i];
-    fcfg[BEAM_FCFG_LENGTH_PENALTY] = c->length_penalty;
-    fcfg[BEAM_FCFG_REPETITION_PENALTY] = c->repetition_penalty;
 
 #define CLEANUP(status, ...) do { result = fail(status, __VA_ARGS__); goto done; } while (0)
     if (as_i64(fname, ids, is32, batch * prompt_len, &input_ids, &own_ids) != 0) {

@@ -10,8 +10,9 @@ the kernel it calls. From it come
   header that disagrees with the table does not compile; ``tests/test_capi_abi.py`` also
   checks that the header declares exactly :func:`public_prototypes`.
 
-Adding an entry point is one :class:`Entry` row (plus a template if no existing one fits),
-its public prototype(s) here and in ``fastlsm.h``, and the C wrapper in ``_capi.c``.
+Adding an entry point is one :class:`Entry` row (plus a template if no existing one fits)
+and its prototype in ``fastlsm.h``; row-shaped ones (``wrap="rows"``) get their C wrapper
+generated, others need theirs in ``_capi.c``.
 
 Every parallel kernel is registered twice with the same C signature: ``<name>_par`` calls
 the family's parallel entry kernel (the very function the Python API calls; the C side sets
@@ -24,8 +25,10 @@ variant is a copy of the template whose ``KERNEL`` is bound to one kernel (:func
 
 Entry points return an ``int64``: -1 on success, else the kernel's result (the first bad
 index, or a status), which only the C side turns into a ``fastlsm_status`` and a message.
-Importing this module does not compile anything; :func:`compile_all` does (from the cache),
-after launching Numba's worker threads (a cached cfunc calling a parallel kernel otherwise
+Importing this module does not compile anything; :func:`compile_all` does (from the cache:
+``capi build`` warms it), and the C library asks for each entry point on its first use
+(:func:`load`: a host pays only for what it calls), always after launching Numba's worker
+threads (a cached cfunc calling a parallel kernel otherwise
 aborts with ``Symbol not found: allocate_sched``).
 """
 
@@ -45,6 +48,7 @@ from .._kernels import beam as _beam
 from .._kernels import cross_entropy as _ce
 from .._kernels import normalize as _norm
 from .._kernels import sequence as _seq
+from .._kernels.decoder import config as _config
 
 KERNEL: Callable = None  # bound per variant by bind()
 
@@ -194,6 +198,16 @@ def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_t
 # buffers the C side allocates. cfg is int64 [cfg_len], fcfg float64 [FCFG_SIZE].
 
 
+def beam_pack_config(cfg, cfg_len, fcfg, batch, prompt_len, vocab, num_beams, max_new_tokens,
+                     eos_ids, num_eos, pad_token_id, length_penalty, early_stopping,
+                     num_return_sequences, min_new_tokens, no_repeat_ngram_size,
+                     repetition_penalty, patience, renormalize):
+    return KERNEL(carray(cfg, (cfg_len,)), carray(fcfg, (_beam.FCFG_SIZE,)), batch, prompt_len,
+                  vocab, num_beams, max_new_tokens, carray(eos_ids, (num_eos,)), pad_token_id,
+                  length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                  no_repeat_ngram_size, repetition_penalty, patience, renormalize)
+
+
 def beam_layout(cfg, cfg_len, layout):
     return KERNEL(carray(cfg, (cfg_len,)), carray(layout, (_beam.LAYOUT_SIZE,)))
 
@@ -225,9 +239,12 @@ class Entry(NamedTuple):
     """One kernel entry point of the C ABI.
 
     ``name``: the C side's key (``K_<name>``, typedef ``<name>_fn``); ``csig``: its C
-    signature, ``T`` standing for the logits' type when ``dtyped``; ``template`` and
-    ``kernel``: what it runs (a parallel kernel also gets its serial copy); ``public``: the
-    prototypes of ``fastlsm.h`` whose C wrappers call it (``T``/``S`` expand as in csig).
+    signature, ``T`` standing for the logits' C type; ``template`` and ``kernel``: what it
+    runs (a parallel kernel also gets its serial copy); ``public``: the prototypes of
+    ``fastlsm.h`` whose C wrappers call it (``T``/``S`` expand as in csig); ``dtypes``:
+    ``(suffix, C type)`` pairs, one entry point each (``()``: one, untyped); ``wrap``:
+    ``"rows"`` generates the C wrapper too (``ROWS_ENTRY`` of ``_capi.c``: x, out, rows,
+    cols), so a row-shaped entry point is this row plus its prototype in ``fastlsm.h``.
     """
 
     name: str
@@ -235,7 +252,8 @@ class Entry(NamedTuple):
     template: Callable
     kernel: Callable
     public: tuple = ()
-    dtyped: bool = True
+    dtypes: tuple = (("f32", "float"), ("f64", "double"))
+    wrap: str = ""
 
 
 _ROWS = "int64_t (const T *x, T *out, int64_t rows, int64_t cols)"
@@ -256,11 +274,14 @@ _STEP_FN = ("fastlsm_step_fn_S step, void *user_data, int64_t *sequences, int64_
 
 ENTRIES = (
     Entry("log_softmax", _ROWS, rows_out, _norm.log_softmax_rows,
-          ("int fastlsm_log_softmax_S(const T *x, T *out, int64_t rows, int64_t cols)",)),
+          ("int fastlsm_log_softmax_S(const T *x, T *out, int64_t rows, int64_t cols)",),
+          wrap="rows"),
     Entry("softmax", _ROWS, rows_out, _norm.softmax_rows,
-          ("int fastlsm_softmax_S(const T *x, T *out, int64_t rows, int64_t cols)",)),
+          ("int fastlsm_softmax_S(const T *x, T *out, int64_t rows, int64_t cols)",),
+          wrap="rows"),
     Entry("logsumexp", _ROWS, rows_reduce, _norm.logsumexp_rows,
-          ("int fastlsm_logsumexp_S(const T *x, T *out, int64_t rows, int64_t cols)",)),
+          ("int fastlsm_logsumexp_S(const T *x, T *out, int64_t rows, int64_t cols)",),
+          wrap="rows"),
     Entry("cross_entropy",
           f"int64_t (const T *logits, const int64_t *target, int64_t rows, int64_t cols, {_OPT}, "
           f"int64_t ignore_index, {_CE_OPTS}, {_CE_OUT})",
@@ -300,16 +321,24 @@ ENTRIES = (
           (("int fastlsm_beam_step_S(const T *logits, const T *beam_scores, int64_t batch, "
            "int64_t beams, int64_t vocab, int64_t num_candidates, T *cand_scores, "
            "int64_t *cand_tokens, int64_t *cand_beams)"),)),
+    Entry("beam_pack_config",
+          "int64_t (int64_t *cfg, int64_t cfg_len, double *fcfg, int64_t batch, "
+          "int64_t prompt_len, int64_t vocab, int64_t num_beams, int64_t max_new_tokens, "
+          "const int64_t *eos_ids, int64_t num_eos, int64_t pad_token_id, "
+          "double length_penalty, int64_t early_stopping, int64_t num_return_sequences, "
+          "int64_t min_new_tokens, int64_t no_repeat_ngram_size, double repetition_penalty, "
+          "double patience, int64_t renormalize)",
+          beam_pack_config, _config.pack_config, dtypes=()),
     Entry("beam_layout", "int64_t (const int64_t *cfg, int64_t cfg_len, int64_t *layout)",
-          beam_layout, _beam.beam_search_layout, dtyped=False),
+          beam_layout, _beam.beam_search_layout, dtypes=()),
     Entry("beam_init",
           f"int64_t ({_DEC}, const int64_t *input_ids, int64_t batch, int64_t prompt_len, "
           f"{_STATE})",
-          beam_init, _beam.beam_search_init, dtyped=False),
+          beam_init, _beam.beam_search_init, dtypes=()),
     Entry("beam_finalize",
           f"int64_t ({_DEC}, {_STATE}, int64_t *out_seqs, double *out_scores, "
           "double *out_logp, int64_t *out_len, int64_t nout, int64_t max_len, int64_t max_new)",
-          beam_finalize, _beam.beam_search_finalize, dtyped=False),
+          beam_finalize, _beam.beam_search_finalize, dtypes=()),
     Entry("beam_advance",
           f"int64_t ({_DEC}, {_STATE}, const T *logits, int64_t rows, int64_t vocab)",
           beam_advance, _beam.beam_search_advance,
@@ -321,7 +350,6 @@ ENTRIES = (
            f"{_STEP_FN})"))),
 )
 
-DTYPES = (("f32", "float"), ("f64", "double"))
 
 LIBRARY_PROTOTYPES = (
     "const char *fastlsm_version_string(void)",
@@ -345,7 +373,7 @@ def _expand(text: str, suffix: str, ctype: str) -> str:
 def variants():
     """``(key, C signature, Python function to compile)`` for every registered cfunc."""
     for e in ENTRIES:
-        for suffix, ctype in DTYPES if e.dtyped else (("", ""),):
+        for suffix, ctype in e.dtypes or (("", ""),):
             key = f"{e.name}_{suffix}" if suffix else e.name
             csig = _expand(e.csig, suffix, ctype)
             if e.kernel.targetoptions.get("parallel"):
@@ -360,13 +388,14 @@ def public_prototypes() -> list[str]:
     out = list(LIBRARY_PROTOTYPES)
     for e in ENTRIES:
         for proto in e.public:
-            out += [_expand(proto, s, t) for s, t in DTYPES]
+            out += [_expand(proto, s, t) for s, t in e.dtypes]
     return out
 
 
 _C_TYPES = {
     "int64_t": types.int64, "int32_t": types.int32, "double": types.float64,
-    "float": types.float32, "uint8_t": types.uint8, "void": types.voidptr,
+    "float": types.float32, "uint8_t": types.uint8, "uint16_t": types.uint16,
+    "void": types.voidptr,
 }
 
 
@@ -387,19 +416,56 @@ def numba_sig(csig: str):
 
 def c_table() -> str:
     """C text pasted before ``_capi.c``: public prototypes, entry enum, names and typedefs."""
-    keys = []
+    keys, wrappers = [], []
     lines = ["/* Generated from fastlsm/capi/_entries.py ENTRIES: do not edit. */",
              "#include <stdint.h>", '#include "fastlsm.h"']
     lines += [f"FASTLSM_API {p};" for p in public_prototypes()]
     for e in ENTRIES:
-        for suffix, ctype in DTYPES if e.dtyped else (("", ""),):
+        for suffix, ctype in e.dtypes or (("", ""),):
             key = f"{e.name}_{suffix}" if suffix else e.name
             keys.append(key)
+            if e.wrap == "rows":
+                wrappers.append(f"ROWS_ENTRY({e.name}, {suffix}, {ctype})")
             ret, params = re.fullmatch(r"(\w+) \((.*)\)", _expand(e.csig, suffix, ctype)).groups()
             lines.append(f"typedef {ret} (*{key}_fn)({params});")
     lines.append("enum { " + ", ".join(f"K_{k}" for k in keys) + ", E_COUNT };")
     lines.append("static const char *const entry_names[E_COUNT] = {"
                  + ", ".join(f'"{k}"' for k in keys) + "};")
+    lines.append("#define FASTLSM_ROWS_WRAPPERS " + " ".join(wrappers))
+    return "\n".join(lines) + "\n"
+
+
+BEAM_CONFIG_VALUES = {
+    "batch": "batch", "prompt_len": "prompt_len", "vocab": "vocab",
+    "num_beams": "c->num_beams", "max_new_tokens": "c->max_new_tokens",
+    "num_eos": "c->num_eos_token_ids", "pad_token_id": "c->pad_token_id",
+    "length_penalty": "c->length_penalty", "early_stopping": "c->early_stopping",
+    "num_return_sequences": "c->num_return_sequences", "min_new_tokens": "c->min_new_tokens",
+    "no_repeat_ngram_size": "c->no_repeat_ngram_size",
+    "repetition_penalty": "c->repetition_penalty", "patience": "c->patience",
+}
+"""The C expression of each value a beam-search config message may name (``c`` is the
+``fastlsm_beam_search_config``)."""
+
+
+def beam_config_errors() -> str:
+    """C function ``beam_config_error``: the message of each ``check_config`` status, the
+    very text Python raises (from ``_kernels.decoder.config.printf_message``)."""
+    from ._build import c_string
+
+    lines = ["static int beam_config_error(const char *fname, int64_t code,",
+             "                             const fastlsm_beam_search_config *c, int64_t batch,",
+             "                             int64_t prompt_len, int64_t vocab)", "{",
+             "    (void)prompt_len;", "    switch (code) {"]
+    for code in sorted(_config.CONFIG_ERRORS):
+        fmt, names = _config.printf_message(code)
+        args = "".join(
+            f", (double){BEAM_CONFIG_VALUES[n]}" if dict(_config.CONFIG_ARGS)[n] == "float64"
+            else f", (long long){BEAM_CONFIG_VALUES[n]}" for n in names)
+        lines.append(f"    case {code}: return fail(FASTLSM_ERR_INVALID_ARGUMENT, "
+                     f"\"%s: \" {c_string(fmt)}, fname{args});")
+    lines += [("    default: return fail(FASTLSM_ERR_INTERNAL, \"%s: the configuration check "
+              "returned %lld\", fname, (long long)code);"), "    }", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -413,28 +479,49 @@ def launch_threads() -> None:
     parallel._launch_threads()
 
 
+def compile_entry(key: str) -> dict:
+    """Compile (or load from the cache) the cfuncs of entry point ``key`` (its ``_par`` and
+    ``_ser`` variants, or ``_ser`` alone): ``{name: CFunc}``."""
+    global _compiled
+    launch_threads()
+    if _compiled is None:
+        _compiled = {}
+    for name, csig, fn in variants():
+        if name.rsplit("_", 1)[0] == key and name not in _compiled:
+            _compiled[name] = cfunc(numba_sig(csig), cache=True, nopython=True)(fn)
+    return {n: cf for n, cf in _compiled.items() if n.rsplit("_", 1)[0] == key}
+
+
 def compile_all() -> dict:
     """Compile (or load from the cache) every entry point: ``{name: CFunc}``."""
-    global _compiled
-    if _compiled is None:
-        launch_threads()
-        _compiled = {
-            key: cfunc(numba_sig(csig), cache=True, nopython=True)(fn)
-            for key, csig, fn in variants()
-        }
-    return _compiled
+    for key in {name.rsplit("_", 1)[0] for name, _, _ in variants()}:
+        compile_entry(key)
+    return dict(_compiled)
+
+
+def load(ffi, lib, key: str) -> int:
+    """Register entry point ``key`` with the C library (``fastlsm__load``): 0, or -1 with the
+    error handed to C (which then reports the entry point as unavailable)."""
+    try:
+        for name, cf in compile_entry(key).items():
+            lib.fastlsm__register(name.encode(), ffi.cast("void *", cf.address))
+        return 0
+    except Exception as e:  # noqa: BLE001 (reported in C: nothing may cross the ABI)
+        msg = f"{key}: {type(e).__name__}: {e}"
+        lib.fastlsm__init_failed(msg.encode("utf-8", "replace")[:2000])
+        return -1
 
 
 def register(ffi, lib) -> None:
-    """Hand every entry point's address to the C library (called by the embedded init code)."""
+    """Hand the runtime facts to the C library (called by the embedded init code); entry
+    points are compiled and registered one by one on first use (:func:`load`)."""
     import ctypes
 
     from numba.np.ufunc import parallel
 
     import fastlsm
 
-    for name, cf in compile_all().items():
-        lib.fastlsm__register(name.encode(), ffi.cast("void *", cf.address))
+    launch_threads()
     lib.fastlsm__ready(
         fastlsm.__version__.encode(),
         numba.config.NUMBA_NUM_THREADS,

@@ -11,8 +11,9 @@
  *   2. start the runtime once (pthread_once): re-open libpython RTLD_GLOBAL, initialize
  *      Python with an explicit PyConfig (home derived with dladdr from the libpython
  *      actually loaded, module search path from the build), then cffi_start_python(), which
- *      runs the init code: it compiles/loads the Numba @cfunc entry points and registers
- *      their addresses here (fastlsm__register, fastlsm__ready);
+ *      runs the init code (fastlsm__ready); each entry point's Numba @cfuncs are then
+ *      compiled/loaded from the cache on its first use (load_entry -> fastlsm__load ->
+ *      fastlsm__register), so a host pays only for the entry points it calls;
  *   3. call the serial entry point (one thread configured, or a small problem: no Python
  *      involved) or the parallel one (Numba's pool; takes the GIL briefly per launch);
  *   4. translate the kernel's result: the kernels check targets and tokens themselves and
@@ -126,6 +127,27 @@ static void fastlsm__ready(const char *version, int max_threads, int num_threads
 static void fastlsm__init_failed(const char *message)
 {
     snprintf(g_init_error, sizeof g_init_error, "%s", message);
+}
+
+static int fastlsm__load(const char *name); /* Python (cffi extern "Python", init code) */
+
+/* Entry points are compiled/loaded on first use (each once, under g_load_lock). */
+static atomic_int g_loaded[E_COUNT];
+static char g_load_error[E_COUNT][512]; /* why an entry point failed to load, if it did */
+static pthread_mutex_t g_load_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void load_entry(int id)
+{
+    if (atomic_load_explicit(&g_loaded[id], memory_order_acquire)) return;
+    pthread_mutex_lock(&g_load_lock);
+    if (!atomic_load_explicit(&g_loaded[id], memory_order_relaxed)) {
+        g_init_error[0] = '\0';
+        if (fastlsm__load(entry_names[id]) != 0) /* takes the GIL */
+            snprintf(g_load_error[id], sizeof g_load_error[id], ": %s",
+                     g_init_error[0] ? g_init_error : "its kernel failed to load");
+        atomic_store_explicit(&g_loaded[id], 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&g_load_lock);
 }
 
 /* ------------------------------------------------------------------ start-up */
@@ -348,8 +370,8 @@ static int missing(int id)
 {
     return fail(FASTLSM_ERR_RUNTIME,
                 "fastlsm_%s is not available: the installed fastlsm Python package has no "
-                "kernel for it (rebuild the library against a complete package)",
-                entry_names[id]);
+                "kernel for it (rebuild the library against a complete package)%s",
+                entry_names[id], g_load_error[id]);
 }
 
 static int fault(const char *fname)

@@ -19,8 +19,10 @@
  *   environment: rebuild it there). Nothing is taken from the host's environment (PATH,
  *   PYTHONHOME, PYTHONPATH are ignored); the module path is exactly fastlsm's package root,
  *   the standard library and the environment's site-packages. Call fastlsm_init() to pay
- *   the start-up cost at a time of your choosing. After that, calls jump straight to
- *   compiled code; with fastlsm_set_num_threads(1) they never enter the Python runtime.
+ *   the start-up cost at a time of your choosing. Each entry point's compiled kernels are
+ *   loaded from the cache on its own first call (milliseconds; the GIL is taken then).
+ *   After that, calls jump straight to compiled code; with fastlsm_set_num_threads(1) they
+ *   never enter the Python runtime.
  * - Thread safety: every function may be called concurrently from any number of threads.
  *
  * ABI policy (soname libfastlsm.so.0; the file is libfastlsm.so.0.<minor>.<patch>):
@@ -154,6 +156,10 @@ typedef struct fastlsm_cross_entropy_options {
     double z_loss;          /* >= 0, adds z_loss * lse**2 per counted row; default 0 */
     double softcap;         /* > 0: logits -> softcap * tanh(logits / softcap); 0 = off */
     int reduction;          /* a fastlsm_reduction; default FASTLSM_REDUCTION_MEAN */
+    int64_t row_stride;     /* elements between the starts of consecutive rows of the logits,
+                               probability targets and grad: 0 (default) = cols, packed; a
+                               larger value for padded rows (they are packed into a scratch
+                               buffer first: one extra copy) */
 } fastlsm_cross_entropy_options;
 
 FASTLSM_API fastlsm_cross_entropy_options fastlsm_cross_entropy_default_options(void);

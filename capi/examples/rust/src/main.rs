@@ -14,6 +14,7 @@ struct CrossEntropyOptions {
     z_loss: f64,
     softcap: f64,
     reduction: c_int,
+    row_stride: i64,
 }
 
 extern "C" {
