@@ -1,20 +1,10 @@
 #!/usr/bin/env python
 """Benchmark beam_step and sequence_logprobs against NumPy and PyTorch.
 
-Same harness, shapes and roofline as `fastlsm bench` (see fastlsm/bench.py), restricted to
-this family; every `fastlsm bench` option works (a later `--only` overrides the family):
-
-    python bench/bench_beam.py                        # default shapes, table on stdout
-    python bench/bench_beam.py --quick --csv out.csv  # small shapes, one CSV line per provider
-    python bench/bench_beam.py --json out.json --threads 1
+`fastlsm bench --only beam_step,sequence_logprobs`: usage and options in bench/_common.py.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastlsm.cli import main  # noqa: E402
+from _common import run_family
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", "--only", "beam_step,sequence_logprobs", *sys.argv[1:]]))
+    run_family("beam_step,sequence_logprobs")

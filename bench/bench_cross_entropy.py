@@ -1,20 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark cross_entropy forward and cross_entropy_with_grad(inplace=True) against NumPy and PyTorch.
+"""Benchmark cross_entropy forward and cross_entropy_with_grad(inplace=True) against NumPy
+and PyTorch.
 
-Same harness, shapes and roofline as `fastlsm bench` (see fastlsm/bench.py), restricted to
-this family; every `fastlsm bench` option works (a later `--only` overrides the family):
-
-    python bench/bench_cross_entropy.py                        # default shapes, table on stdout
-    python bench/bench_cross_entropy.py --quick --csv out.csv  # small shapes, one CSV line per provider
-    python bench/bench_cross_entropy.py --json out.json --threads 1
+`fastlsm bench --only cross_entropy`: usage and options in bench/_common.py.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastlsm.cli import main  # noqa: E402
+from _common import run_family
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", "--only", "cross_entropy", *sys.argv[1:]]))
+    run_family("cross_entropy")

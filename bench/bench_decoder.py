@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
+import _common  # noqa: F401 (the repository's fastlsm first on sys.path)
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import fastlsm  # noqa: E402
+import fastlsm
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import operator
 
@@ -10,23 +11,34 @@ import numpy as np
 
 from . import _jit
 from ._kernels import beam as _k
+from ._kernels import bitmask as _bitmask_kernels
 from ._kernels.decoder import config as _cfg
+from ._kernels.decoder import state as _state
 from ._validate import float_array
 
 
-def _count(value, name: str, minimum: int) -> int:
+def _integer(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        value = operator.index(value)
+        value = int(operator.index(value))
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not -(2**62) <= value < 2**62:
+        raise ValueError(f"{name}={value} is out of range")
+    return value
+
+
+def _count(value, name: str, minimum: int) -> int:
+    value = _integer(value, name)
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+    return value
 
 
-def beam_step(logits, beam_scores, *, num_candidates=None):
+def beam_step(
+    logits, beam_scores, *, num_candidates: int | None = None, token_bitmask=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One beam-search step: ``beam_scores + log_softmax(logits)``, top candidates per batch.
 
     Parameters
@@ -40,6 +52,12 @@ def beam_step(logits, beam_scores, *, num_candidates=None):
         How many candidates to return per batch item, ``1 <= C <= K * V``. Default ``2 * K``
         (capped at ``K * V``), what a decoder needs to keep ``K`` beams alive when up to ``K``
         candidates end with EOS.
+    token_bitmask : array_like of int32, shape [B, K, ceil(V / 32)] or [B * K, ceil(V / 32)]
+        Constrained decoding (the layout of xgrammar and llguidance): token ``j`` of row
+        ``(b, k)`` is allowed when bit ``j % 32`` of word ``j // 32`` is set. A disallowed
+        token's log-prob is ``-inf``, after ``log_softmax`` over the whole row, as a logits
+        processor in transformers' beam search (processors come after ``log_softmax``);
+        allowed tokens keep their log-probs. Every row must allow at least one token.
 
     Returns
     -------
@@ -53,8 +71,9 @@ def beam_step(logits, beam_scores, *, num_candidates=None):
     Raises
     ------
     ValueError
-        Shapes that do not match, a bad ``num_candidates``, NaN/``+inf`` beam scores, or a
-        logits row with a NaN or ``+inf`` (the message names the row ``(b, k)``).
+        Shapes that do not match, a bad ``num_candidates``, NaN/``+inf`` beam scores, a
+        logits row with a NaN or ``+inf``, or a bitmask row that allows no token (the
+        message names the row ``(b, k)``).
 
     Notes
     -----
@@ -109,8 +128,16 @@ def beam_step(logits, beam_scores, *, num_candidates=None):
     row_tok = np.empty((nb * nk, cap), np.int64)
     row_n = np.empty(nb * nk, np.int64)
     rows = np.ascontiguousarray(x).reshape(nb * nk, nv)
+    mask = None
+    if token_bitmask is not None:
+        mask = _bitmask(token_bitmask, (nb, nk), nv)
+        empty = _bitmask_kernels.first_empty_row(mask, nv)
+        if empty >= 0:
+            b, k = divmod(int(empty), nk)
+            raise ValueError(f"token_bitmask[{b}, {k}] allows no token of the {nv}")
     _jit.use_threads(x.size)
-    bad = _k.beam_step_rows(rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp)
+    bad = _k.beam_step_rows(rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp,
+                            mask)
     if bad >= 0:
         b, k = divmod(int(bad), nk)
         raise ValueError(
@@ -118,6 +145,29 @@ def beam_step(logits, beam_scores, *, num_candidates=None):
         )
     return (scores if x.dtype == np.float64 else scores.astype(x.dtype)), tokens, beams
 
+
+
+def _bitmask(value, rows: tuple, vocab: int, prefix: str = "") -> np.ndarray:
+    """A token bitmask as C-contiguous int32 ``[prod(rows), ceil(vocab / 32)]``.
+
+    Accepted shapes: ``rows + (W,)``, ``(prod(rows), W)``, or ``(W,)`` (the same mask for
+    every row); int32 or uint32 (the same bits).
+    """
+    m = np.asarray(value)
+    if m.dtype not in (np.int32, np.uint32):
+        raise TypeError(f"{prefix}token_bitmask must be int32 (xgrammar's layout), got {m.dtype}")
+    words = (vocab + 31) // 32
+    n = math.prod(rows)
+    if m.shape == (words,):
+        m = np.broadcast_to(m, (n, words))
+    elif m.shape in (tuple(rows) + (words,), (n, words)):
+        m = m.reshape(n, words)
+    else:
+        raise ValueError(
+            f"{prefix}token_bitmask has shape {m.shape}; for {n} rows and V = {vocab} it must "
+            f"be {tuple(rows) + (words,)}, {(n, words)} or {(words,)} (ceil(V / 32) words)"
+        )
+    return np.ascontiguousarray(m.astype(m.dtype.newbyteorder("="), copy=False)).view(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,18 +207,6 @@ def _real(value, name: str) -> float:
     return float(value)
 
 
-def _integer(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        value = int(operator.index(value))
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if not -(2**62) <= value < 2**62:
-        raise ValueError(f"{name}={value} is out of range")
-    return value
-
-
 def _check_config(status: int, config: dict, prefix: str = "") -> None:
     """Raise the ValueError of a :func:`~fastlsm._kernels.decoder.config.check_config` code."""
     if status != _cfg.CONFIG_OK:
@@ -192,7 +230,8 @@ def _token_ids(value, name: str) -> list:
 def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
                 pad_token_id=None, length_penalty=1.0, early_stopping=False,
                 num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
-                repetition_penalty=1.0, patience=1.0, renormalize=False):
+                repetition_penalty=1.0, patience=1.0, renormalize=False,
+                token_bitmask=None) -> BeamSearchOutput:
     """Beam-search decoding with the semantics of transformers' ``generate(num_beams=...)``.
 
     Parameters
@@ -239,6 +278,15 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
         False (transformers' order): the penalty and bans apply to the log-probs after
         ``log_softmax``. True (CTranslate2's order): they apply to the logits, which are then
         normalized, so the log-probs of allowed tokens sum to 1.
+    token_bitmask : array_like of int32, or callable ``(input_ids, parent_beams) -> mask``
+        Constrained decoding: a bitmask ``[B * num_beams, ceil(V / 32)]`` (or
+        ``[ceil(V / 32)]`` for every row) in the layout of xgrammar and llguidance (bit
+        ``j % 32`` of word ``j // 32`` set = token ``j`` allowed), or a callable given the
+        same arguments as ``step_fn`` that returns the mask of this step (a grammar
+        matcher per beam). Disallowed tokens are banned like ``no_repeat_ngram_size`` bans:
+        ``-inf`` after ``log_softmax`` (transformers' order: a
+        ``PrefixConstrainedLogitsProcessor``), or before it with ``renormalize=True``. A
+        row that allows no token is an error naming the step and the row.
 
     Returns
     -------
@@ -249,7 +297,8 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     ------
     ValueError, TypeError
         Bad options or shapes; a ``step_fn`` result of the wrong shape, dtype, or with a NaN
-        or ``+inf`` in a row (the message names the step and the row).
+        or ``+inf`` in a row, or a bitmask row allowing no token (the message names the
+        step and the row).
 
     Notes
     -----
@@ -257,7 +306,7 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     processors, the top ``max(2, 1 + n_eos) * num_beams`` candidates (ties: lower beam,
     then lower token), finished candidates among the top ``num_beams`` stored with their
     length-normalized score, the best unfinished ones kept running. The bookkeeping is
-    compiled code over preallocated state (:mod:`fastlsm._kernels.beam`), shared with the C
+    compiled code over preallocated state (:mod:`fastlsm._kernels.decoder`), shared with the C
     decoder. Scores are accumulated in float64 (transformers uses float32, so scores agree
     to about 1e-6). Differences: transformers runs greedy search when ``num_beams == 1``
     (this runs the beam algorithm with one beam), and pads with the EOS id when
@@ -315,43 +364,52 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     nk = int(cfg[_cfg.CFG_BEAMS])
     gmax = int(cfg[_cfg.CFG_MAX_LEN]) - lp
     nret = config["num_return_sequences"]
-    layout = np.empty(_k.LAYOUT_SIZE, np.int64)
+    layout = np.empty(_state.LAYOUT_SIZE, np.int64)
     if _k.beam_search_layout(cfg, layout) != 0:  # pragma: no cover - validated above
         raise ValueError("invalid beam search configuration")
-    istate = np.empty(layout[_k.L_INT_SIZE], np.int64)
-    fstate = np.empty(layout[_k.L_FLOAT_SIZE], np.float64)
+    istate = np.empty(layout[_state.L_INT_SIZE], np.int64)
+    fstate = np.empty(layout[_state.L_FLOAT_SIZE], np.float64)
     status = _k.beam_search_init(cfg, fcfg, ids, fstate, istate)
-    if status != _k.BEAM_RUNNING:  # pragma: no cover - validated above
+    if status != _state.BEAM_RUNNING:  # pragma: no cover - validated above
         raise ValueError(f"beam search initialization failed (status {status})")
     nrows = nb * nk
-    o = layout[_k.L_SEQS]
-    seqs = istate[o:o + nrows * (lp + gmax)].reshape(nrows, lp + gmax)
-    o = layout[_k.L_PARENTS]
-    parents_view = istate[o:o + nrows]
+    seqs = _field(istate, layout, _state.F.seqs)
+    parents_view = _field(istate, layout, _state.F.parents)
 
     parents = None
     vocab = None
     step = 0
     while True:
-        cur = int(istate[_k.ST_CUR_LEN])
-        out = step_fn(np.array(seqs[:, :cur]), parents)
+        cur = int(istate[_state.ST_CUR_LEN])
+        ids_now = np.array(seqs[:, :cur])
+        out = step_fn(ids_now, parents)
         logits = _step_logits(out, step, nrows, vocab)
         if vocab is None:
             vocab = logits.shape[1]
             config["vocab"] = vocab
             _check_config(_cfg.check_config(**config), config, f"step {step}: ")
+        mask = None
+        if token_bitmask is not None:
+            m = token_bitmask(ids_now, parents) if callable(token_bitmask) else token_bitmask
+            mask = _bitmask(m, (nrows,), vocab, f"step {step}: ")
         _jit.use_threads(logits.size)
-        status = _k.beam_search_advance(cfg, fcfg, fstate, istate, logits)
-        if status == _k.BEAM_BAD_LOGITS:
-            r = int(istate[_k.ST_BAD_ROW])
+        status = _k.beam_search_advance(cfg, fcfg, fstate, istate, logits, mask)
+        if status == _state.BEAM_BAD_MASK:
+            r = int(istate[_state.ST_BAD_ROW])
+            raise ValueError(
+                f"step {step}: token_bitmask row {r} (batch {r // nk}, beam {r % nk}) allows "
+                f"no token of the {vocab}"
+            )
+        if status == _state.BEAM_BAD_LOGITS:
+            r = int(istate[_state.ST_BAD_ROW])
             raise ValueError(
                 f"step {step}: step_fn returned logits with NaN or +inf in row {r} (batch "
                 f"{r // nk}, beam {r % nk}); mask tokens with -inf instead"
             )
-        if status not in (_k.BEAM_RUNNING, _k.BEAM_DONE):  # pragma: no cover - checked above
+        if status not in (_state.BEAM_RUNNING, _state.BEAM_DONE):  # pragma: no cover
             raise ValueError(f"step {step}: beam search failed (status {status})")
         step += 1
-        if status == _k.BEAM_DONE:
+        if status == _state.BEAM_DONE:
             break
         parents = parents_view.copy()
 
@@ -370,6 +428,13 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
         lengths=out_len,
         steps=step,
     )
+
+
+def _field(buf: np.ndarray, layout: np.ndarray, f: int) -> np.ndarray:
+    """The view of state field ``f`` (a row of the decoder's FIELDS table) in ``buf``."""
+    ndim = len(_state.FIELDS[f][2].split(","))
+    shape = tuple(int(e) for e in layout[_state.L_SHAPES + 3 * f:][:ndim])
+    return buf[layout[f]:layout[f] + math.prod(shape)].reshape(shape)
 
 
 def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded ``rng``, the ``tolerance`` table by dtype, ``torch_or_skip``.
+"""Shared fixtures: a seeded ``rng``, the ``tolerance`` table by dtype, ``torch_or_skip``;
+:func:`at_threads` (``from conftest import at_threads``).
 
 References live in ``tests/naive.py`` (``from naive import log_softmax``).
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 
 
 class _ByDtype(dict):
@@ -67,3 +67,15 @@ def torch_or_skip():
     except ImportError as e:
         pytest.skip(f"PyTorch is not available: {e}")
     return torch
+
+
+def at_threads(n, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run with ``n`` fastlsm threads (the setting restored after)."""
+    import fastlsm
+
+    old = fastlsm.get_num_threads()
+    try:
+        fastlsm.set_num_threads(n)
+        return fn(*args, **kwargs)
+    finally:
+        fastlsm.set_num_threads(old)

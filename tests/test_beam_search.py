@@ -1,131 +1,14 @@
 """The beam-search decoder against a slow NumPy float64 transcription of transformers'
 ``_beam_search`` (generation/utils.py, transformers 5.x) and its logits processors."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import at_threads
 
 import fastlsm
 from fastlsm._kernels import beam as _k
-
-
-def log_softmax(x):
-    m = x.max(-1, keepdims=True)
-    with np.errstate(invalid="ignore"):
-        return (x - m) - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
-def process(seqs, scores, prompt_len, eos, min_new, ngram, rep):
-    """RepetitionPenalty, NoRepeatNGram, MinNewTokensLength processors (in that order)."""
-    scores = scores.copy()
-    n, cur = seqs.shape
-    v = scores.shape[1]
-    if rep != 1.0:
-        for r in range(n):
-            toks = np.unique(seqs[r][seqs[r] < v])
-            s = scores[r, toks]
-            scores[r, toks] = np.where(s < 0, s * rep, s / rep)
-    if ngram > 0 and cur >= ngram:
-        for r in range(n):
-            prefix = seqs[r, cur + 1 - ngram:]
-            for st in range(cur - ngram + 1):
-                w = seqs[r, st:st + ngram]
-                if np.array_equal(w[:-1], prefix) and w[-1] < v:
-                    scores[r, w[-1]] = -np.inf
-    if cur - prompt_len < min_new:
-        scores[:, [e for e in eos if e < v]] = -np.inf
-    return scores
-
-
-def topk(x, k):
-    order = np.argsort(-x, axis=-1, kind="stable")[..., :k]
-    return np.take_along_axis(x, order, -1), order
-
-
-def ref_beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
-                    pad_token_id=None, length_penalty=1.0, early_stopping=False,
-                    num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
-                    repetition_penalty=1.0, patience=1.0, renormalize=False):
-    ids = np.asarray(input_ids, np.int64)
-    nb, lp = ids.shape
-    nk = num_beams
-    ml = lp + max_new_tokens
-    eos = [] if eos_token_id is None else np.atleast_1d(eos_token_id).tolist()
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else -1)
-    nc = max(2, 1 + len(eos)) * nk
-    nh = int(round(nk * patience))
-    bidx = np.arange(nb)[:, None]
-
-    running = np.full((nb, nk, ml), pad, np.int64)
-    running[:, :, :lp] = ids[:, None, :]
-    run_logp = np.zeros((nb, nk, max_new_tokens))
-    run_scores = np.zeros((nb, nk))
-    run_scores[:, 1:] = -1e9
-    fin_seqs = np.full((nb, nh, ml), pad, np.int64)
-    fin_logp = np.zeros((nb, nh, max_new_tokens))
-    fin_len = np.zeros((nb, nh), np.int64)
-    fin_scores = np.full((nb, nh), -1e9)
-    is_fin = np.zeros((nb, nh), bool)
-    unsatisfied = np.ones(nb, bool)
-    cur = lp
-    parents = None
-    steps = 0
-    while True:
-        flat = running[:, :, :cur].reshape(nb * nk, cur)
-        logits = np.asarray(step_fn(flat.copy(), parents), np.float64)
-        v = logits.shape[1]
-        args = (lp, eos, min_new_tokens, no_repeat_ngram_size, repetition_penalty)
-        if renormalize:
-            logp = log_softmax(process(flat, logits, *args))
-        else:
-            logp = process(flat, log_softmax(logits), *args)
-        logp = logp.reshape(nb, nk, v)
-        acc = (logp + run_scores[..., None]).reshape(nb, nk * v)
-        top_scores, order = topk(acc, nc)
-        beam, tok = order // v, order % v
-        top_seqs = running[bidx, beam].copy()
-        top_seqs[:, :, cur] = tok
-        top_logp = run_logp[bidx, beam].copy()
-        top_logp[:, :, cur - lp] = logp[bidx, beam, tok]
-        hits = (cur + 1 >= ml) | np.isin(tok, eos)
-
-        adj = top_scores + hits * -1e9
-        _, sel = topk(adj, nk)
-        new_running = top_seqs[bidx, sel]
-        new_run_logp = top_logp[bidx, sel]
-        new_scores = np.take_along_axis(adj, sel, 1)
-        parents = (bidx * nk + np.take_along_axis(beam, sel, 1)).reshape(-1)
-
-        just = hits & (np.arange(nc) < nk)[None]
-        norm = top_scores / float(cur + 1 - lp) ** length_penalty
-        full = is_fin.all(1) & (early_stopping is True)
-        norm = norm + full[:, None] * -1e9 + (~unsatisfied)[:, None] * -1e9 + (~just) * -1e9
-        m_scores, msel = topk(np.concatenate([fin_scores, norm], 1), nh)
-        fin_seqs = np.concatenate([fin_seqs, top_seqs], 1)[bidx, msel]
-        fin_logp = np.concatenate([fin_logp, top_logp], 1)[bidx, msel]
-        fin_len = np.concatenate([fin_len, np.full((nb, nc), cur + 1 - lp)], 1)[bidx, msel]
-        is_fin = np.concatenate([is_fin, just], 1)[bidx, msel]
-        fin_scores = m_scores
-        running, run_logp, run_scores = new_running, new_run_logp, new_scores
-        cur += 1
-        steps += 1
-
-        if early_stopping == "never" and length_penalty > 0:
-            best_len = ml - lp
-        else:
-            best_len = cur - lp
-        best = run_scores[:, 0] / best_len ** length_penalty
-        worst = np.where(is_fin, fin_scores.min(1, keepdims=True), -1e9)
-        unsatisfied = unsatisfied & (best[:, None] > worst).any(1)
-        if not unsatisfied.any() or (is_fin.all() and early_stopping is True) or cur >= ml:
-            break
-
-    r = num_return_sequences
-    seqs = fin_seqs[:, :r].reshape(nb * r, ml)
-    lens = fin_len[:, :r].reshape(-1)
-    total = lp + lens.max()
-    logps = fin_logp[:, :r].reshape(nb * r, -1)[:, :total - lp]
-    logps = np.where(np.arange(total - lp)[None] < lens[:, None], logps, 0.0)
-    return seqs[:, :total], fin_scores[:, :r].reshape(-1), logps, lens, steps
+from fastlsm._kernels.decoder import pack_config
 
 
 class ToyModel:
@@ -151,8 +34,8 @@ def compare(opts, vocab=13, seed=0, batch=3, prompt_len=3, dtype=np.float64):
     rng = np.random.default_rng(seed + 1000)
     ids = rng.integers(0, vocab, (batch, prompt_len))
     got = fastlsm.beam_search(ToyModel(vocab, seed, dtype=dtype), ids, **opts)
-    seqs, scores, logps, lens, steps = ref_beam_search(ToyModel(vocab, seed, dtype=dtype), ids,
-                                                       **opts)
+    seqs, scores, logps, lens, steps = naive.beam_search(
+        ToyModel(vocab, seed, dtype=dtype), ids, **opts)
     tol = 1e-10 if dtype == np.float64 else 1e-6  # float32 rows: float32 exp, float64 sums
     assert np.array_equal(got.sequences, seqs), (got.sequences, seqs)
     np.testing.assert_allclose(got.sequences_scores, scores, rtol=tol, atol=tol)
@@ -212,7 +95,7 @@ def test_step_fn_inputs_and_parents():
     ids0, parents0 = model.calls[0]
     assert parents0 is None and ids0.shape == (6, 2) and ids0.dtype == np.int64
     assert ids0.tolist() == [[1, 2]] * 3 + [[3, 4]] * 3
-    for (prev, _), (ids, parents) in zip(model.calls, model.calls[1:]):
+    for (prev, _), (ids, parents) in zip(model.calls, model.calls[1:], strict=False):
         assert parents.shape == (6,) and parents.dtype == np.int64
         assert ((parents // 3) == np.arange(6) // 3).all()  # stays within its batch item
         assert np.array_equal(ids[:, :-1], prev[parents])
@@ -222,11 +105,14 @@ def test_step_fn_inputs_and_parents():
 def test_pad_and_lengths():
     # a bigram model where token 0 (EOS) is likely after 1: hypotheses of different length
     table = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4]]))
-    step = lambda ids, parents: table[ids[:, -1]]
+
+    def step(ids, parents):
+        return table[ids[:, -1]]
+
     out = fastlsm.beam_search(step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0,
                               pad_token_id=9, num_return_sequences=2, length_penalty=0.0,
                               early_stopping=True)
-    seqs, scores, logps, lens, _ = ref_beam_search(
+    seqs, scores, logps, lens, _ = naive.beam_search(
         step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0, pad_token_id=9,
         num_return_sequences=2, length_penalty=0.0, early_stopping=True)
     assert np.array_equal(out.sequences, seqs)
@@ -245,14 +131,8 @@ def test_pad_and_lengths():
 def test_thread_count_does_not_change_results():
     opts = dict(BASE, num_beams=4, num_return_sequences=2)
     ids = np.arange(8).reshape(4, 2)
-    old = fastlsm.get_num_threads()
-    try:
-        fastlsm.set_num_threads(1)
-        a = fastlsm.beam_search(ToyModel(300, 1, dtype=np.float32), ids, **opts)
-        fastlsm.set_num_threads(old)
-        b = fastlsm.beam_search(ToyModel(300, 1, dtype=np.float32), ids, **opts)
-    finally:
-        fastlsm.set_num_threads(old)
+    a, b = (at_threads(n, fastlsm.beam_search, ToyModel(300, 1, dtype=np.float32), ids, **opts)
+            for n in (1, fastlsm.get_num_threads()))
     assert np.array_equal(a.sequences, b.sequences)
     assert np.array_equal(a.sequences_scores, b.sequences_scores)
     assert np.array_equal(a.token_logprobs, b.token_logprobs)
@@ -323,35 +203,40 @@ def test_bad_step_fn_results_name_the_step():
         fastlsm.beam_search(lambda ids, p: np.zeros((3, 1)), [[0]], **BASE)
 
 
-def test_option_errors():
+OPTION_ERRORS = [  # (exception, message, options changed from BASE)
+    (ValueError, "num_return_sequences=4 is larger than num_beams=3",
+     {"num_return_sequences": 4}),
+    (ValueError, "num_return_sequences=4 is larger than num_beams=3",
+     {"num_return_sequences": 4, "patience": 2.0}),
+    (ValueError, "num_beams must be at least 1", {"num_beams": 0}),
+    (ValueError, "max_new_tokens must be at least 1", {"max_new_tokens": 0}),
+    (ValueError, "early_stopping", {"early_stopping": "always"}),
+    (ValueError, "repetition_penalty must be > 0", {"repetition_penalty": 0.0}),
+    (ValueError, "patience", {"patience": 0.1}),
+    (ValueError, "round\\(num_beams \\* patience\\)",
+     {"patience": 0.5, "num_return_sequences": 3}),
+    (TypeError, "eos_token_id", {"eos_token_id": 1.5}),
+    (ValueError, "length_penalty must be finite", {"length_penalty": float("nan")}),
+    (ValueError, "pad_token_id must be >= 0", {"pad_token_id": -2}),
+    (ValueError, "eos_token_id must hold non-negative", {"eos_token_id": [0, -1]}),
+    (ValueError, "no_repeat_ngram_size must be at least 0", {"no_repeat_ngram_size": -1}),
+]
+
+
+@pytest.mark.parametrize("exc,match,change", OPTION_ERRORS, ids=[m for _, m, _ in OPTION_ERRORS])
+def test_option_errors(exc, match, change):
+    with pytest.raises(exc, match=match):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **{**BASE, **change})
+
+
+def test_argument_errors():
     step = ToyModel(13, 0)
-    ok = dict(BASE)
-    with pytest.raises(ValueError, match="num_return_sequences=4 is larger than num_beams=3"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, num_return_sequences=4))
-    with pytest.raises(ValueError, match="num_return_sequences=4 is larger than num_beams=3"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, num_return_sequences=4, patience=2.0))
-    with pytest.raises(ValueError, match="num_beams must be at least 1"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, num_beams=0))
-    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, max_new_tokens=0))
     with pytest.raises(ValueError, match=r"input_ids must have shape \[B, L\]"):
-        fastlsm.beam_search(step, [1, 2], **ok)
+        fastlsm.beam_search(step, [1, 2], **BASE)
     with pytest.raises(TypeError, match="input_ids must hold integer"):
-        fastlsm.beam_search(step, [[1.0]], **ok)
-    with pytest.raises(ValueError, match="early_stopping"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, early_stopping="always"))
-    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, repetition_penalty=0.0))
-    with pytest.raises(ValueError, match="patience"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, patience=0.1))
-    with pytest.raises(ValueError, match="round\\(num_beams \\* patience\\)"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, patience=0.5, num_return_sequences=3))
-    with pytest.raises(TypeError, match="eos_token_id"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, eos_token_id=1.5))
+        fastlsm.beam_search(step, [[1.0]], **BASE)
     with pytest.raises(TypeError, match="step_fn must be callable"):
-        fastlsm.beam_search(None, [[1]], **ok)
-    with pytest.raises(ValueError, match="length_penalty must be finite"):
-        fastlsm.beam_search(step, [[1]], **dict(ok, length_penalty=float("nan")))
+        fastlsm.beam_search(None, [[1]], **BASE)
 
 
 def test_kernel_state_machine_statuses():
@@ -437,9 +322,85 @@ def test_config_check_codes_and_messages():
     assert c.pack_config(cfg, fcfg, **ok, renormalize=1) == c.CONFIG_OK
     assert cfg[c.CFG_PAD] == 1 and cfg[c.CFG_MAX_HYPS] == 3 and cfg[c.CFG_CANDIDATES] == 6
     assert cfg[c.CFG_MAX_LEN] == 5 and cfg[c.CFG_RENORMALIZE] == 1 and cfg[c.CFG_EOS] == 1
-    with pytest.raises(ValueError, match="pad_token_id must be >= 0"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, pad_token_id=-2))
-    with pytest.raises(ValueError, match="eos_token_id must hold non-negative"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, eos_token_id=[0, -1]))
-    with pytest.raises(ValueError, match="no_repeat_ngram_size must be at least 0"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **dict(BASE, no_repeat_ngram_size=-1))
+
+
+def test_state_table_drives_layout_and_views():
+    """The FIELDS table is the only description of the state: offsets, extents, views."""
+    from fastlsm._kernels.decoder import c_constants
+    from fastlsm._kernels.decoder import state as s
+
+    cfg = np.zeros(_k.CFG_SIZE + 2, np.int64)
+    fcfg = np.zeros(_k.FCFG_SIZE)
+    assert pack_config(cfg, fcfg, 2, 3, -1, 4, 5, np.array([1, 7]), -1, 1.0, 0, 2, 0, 0,
+                          1.0, 1.5, 0) == 0
+    d = s.dims(cfg)
+    layout = np.empty(s.LAYOUT_SIZE, np.int64)
+    assert s.beam_search_layout(cfg, layout) == 0
+    ist = np.empty(layout[s.L_INT_SIZE], np.int64)
+    fst = np.empty(layout[s.L_FLOAT_SIZE])
+    views = s.state_views(layout, fst, ist)
+    assert views._fields == s.NAMES
+    spans = {"int64": [], "float64": []}
+    for f, (name, dtype, shape, _) in enumerate(s.FIELDS):
+        want = tuple(getattr(d, e.strip()) for e in shape.split(","))
+        view = getattr(views, name)
+        assert view.shape == want and view.dtype == dtype, name
+        base = ist if dtype == "int64" else fst
+        assert np.shares_memory(view, base), name
+        spans[dtype].append((layout[f], layout[f] + view.size))
+        assert c_constants()["L_" + name.upper()] == f == getattr(s.F, name)
+    for dtype, start in (("int64", s.HEADER), ("float64", 0)):  # packed, in table order
+        ends = [start] + [e for _, e in spans[dtype]]
+        assert [b for b, _ in spans[dtype]] == ends[:-1]
+    assert spans["int64"][-1][1] == ist.size and spans["float64"][-1][1] == fst.size
+    assert d.hyps == 6 and d.cands == 12 and d.spec == 2 * 8 + 2  # round(4 * 1.5), 3 * 4
+
+
+def grammar(vocab, seed, density=0.6):
+    """A toy grammar matcher: the allowed tokens depend on each row's last two tokens."""
+    table = np.random.default_rng(seed).random((vocab, vocab, vocab)) < density
+    table[..., 3] = True  # never an empty row
+
+    def mask(ids, parents):
+        prev = ids[:, -2] if ids.shape[1] > 1 else ids[:, -1]
+        return naive.pack_bitmask(table[prev, ids[:, -1]])
+    return mask
+
+
+@pytest.mark.parametrize("opts", [
+    {}, dict(renormalize=True), dict(repetition_penalty=1.4, no_repeat_ngram_size=2),
+    dict(renormalize=True, repetition_penalty=0.8, min_new_tokens=3),
+    dict(eos_token_id=[2, 5], num_return_sequences=2, early_stopping="never"),
+], ids=str)
+def test_token_bitmask_matches_reference(opts):
+    for seed in range(2):
+        compare({**BASE, **opts, "token_bitmask": grammar(13, seed)}, seed=seed)
+        compare({**BASE, **opts, "token_bitmask": grammar(40, seed, 0.2)}, vocab=40, seed=seed,
+                dtype=np.float32)
+
+
+def test_token_bitmask_fixed_and_errors():
+    allowed = np.ones(13, bool)
+    allowed[[0, 4, 9]] = False
+    fixed = naive.pack_bitmask(allowed[None])[0]
+    out = compare({**BASE, "token_bitmask": fixed})  # one [W] mask for every row and step
+    assert not np.isin(out.sequences[:, 1:], [0, 4, 9]).any()
+    ids = np.random.default_rng(1000).integers(0, 13, (3, 3))
+    a = fastlsm.beam_search(ToyModel(13, 0), ids, **BASE, token_bitmask=np.full(1, -1, np.int32))
+    b = fastlsm.beam_search(ToyModel(13, 0), ids, **BASE)
+    assert np.array_equal(a.sequences, b.sequences)
+    assert np.array_equal(a.sequences_scores, b.sequences_scores)  # all allowed: same bits
+
+    def late_empty(ids, parents):
+        m = np.full((ids.shape[0], 1), -1, np.int32)
+        if ids.shape[1] == 3:
+            m[4] = np.int32(-(1 << 13))  # only bits >= V = 13 set: no token allowed
+        return m
+    with pytest.raises(ValueError, match=r"step 2: token_bitmask row 4 \(batch 1, beam 1\) "
+                                         r"allows no token of the 13"):
+        fastlsm.beam_search(ToyModel(13, 0), [[1], [2]], **BASE, token_bitmask=late_empty)
+    with pytest.raises(TypeError, match="step 0: token_bitmask must be int32"):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **BASE, token_bitmask=np.ones(1))
+    with pytest.raises(ValueError, match=r"step 0: token_bitmask has shape \(2, 1\)"):
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **BASE,
+                            token_bitmask=np.ones((2, 1), np.int32))

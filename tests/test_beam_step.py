@@ -1,30 +1,19 @@
 """beam_step against a float64 NumPy reference (log_softmax + add + stable sort)."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import at_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastlsm
-from fastlsm._kernels.beam import BLOCK, beam_step_rows
-
-
-def ref_beam_step(logits, beam_scores, num_candidates):
-    """Float64 reference; ties by flat index (beam, then token) via a stable sort."""
-    x = np.asarray(logits, np.float64)
-    b, k, v = x.shape
-    with np.errstate(invalid="ignore"):
-        m = x.max(-1, keepdims=True)
-        lp = (x - m) - np.log(np.exp(x - m).sum(-1, keepdims=True))
-    lp = np.where(np.isneginf(x), -np.inf, lp)
-    scores = (np.asarray(beam_scores, np.float64)[..., None] + lp).reshape(b, k * v)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :num_candidates]
-    return np.take_along_axis(scores, order, 1), order % v, order // v
+from fastlsm._kernels.topk import BLOCK, beam_step_rows
 
 
 def check(logits, beam_scores, c, rtol):
     s, t, bm = fastlsm.beam_step(logits, beam_scores, num_candidates=c)
-    rs, rt, rb = ref_beam_step(logits, beam_scores, c)
+    rs, rt, rb = naive.beam_step(logits, beam_scores, c)
     assert np.array_equal(t, rt) and np.array_equal(bm, rb)
     np.testing.assert_allclose(s, rs, rtol=rtol, atol=rtol)
     assert s.dtype == np.asarray(logits).dtype and t.dtype == np.int64 and bm.dtype == np.int64
@@ -140,22 +129,16 @@ def test_thread_count_does_not_change_bits():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 4, 5000)).astype(np.float32)
     bs = rng.standard_normal((4, 4))
-    old = fastlsm.get_num_threads()
-    try:
-        fastlsm.set_num_threads(1)
-        a = fastlsm.beam_step(x, bs)
-        fastlsm.set_num_threads(old)
-        b = fastlsm.beam_step(x, bs)
-    finally:
-        fastlsm.set_num_threads(old)
-    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    a, b = (at_threads(n, fastlsm.beam_step, x, bs) for n in (1, fastlsm.get_num_threads()))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 def test_kernel_entry_writes_logprobs():
     x = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
     bs = np.log(np.array([0.5, 0.5]))
     rv, rt, rn = np.empty((2, 3)), np.empty((2, 3), np.int64), np.empty(2, np.int64)
-    sc, tk, bm, lp = np.empty((1, 3)), np.empty((1, 3), np.int64), np.empty((1, 3), np.int64), np.empty((1, 3))
+    sc, lp = np.empty((1, 3)), np.empty((1, 3))
+    tk, bm = np.empty((1, 3), np.int64), np.empty((1, 3), np.int64)
     assert beam_step_rows(x, bs, 2, rv, rt, rn, sc, tk, bm, lp) == -1
     np.testing.assert_allclose(np.exp(lp[0]), [0.8, 0.7, 0.2], rtol=1e-14)
     assert tk[0].tolist() == [2, 0, 1] and bm[0].tolist() == [1, 0, 0]
@@ -203,3 +186,54 @@ def test_many_blocks_with_ties_and_masks(seed):
     bs = np.round(rng.standard_normal((2, 3)))
     for c in (1, 3, 7, 40):
         check(x, bs, c, 2e-6)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("shape,density", [((2, 3, 50), 0.5), ((1, 4, BLOCK * 3 + 7), 0.3),
+                                           ((2, 2, BLOCK * 4), 0.002), ((3, 1, 33), 0.9)])
+def test_token_bitmask_matches_reference(dtype, rtol, shape, density):
+    rng = np.random.default_rng(sum(shape))
+    b, k, v = shape
+    x = np.round(rng.standard_normal(shape) * 3, 1).astype(dtype)  # ties across blocks
+    x[rng.random(shape) < 0.1] = -np.inf
+    allowed = rng.random((b * k, v)) < density
+    allowed[:, rng.integers(0, v)] = True
+    mask = naive.pack_bitmask(allowed)
+    bs = rng.standard_normal((b, k))
+    for c in (1, k, 2 * k, 3 * k + 5):
+        s, t, bm = fastlsm.beam_step(x, bs, num_candidates=c, token_bitmask=mask)
+        rs, rt, rb = naive.beam_step(x, bs, c, mask)
+        assert np.array_equal(t, rt) and np.array_equal(bm, rb)
+        np.testing.assert_allclose(s, rs, rtol=rtol, atol=rtol)
+        finite = np.isfinite(s)
+        assert allowed.reshape(b, k, v)[np.arange(b)[:, None], bm, t][finite].all()
+    # the same mask as [B, K, W] or as uint32: the same result
+    for m in (mask.reshape(b, k, -1), mask.view(np.uint32)):
+        got = fastlsm.beam_step(x, bs, token_bitmask=m)
+        want = fastlsm.beam_step(x, bs, token_bitmask=mask)
+        assert all(np.array_equal(p, q) for p, q in zip(got, want, strict=True))
+
+
+def test_token_bitmask_all_allowed_is_bitwise_unmasked():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, BLOCK + 70)).astype(np.float32)
+    bs = rng.standard_normal((2, 3))
+    words = (x.shape[2] + 31) // 32
+    got = fastlsm.beam_step(x, bs, token_bitmask=np.full(words, -1, np.int32))
+    want = fastlsm.beam_step(x, bs)
+    assert all(np.array_equal(p, q) for p, q in zip(got, want, strict=True))
+
+
+def test_token_bitmask_errors():
+    x = np.zeros((2, 3, 40))
+    mask = np.full((6, 2), -1, np.int32)
+    mask[4] = [0, np.int32(-(1 << 8))]  # only bits past V = 40: nothing allowed
+    with pytest.raises(ValueError, match=r"token_bitmask\[1, 1\] allows no token of the 40"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), token_bitmask=mask)
+    with pytest.raises(TypeError, match="int32"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), token_bitmask=mask.astype(np.int64))
+    with pytest.raises(ValueError, match=r"token_bitmask has shape \(6, 3\)"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), token_bitmask=np.ones((6, 3), np.int32))
+    x[0, 0, 39] = np.nan  # a NaN is an error even where the mask disallows the token
+    with pytest.raises(ValueError, match=r"logits\[0, 0\] contains NaN"):
+        fastlsm.beam_step(x, np.zeros((2, 3)), token_bitmask=np.full(2, 1, np.int32))

@@ -121,3 +121,29 @@ def test_parent_beams_reorder_a_kv_cache(model):
         got = fastlsm.beam_search(step, PROMPTS, **opts)
         assert np.array_equal(got.sequences, seqs)
         np.testing.assert_allclose(got.sequences_scores, scores, rtol=1e-4, atol=1e-4)
+
+
+def test_token_bitmask_matches_prefix_allowed_tokens_fn(model):
+    """A bitmask bans like transformers' PrefixConstrainedLogitsProcessor: -inf after
+    log_softmax, the allowed tokens' log-probs not renormalized."""
+    import naive
+
+    table = np.random.default_rng(7).random((VOCAB, VOCAB)) < 0.4
+    table[:, 23] = True  # EOS always allowed
+
+    def allowed_tokens(batch_id, ids):
+        return np.flatnonzero(table[int(ids[-1])]).tolist()
+
+    def mask(ids, parents):
+        return naive.pack_bitmask(table[ids[:, -1]])
+
+    opts = dict(num_beams=3, max_new_tokens=8, eos_token_id=23, pad_token_id=2,
+                num_return_sequences=2)
+    seqs, scores = hf_generate(model, PROMPTS,
+                               dict(opts, prefix_allowed_tokens_fn=allowed_tokens))
+    got = fastlsm.beam_search(make_step(model), PROMPTS, **opts, token_bitmask=mask)
+    assert np.array_equal(got.sequences, seqs), (got.sequences, seqs)
+    np.testing.assert_allclose(got.sequences_scores, scores, rtol=1e-4, atol=1e-4)
+    for row, n in zip(got.sequences, got.lengths, strict=True):  # every new token allowed
+        assert table[row[3:3 + n], row[4:4 + n]].all()
+    assert not table[PROMPTS[:, -1]].all()  # the mask really constrains

@@ -153,17 +153,11 @@ def max_hyps(num_beams, patience):
     return np.int64(np.rint(patience * np.float64(num_beams)))
 
 
-@kernel(entry=True)
-def check_config(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
-                 length_penalty, early_stopping, num_return_sequences, min_new_tokens,
-                 no_repeat_ngram_size, repetition_penalty, patience):
-    """Validate a beam-search configuration: CONFIG_OK (0) or the CONFIG_* code of the fault.
-
-    Integers are int64, ``length_penalty``, ``repetition_penalty`` and ``patience`` float64,
-    ``eos_ids`` int64 ``[num_eos]``. ``vocab < 0`` means not known yet (the vocabulary check
-    is skipped; check again once it is). Sizes (negative counts, overflow) are the caller's;
-    checks run in the order of the CONFIG_* codes and the first failing one is returned.
-    """
+@kernel
+def _check(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+           length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+           no_repeat_ngram_size, repetition_penalty, patience):
+    """:func:`check_config` (a helper: entry kernels never call entry kernels)."""
     num_eos = eos_ids.shape[0]
     if batch < 1:
         return np.int64(CONFIG_BATCH)
@@ -201,6 +195,22 @@ def check_config(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, p
 
 
 @kernel(entry=True)
+def check_config(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+                 length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                 no_repeat_ngram_size, repetition_penalty, patience):
+    """Validate a beam-search configuration: CONFIG_OK (0) or the CONFIG_* code of the fault.
+
+    Integers are int64, ``length_penalty``, ``repetition_penalty`` and ``patience`` float64,
+    ``eos_ids`` int64 ``[num_eos]``. ``vocab < 0`` means not known yet (the vocabulary check
+    is skipped; check again once it is). Sizes (negative counts, overflow) are the caller's;
+    checks run in the order of the CONFIG_* codes and the first failing one is returned.
+    """
+    return _check(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+                  length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                  no_repeat_ngram_size, repetition_penalty, patience)
+
+
+@kernel(entry=True)
 def pack_config(cfg, fcfg, batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids,
                 pad_token_id, length_penalty, early_stopping, num_return_sequences,
                 min_new_tokens, no_repeat_ngram_size, repetition_penalty, patience,
@@ -211,9 +221,9 @@ def pack_config(cfg, fcfg, batch, prompt_len, vocab, num_beams, max_new_tokens, 
     ``pad_token_id == -1`` becomes the first EOS id (-1 without EOS ids); ``renormalize`` is
     nonzero for CTranslate2's order (bans and penalty before normalizing).
     """
-    status = check_config(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids,
-                          pad_token_id, length_penalty, early_stopping, num_return_sequences,
-                          min_new_tokens, no_repeat_ngram_size, repetition_penalty, patience)
+    status = _check(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+                    length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                    no_repeat_ngram_size, repetition_penalty, patience)
     if status != CONFIG_OK:
         return status
     num_eos = eos_ids.shape[0]
