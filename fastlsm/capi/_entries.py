@@ -126,6 +126,25 @@ def cross_entropy_probs(logits, target, rows, cols, weight, n_weight, token_weig
     )
 
 
+def cross_entropy_soft(logits, target, rows, cols, weight, n_weight, token_weight, n_token,
+                       smoothing, z_loss, softcap, reduction, grad_scale, grad_output,
+                       n_grad_output, loss, lse, n_lse, grad, grad_rows):
+    return KERNEL(
+        carray(logits, (rows, cols)), carray(target, (rows, cols)), carray(weight, (n_weight,)),
+        carray(token_weight, (n_token,)), -100, smoothing, z_loss, softcap, reduction,
+        grad_scale, carray(grad_output, (n_grad_output,)), _loss_out(loss, rows, reduction),
+        carray(lse, (n_lse,)), carray(grad, (grad_rows, cols)), np.empty(0, np.float64),
+    )
+
+
+# Probability targets: a kernel of their own, or (the kernel consolidation of issue 9, branch
+# h/core) cross_entropy_rows itself given a 2-D target, ignore_index unused.
+if hasattr(_ce, "cross_entropy_probs_rows"):
+    _PROBS = (cross_entropy_probs, _ce.cross_entropy_probs_rows)
+else:
+    _PROBS = (cross_entropy_soft, _ce.cross_entropy_rows)
+
+
 def nll_loss(log_probs, target, rows, cols, weight, n_weight, token_weight, n_token,
              ignore_index, reduction, grad_scale, grad_output, n_grad_output, loss, grad,
              grad_rows):
@@ -293,7 +312,7 @@ ENTRIES = (
     Entry("cross_entropy_probs",
           f"int64_t (const T *logits, const T *target, int64_t rows, int64_t cols, {_OPT}, "
           f"{_CE_OPTS}, {_CE_OUT})",
-          cross_entropy_probs, _ce.cross_entropy_probs_rows),
+          *_PROBS),
     Entry("nll_loss",
           f"int64_t (const T *log_probs, const int64_t *target, int64_t rows, int64_t cols, "
           f"{_OPT}, int64_t ignore_index, {_LOSS}, T *loss, T *grad, int64_t grad_rows)",
