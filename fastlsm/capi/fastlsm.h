@@ -16,9 +16,10 @@
  * - The first call starts an embedded Python runtime (about 0.5 s with a warm cache): the
  *   host needs the shared libpython and the Python environment fastlsm is installed in, at
  *   the paths they had at build time (the library cannot be moved to another machine or
- *   environment: rebuild it there). Nothing is taken from the host's environment (PATH,
- *   PYTHONHOME, PYTHONPATH are ignored); the module path is exactly fastlsm's package root,
- *   the standard library and the environment's site-packages. Call fastlsm_init() to pay
+ *   environment: rebuild it there). Nothing is taken from the host's environment but the
+ *   FASTLSM_* variables below (PATH, PYTHONHOME, PYTHONPATH, the working directory are
+ *   ignored): the module path is fastlsm's package root, the standard library and the
+ *   environment's site-packages. Call fastlsm_init() to pay
  *   the start-up cost at a time of your choosing. Each entry point's compiled kernels are
  *   loaded from the cache on its own first call (milliseconds; the GIL is taken then).
  *   After that, calls jump straight to compiled code; with fastlsm_set_num_threads(1) they
