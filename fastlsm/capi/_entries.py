@@ -100,60 +100,59 @@ def rows_reduce(x, out, rows, cols):
 
 
 @_jit.kernel
-def _loss_out(loss, rows, reduction):
-    return carray(loss, (rows if reduction == _ce.NONE else 1,))
+def _loss_args(weight, n_weight, token_weight, n_token, grad_output, n_grad_output, loss, rows,
+               reduction):
+    """The arrays every loss kernel takes: class and token weights, grad_output, loss."""
+    return (carray(weight, (n_weight,)), carray(token_weight, (n_token,)),
+            carray(grad_output, (n_grad_output,)),
+            carray(loss, (rows if reduction == _ce.NONE else 1,)))
+
+
+@_jit.kernel
+def _ce_outputs(lse, n_lse, grad, grad_rows, cols):
+    """lse, grad and an absent work buffer (the kernel allocates its float64 scratch)."""
+    return carray(lse, (n_lse,)), carray(grad, (grad_rows, cols)), np.empty(0, np.float64)
 
 
 def cross_entropy(logits, target, rows, cols, weight, n_weight, token_weight, n_token,
                   ignore_index, smoothing, z_loss, softcap, reduction, grad_scale, grad_output,
                   n_grad_output, loss, lse, n_lse, grad, grad_rows):
-    return KERNEL(
-        carray(logits, (rows, cols)), carray(target, (rows,)), carray(weight, (n_weight,)),
-        carray(token_weight, (n_token,)), ignore_index, smoothing, z_loss, softcap, reduction,
-        grad_scale, carray(grad_output, (n_grad_output,)), _loss_out(loss, rows, reduction),
-        carray(lse, (n_lse,)), carray(grad, (grad_rows, cols)), np.empty(0, np.float64),
-    )
+    w, tw, go, lo = _loss_args(weight, n_weight, token_weight, n_token, grad_output,
+                               n_grad_output, loss, rows, reduction)
+    ls, g, work = _ce_outputs(lse, n_lse, grad, grad_rows, cols)
+    return KERNEL(carray(logits, (rows, cols)), carray(target, (rows,)), w, tw, ignore_index,
+                  smoothing, z_loss, softcap, reduction, grad_scale, go, lo, ls, g, work)
 
 
 def cross_entropy_probs(logits, target, rows, cols, weight, n_weight, token_weight, n_token,
                         smoothing, z_loss, softcap, reduction, grad_scale, grad_output,
                         n_grad_output, loss, lse, n_lse, grad, grad_rows):
-    return KERNEL(
-        carray(logits, (rows, cols)), carray(target, (rows, cols)), carray(weight, (n_weight,)),
-        carray(token_weight, (n_token,)), smoothing, z_loss, softcap, reduction, grad_scale,
-        carray(grad_output, (n_grad_output,)), _loss_out(loss, rows, reduction),
-        carray(lse, (n_lse,)), carray(grad, (grad_rows, cols)), np.empty(0, np.float64),
-    )
-
-
-def cross_entropy_soft(logits, target, rows, cols, weight, n_weight, token_weight, n_token,
-                       smoothing, z_loss, softcap, reduction, grad_scale, grad_output,
-                       n_grad_output, loss, lse, n_lse, grad, grad_rows):
-    return KERNEL(
-        carray(logits, (rows, cols)), carray(target, (rows, cols)), carray(weight, (n_weight,)),
-        carray(token_weight, (n_token,)), -100, smoothing, z_loss, softcap, reduction,
-        grad_scale, carray(grad_output, (n_grad_output,)), _loss_out(loss, rows, reduction),
-        carray(lse, (n_lse,)), carray(grad, (grad_rows, cols)), np.empty(0, np.float64),
-    )
+    w, tw, go, lo = _loss_args(weight, n_weight, token_weight, n_token, grad_output,
+                               n_grad_output, loss, rows, reduction)
+    ls, g, work = _ce_outputs(lse, n_lse, grad, grad_rows, cols)
+    x, t = carray(logits, (rows, cols)), carray(target, (rows, cols))
+    if PROBS_OWN_KERNEL:
+        return KERNEL(x, t, w, tw, smoothing, z_loss, softcap, reduction, grad_scale, go, lo,
+                      ls, g, work)
+    return KERNEL(x, t, w, tw, -100, smoothing, z_loss, softcap, reduction, grad_scale, go, lo,
+                  ls, g, work)
 
 
 # Probability targets: a kernel of their own, or (the kernel consolidation of issue 9, branch
-# h/core) cross_entropy_rows itself given a 2-D target, ignore_index unused.
-if hasattr(_ce, "cross_entropy_probs_rows"):
-    _PROBS = (cross_entropy_probs, _ce.cross_entropy_probs_rows)
-else:
-    _PROBS = (cross_entropy_soft, _ce.cross_entropy_rows)
+# h/core) cross_entropy_rows itself given a 2-D target, ignore_index unused. A compile-time
+# constant: the branch not taken is never typed.
+PROBS_OWN_KERNEL = hasattr(_ce, "cross_entropy_probs_rows")
+_PROBS_KERNEL = _ce.cross_entropy_probs_rows if PROBS_OWN_KERNEL else _ce.cross_entropy_rows
 
 
 def nll_loss(log_probs, target, rows, cols, weight, n_weight, token_weight, n_token,
              ignore_index, reduction, grad_scale, grad_output, n_grad_output, loss, grad,
              grad_rows):
-    return KERNEL(
-        carray(log_probs, (rows, cols)), carray(target, (rows,)), carray(weight, (n_weight,)),
-        carray(token_weight, (n_token,)), ignore_index, reduction, grad_scale,
-        carray(grad_output, (n_grad_output,)), _loss_out(loss, rows, reduction),
-        carray(grad, (grad_rows, cols)), np.empty(0, np.float64),
-    )
+    w, tw, go, lo = _loss_args(weight, n_weight, token_weight, n_token, grad_output,
+                               n_grad_output, loss, rows, reduction)
+    g = carray(grad, (grad_rows, cols))
+    return KERNEL(carray(log_probs, (rows, cols)), carray(target, (rows,)), w, tw, ignore_index,
+                  reduction, grad_scale, go, lo, g, np.empty(0, np.float64))
 
 
 @_jit.kernel
@@ -312,7 +311,7 @@ ENTRIES = (
     Entry("cross_entropy_probs",
           f"int64_t (const T *logits, const T *target, int64_t rows, int64_t cols, {_OPT}, "
           f"{_CE_OPTS}, {_CE_OUT})",
-          *_PROBS),
+          cross_entropy_probs, _PROBS_KERNEL),
     Entry("nll_loss",
           f"int64_t (const T *log_probs, const int64_t *target, int64_t rows, int64_t cols, "
           f"{_OPT}, int64_t ignore_index, {_LOSS}, T *loss, T *grad, int64_t grad_rows)",
