@@ -2,7 +2,7 @@
 """Cold start and per-call overhead of the C ABI (libfastlsm.so), measured from a C host.
 
     python bench/bench_capi.py                  # uses (or builds) the default library
-    python bench/bench_capi.py --lib DIR        # a library built with `capi build --out DIR`
+    python bench/bench_capi.py --lib P          # a library installed with `capi install --prefix P`
     python bench/bench_capi.py --json out.json  # also write the results as JSON
 
 What is measured (all in fresh C processes started with `env -i`, i.e. an empty environment):
@@ -122,7 +122,7 @@ def _library(lib_dir: str | None) -> str:
     from fastlsm import capi
 
     d = os.path.abspath(lib_dir or capi.default_out_dir())
-    if not os.path.exists(os.path.join(d, "libfastlsm.so")):
+    if not os.path.exists(os.path.join(d, "lib", "libfastlsm.so")):
         print(f"building the library into {d} ...", file=sys.stderr)
         capi.build(d)
     return d
@@ -179,9 +179,9 @@ def table(r: dict) -> str:
         ("per call, 1x8 float32, fastlsm_set_num_threads(1)", f"{r['call_1x8_serial_s'] * us:.3f} us"),
         ("per call, 1x8, 8 host threads at once (threads=1)",
          f"{r['call_1x8_8host_serial_s'] * us:.3f} us"),
-        (f"8x4096 (parallel launch), default threads", f"{r['launch_8x4096_default_s'] * us:.1f} us"),
+        ("8x4096 (parallel launch), default threads", f"{r['launch_8x4096_default_s'] * us:.1f} us"),
         ("8x4096, one thread", f"{r['launch_8x4096_serial_s'] * us:.1f} us"),
-        (f"64x32000 log_softmax, default threads", f"{r['throughput_64x32000_default_s'] * 1e3:.2f} ms"),
+        ("64x32000 log_softmax, default threads", f"{r['throughput_64x32000_default_s'] * 1e3:.2f} ms"),
         ("64x32000 log_softmax, one thread", f"{r['throughput_64x32000_serial_s'] * 1e3:.2f} ms"),
     ]
     w = max(len(a) for a, _ in rows)
@@ -193,7 +193,7 @@ def table(r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--lib", help="directory holding libfastlsm.so (default: build's default)")
+    p.add_argument("--lib", help="prefix given to `capi install` (default: its default)")
     p.add_argument("--starts", type=int, default=7, help="fresh processes for the cold start")
     p.add_argument("--iters", type=int, default=200000, help="calls per timing loop")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")

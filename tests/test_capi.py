@@ -1,196 +1,93 @@
 """The C ABI: build libfastlsm.so once, compile every C example, run them in an empty
 environment, and compare their outputs bit for bit with the Python API.
-
-The library is built from a snapshot of the package (copied into a temporary directory, with
-its own kernel cache seeded from the shared one), so edits made to the working tree while the
-tests run cannot invalidate the cache the examples load.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import numpy as np
 import pytest
+from capi_support import (
+    CAPI,
+    EXAMPLES,
+    _exe,
+    _parse,
+    _run,
+    assert_bitwise,
+    build_capi,
+    needs_gcc,
+    reference,
+)
 
 import fastlsm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "capi", "examples")
-GCC = shutil.which("gcc")
-
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
-
-
-def _snapshot():
-    """Copy the package now, while this process imports it: the library then runs the very
-    kernels the Python API here runs, even if the working tree changes during the session."""
-    root = tempfile.mkdtemp(prefix="fastlsm-capi-src-")
-    atexit.register(shutil.rmtree, root, True)
-    shutil.copytree(
-        os.path.join(ROOT, "fastlsm"), os.path.join(root, "fastlsm"),
-        ignore=shutil.ignore_patterns("__pycache__", "*.so"),
-    )
-    os.makedirs(os.path.join(root, "capi"))
-    shutil.copy(os.path.join(ROOT, "capi", "fastlsm.h"), os.path.join(root, "capi"))
-    return root
-
-
-SNAPSHOT = _snapshot() if GCC else None
-
-
-def _run(cmd, *, env=None, timeout=240, check=True):
-    """Run ``cmd`` in an empty environment (plus ``env``); return the CompletedProcess."""
-    full = ["env", "-i", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{cmd} exited with {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
-            f"stderr:\n{proc.stderr[-4000:]}"
-        )
-    return proc
+pytestmark = needs_gcc
 
 
 @pytest.fixture(scope="session")
 def capi(tmp_path_factory):
-    """Build the library from a snapshot of the package and compile every example."""
-    tmp = tmp_path_factory.mktemp("capi")
-    src = SNAPSHOT
-    out = tmp / "lib"
-    # A private kernel cache, seeded with the shared one: when the working tree has not
-    # changed since it was filled, the build loads instead of compiling.
-    from fastlsm import _jit
-
-    shared = os.path.dirname(_jit.cache_dir())
-    if os.path.isdir(shared):
-        shutil.copytree(shared, tmp / "cache", ignore=shutil.ignore_patterns("capi"))
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
-        "PYTHONPATH": str(src),
-        "FASTLSM_CACHE_DIR": str(tmp / "cache"),
-    }
-    build = subprocess.run(
-        [sys.executable, "-m", "fastlsm.capi", "build", "--out", str(out)],
-        cwd=src, env=env, capture_output=True, text=True, timeout=900,
-    )
-    if build.returncode != 0:
-        raise AssertionError(f"build failed:\n{build.stdout}\n{build.stderr}")
-    flags = subprocess.run(
-        [sys.executable, "-m", "fastlsm.capi", "flags", "--out", str(out)],
-        cwd=src, env=env, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    exes, compile_errors = {}, {}
-    for name in sorted(os.listdir(EXAMPLES)):
-        if not name.endswith(".c"):
-            continue
-        stem = name[:-2]
-        for variant, extra in (("", []), ("_asan", ["-g", "-fsanitize=address",
-                                                   "-fno-omit-frame-pointer"])):
-            if variant and stem != "log_softmax":
-                continue
-            exe = str(tmp / f"{stem}{variant}")
-            cc = subprocess.run(
-                [GCC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", *extra,
-                 os.path.join(EXAMPLES, name), "-o", exe, *flags, "-lm", "-lpthread"],
-                capture_output=True, text=True,
-            )
-            if cc.returncode == 0:
-                exes[stem + variant] = exe
-            else:
-                compile_errors[stem + variant] = cc.stderr
-    return {"dir": str(out), "src": str(src), "exes": exes, "errors": compile_errors,
-            "flags": flags, "env": env, "tmp": tmp}
-
-
-def _exe(capi, name):
-    if name not in capi["exes"]:
-        raise AssertionError(f"{name}.c did not compile:\n{capi['errors'].get(name)}")
-    return capi["exes"][name]
-
-
-def _parse(stdout):
-    """``name v1 v2 ...`` lines of hexadecimal floats -> {name: float64 array}."""
-    out = {}
-    for line in stdout.splitlines():
-        name, *values = line.split()
-        try:
-            out[name] = np.array([float.fromhex(v) if "x" in v else float(v) for v in values])
-        except ValueError:
-            continue
-    return out
-
-
-def assert_bitwise(actual, expected):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
-    np.testing.assert_array_equal(nan_a, nan_e)
-    bits = {4: np.uint32, 8: np.uint64}[actual.dtype.itemsize]
-    np.testing.assert_array_equal(actual[~nan_a].view(bits), expected[~nan_e].view(bits))
-
-
-_REFERENCE_SCRIPT = """
-import pickle, sys
-import numpy as np
-import fastlsm
-
-def table_model(table, dtype):
-    return lambda ids, parents: table[ids.shape[1] % table.shape[0]][ids[:, -1]].astype(dtype)
-
-calls = pickle.load(sys.stdin.buffer)
-results = []
-for name, args, kwargs in calls:
-    if name == "beam_search":
-        args = (table_model(*args[0]),) + tuple(args[1:])
-    results.append(getattr(fastlsm, name)(*args, **kwargs))
-pickle.dump(results, sys.stdout.buffer)
-"""
-
-
-def reference(capi, calls):
-    """Results of ``fastlsm.<name>(*args, **kwargs)`` for each call, computed in a Python
-    process that runs the library's snapshot of the package with the library's kernel cache.
-
-    The comparison is then between the same compiled kernels: Numba's freshly JIT-compiled
-    code and the code it loads from its cache may round differently (measured: float64
-    log_softmax, 1 ulp on about 1% of elements), so a reference computed in this process
-    could differ from the library for reasons that have nothing to do with the C ABI.
-    """
-    import pickle
-
-    for _ in range(2):  # the first run compiles (and caches) what the library did not need
-        proc = subprocess.run(
-            [sys.executable, "-c", _REFERENCE_SCRIPT], input=pickle.dumps(calls),
-            env=capi["env"], capture_output=True, timeout=300,
-        )
-        if proc.returncode != 0:
-            raise AssertionError(proc.stderr.decode()[-4000:])
-    return pickle.loads(proc.stdout)
+    return build_capi(tmp_path_factory)
 
 
 # --------------------------------------------------------------------------- build
 
 
-def test_build_writes_library_header_and_pkgconfig(capi):
+def test_install_writes_a_prefix(capi):
     d = capi["dir"]
-    assert sorted(os.listdir(d)) == ["fastlsm.h", "fastlsm.pc", "libfastlsm.so"]
-    with open(os.path.join(d, "fastlsm.h")) as a, open(os.path.join(ROOT, "capi", "fastlsm.h")) as b:
+    real, soname, link = (f"libfastlsm.so.{fastlsm.__version__}",
+                          f"libfastlsm.so.{fastlsm.__version__.split('.')[0]}", "libfastlsm.so")
+    assert sorted(os.listdir(d)) == ["include", "lib"]
+    assert os.listdir(os.path.join(d, "include")) == ["fastlsm.h"]
+    assert sorted(os.listdir(capi["lib"])) == sorted(["cmake", "pkgconfig", real, soname, link])
+    assert os.readlink(os.path.join(capi["lib"], soname)) == real
+    assert os.readlink(os.path.join(capi["lib"], link)) == soname
+    with open(os.path.join(capi["include"], "fastlsm.h")) as a, \
+            open(os.path.join(CAPI, "fastlsm.h")) as b:
         assert a.read() == b.read()
-    with open(os.path.join(d, "fastlsm.pc")) as f:
+    with open(os.path.join(capi["lib"], "pkgconfig", "fastlsm.pc")) as f:
         pc = f.read()
     assert f"Version: {fastlsm.__version__}" in pc and "-lfastlsm" in pc
-    assert capi["flags"] == [f"-I{d}", f"-L{d}", f"-Wl,-rpath,{d}", "-lfastlsm"]
+    assert sorted(os.listdir(os.path.join(capi["lib"], "cmake", "fastlsm"))) == [
+        "fastlsmConfig.cmake", "fastlsmConfigVersion.cmake"]
+    lib = capi["lib"]
+    assert capi["flags"] == [f"-I{d}/include", f"-L{lib}", f"-Wl,-rpath,{lib}", "-lfastlsm"]
+
+
+def test_library_has_a_versioned_soname(capi):
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf is not installed")
+    out = subprocess.run([readelf, "-d", os.path.join(capi["lib"], "libfastlsm.so")],
+                         capture_output=True, text=True, check=True).stdout
+    major = fastlsm.__version__.split(".")[0]
+    assert f"Library soname: [libfastlsm.so.{major}]" in out
+    host = subprocess.run([readelf, "-d", _exe(capi, "errors")], capture_output=True,
+                          text=True, check=True).stdout
+    assert f"Shared library: [libfastlsm.so.{major}]" in host  # what a host records
+
+
+@pytest.mark.parametrize("which", [["--cflags"], ["--libs"], ["--cflags", "--libs"], []])
+def test_flags_parts_and_missing_build(capi, tmp_path, which):
+    env = {k: v for k, v in capi["env"].items()}
+    run = [sys.executable, "-m", "fastlsm.capi", "flags", *which]
+    got = subprocess.run([*run, "--prefix", capi["dir"]], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    cflags, libs = capi["flags"][:1], capi["flags"][1:]
+    assert got == (cflags if which == ["--cflags"] else libs if which == ["--libs"]
+                   else cflags + libs)
+    missing = subprocess.run([*run, "--prefix", str(tmp_path / "nothing")], env=env,
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and "no fastlsm C library" in missing.stderr
+    assert missing.stdout == ""
 
 
 def test_header_version_matches_package():
-    with open(os.path.join(ROOT, "capi", "fastlsm.h")) as f:
+    with open(os.path.join(CAPI, "fastlsm.h")) as f:
         header = f.read()
     assert f'#define FASTLSM_VERSION_STRING "{fastlsm.__version__}"' in header
     major, minor, patch = (int(p) for p in fastlsm.__version__.split("."))
@@ -203,16 +100,17 @@ def test_library_exports_only_the_abi(capi):
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm is not installed")
-    out = subprocess.run([nm, "-D", "--defined-only", os.path.join(capi["dir"], "libfastlsm.so")],
+    out = subprocess.run([nm, "-D", "--defined-only", os.path.join(capi["lib"], "libfastlsm.so")],
                          capture_output=True, text=True, check=True).stdout
     exported = {line.split()[-1] for line in out.splitlines() if " T " in line}
-    with open(os.path.join(ROOT, "capi", "fastlsm.h")) as f:
+    with open(os.path.join(CAPI, "fastlsm.h")) as f:
         header = f.read()
     declared = {name for name in exported if f" {name}(" in header or f"*{name}(" in header}
     assert exported - declared == {"PyInit__fastlsm_cffi"}
-    for name in ("fastlsm_log_softmax_f32", "fastlsm_cross_entropy_f64",
-                 "fastlsm_beam_step_f32", "fastlsm_beam_search_f32", "fastlsm_last_error"):
-        assert name in exported
+    from fastlsm.capi import _entries
+
+    table = {p.split("(")[0].split()[-1].lstrip("*") for p in _entries.public_prototypes()}
+    assert table == exported - {"PyInit__fastlsm_cffi"}  # every table entry is defined
 
 
 def test_every_example_compiles_with_wall_werror(capi):
@@ -228,7 +126,7 @@ def test_header_compiles_as_cxx(capi, tmp_path):
         pytest.skip("g++ is not installed")
     src = tmp_path / "h.cpp"
     src.write_text('#include "fastlsm.h"\nint main() { return fastlsm_version_number() > 0 ? 0 : 1; }\n')
-    subprocess.run([gxx, "-Wall", "-Werror", "-fsyntax-only", f"-I{capi['dir']}", str(src)],
+    subprocess.run([gxx, "-Wall", "-Werror", "-fsyntax-only", f"-I{capi['include']}", str(src)],
                    check=True)
 
 
@@ -322,6 +220,13 @@ EXPECTED = {
     "ce_bad_reduction": 4, "ce_bad_smoothing": 4,
     "seq_token_high": 3, "seq_null_seq": 1,
     "beam_zero_candidates": 4, "beam_too_many": 4,
+    "beam_search_returns": 4, "beam_search_patience": 4, "beam_search_vocab": 4,
+    "beam_search_struct": 4, "beam_search_ok": 0,
+}
+CONFIG_CASES = {  # errors.c's beam-search configurations, as fastlsm.beam_search arguments
+    "beam_search_returns": ({"num_return_sequences": 5}, 10),
+    "beam_search_patience": ({"patience": 0.1}, 10),
+    "beam_search_vocab": ({}, 1),
 }
 
 
@@ -343,7 +248,18 @@ def test_every_error_code(capi):
             assert message == "", (name, message)
     assert "x is NULL" in cases["null_x"][3]
     assert "target[2] = 4" in cases["ce_target_high"][3]
+    assert "tokens[0, 3] = 3 is outside the vocabulary [0, 3)" in cases["seq_token_high"][3]
     assert "between 1 and" in cases["threads_zero"][3]
+    for name, (kwargs, vocab) in CONFIG_CASES.items():  # the very message Python raises
+        def step(ids, parents, vocab=vocab):
+            return np.zeros((ids.shape[0], vocab), np.float32)
+
+        with pytest.raises(ValueError) as err:
+            fastlsm.beam_search(step, np.array([[1, 2]]), num_beams=4, max_new_tokens=20,
+                                eos_token_id=None, **kwargs)
+        message = str(err.value).removeprefix("step 0: ")
+        assert cases[name][3] == f"fastlsm_beam_search_f32: {message}", name
+    assert "struct_size = 0" in cases["beam_search_struct"][3]
 
 
 def test_runtime_error_when_python_package_is_broken(capi, tmp_path):
@@ -356,8 +272,10 @@ def test_runtime_error_when_python_package_is_broken(capi, tmp_path):
     cases = _cases(proc.stdout)
     for name, (status, code, untouched, message) in cases.items():
         assert untouched, name
-        if EXPECTED[name] != 0 and name != "threads_too_many":
-            # argument checks (NULL, sizes, targets, options) need no runtime: they come first
+        if EXPECTED[name] not in (0, 3) and name != "threads_too_many" and \
+                name not in CONFIG_CASES:
+            # argument checks (NULL, sizes, options) need no runtime: they come first; targets,
+            # tokens and beam-search configurations are checked once, by the kernels
             assert status == EXPECTED[name], (name, status, message)
         else:
             assert status == 5 and "deliberately broken" in message, (name, status, message)
@@ -379,7 +297,7 @@ def test_python_host_can_load_the_library(capi):
     code = textwrap.dedent(
         f"""
         import ctypes, numpy as np
-        lib = ctypes.CDLL({os.path.join(capi['dir'], 'libfastlsm.so')!r})
+        lib = ctypes.CDLL({os.path.join(capi['lib'], 'libfastlsm.so')!r})
         x = np.array([[1.0, 2.0, 3.0]], np.float32)
         y = np.empty_like(x)
         fp = ctypes.POINTER(ctypes.c_float)
@@ -391,7 +309,7 @@ def test_python_host_can_load_the_library(capi):
     env = dict(capi["env"])
     env.pop("PYTHONPATH")  # the library adds the package to sys.path itself
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=240)
+                          text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr
     status, *values = proc.stdout.split()
     assert status == "0"
@@ -468,8 +386,8 @@ def test_beam_search_example_matches_python_bitwise(capi):
         return table[ids.shape[1] % 3][ids[:, -1]]
 
     prompts = np.array([[2, 5], [0, 11]])
-    common = dict(num_beams=3, max_new_tokens=6, eos_token_id=[1], pad_token_id=0,
-                  num_return_sequences=2)
+    common = {"num_beams": 3, "max_new_tokens": 6, "eos_token_id": [1], "pad_token_id": 0,
+                  "num_return_sequences": 2}
     local = fastlsm.beam_search(step, prompts, **common)
     opts64 = dict(common, early_stopping="never", length_penalty=0.5, no_repeat_ngram_size=2,
                   repetition_penalty=1.3)

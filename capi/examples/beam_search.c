@@ -13,7 +13,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "fastlsm.h"
+#include "common.h"
 
 #define V 12      /* vocabulary */
 #define PHASES 3  /* the table depends on cur_len % PHASES */
@@ -22,16 +22,6 @@
 #define K 3       /* beams */
 #define G 6       /* max new tokens */
 #define R 2       /* returned sequences per prompt */
-
-#define CHECK(call)                                                                   \
-    do {                                                                              \
-        int status_ = (call);                                                         \
-        if (status_ != FASTLSM_OK) {                                                  \
-            fprintf(stderr, "%s failed: %s (%s)\n", #call, fastlsm_strerror(status_), \
-                    fastlsm_last_error());                                            \
-            return 1;                                                                 \
-        }                                                                             \
-    } while (0)
 
 typedef struct {
     float table[PHASES][V][V];
@@ -67,29 +57,9 @@ static int step_f64(void *user_data, const int64_t *sequences, int64_t rows, int
     return 0;
 }
 
-static void print_f32(const char *name, const float *v, int n)
-{
-    printf("%s", name);
-    for (int i = 0; i < n; i++) printf(" %a", (double)v[i]);
-    printf("\n");
-}
-
-static void print_f64(const char *name, const double *v, int n)
-{
-    printf("%s", name);
-    for (int i = 0; i < n; i++) printf(" %a", v[i]);
-    printf("\n");
-}
-
-static void print_i64(const char *name, const int64_t *v, int n)
-{
-    printf("%s", name);
-    for (int i = 0; i < n; i++) printf(" %" PRId64, v[i]);
-    printf("\n");
-}
-
 int main(void)
 {
+    CHECK_VERSION();
     static model m;
     uint64_t state = 3;
     for (int p = 0; p < PHASES; p++)

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fastlsm.h"
+#include "common.h"
 
 static const char *code_name(int status)
 {
@@ -26,7 +26,15 @@ static const char *code_name(int status)
 #define N 12
 static float x[N], out[N], loss[N], grad[N];
 static double xd[N], outd[N];
-static int64_t target[4], tokens[4];
+static int64_t target[4], tokens[4], seqs[N * 4];
+
+static int step_zero(void *user_data, const int64_t *sequences, int64_t rows, int64_t cur_len,
+                     const int64_t *parent_beams, float *logits)
+{
+    (void)user_data, (void)sequences, (void)cur_len, (void)parent_beams;
+    for (int64_t i = 0; i < rows * 10; i++) logits[i] = 0.0f;
+    return 0;
+}
 
 static void reset(void)
 {
@@ -34,6 +42,7 @@ static void reset(void)
         x[i] = (float)i / 4.0f, xd[i] = i / 3.0;
         out[i] = loss[i] = grad[i] = -7.0f, outd[i] = -7.0;
     }
+    for (int i = 0; i < N * 4; i++) seqs[i] = -7;
     for (int i = 0; i < 4; i++) target[i] = i % 3, tokens[i] = i % 3;
 }
 
@@ -42,6 +51,8 @@ static int untouched(void)
     for (int i = 0; i < N; i++)
         if (out[i] != -7.0f || loss[i] != -7.0f || grad[i] != -7.0f || outd[i] != -7.0)
             return 0;
+    for (int i = 0; i < N * 4; i++)
+        if (seqs[i] != -7) return 0;
     return 1;
 }
 
@@ -54,6 +65,7 @@ static void report(const char *name, int status)
 
 int main(void)
 {
+    CHECK_VERSION();
     float scores[4] = {0}, cand_scores[4];
     int64_t cand_tokens[4], cand_beams[4];
 
@@ -103,5 +115,26 @@ int main(void)
                                                          cand_tokens, cand_beams));
     report("beam_too_many", fastlsm_beam_step_f32(x, scores, 1, 4, 3, 13, cand_scores,
                                                   cand_tokens, cand_beams));
+
+    /* beam-search configurations: checked by the same kernel as Python's, same messages */
+    const int64_t prompt[2] = {1, 2};
+    fastlsm_beam_search_config bc = fastlsm_beam_search_default_config();
+    bc.num_return_sequences = 5;
+    report("beam_search_returns", fastlsm_beam_search_f32(&bc, prompt, 1, 2, 10, step_zero, NULL,
+                                                          seqs, NULL, out, NULL, NULL));
+    bc = fastlsm_beam_search_default_config();
+    bc.patience = 0.1;
+    report("beam_search_patience", fastlsm_beam_search_f32(&bc, prompt, 1, 2, 10, step_zero,
+                                                           NULL, seqs, NULL, out, NULL, NULL));
+    bc = fastlsm_beam_search_default_config();
+    report("beam_search_vocab", fastlsm_beam_search_f32(&bc, prompt, 1, 2, 1, step_zero, NULL,
+                                                        seqs, NULL, out, NULL, NULL));
+    bc.struct_size = 0;
+    report("beam_search_struct", fastlsm_beam_search_f32(&bc, prompt, 1, 2, 10, step_zero, NULL,
+                                                         seqs, NULL, out, NULL, NULL));
+    bc = fastlsm_beam_search_default_config();
+    bc.max_new_tokens = 2, bc.num_beams = 2;
+    report("beam_search_ok", fastlsm_beam_search_f32(&bc, prompt, 1, 2, 10, step_zero, NULL,
+                                                     seqs, NULL, out, NULL, NULL));
     return 0;
 }

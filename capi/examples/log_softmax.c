@@ -13,34 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "fastlsm.h"
-
-#define CHECK(call)                                                                   \
-    do {                                                                              \
-        int status_ = (call);                                                         \
-        if (status_ != FASTLSM_OK) {                                                  \
-            fprintf(stderr, "%s failed: %s (%s)\n", #call, fastlsm_strerror(status_), \
-                    fastlsm_last_error());                                             \
-            return 1;                                                                 \
-        }                                                                             \
-    } while (0)
-
-static void print_f32(const char *name, const float *v, int64_t n)
-{
-    printf("%s", name);
-    for (int64_t i = 0; i < n; i++) printf(" %a", (double)v[i]);
-    printf("\n");
-}
-
-static void print_f64(const char *name, const double *v, int64_t n)
-{
-    printf("%s", name);
-    for (int64_t i = 0; i < n; i++) printf(" %a", v[i]);
-    printf("\n");
-}
+#include "common.h"
 
 int main(int argc, char **argv)
 {
+    CHECK_VERSION();
     int64_t rows = argc > 2 ? strtoll(argv[1], NULL, 10) : 4;
     int64_t cols = argc > 2 ? strtoll(argv[2], NULL, 10) : 10;
     int threads = argc > 3 ? atoi(argv[3]) : 0;

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fastlsm.h"
+#include "common.h"
 
 #define MAX_HOST_THREADS 64
 
@@ -74,6 +74,7 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
+    CHECK_VERSION();
     int kernel_threads = argc > 1 ? atoi(argv[1]) : 0;
     int host_threads = argc > 2 ? atoi(argv[2]) : 8;
     int iterations = argc > 3 ? atoi(argv[3]) : 50;

@@ -12,21 +12,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fastlsm.h"
+#include "common.h"
 
 #define N 16 /* samples */
 #define D 8  /* features */
 #define C 5  /* classes */
-
-#define CHECK(call)                                                                   \
-    do {                                                                              \
-        int status_ = (call);                                                         \
-        if (status_ != FASTLSM_OK) {                                                  \
-            fprintf(stderr, "%s failed: %s (%s)\n", #call, fastlsm_strerror(status_), \
-                    fastlsm_last_error());                                            \
-            return 1;                                                                 \
-        }                                                                             \
-    } while (0)
 
 static uint64_t rng_state = 7;
 
@@ -36,22 +26,9 @@ static float uniform(float lo, float hi)
     return lo + (hi - lo) * (float)((double)(rng_state >> 11) / 9007199254740992.0);
 }
 
-static void print_f32(const char *name, const float *v, int n)
-{
-    printf("%s", name);
-    for (int i = 0; i < n; i++) printf(" %a", (double)v[i]);
-    printf("\n");
-}
-
-static void print_f64(const char *name, const double *v, int n)
-{
-    printf("%s", name);
-    for (int i = 0; i < n; i++) printf(" %a", v[i]);
-    printf("\n");
-}
-
 int main(void)
 {
+    CHECK_VERSION();
     static float x[N][D], w[D][C], logits[N][C], first[N][C];
     int64_t target[N];
     for (int i = 0; i < N; i++) {

@@ -1,0 +1,182 @@
+"""Shared by the C ABI tests: one library build per session, hosts, bitwise references.
+
+The library is built from a snapshot of the package (copied into a temporary directory, with
+its own kernel cache seeded from the shared one), so edits made to the working tree while the
+tests run cannot invalidate the cache the examples load.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GCC = shutil.which("gcc")
+needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
+
+
+def _snapshot():
+    """Copy the package and capi/ now, while this process imports the package: the library
+    then runs the very kernels the Python API here runs, and the hosts are the sources of
+    the same moment, even if the working tree changes during the session."""
+    root = tempfile.mkdtemp(prefix="fastlsm-capi-src-")
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(
+        os.path.join(ROOT, "fastlsm"), os.path.join(root, "fastlsm"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.so"),
+    )
+    shutil.copytree(os.path.join(ROOT, "capi"), os.path.join(root, "capi"), symlinks=True,
+                    ignore=shutil.ignore_patterns("build", "target"))
+    return root
+
+
+SNAPSHOT = _snapshot() if GCC else None
+CAPI = os.path.join(SNAPSHOT or ROOT, "capi")  # Makefile, examples/, fuzz/
+EXAMPLES = os.path.join(CAPI, "examples")
+
+
+def _run(cmd, *, env=None, timeout=240, check=True):
+    """Run ``cmd`` in an empty environment (plus ``env``); return the CompletedProcess."""
+    full = ["env", "-i", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd} exited with {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
+            f"stderr:\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+_BUILT: dict = {}
+
+
+def build_capi(tmp_path_factory):
+    """Build the library from a snapshot of the package and compile every example (once per
+    session, whichever test module asks first)."""
+    if _BUILT:
+        return _BUILT
+    tmp = tmp_path_factory.mktemp("capi")
+    src = SNAPSHOT
+    out = tmp / "lib"
+    # A private kernel cache, seeded with the shared one: when the working tree has not
+    # changed since it was filled, the build loads instead of compiling.
+    from fastlsm import _jit
+
+    shared = os.path.dirname(_jit.cache_dir())
+    if os.path.isdir(shared):
+        shutil.copytree(shared, tmp / "cache", ignore=shutil.ignore_patterns("capi"))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "PYTHONPATH": str(src),
+        "FASTLSM_CACHE_DIR": str(tmp / "cache"),
+    }
+    build = subprocess.run(
+        [sys.executable, "-m", "fastlsm.capi", "install", "--prefix", str(out)],
+        cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )
+    if build.returncode != 0:
+        raise AssertionError(f"build failed:\n{build.stdout}\n{build.stderr}")
+    flags = subprocess.run(
+        [sys.executable, "-m", "fastlsm.capi", "flags", "--prefix", str(out)],
+        cwd=src, env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    exes, compile_errors = {}, {}
+    for name in sorted(os.listdir(EXAMPLES)):
+        if not name.endswith(".c"):
+            continue
+        stem = name[:-2]
+        for variant, extra in (("", []), ("_asan", ["-g", "-fsanitize=address",
+                                                   "-fno-omit-frame-pointer"])):
+            if variant and stem != "log_softmax":
+                continue
+            exe = str(tmp / f"{stem}{variant}")
+            cc = subprocess.run(
+                [GCC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", *extra,
+                 os.path.join(EXAMPLES, name), "-o", exe, *flags, "-lm", "-lpthread"],
+                capture_output=True, text=True, check=False,
+            )
+            if cc.returncode == 0:
+                exes[stem + variant] = exe
+            else:
+                compile_errors[stem + variant] = cc.stderr
+    _BUILT.update({"dir": str(out), "src": str(src), "exes": exes, "errors": compile_errors,
+                   "flags": flags, "env": env, "tmp": tmp, "lib": str(out / "lib"),
+                   "include": str(out / "include")})
+    return _BUILT
+
+
+def _exe(capi, name):
+    if name not in capi["exes"]:
+        raise AssertionError(f"{name}.c did not compile:\n{capi['errors'].get(name)}")
+    return capi["exes"][name]
+
+
+def _parse(stdout):
+    """``name v1 v2 ...`` lines of hexadecimal floats -> {name: float64 array}."""
+    out = {}
+    for line in stdout.splitlines():
+        name, *values = line.split()
+        try:
+            out[name] = np.array([float.fromhex(v) if "x" in v else float(v) for v in values])
+        except ValueError:
+            continue
+    return out
+
+
+def assert_bitwise(actual, expected):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    np.testing.assert_array_equal(nan_a, nan_e)
+    bits = {4: np.uint32, 8: np.uint64}[actual.dtype.itemsize]
+    np.testing.assert_array_equal(actual[~nan_a].view(bits), expected[~nan_e].view(bits))
+
+
+_REFERENCE_SCRIPT = """
+import pickle, sys
+import numpy as np
+import pytest
+import fastlsm
+
+def table_model(table, dtype):
+    return lambda ids, parents: table[ids.shape[1] % table.shape[0]][ids[:, -1]].astype(dtype)
+
+calls = pickle.load(sys.stdin.buffer)
+results = []
+for name, args, kwargs in calls:
+    if name == "beam_search":
+        args = (table_model(*args[0]),) + tuple(args[1:])
+    results.append(getattr(fastlsm, name)(*args, **kwargs))
+pickle.dump(results, sys.stdout.buffer)
+"""
+
+
+def reference(capi, calls):
+    """Results of ``fastlsm.<name>(*args, **kwargs)`` for each call, computed in a Python
+    process that runs the library's snapshot of the package with the library's kernel cache.
+
+    The comparison is then between the same compiled kernels: Numba's freshly JIT-compiled
+    code and the code it loads from its cache may round differently (measured: float64
+    log_softmax, 1 ulp on about 1% of elements), so a reference computed in this process
+    could differ from the library for reasons that have nothing to do with the C ABI.
+    """
+    import pickle
+
+    for _ in range(2):  # the first run compiles (and caches) what the library did not need
+        proc = subprocess.run(
+            [sys.executable, "-c", _REFERENCE_SCRIPT], input=pickle.dumps(calls),
+            env=capi["env"], capture_output=True, timeout=300, check=False,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(proc.stderr.decode()[-4000:])
+    return pickle.loads(proc.stdout)
+
+
