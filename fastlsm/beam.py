@@ -26,6 +26,7 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
+@_jit.public
 def beam_step(logits, beam_scores, *, num_candidates=None):
     """One beam-search step: ``beam_scores + log_softmax(logits)``, top candidates per batch.
 
@@ -175,6 +176,7 @@ def _token_ids(value, name: str) -> list:
     return out
 
 
+@_jit.public
 def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
                 pad_token_id=None, length_penalty=1.0, early_stopping=False,
                 num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import _jit
 from ._kernels import cross_entropy as _k
-from ._validate import as_rows, axis_index, float_array, fresh_output
+from ._validate import as_rows, axis_index, class_weights, float_array, fresh_output
 
 __all__ = [
     "CrossEntropyResult",
@@ -132,13 +132,7 @@ def _ignore_index(value) -> int:
 
 
 def _nonneg_weights(w, shape: tuple, name: str, what: str) -> np.ndarray:
-    if isinstance(w, np.ndarray) and w.dtype.kind in "iu":
-        w = w.astype(np.float64)  # integer weights (counts) are fine
-    w = float_array(w, name)
-    if w.shape != shape:
-        raise ValueError(f"{name} must have shape {shape} ({what}), got {w.shape}")
-    # A private float64 copy: small, and never aliases the logits overwritten in place.
-    w = np.array(w, dtype=np.float64, order="C", copy=True).reshape(-1)
+    w = class_weights(w, shape, name, what)
     if not np.all(np.isfinite(w)):
         raise ValueError(f"{name} must be finite; found {w[~np.isfinite(w)][0]}")
     if np.any(w < 0):
@@ -199,7 +193,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
                 f"got {t.shape}"
             )
         soft = False
-        tgt = np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
+        tgt = np.array(t, dtype=np.int64, order="C").reshape(-1)  # private: N elements
         if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size and t.max() > _I64.max:
             tgt = np.where(t.reshape(-1) > _I64.max, _I64.max, tgt)  # out of range anyway
     else:
@@ -207,7 +201,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
             f"target must hold class indices (int32 or int64) or class probabilities "
             f"(float), got {t.dtype}; convert it with target.astype(np.int64)"
         )
-    w = _EMPTY if weight is None else _nonneg_weights(weight, (c,), "weight", "one per class")
+    w = _EMPTY if weight is None else class_weights(weight, (c,), "weight", "one per class")
     tw = (
         _EMPTY
         if token_weight is None
@@ -304,6 +298,7 @@ def _check_inplace(logits, s: _Setup) -> None:
 # ----------------------------------------------------------------------------- public API
 
 
+@_jit.public
 def cross_entropy(
     logits,
     target,
@@ -379,6 +374,7 @@ def cross_entropy(
     return loss
 
 
+@_jit.public
 def cross_entropy_with_grad(
     logits,
     target,
@@ -450,6 +446,7 @@ def cross_entropy_with_grad(
     return CrossEntropyResult(loss, grad, lse)
 
 
+@_jit.public
 def nll_loss(
     log_probs,
     target,

@@ -26,19 +26,20 @@ from . import _jit
 from ._kernels import normalize as _k
 from ._validate import (
     as_rows,
-    axis_index,
+    axes_index,
     check_out,
     float_array,
     fresh_output,
     overlaps,
+    reduced_shape,
     rows_out,
     store_rows,
 )
 
 
 def _elementwise(kernel, x, axis, out):
-    x = float_array(x, "x")
-    ax = axis_index(axis, x.ndim)
+    x = float_array(x, "x", integers=True)
+    ax = axes_index(axis, x.ndim)
     _jit.use_threads(x.size)
     if out is None:
         out = fresh_output(x.shape, x.dtype)
@@ -56,6 +57,7 @@ def _elementwise(kernel, x, axis, out):
     return out
 
 
+@_jit.public
 def log_softmax(x, axis=-1, *, out=None):
     """Logarithm of softmax along ``axis``: ``x - logsumexp(x, axis, keepdims=True)``.
 
@@ -92,6 +94,7 @@ def log_softmax(x, axis=-1, *, out=None):
     return _elementwise(_k.log_softmax_rows, x, axis, out)
 
 
+@_jit.public
 def softmax(x, axis=-1, *, out=None):
     """Softmax along ``axis``: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
@@ -106,6 +109,7 @@ def softmax(x, axis=-1, *, out=None):
     return _elementwise(_k.softmax_rows, x, axis, out)
 
 
+@_jit.public
 def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     """``log(sum(exp(x), axis))``, computed without overflow.
 
@@ -138,11 +142,11 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
     10000.69314718056
     """
-    x = float_array(x, "x")
-    ax = axis_index(axis, x.ndim)
+    x = float_array(x, "x", integers=True)
+    ax = axes_index(axis, x.ndim)
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
-    shape = x.shape[:ax] + ((1,) if keepdims else ()) + x.shape[ax + 1 :]
+    shape = reduced_shape(x.shape, ax, keepdims)
     if out is None:
         out = np.empty(shape, x.dtype)
     else:

@@ -9,6 +9,7 @@ from ._kernels import sequence as _k
 from ._validate import float_array, int_array
 
 
+@_jit.public
 def sequence_logprobs(logits, tokens, *, mask=None):
     """Log-probability of each token and of each whole sequence.
 

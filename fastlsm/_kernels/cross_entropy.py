@@ -513,17 +513,20 @@ def _index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
     if z != 0.0:
         loss += z * lse * lse
     if want_grad:
-        big_a = (1.0 - eps) * wt + eps * wsum / c + 2.0 * z * lse
+        # Without smoothing the other classes' weights do not enter the gradient: skipping
+        # them (rather than multiplying by eps = 0) keeps an inf/NaN weight out of every row.
+        big_a = (1.0 - eps) * wt + (eps * wsum / c if smooth else 0.0) + 2.0 * z * lse
+        wg = weight if smooth else weight[:0]
         c1 = a * big_a / s
         c2 = a * eps / c
         pt = math.exp(dt) / s
         wtc = wt if hw else 1.0
-        gt = a * (pt * big_a - (1.0 - eps) * wt - (eps / c) * wtc)
+        gt = a * (pt * big_a - (1.0 - eps) * wt - ((eps / c) * wtc if smooth else 0.0))
         if cap > 0.0:
-            _grad_from_capped(x, g, m, like(m, c1), like(m, c2), cap, weight)
+            _grad_from_capped(x, g, m, like(m, c1), like(m, c2), cap, wg)
             gt *= np.float64(softcap_slope(xt, cap))
         else:
-            _grad_from_exp(g, like(m, c1), like(m, c2), weight)
+            _grad_from_exp(g, like(m, c1), like(m, c2), wg)
         g[t] = like(m, gt)
     return loss, lse
 
@@ -604,7 +607,7 @@ def _row_lse_capped(x, cap):
     if cap > 0.0:
         s, _ = _pass_cap(x, m, cap, x[:0], False)
     else:
-        s = _pass_plain(x, m, x[:0], False, x[:0])
+        s = row_shifted_sumexp(x, m, x[:0])  # reads only: x may be a read-only array
     return _finish_lse(m, math.log(s))
 
 
@@ -665,6 +668,7 @@ def cross_entropy_rows(
     want_lse = lse.size > 0
     scale = grad_scale / den if reduction == MEAN else grad_scale
     work = _loss_buffer(reduction, work, n)
+    no_grad = grad.reshape(grad.size)[:0]  # a writeable stand-in: logits may be read-only
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
@@ -679,7 +683,7 @@ def cross_entropy_rows(
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
                 v, ls = _index_row(
-                    logits[i], t, grad[i] if want_grad else logits[i], want_grad,
+                    logits[i], t, grad[i] if want_grad else no_grad, want_grad,
                     weight, wsum, label_smoothing, z_loss, softcap, a,
                     logits[min(i + 1, n - 1)],
                 )
@@ -819,10 +823,11 @@ def cross_entropy_probs_rows(
     want_lse = lse.size > 0
     scale = grad_scale / den if reduction == MEAN else grad_scale
     work = _loss_buffer(reduction, work, n)
+    no_grad = grad.reshape(grad.size)[:0]  # a writeable stand-in: logits may be read-only
     for i in prange(n):
         tw, a = _token_scales(i, token_weight, grad_output, scale)
         v, ls = _probs_row(
-            logits[i], target[i], grad[i] if want_grad else logits[i], want_grad,
+            logits[i], target[i], grad[i] if want_grad else no_grad, want_grad,
             weight, label_smoothing, z_loss, softcap, a,
         )
         v *= tw
