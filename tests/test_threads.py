@@ -257,8 +257,8 @@ def _run_python(code, **env):
     full.update(env)
     full["PYTHONPATH"] = REPO + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.run(
-        [sys.executable, "-c", code], env=full, cwd=REPO, capture_output=True, text=True, check=False,
-        timeout=300,
+        [sys.executable, "-c", code], env=full, cwd=REPO, capture_output=True, text=True,
+        timeout=300, check=False,
     )
 
 
