@@ -59,11 +59,12 @@ def float_array(x, name: str, *, integers: bool = False) -> np.ndarray:
 
 
 def int_array(x, name: str) -> np.ndarray:
-    """``x`` as a native int32/int64 ndarray, or a ``TypeError`` that says how to convert it.
+    """``x`` as a private C-contiguous int64 copy, or a ``TypeError`` saying how to convert it.
 
-    Any signed or unsigned integer dtype and byte order is accepted (narrow and unsigned ones
-    become int64; uint64 values above the int64 range become its maximum, out of range anyway);
-    bool, float and anything else are refused.
+    Any signed or unsigned integer dtype, byte order, layout and read-only array is accepted
+    (uint64 values above the int64 range become its maximum, out of range anyway); bool,
+    float and anything else are refused. Index arrays are small next to the logits they
+    index, and one copy gives the kernels a single compiled signature.
     """
     if not isinstance(x, np.ndarray):
         try:
@@ -75,13 +76,9 @@ def int_array(x, name: str) -> np.ndarray:
             f"{name} must hold integer indices (int32 or int64), got {x.dtype}; "
             f"convert it with {name}.astype(np.int64)"
         )
-    if x.dtype not in INT_DTYPES:
-        if x.dtype.kind == "u" and x.dtype.itemsize == 8 and x.size and x.max() > _I64_MAX:
-            x = np.minimum(x, np.uint64(_I64_MAX))
-        x = x.astype(np.int64)
-    if not x.flags.aligned:
-        x = x.copy()
-    return x
+    if x.dtype.kind == "u" and x.dtype.itemsize == 8 and x.size and x.max() > _I64_MAX:
+        x = np.minimum(x, np.uint64(_I64_MAX))
+    return np.array(x, dtype=np.int64, order="C")
 
 
 _I64_MAX = np.iinfo(np.int64).max

@@ -87,7 +87,7 @@ def beam_step(logits, beam_scores, *, num_candidates=None):
             f"beam_scores has shape {bs.shape}, but logits of shape {x.shape} need "
             f"beam_scores of shape {(nb, nk)}"
         )
-    bs = np.ascontiguousarray(bs, dtype=np.float64).reshape(-1)
+    bs = np.array(bs, dtype=np.float64, order="C").reshape(-1)  # private: one signature
     if np.isnan(bs).any() or (bs == np.inf).any():
         raise ValueError("beam_scores contain NaN or +inf; use -inf for a dead beam")
     if nk == 0 or nv == 0:

@@ -239,7 +239,7 @@ def _grad_output(grad_output, s: _Setup) -> tuple[float, np.ndarray]:
         raise ValueError(
             f"grad_output must be a scalar or have the target's shape {s.outer}, got {g.shape}"
         )
-    return 1.0, np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+    return 1.0, np.array(g, dtype=np.float64, order="C").reshape(-1)  # private: one signature
 
 
 def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
