@@ -4,11 +4,11 @@ conventions for the normalizers, any integer kind of targets; results equal the 
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 
 import fastlsm
-import naive
 
 try:
     import scipy.special as sp
