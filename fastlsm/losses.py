@@ -24,7 +24,8 @@ and with class probabilities ``q`` (soft targets)::
 ``reduction="mean"`` divides the sum by ``sum(w[t] * token_weight)`` over non-ignored
 tokens (index targets) or by ``sum(token_weight)`` (the number of positions without it) for
 probability targets, exactly like PyTorch. When every target is ignored the mean is NaN
-(0/0), as in PyTorch; ``"sum"`` is then 0.
+(0/0), as in PyTorch; ``"sum"`` is then 0. Class weights may be any real values, as in
+PyTorch: a denominator of 0 gives ``±inf`` or NaN.
 
 Scalar results (``"mean"``/``"sum"``) are 0-d arrays of the logits' dtype; ``"none"`` gives
 an array shaped like the target (for probability targets: the logits' shape without the
@@ -317,14 +318,18 @@ def cross_entropy(
     Parameters
     ----------
     logits : array_like, float32 or float64
-        Unnormalized scores, any shape with the classes along ``axis``.
+        Unnormalized scores, any shape with the classes along ``axis``; any byte order and
+        layout, read-only arrays included. Integer logits: ``TypeError`` (as in PyTorch).
     target : array_like
-        Class indices (int32/int64, the logits' shape without ``axis``) or class
-        probabilities (float, the logits' shape; cast to the logits' dtype).
+        Class indices (any integer dtype, the logits' shape without ``axis``; bool is
+        refused) or class probabilities (float, the logits' shape; cast to the logits'
+        dtype). Read-only is fine.
     axis : int, optional
         The class axis. Default -1; ``axis=1`` is PyTorch's ``[N, C, d1, ..., dK]`` layout.
     weight : array_like, optional
-        Non-negative weight per class, shape ``[C]``.
+        Weight per class, shape ``[C]``: any real values (negative, zero, inf, NaN) of any
+        real dtype, as PyTorch. A ``"mean"`` whose denominator ``sum(weight[t])`` is 0 is
+        ``±inf`` or NaN, as in PyTorch.
     ignore_index : int, optional
         Index targets equal to it add nothing to the loss, gradient or mean's denominator.
         Any integer (negative or >= C). Ignored for probability targets, as in PyTorch.

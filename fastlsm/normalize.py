@@ -64,17 +64,30 @@ def log_softmax(x, axis=-1, *, out=None):
     Parameters
     ----------
     x : array_like, float32 or float64
-        Logits, any shape with ``ndim >= 1``. Lists are converted to float64.
-    axis : int, optional
-        Axis to normalize (negative counts from the end). Default: the last.
+        Logits, any shape, byte order and layout; read-only arrays are fine. Integer and
+        bool arrays, lists and scalars are computed in float64 (SciPy's convention; SciPy
+        itself gives float16 for int8/uint8/bool). float16 and complex: ``TypeError``.
+    axis : int, tuple of ints or None, optional
+        Axis to normalize (negative counts from the end), as ``scipy.special`` reads it: a
+        tuple normalizes over every element those axes span, ``None`` over the whole array
+        (0-d input included). Default: the last axis (SciPy's default is ``None``).
     out : ndarray, optional
         Where to write the result: same shape and dtype as ``x``, any memory layout. May be
-        ``x`` itself (in place).
+        ``x`` itself (in place). The only argument that must be writeable.
 
     Returns
     -------
     ndarray
         Same shape and dtype as ``x`` (``out`` if given).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric, float16 or complex ``x``; ``out`` not an ndarray or of another dtype;
+        an axis that is not an integer.
+    ValueError
+        ``out`` of another shape or read-only; a repeated axis; ``numpy.exceptions.AxisError``
+        (a ValueError) for an axis out of range.
 
     Notes
     -----
@@ -116,9 +129,9 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     Parameters
     ----------
     x : array_like, float32 or float64
-        Input, any shape with ``ndim >= 1``.
-    axis : int, optional
-        Axis to reduce. Default: the last.
+        Input, any shape; accepted kinds as :func:`log_softmax` (integers: float64).
+    axis : int, tuple of ints or None, optional
+        Axes to reduce, as ``scipy.special.logsumexp`` (``None``: all). Default: the last.
     keepdims : bool, optional
         Keep the reduced axis with length 1.
     out : ndarray, optional
@@ -128,7 +141,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     -------
     ndarray
         ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``), ``x``'s dtype. A
-        0-d array when ``x`` is 1-D.
+        0-d array when every axis is reduced (SciPy returns a NumPy scalar). Errors as
+        :func:`log_softmax`.
 
     Notes
     -----
