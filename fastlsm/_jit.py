@@ -1,14 +1,15 @@
 """JIT policy and thread control: the one place that decides how kernels are compiled.
 
 Every kernel module imports :func:`kernel` from here, so caching, fastmath flags, the error
-model and the threading layer are set once:
+model and the threading policy are decided once:
 
 - Entry kernels are cached on disk (``FASTLSM_CACHE_DIR``, else ``~/.cache/fastlsm``), keyed
   on a hash of every package source, so a second process pays no compile time.
 - ``fastmath`` is limited to :data:`FASTMATH` (no signed zeros): see there.
 - ``error_model="numpy"``: division by zero gives inf/NaN instead of raising.
-- Nothing of Numba's process-wide state is set at import. Numba has one threading layer per
-  process, chosen at the first parallel launch by anyone: fastlsm uses that layer; the
+- No threading setting of Numba is changed at import (the cache locator below serves only
+  fastlsm's own files). Numba has one threading layer per process, chosen at the first
+  parallel launch by anyone, so it cannot be isolated: fastlsm uses that layer; the
   variable ``FASTLSM_THREADING_LAYER`` (``omp`` or ``tbb``) picks one only if fastlsm's
   launch is the first and the user set no layer of their own (``NUMBA_THREADING_LAYER`` /
   ``numba.config.THREADING_LAYER``). If the layer is ``workqueue`` (not thread-safe),
@@ -127,16 +128,30 @@ def public(fn):
         if not _layer_ready:
             _ensure_layer()
         saved = numba.get_num_threads()
+        stack = _callers.__dict__.setdefault("stack", [])
+        stack.append(saved)
         try:
             if _serialize is None:
                 return fn(*args, **kwargs)
             with _serialize:
                 return fn(*args, **kwargs)
         finally:
+            stack.pop()
             if numba.get_num_threads() != saved:
                 numba.set_num_threads(saved)
 
     return call
+
+
+_callers = threading.local()  # per host thread: the counts public() calls will restore
+
+
+def caller_threads() -> None:
+    """Give the calling thread back its own Numba thread count before running user code
+    (e.g. ``beam_search``'s ``step_fn``); the next launch applies fastlsm's count again."""
+    stack = getattr(_callers, "stack", None)
+    if stack and numba.get_num_threads() != stack[-1]:
+        numba.set_num_threads(stack[-1])
 
 
 # --------------------------------------------------------------------------- compile cache

@@ -350,6 +350,7 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     step = 0
     while True:
         cur = int(istate[_k.ST_CUR_LEN])
+        _jit.caller_threads()  # the user's code runs with the user's Numba thread count
         out = step_fn(np.array(seqs[:, :cur]), parents)
         logits = _step_logits(out, step, nrows, vocab)
         if vocab is None:

@@ -144,6 +144,14 @@ def test_caller_numba_thread_count_is_unchanged_by_every_public_function(rng):
         lambda: fastlsm.beam_step(x[None], np.zeros((1, 64))),
         lambda: fastlsm.cross_entropy(x, t + 5000),  # raises: the count is restored too
     ]
+    seen_in_step = []
+
+    def step(ids, parents):
+        seen_in_step.append(numba.get_num_threads())
+        return np.zeros((len(ids), 40000))  # large enough for a parallel launch
+
+    calls.append(lambda: fastlsm.beam_search(step, [[1]], num_beams=2, max_new_tokens=3,
+                                             eos_token_id=None))
     for mine, theirs in ((1, 2), (2, 1)):
         fastlsm.set_num_threads(mine)
         numba.set_num_threads(theirs)
@@ -153,6 +161,8 @@ def test_caller_numba_thread_count_is_unchanged_by_every_public_function(rng):
             except ValueError:
                 pass
             assert numba.get_num_threads() == theirs
+        assert set(seen_in_step) == {theirs}  # the user's step_fn sees the user's count
+        seen_in_step.clear()
     numba.set_num_threads(LIMIT)
 
 
@@ -270,17 +280,27 @@ def test_env_var_sets_the_initial_thread_count(n):
     assert proc.stdout.split() == [str(n), str(n), "True"]
 
 
-def test_env_var_not_an_integer():
-    code = (
-        "import numpy as np, fastlsm\n"
-        "try:\n"
-        "    fastlsm.log_softmax(np.zeros((64, 1024)))\n"
-        "except ValueError as e:\n"
-        "    print(e)\n"
-    )
-    proc = _run_python(code, FASTLSM_NUM_THREADS="two")
+_FIRST_CALL = (
+    "import numpy as np, fastlsm\n"
+    "try:\n"
+    "    fastlsm.log_softmax(np.zeros((64, 1024)))\n"
+    "except ValueError as e:\n"
+    "    print(e)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"FASTLSM_NUM_THREADS": "two"}, "FASTLSM_NUM_THREADS='two' is not an integer"),
+        ({"FASTLSM_THREADING_LAYER": "workqueue"},
+         "FASTLSM_THREADING_LAYER='workqueue' is not supported"),
+    ],
+)
+def test_bad_environment_variable_is_a_value_error_at_the_first_call(env, message):
+    proc = _run_python(_FIRST_CALL, **env)
     assert proc.returncode == 0, proc.stderr
-    assert "FASTLSM_NUM_THREADS='two' is not an integer" in proc.stdout
+    assert message in proc.stdout
 
 
 # ----------------------------------------------------------------------------- threading layer
@@ -334,16 +354,3 @@ def test_workqueue_layer_serializes_concurrent_fastlsm_calls():
     proc = _run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["workqueue", "True"]
-
-
-def test_bad_fastlsm_threading_layer_is_a_value_error_at_the_first_call():
-    code = (
-        "import numpy as np, fastlsm\n"
-        "try:\n"
-        "    fastlsm.log_softmax(np.zeros(3))\n"
-        "except ValueError as e:\n"
-        "    print(e)\n"
-    )
-    proc = _run_python(code, FASTLSM_THREADING_LAYER="workqueue")
-    assert proc.returncode == 0, proc.stderr
-    assert "FASTLSM_THREADING_LAYER='workqueue' is not supported" in proc.stdout
