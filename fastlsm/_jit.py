@@ -1,24 +1,30 @@
 """JIT policy and thread control: the one place that decides how kernels are compiled.
 
 Every kernel module imports :func:`kernel` from here, so caching, fastmath flags, the error
-model and the threading layer are set once:
+model and the threading policy are decided once:
 
 - Entry kernels are cached on disk (``FASTLSM_CACHE_DIR``, else ``~/.cache/fastlsm``), keyed
   on a hash of every package source, so a second process pays no compile time.
 - ``fastmath`` is limited to :data:`FASTMATH` (no signed zeros): see there.
 - ``error_model="numpy"``: division by zero gives inf/NaN instead of raising.
-- The threading layer is a thread-safe one (TBB or OpenMP, whichever Numba finds; the
-  variable ``FASTLSM_THREADING_LAYER`` picks one); never ``workqueue``, which
-  aborts the process when two host threads launch parallel kernels at the same time.
+- No threading setting of Numba is changed at import (the cache locator below serves only
+  fastlsm's own files). Numba has one threading layer per process, chosen at the first
+  parallel launch by anyone, so it cannot be isolated: fastlsm uses that layer; the
+  variable ``FASTLSM_THREADING_LAYER`` (``omp`` or ``tbb``) picks one only if fastlsm's
+  launch is the first and the user set no layer of their own (``NUMBA_THREADING_LAYER`` /
+  ``numba.config.THREADING_LAYER``). If the layer is ``workqueue`` (not thread-safe),
+  fastlsm serializes its own calls. Thread counts: see :func:`use_threads` and :func:`public`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import hashlib
 import os
 import sys
+import threading
 
 import numba
 from numba.core import caching
@@ -55,23 +61,98 @@ def _preload_tbb() -> None:
                 continue
 
 
-def _configure_threading() -> None:
+def _user_chose_layer() -> bool:
+    """True when the process's Numba threading layer was chosen by someone else: launched
+    already, or set through ``NUMBA_THREADING_LAYER`` / ``numba.config.THREADING_LAYER``."""
+    from numba.np.ufunc import parallel
+
+    return (
+        parallel._is_initialized
+        or "NUMBA_THREADING_LAYER" in os.environ
+        or str(numba.config.THREADING_LAYER).lower() != "default"
+    )
+
+
+def _choose_layer() -> None:
+    """Apply ``FASTLSM_THREADING_LAYER`` just before fastlsm's first launch, if still possible.
+
+    Numba loads one threading layer per process, at the first parallel launch of anyone.
+    fastlsm therefore sets nothing at import, and sets the layer only when the variable asks
+    for one and neither the user nor a launch has chosen it (their choice always wins).
+    """
     requested = os.environ.get("FASTLSM_THREADING_LAYER", "").strip().lower()
     if requested and requested not in THREADING_LAYERS:
         raise ValueError(
             f"FASTLSM_THREADING_LAYER={requested!r} is not supported; use one of "
-            f"{', '.join(THREADING_LAYERS)} (workqueue is not thread-safe)"
+            f"{', '.join(THREADING_LAYERS)} (or leave it unset for Numba's choice)"
         )
-    if requested == "tbb" or not requested:
-        _preload_tbb()
-    order = [requested] if requested else []
-    order += [x for x in THREADING_LAYERS if x not in order]
-    # Numba wants a permutation of all three; "threadsafe" below never picks workqueue.
-    numba.config.THREADING_LAYER_PRIORITY = order + ["workqueue"]
-    numba.config.THREADING_LAYER = requested or "threadsafe"
+    if requested and not _user_chose_layer():
+        if requested == "tbb":
+            _preload_tbb()
+        numba.config.THREADING_LAYER = requested
 
 
-_configure_threading()
+_state_lock = threading.Lock()
+_serialize: threading.RLock | None = None
+_layer_ready = False
+
+
+def _ensure_layer() -> None:
+    """Launch Numba's threads (once), and serialize fastlsm's calls under ``workqueue``.
+
+    ``workqueue`` (Numba's fallback when neither TBB nor OpenMP loads) aborts the process
+    when two host threads launch parallel kernels at the same time; fastlsm's own calls then
+    take a process-wide lock (the user's own parallel Numba code cannot be protected).
+    """
+    global _serialize, _layer_ready
+    with _state_lock:
+        if _layer_ready:
+            return
+        _choose_layer()
+        numba.get_num_threads()  # launches the layer
+        if numba.threading_layer() == "workqueue":
+            _serialize = threading.RLock()
+        _layer_ready = True
+
+
+def public(fn):
+    """Decorate a public function: it leaves the calling thread's Numba state as it was.
+
+    fastlsm's thread count (:func:`set_num_threads`) is applied per launch by
+    :func:`use_threads`; this restores the caller's own ``numba.get_num_threads()`` on return
+    (also on error), so a user's Numba code never sees fastlsm's setting. Costs two calls of
+    ``numba.get_num_threads`` (about a microsecond).
+    """
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if not _layer_ready:
+            _ensure_layer()
+        saved = numba.get_num_threads()
+        stack = _callers.__dict__.setdefault("stack", [])
+        stack.append(saved)
+        try:
+            if _serialize is None:
+                return fn(*args, **kwargs)
+            with _serialize:
+                return fn(*args, **kwargs)
+        finally:
+            stack.pop()
+            if numba.get_num_threads() != saved:
+                numba.set_num_threads(saved)
+
+    return call
+
+
+_callers = threading.local()  # per host thread: the counts public() calls will restore
+
+
+def caller_threads() -> None:
+    """Give the calling thread back its own Numba thread count before running user code
+    (e.g. ``beam_search``'s ``step_fn``); the next launch applies fastlsm's count again."""
+    stack = getattr(_callers, "stack", None)
+    if stack and numba.get_num_threads() != stack[-1]:
+        numba.set_num_threads(stack[-1])
 
 
 # --------------------------------------------------------------------------- compile cache
@@ -215,6 +296,7 @@ def use_threads(work: int) -> None:
     Numba's thread count is per host thread; this makes :func:`set_num_threads` global.
     Problems smaller than ``SERIAL_WORK`` elements run on one thread: on a shared VM a
     preempted worker stalls the whole parallel region for longer than the work takes.
+    Only called inside a :func:`public` function, which restores the caller's count.
     """
     n = 1 if work < SERIAL_WORK else get_num_threads()
     if numba.get_num_threads() != n:

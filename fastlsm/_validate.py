@@ -8,6 +8,7 @@ Checks use ``if``/``raise``, never ``assert`` (which ``python -O`` removes).
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -21,17 +22,28 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
-def float_array(x, name: str) -> np.ndarray:
-    """``x`` as a float32/float64 ndarray (lists become float64), or a ``TypeError``."""
+def float_array(x, name: str, *, integers: bool = False) -> np.ndarray:
+    """``x`` as a native, aligned float32/float64 ndarray, or a ``TypeError`` saying why not.
+
+    Accepted: ndarrays, NumPy scalars, Python numbers, (nested) lists and anything with
+    ``__array__``. Lists and Python numbers of integers or bools become float64; so do integer
+    and bool *arrays* when ``integers`` (SciPy's convention, used by the normalizers; the
+    losses keep PyTorch's, which rejects integer logits). Other byte orders are converted
+    to native; unaligned data is copied; read-only and strided arrays are kept as they are
+    (every argument that is only read accepts them). float16 and complex are refused.
+    """
     if not isinstance(x, np.ndarray):
-        if hasattr(x, "__array__") or isinstance(x, (list, tuple, float, int)):
-            x = np.asarray(x)
-            if x.dtype.kind in "iub":
-                x = x.astype(np.float64)
-        else:
+        if not (hasattr(x, "__array__") or isinstance(x, (list, tuple, numbers.Number))):
             raise TypeError(
                 f"{name} must be a NumPy array of float32 or float64, got {type(x).__name__}"
             )
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:  # ragged lists, objects NumPy cannot convert
+            raise ValueError(f"{name} could not be converted to an array: {e}") from None
+        integers = True
+    if x.dtype.kind in "iub" and integers:
+        x = x.astype(np.float64)
     if x.dtype.kind == "f" and not x.dtype.isnative:  # big-endian data: same values, native
         x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype not in FLOAT_DTYPES:
@@ -39,20 +51,48 @@ def float_array(x, name: str) -> np.ndarray:
             f"{name} must be float32 or float64, got {x.dtype}; "
             f"convert it first, e.g. {name}.astype(np.float32)"
         )
+    if not x.flags.aligned:  # e.g. np.frombuffer at an odd offset: kernels need alignment
+        x = x.copy()
     return x
 
 
 def int_array(x, name: str) -> np.ndarray:
-    """``x`` as an int32/int64 ndarray, or a ``TypeError`` that says how to convert it."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "iu" or x.dtype.kind == "b":
+    """``x`` as a private C-contiguous int64 copy, or a ``TypeError`` saying how to convert it.
+
+    Any signed or unsigned integer dtype, byte order, layout and read-only array is accepted
+    (uint64 values above the int64 range become its maximum, out of range anyway); bool,
+    float and anything else are refused. Index arrays are small next to the logits they
+    index, and one copy gives the kernels a single compiled signature.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} could not be converted to an array: {e}") from None
+    if x.dtype.kind not in "iu":
         raise TypeError(
             f"{name} must hold integer indices (int32 or int64), got {x.dtype}; "
             f"convert it with {name}.astype(np.int64)"
         )
-    if x.dtype not in INT_DTYPES:
-        x = x.astype(np.int64)
-    return x
+    if x.dtype.kind == "u" and x.dtype.itemsize == 8 and x.size and x.max() > _I64_MAX:
+        x = np.minimum(x, np.uint64(_I64_MAX))
+    return np.array(x, dtype=np.int64, order="C")
+
+
+_I64_MAX = np.iinfo(np.int64).max
+
+
+def class_weights(w, shape: tuple, name: str, what: str) -> np.ndarray:
+    """A private, flat, C-contiguous float64 copy of real-valued weights of ``shape``.
+
+    Any real values are accepted (negative, zero, inf, NaN: PyTorch's class weights), as
+    floats, integers or bools of any byte order and layout. The copy is small, writeable, and
+    never aliases logits that are overwritten in place.
+    """
+    w = float_array(w, name, integers=True)  # integer weights (counts) are fine
+    if w.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}), got {w.shape}")
+    return np.array(w, dtype=np.float64, order="C", copy=True).reshape(-1)
 
 
 def axis_index(axis, ndim: int) -> int:
@@ -62,6 +102,44 @@ def axis_index(axis, ndim: int) -> int:
     except TypeError:
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
     return normalize_axis_index(axis, ndim)
+
+
+def axes_index(axis, ndim: int) -> int | tuple[int, ...]:
+    """``axis`` as ``scipy.special`` reads it: an int (kept an int), ``None`` (every axis) or
+    a tuple of ints (sorted; repeats are a ``ValueError``, out of range an ``AxisError``)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if not isinstance(axis, (tuple, list)):
+        return axis_index(axis, ndim)
+    axes = tuple(sorted(axis_index(a, ndim) for a in axis))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis {tuple(axis)} repeats an axis; give each axis once")
+    return axes
+
+
+def _axes(axis) -> tuple[int, ...]:
+    return (axis,) if isinstance(axis, int) else axis
+
+
+def reduced_shape(shape: tuple, axis, keepdims: bool) -> tuple:
+    """``shape`` without the (normalized) ``axis``, or with 1 there when ``keepdims``."""
+    axes = _axes(axis)
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def _lanes_last(a: np.ndarray, axis) -> tuple[np.ndarray, int]:
+    """``a`` with the (normalized) ``axis`` moved to the end, and how many axes that is."""
+    axes = _axes(axis)
+    k = len(axes)
+    dest = tuple(range(a.ndim - k, a.ndim))
+    return (a if axes == dest else np.moveaxis(a, axes, dest)), k
+
+
+def _rows_shape(moved: np.ndarray, k: int) -> tuple[int, int]:
+    split = moved.ndim - k
+    return math.prod(moved.shape[:split]), math.prod(moved.shape[split:])
 
 
 def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> np.ndarray:
@@ -83,32 +161,34 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> np.ndarr
     return out
 
 
-def as_rows(x: np.ndarray, axis: int) -> np.ndarray:
+def as_rows(x: np.ndarray, axis) -> np.ndarray:
     """A C-contiguous ``[rows, x.shape[axis]]`` array holding the lanes of ``x`` along ``axis``.
 
     A view when the layout allows it (last axis, C-contiguous), else one copy: every layout
     goes through the same row kernel, so results are bitwise identical to a contiguous copy.
+    ``axis`` may also be a tuple of axes (from :func:`axes_index`): a row is then every
+    element those axes span (SciPy's reduction over several axes).
     """
-    moved = np.moveaxis(x, axis, -1) if axis != x.ndim - 1 else x
-    return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), x.shape[axis])
+    moved, k = _lanes_last(x, axis)
+    return np.ascontiguousarray(moved).reshape(_rows_shape(moved, k))
 
 
-def rows_out(out: np.ndarray, axis: int) -> tuple[np.ndarray, bool]:
+def rows_out(out: np.ndarray, axis) -> tuple[np.ndarray, bool]:
     """The ``[rows, cols]`` array a kernel should write for ``out``, and whether it is a view.
 
     When ``out`` cannot be viewed as C-contiguous rows, the caller writes a temporary and
     copies it back with :func:`store_rows`.
     """
-    moved = np.moveaxis(out, axis, -1) if axis != out.ndim - 1 else out
-    shape = (math.prod(moved.shape[:-1]), out.shape[axis])
+    moved, k = _lanes_last(out, axis)
+    shape = _rows_shape(moved, k)
     if moved.flags.c_contiguous:
         return moved.reshape(shape), True
     return np.empty(shape, out.dtype), False
 
 
-def store_rows(out: np.ndarray, axis: int, rows: np.ndarray) -> None:
+def store_rows(out: np.ndarray, axis, rows: np.ndarray) -> None:
     """Copy ``rows`` (from :func:`rows_out`) back into ``out`` along ``axis``."""
-    moved = np.moveaxis(out, axis, -1) if axis != out.ndim - 1 else out
+    moved, _ = _lanes_last(out, axis)
     moved[...] = rows.reshape(moved.shape)
 
 

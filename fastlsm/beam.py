@@ -36,6 +36,7 @@ def _count(value, name: str, minimum: int) -> int:
     return value
 
 
+@_jit.public
 def beam_step(
     logits, beam_scores, *, num_candidates: int | None = None, token_bitmask=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,7 +106,7 @@ def beam_step(
             f"beam_scores has shape {bs.shape}, but logits of shape {x.shape} need "
             f"beam_scores of shape {(nb, nk)}"
         )
-    bs = np.ascontiguousarray(bs, dtype=np.float64).reshape(-1)
+    bs = np.array(bs, dtype=np.float64, order="C").reshape(-1)  # private: one signature
     if np.isnan(bs).any() or (bs == np.inf).any():
         raise ValueError("beam_scores contain NaN or +inf; use -inf for a dead beam")
     if nk == 0 or nv == 0:
@@ -227,6 +228,7 @@ def _token_ids(value, name: str) -> list:
     return out
 
 
+@_jit.public
 def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
                 pad_token_id=None, length_penalty=1.0, early_stopping=False,
                 num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
@@ -382,6 +384,7 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     while True:
         cur = int(istate[_state.ST_CUR_LEN])
         ids_now = np.array(seqs[:, :cur])
+        _jit.caller_threads()  # the user's code runs with the user's Numba thread count
         out = step_fn(ids_now, parents)
         logits = _step_logits(out, step, nrows, vocab)
         if vocab is None:

@@ -24,7 +24,8 @@ and with class probabilities ``q`` (soft targets)::
 ``reduction="mean"`` divides the sum by ``sum(w[t] * token_weight)`` over non-ignored
 tokens (index targets) or by ``sum(token_weight)`` (the number of positions without it) for
 probability targets, exactly like PyTorch. When every target is ignored the mean is NaN
-(0/0), as in PyTorch; ``"sum"`` is then 0.
+(0/0), as in PyTorch; ``"sum"`` is then 0. Class weights may be any real values, as in
+PyTorch: a denominator of 0 gives ``±inf`` or NaN.
 
 Scalar results (``"mean"``/``"sum"``) are 0-d arrays of the logits' dtype; ``"none"`` gives
 an array shaped like the target (for probability targets: the logits' shape without the
@@ -44,7 +45,7 @@ import numpy as np
 from . import _jit
 from ._kernels import cross_entropy as _k
 from ._kernels.memory import fresh_output
-from ._validate import as_rows, axis_index, float_array
+from ._validate import as_rows, axis_index, class_weights, float_array
 
 __all__ = [
     "CrossEntropyResult",
@@ -131,13 +132,7 @@ def _ignore_index(value) -> int:
 
 
 def _nonneg_weights(w, shape: tuple, name: str, what: str) -> np.ndarray:
-    if isinstance(w, np.ndarray) and w.dtype.kind in "iu":
-        w = w.astype(np.float64)  # integer weights (counts) are fine
-    w = float_array(w, name)
-    if w.shape != shape:
-        raise ValueError(f"{name} must have shape {shape} ({what}), got {w.shape}")
-    # A private float64 copy: small, and never aliases the logits overwritten in place.
-    w = np.array(w, dtype=np.float64, order="C", copy=True).reshape(-1)
+    w = class_weights(w, shape, name, what)
     if not np.all(np.isfinite(w)):
         raise ValueError(f"{name} must be finite; found {w[~np.isfinite(w)][0]}")
     if np.any(w < 0):
@@ -198,7 +193,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
                 f"got {t.shape}"
             )
         soft = False
-        tgt = np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
+        tgt = np.array(t, dtype=np.int64, order="C").reshape(-1)  # private: N elements
         if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size and t.max() > _I64.max:
             tgt = np.where(t.reshape(-1) > _I64.max, _I64.max, tgt)  # out of range anyway
     else:
@@ -206,7 +201,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
             f"target must hold class indices (int32 or int64) or class probabilities "
             f"(float), got {t.dtype}; convert it with target.astype(np.int64)"
         )
-    w = _EMPTY if weight is None else _nonneg_weights(weight, (c,), "weight", "one per class")
+    w = _EMPTY if weight is None else class_weights(weight, (c,), "weight", "one per class")
     tw = (
         _EMPTY
         if token_weight is None
@@ -244,7 +239,7 @@ def _grad_output(grad_output, s: _Setup) -> tuple[float, np.ndarray]:
         raise ValueError(
             f"grad_output must be a scalar or have the target's shape {s.outer}, got {g.shape}"
         )
-    return 1.0, np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+    return 1.0, np.array(g, dtype=np.float64, order="C").reshape(-1)  # private: one signature
 
 
 def _run(
@@ -310,6 +305,7 @@ def _check_inplace(logits, s: _Setup) -> None:
 # ----------------------------------------------------------------------------- public API
 
 
+@_jit.public
 def cross_entropy(
     logits,
     target,
@@ -328,14 +324,18 @@ def cross_entropy(
     Parameters
     ----------
     logits : array_like, float32 or float64
-        Unnormalized scores, any shape with the classes along ``axis``.
+        Unnormalized scores, any shape with the classes along ``axis``; any byte order and
+        layout, read-only arrays included. Integer logits: ``TypeError`` (as in PyTorch).
     target : array_like
-        Class indices (int32/int64, the logits' shape without ``axis``) or class
-        probabilities (float, the logits' shape; cast to the logits' dtype).
+        Class indices (any integer dtype, the logits' shape without ``axis``; bool is
+        refused) or class probabilities (float, the logits' shape; cast to the logits'
+        dtype). Read-only is fine.
     axis : int, optional
         The class axis. Default -1; ``axis=1`` is PyTorch's ``[N, C, d1, ..., dK]`` layout.
     weight : array_like, optional
-        Non-negative weight per class, shape ``[C]``.
+        Weight per class, shape ``[C]``: any real values (negative, zero, inf, NaN) of any
+        real dtype, as PyTorch. A ``"mean"`` whose denominator ``sum(weight[t])`` is 0 is
+        ``±inf`` or NaN, as in PyTorch.
     ignore_index : int, optional
         Index targets equal to it add nothing to the loss, gradient or mean's denominator.
         Any integer (negative or >= C). Ignored for probability targets, as in PyTorch.
@@ -384,6 +384,7 @@ def cross_entropy(
     return loss
 
 
+@_jit.public
 def cross_entropy_with_grad(
     logits,
     target,
@@ -454,6 +455,7 @@ def cross_entropy_with_grad(
     return CrossEntropyResult(loss, grad, lse)
 
 
+@_jit.public
 def nll_loss(
     log_probs,
     target,

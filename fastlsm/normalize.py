@@ -27,18 +27,19 @@ from ._kernels import normalize as _k
 from ._kernels.memory import fresh_output
 from ._validate import (
     as_rows,
-    axis_index,
+    axes_index,
     check_out,
     float_array,
     overlaps,
+    reduced_shape,
     rows_out,
     store_rows,
 )
 
 
 def _elementwise(kernel, x, axis, out):
-    x = float_array(x, "x")
-    ax = axis_index(axis, x.ndim)
+    x = float_array(x, "x", integers=True)
+    ax = axes_index(axis, x.ndim)
     _jit.use_threads(x.size)
     if out is None:
         out = fresh_output(x.shape, x.dtype)
@@ -56,23 +57,37 @@ def _elementwise(kernel, x, axis, out):
     return out
 
 
+@_jit.public
 def log_softmax(x, axis=-1, *, out=None):
     """Logarithm of softmax along ``axis``: ``x - logsumexp(x, axis, keepdims=True)``.
 
     Parameters
     ----------
     x : array_like, float32 or float64
-        Logits, any shape with ``ndim >= 1``. Lists are converted to float64.
-    axis : int, optional
-        Axis to normalize (negative counts from the end). Default: the last.
+        Logits, any shape, byte order and layout; read-only arrays are fine. Integer and
+        bool arrays, lists and scalars are computed in float64 (SciPy's convention; SciPy
+        itself gives float16 for int8/uint8/bool). float16 and complex: ``TypeError``.
+    axis : int, tuple of ints or None, optional
+        Axis to normalize (negative counts from the end), as ``scipy.special`` reads it: a
+        tuple normalizes over every element those axes span, ``None`` over the whole array
+        (0-d input included). Default: the last axis (SciPy's default is ``None``).
     out : ndarray, optional
         Where to write the result: same shape and dtype as ``x``, any memory layout. May be
-        ``x`` itself (in place).
+        ``x`` itself (in place). The only argument that must be writeable.
 
     Returns
     -------
     ndarray
         Same shape and dtype as ``x`` (``out`` if given).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric, float16 or complex ``x``; ``out`` not an ndarray or of another dtype;
+        an axis that is not an integer.
+    ValueError
+        ``out`` of another shape or read-only; a repeated axis; ``numpy.exceptions.AxisError``
+        (a ValueError) for an axis out of range.
 
     Notes
     -----
@@ -92,6 +107,7 @@ def log_softmax(x, axis=-1, *, out=None):
     return _elementwise(_k.log_softmax_rows, x, axis, out)
 
 
+@_jit.public
 def softmax(x, axis=-1, *, out=None):
     """Softmax along ``axis``: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
@@ -106,15 +122,16 @@ def softmax(x, axis=-1, *, out=None):
     return _elementwise(_k.softmax_rows, x, axis, out)
 
 
+@_jit.public
 def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     """``log(sum(exp(x), axis))``, computed without overflow.
 
     Parameters
     ----------
     x : array_like, float32 or float64
-        Input, any shape with ``ndim >= 1``.
-    axis : int, optional
-        Axis to reduce. Default: the last.
+        Input, any shape; accepted kinds as :func:`log_softmax` (integers: float64).
+    axis : int, tuple of ints or None, optional
+        Axes to reduce, as ``scipy.special.logsumexp`` (``None``: all). Default: the last.
     keepdims : bool, optional
         Keep the reduced axis with length 1.
     out : ndarray, optional
@@ -124,7 +141,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     -------
     ndarray
         ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``), ``x``'s dtype. A
-        0-d array when ``x`` is 1-D.
+        0-d array when every axis is reduced (SciPy returns a NumPy scalar). Errors as
+        :func:`log_softmax`.
 
     Notes
     -----
@@ -138,11 +156,11 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
     10000.69314718056
     """
-    x = float_array(x, "x")
-    ax = axis_index(axis, x.ndim)
+    x = float_array(x, "x", integers=True)
+    ax = axes_index(axis, x.ndim)
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
-    shape = x.shape[:ax] + ((1,) if keepdims else ()) + x.shape[ax + 1 :]
+    shape = reduced_shape(x.shape, ax, keepdims)
     if out is None:
         out = np.empty(shape, x.dtype)
     else:

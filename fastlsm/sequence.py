@@ -9,6 +9,7 @@ from ._kernels import sequence as _k
 from ._validate import float_array, int_array
 
 
+@_jit.public
 def sequence_logprobs(logits, tokens, *, mask=None):
     """Log-probability of each token and of each whole sequence.
 
@@ -76,7 +77,7 @@ def sequence_logprobs(logits, tokens, *, mask=None):
             )
         if m.shape != (nb, nt):
             raise ValueError(f"mask has shape {m.shape}, but tokens have shape {(nb, nt)}")
-        m = np.ascontiguousarray(m).view(np.uint8)
+        m = np.array(m, dtype=np.uint8, order="C")  # private: one kernel signature
     tok_out = np.empty((nb, nt), np.float64)
     seq_out = np.empty(nb, np.float64)
     if x.size == 0 or nb * nt == 0:

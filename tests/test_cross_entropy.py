@@ -632,19 +632,9 @@ T = np.array([0, 1])
             "label_smoothing must be a real number",
         ),
         (
-            lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, -1.0, 1.0])),
-            ValueError,
-            "weight must be non-negative",
-        ),
-        (
             lambda: fastlsm.cross_entropy(X, T, weight=np.ones(4)),
             ValueError,
             r"weight must have shape \(3,\)",
-        ),
-        (
-            lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, np.nan, 1.0])),
-            ValueError,
-            "weight must be finite",
         ),
         (
             lambda: fastlsm.cross_entropy(X, T, weight=np.ones(3, np.complex64)),

@@ -349,18 +349,7 @@ def test_out_and_options_are_keyword_only(name):
 # ----------------------------------------------------------------------------- bad input
 
 
-BAD_DTYPES = [
-    np.int8,
-    np.int32,
-    np.int64,
-    np.uint8,
-    np.bool_,
-    np.float16,
-    np.complex64,
-    np.complex128,
-    object,
-    np.str_,
-]
+BAD_DTYPES = [np.float16, np.complex64, np.complex128, object, np.str_]  # ints: SciPy's float64
 
 
 @pytest.mark.parametrize("name", FUNCS)
@@ -401,7 +390,7 @@ def test_axis_out_of_range_raises_axiserror(name, shape):
 
 
 @pytest.mark.parametrize("name", FUNCS)
-@pytest.mark.parametrize("axis", [1.0, None, (0, 1), "0"], ids=repr)
+@pytest.mark.parametrize("axis", [1.0, "0", (0, 1.5)], ids=repr)  # None, tuples: SciPy's
 def test_axis_not_an_integer_raises_typeerror(name, axis):
     with pytest.raises(TypeError, match="axis must be an integer"):
         run(name, np.zeros((2, 3)), axis)

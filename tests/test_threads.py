@@ -87,26 +87,83 @@ def test_set_num_threads_not_an_integer(n):
     assert fastlsm.get_num_threads() == 1
 
 
+@pytest.fixture
+def launches(monkeypatch):
+    """Records ``(host thread, Numba thread count)`` at every log_softmax kernel launch."""
+    from fastlsm._kernels import normalize as kernels
+
+    seen = []
+    real = kernels.log_softmax_rows
+
+    def record(*args):
+        seen.append((threading.current_thread().name, numba.get_num_threads()))
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "log_softmax_rows", record)
+    return seen
+
+
 @needs_two_threads
-def test_thread_count_applies_in_every_host_thread(rng):
-    # Numba's count is per host thread; fastlsm applies its global setting before each launch.
+def test_thread_count_applies_in_every_host_thread_and_is_restored(rng, launches):
+    # Numba's count is per host thread; fastlsm applies its global setting before each launch
+    # and gives the caller back its own count afterwards.
     x = big_input(rng, np.float32)
-    seen = {}
+    numba.set_num_threads(LIMIT)
+    after = {}
 
     def call(tag):
+        before = numba.get_num_threads()
         fastlsm.log_softmax(x)
-        seen[tag] = numba.get_num_threads()
+        after[tag] = (before, numba.get_num_threads())
 
     for n in (1, 2):
         fastlsm.set_num_threads(n)
-        call(("main", n))
-        t = threading.Thread(target=call, args=(("worker", n),))
+        launches.clear()
+        call("main")
+        t = threading.Thread(target=call, args=("worker",), name="worker")
         t.start()
         t.join()
-    assert seen == {("main", 1): 1, ("worker", 1): 1, ("main", 2): 2, ("worker", 2): 2}
+        assert ("MainThread", n) in launches and ("worker", n) in launches
+        assert after["main"] == (LIMIT, LIMIT)
+        assert after["worker"][0] == after["worker"][1]
     # below SERIAL_WORK elements a call runs on one thread whatever the setting
+    launches.clear()
     fastlsm.log_softmax(x[:2])
-    assert numba.get_num_threads() == 1
+    assert launches[0] == ("MainThread", 1) and numba.get_num_threads() == LIMIT
+
+
+@needs_two_threads
+def test_caller_numba_thread_count_is_unchanged_by_every_public_function(rng):
+    x = rng.standard_normal((64, 1024))
+    t = rng.integers(0, 1024, 64)
+    calls = [
+        lambda: fastlsm.log_softmax(x), lambda: fastlsm.softmax(x), lambda: fastlsm.logsumexp(x),
+        lambda: fastlsm.cross_entropy(x, t), lambda: fastlsm.cross_entropy_with_grad(x, t),
+        lambda: fastlsm.nll_loss(x, t),
+        lambda: fastlsm.sequence_logprobs(x[None], t[None]),
+        lambda: fastlsm.beam_step(x[None], np.zeros((1, 64))),
+        lambda: fastlsm.cross_entropy(x, t + 5000),  # raises: the count is restored too
+    ]
+    seen_in_step = []
+
+    def step(ids, parents):
+        seen_in_step.append(numba.get_num_threads())
+        return np.zeros((len(ids), 40000))  # large enough for a parallel launch
+
+    calls.append(lambda: fastlsm.beam_search(step, [[1]], num_beams=2, max_new_tokens=3,
+                                             eos_token_id=None))
+    for mine, theirs in ((1, 2), (2, 1)):
+        fastlsm.set_num_threads(mine)
+        numba.set_num_threads(theirs)
+        for call in calls:
+            try:
+                call()
+            except ValueError:
+                pass
+            assert numba.get_num_threads() == theirs
+        assert set(seen_in_step) == {theirs}  # the user's step_fn sees the user's count
+        seen_in_step.clear()
+    numba.set_num_threads(LIMIT)
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -192,21 +249,26 @@ def test_concurrent_calls_writing_into_their_own_out(rng):
 
 _SCRIPT = """
 import numba, numpy as np, fastlsm
+from fastlsm._kernels import normalize as kernels
+seen = []
+real = kernels.log_softmax_rows
+kernels.log_softmax_rows = lambda *a: (seen.append(numba.get_num_threads()), real(*a))[1]
 x = np.zeros((64, 1024), np.float32)
 y = fastlsm.log_softmax(x)
 assert np.all(y == np.float32(-np.log(1024.0)))
-print(fastlsm.get_num_threads(), numba.get_num_threads())
+print(fastlsm.get_num_threads(), seen[0], numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS)
 """
 
 
 def _run_python(code, **env):
     full = dict(os.environ)
-    full.pop("FASTLSM_NUM_THREADS", None)
+    for var in ("FASTLSM_NUM_THREADS", "FASTLSM_THREADING_LAYER", "NUMBA_THREADING_LAYER"):
+        full.pop(var, None)
     full.update(env)
     full["PYTHONPATH"] = REPO + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, "-c", code], env=full, cwd=REPO, capture_output=True, text=True,
-        timeout=300,
+        timeout=300, check=False,
     )
 
 
@@ -214,18 +276,81 @@ def _run_python(code, **env):
 def test_env_var_sets_the_initial_thread_count(n):
     proc = _run_python(_SCRIPT, FASTLSM_NUM_THREADS=str(n))
     assert proc.returncode == 0, proc.stderr
-    # get_num_threads() reports it and the kernels ran with it
-    assert proc.stdout.split() == [str(n), str(n)]
+    # get_num_threads() reports it, the kernels ran with it, the caller's count is Numba's
+    assert proc.stdout.split() == [str(n), str(n), "True"]
 
 
-def test_env_var_not_an_integer():
-    code = (
-        "import numpy as np, fastlsm\n"
-        "try:\n"
-        "    fastlsm.log_softmax(np.zeros((64, 1024)))\n"
-        "except ValueError as e:\n"
-        "    print(e)\n"
-    )
-    proc = _run_python(code, FASTLSM_NUM_THREADS="two")
+_FIRST_CALL = (
+    "import numpy as np, fastlsm\n"
+    "try:\n"
+    "    fastlsm.log_softmax(np.zeros((64, 1024)))\n"
+    "except ValueError as e:\n"
+    "    print(e)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"FASTLSM_NUM_THREADS": "two"}, "FASTLSM_NUM_THREADS='two' is not an integer"),
+        ({"FASTLSM_THREADING_LAYER": "workqueue"},
+         "FASTLSM_THREADING_LAYER='workqueue' is not supported"),
+    ],
+)
+def test_bad_environment_variable_is_a_value_error_at_the_first_call(env, message):
+    proc = _run_python(_FIRST_CALL, **env)
     assert proc.returncode == 0, proc.stderr
-    assert "FASTLSM_NUM_THREADS='two' is not an integer" in proc.stdout
+    assert message in proc.stdout
+
+
+# ----------------------------------------------------------------------------- threading layer
+
+_LAYER = """
+import os, numba, numpy as np
+from numba.np.ufunc import parallel
+import fastlsm
+assert not parallel._is_initialized, "import fastlsm launched Numba's threads"
+print(numba.config.THREADING_LAYER)
+fastlsm.log_softmax(np.zeros((64, 1024)))
+print(numba.threading_layer())
+"""
+
+
+def test_import_sets_no_threading_layer_and_numba_picks_its_default():
+    proc = _run_python(_LAYER)
+    assert proc.returncode == 0, proc.stderr
+    configured, used = proc.stdout.split()
+    assert configured == "default" and used in ("omp", "tbb", "workqueue")
+
+
+def test_fastlsm_threading_layer_variable_applies_when_the_user_chose_none():
+    proc = _run_python(_LAYER, FASTLSM_THREADING_LAYER="omp")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[1] == "omp"
+
+
+def test_user_threading_layer_wins_over_fastlsm_variable():
+    code = "import numba; numba.config.THREADING_LAYER = 'workqueue'\n" + _LAYER.replace(
+        "print(numba.config.THREADING_LAYER)", ""
+    )
+    proc = _run_python(code, FASTLSM_THREADING_LAYER="omp")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["workqueue"]
+
+
+def test_workqueue_layer_serializes_concurrent_fastlsm_calls():
+    # workqueue aborts the process when two host threads launch at once: fastlsm then takes a
+    # lock around its own calls, so 8 concurrent callers still get the serial results.
+    code = (
+        "import numba; numba.config.THREADING_LAYER = 'workqueue'\n"
+        "import numpy as np, fastlsm\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "x = np.random.default_rng(0).standard_normal((64, 1024))\n"
+        "want = fastlsm.log_softmax(x)\n"
+        "with ThreadPoolExecutor(8) as pool:\n"
+        "    res = list(pool.map(lambda _: fastlsm.log_softmax(x), range(64)))\n"
+        "print(numba.threading_layer(), all((r == want).all() for r in res))\n"
+    )
+    proc = _run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["workqueue", "True"]

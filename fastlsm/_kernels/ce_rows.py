@@ -81,7 +81,9 @@ def row_sum(x, m, cap, g, store, nxt):
 def capped_lse(x, cap, nxt):
     """log-sum-exp of the (softcapped) row in float64, storing nothing."""
     m = row_max_capped(x, cap)
-    return finish_lse(m, flog(row_sum(x, m, cap, x, False, nxt)))
+    # row_sum's non-storing branches, without a store target: x may be a read-only array
+    s = capped_sumexp(x, m, cap, nxt) if cap > 0.0 else row_shifted_sumexp(x, m, nxt)
+    return finish_lse(m, flog(s))
 
 
 @kernel
@@ -206,18 +208,21 @@ def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
     if z != 0.0:
         loss += z * lse * lse
     if want_grad:
-        big_a = (1.0 - eps) * wt + eps * wsum / c + 2.0 * z * lse
+        # Without smoothing the other classes' weights do not enter the gradient: skipping
+        # them (rather than multiplying by eps = 0) keeps an inf/NaN weight out of every row.
+        big_a = (1.0 - eps) * wt + (eps * wsum / c if smooth else 0.0) + 2.0 * z * lse
+        wg = weight if smooth else weight[:0]
         c1 = like(m, a * big_a / s)
         c2 = like(m, a * eps / c)
         zero = like(m, 0.0)
         pt = math.exp(dt) / s
         wtc = wt if hw else 1.0
-        gt = a * (pt * big_a - (1.0 - eps) * wt - (eps / c) * wtc)
+        gt = a * (pt * big_a - (1.0 - eps) * wt - ((eps / c) * wtc if smooth else 0.0))
         if cap > 0.0:
-            grad_capped(x, g, m, c1, zero, c2, x[:0], weight, cap)
+            grad_capped(x, g, m, c1, zero, c2, x[:0], wg, cap)
             gt *= np.float64(softcap(xt, cap)[1])
         else:
-            grad_from_exp(g, c1, zero, c2, x[:0], weight)
+            grad_from_exp(g, c1, zero, c2, x[:0], wg)
         g[t] = like(m, gt)
     return loss, lse
 

@@ -256,6 +256,7 @@ def cross_entropy_rows(
     want_lse = lse.size > 0
     scale = grad_scale / den if reduction == MEAN else grad_scale
     work = _loss_buffer(reduction, work, n)
+    no_grad = grad.reshape(grad.size)[:0]  # a writeable stand-in: logits may be read-only
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
@@ -270,7 +271,7 @@ def cross_entropy_rows(
                     zero_row(grad[i])
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
-                g = grad[i] if want_grad else logits[i]
+                g = grad[i] if want_grad else no_grad
                 v, ls = counted_row(logits[i], t, g, want_grad, weight, wsum, eps, z, cap, a, nxt)
                 v *= tw
                 if want_lse:
