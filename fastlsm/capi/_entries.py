@@ -491,9 +491,23 @@ _compiled: dict | None = None
 
 
 def launch_threads() -> None:
-    """Start Numba's thread pool (fixing the threading layer chosen by ``fastlsm._jit``)."""
+    """Start Numba's thread pool with a thread-safe layer.
+
+    The embedded interpreter belongs to the library, so no user's Numba choice is at stake:
+    ``FASTLSM_THREADING_LAYER`` (``omp`` / ``tbb``) if set, else Numba's ``threadsafe``
+    choice (TBB or OpenMP), never ``workqueue``, which aborts the process when two host
+    threads call in at once.
+    """
+    import numba
     from numba.np.ufunc import parallel
 
+    from .. import _jit
+
+    if not parallel._is_initialized:
+        _jit._choose_layer()
+        if not _jit._user_chose_layer():
+            _jit._preload_tbb()
+            numba.config.THREADING_LAYER = "threadsafe"
     parallel._launch_threads()
 
 
