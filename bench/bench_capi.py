@@ -144,18 +144,31 @@ def run(lib_dir: str | None, starts: int, iters: int) -> dict:
         src, exe = os.path.join(tmp, "bench.c"), os.path.join(tmp, "bench")
         with open(src, "w") as f:
             f.write(BENCH_C)
-        subprocess.run([_build.compiler(), "-O2", "-Wall", src, "-o", exe,
-                        *_build.flags(d).split(), "-lpthread"], check=True)
+        subprocess.run(
+            [
+                _build.compiler(),
+                "-O2",
+                "-Wall",
+                src,
+                "-o",
+                exe,
+                *_build.flags(d).split(),
+                "-lpthread",
+            ],
+            check=True,
+        )
         subprocess.run(["env", "-i", exe, "cold"], check=True, capture_output=True)  # warm
         walls, firsts = [], []
         for _ in range(starts):
             t0 = time.perf_counter()
-            proc = subprocess.run(["env", "-i", exe, "cold"], check=True, capture_output=True,
-                                  text=True)
+            proc = subprocess.run(
+                ["env", "-i", exe, "cold"], check=True, capture_output=True, text=True
+            )
             walls.append(time.perf_counter() - t0)
             firsts.append(_parse(proc.stdout)["first_call_s"])
-        proc = subprocess.run(["env", "-i", exe, "calls", str(iters)], check=True,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["env", "-i", exe, "calls", str(iters)], check=True, capture_output=True, text=True
+        )
     calls = _parse(proc.stdout)
     return {
         "library": d,
@@ -172,16 +185,35 @@ def run(lib_dir: str | None, starts: int, iters: int) -> dict:
 def table(r: dict) -> str:
     us = 1e6
     rows = [
-        ("cold start: exec -> first result (env -i, warm cache)", f"{r['cold_start_wall_s']:.3f} s"),
-        ("cold start: first call alone (runtime start-up)", f"{r['cold_start_first_call_s']:.3f} s"),
-        (f"per call, 1x8 float32, default threads ({int(r['threads'])})",
-         f"{r['call_1x8_default_s'] * us:.3f} us"),
-        ("per call, 1x8 float32, fastlsm_set_num_threads(1)", f"{r['call_1x8_serial_s'] * us:.3f} us"),
-        ("per call, 1x8, 8 host threads at once (threads=1)",
-         f"{r['call_1x8_8host_serial_s'] * us:.3f} us"),
-        ("8x4096 (parallel launch), default threads", f"{r['launch_8x4096_default_s'] * us:.1f} us"),
+        (
+            "cold start: exec -> first result (env -i, warm cache)",
+            f"{r['cold_start_wall_s']:.3f} s",
+        ),
+        (
+            "cold start: first call alone (runtime start-up)",
+            f"{r['cold_start_first_call_s']:.3f} s",
+        ),
+        (
+            f"per call, 1x8 float32, default threads ({int(r['threads'])})",
+            f"{r['call_1x8_default_s'] * us:.3f} us",
+        ),
+        (
+            "per call, 1x8 float32, fastlsm_set_num_threads(1)",
+            f"{r['call_1x8_serial_s'] * us:.3f} us",
+        ),
+        (
+            "per call, 1x8, 8 host threads at once (threads=1)",
+            f"{r['call_1x8_8host_serial_s'] * us:.3f} us",
+        ),
+        (
+            "8x4096 (parallel launch), default threads",
+            f"{r['launch_8x4096_default_s'] * us:.1f} us",
+        ),
         ("8x4096, one thread", f"{r['launch_8x4096_serial_s'] * us:.1f} us"),
-        ("64x32000 log_softmax, default threads", f"{r['throughput_64x32000_default_s'] * 1e3:.2f} ms"),
+        (
+            "64x32000 log_softmax, default threads",
+            f"{r['throughput_64x32000_default_s'] * 1e3:.2f} ms",
+        ),
         ("64x32000 log_softmax, one thread", f"{r['throughput_64x32000_serial_s'] * 1e3:.2f} ms"),
     ]
     w = max(len(a) for a, _ in rows)

@@ -25,6 +25,7 @@ pytestmark = needs_gcc
 def capi(tmp_path_factory):
     return cs.build_capi(tmp_path_factory)
 
+
 N, C = 6, 5
 
 
@@ -41,8 +42,10 @@ def _status_lines(stdout):
 def test_losses_example_matches_python_bitwise(capi):
     proc = cs._run([cs._exe(capi, "losses")])
     out = cs._parse(proc.stdout)
-    f32 = {k: out[k].astype(np.float32) for k in ("x_f32", "probs", "weight", "token_weight",
-                                                  "grad_output")}
+    f32 = {
+        k: out[k].astype(np.float32)
+        for k in ("x_f32", "probs", "weight", "token_weight", "grad_output")
+    }
     x = f32["x_f32"].reshape(N, C)
     xd = out["x_f64"].reshape(N, C)
     probs = f32["probs"].reshape(N, C)
@@ -51,15 +54,37 @@ def test_losses_example_matches_python_bitwise(capi):
     t64 = np.array([1, 4, 0, -100, 2, 3], np.int64)
     lp = fastlsm.log_softmax(x)  # only an input of the NLL: recomputed by the library too
     calls = [
-        ("cross_entropy_with_grad", (x, t32), {
-            "weight": w, "token_weight": tw, "label_smoothing": 0.125, "z_loss": 1e-3, "softcap": 3.0,
-            "return_lse": True}),
-        ("cross_entropy_with_grad", (xd, t64), {
-            "weight": w.astype(np.float64), "token_weight": tw.astype(np.float64),
-            "label_smoothing": 0.125, "z_loss": 1e-3, "softcap": 3.0, "reduction": "none",
-            "grad_output": go.astype(np.float64), "return_lse": True}),
-        ("cross_entropy_with_grad", (x, probs), {"reduction": "sum", "z_loss": 0.01,
-                                                     "grad_output": 0.5}),
+        (
+            "cross_entropy_with_grad",
+            (x, t32),
+            {
+                "weight": w,
+                "token_weight": tw,
+                "label_smoothing": 0.125,
+                "z_loss": 1e-3,
+                "softcap": 3.0,
+                "return_lse": True,
+            },
+        ),
+        (
+            "cross_entropy_with_grad",
+            (xd, t64),
+            {
+                "weight": w.astype(np.float64),
+                "token_weight": tw.astype(np.float64),
+                "label_smoothing": 0.125,
+                "z_loss": 1e-3,
+                "softcap": 3.0,
+                "reduction": "none",
+                "grad_output": go.astype(np.float64),
+                "return_lse": True,
+            },
+        ),
+        (
+            "cross_entropy_with_grad",
+            (x, probs),
+            {"reduction": "sum", "z_loss": 0.01, "grad_output": 0.5},
+        ),
         ("log_softmax", (x,), {}),
         ("nll_loss", (lp, t64), {"reduction": "none"}),
         ("sequence_logprobs", (x.reshape(2, 3, C), np.array([[1, 0, 4], [2, 2, 3]])), {}),
@@ -115,29 +140,50 @@ def test_module_path_never_holds_the_build_directory(capi, tmp_path):
             pkg = work / name
             pkg.mkdir(exist_ok=True)
             (pkg / "__init__.py").write_text(
-                f"open({str(marker)!r}, 'a').write({name!r})\nraise ImportError('decoy')\n")
+                f"open({str(marker)!r}, 'a').write({name!r})\nraise ImportError('decoy')\n"
+            )
 
     prefix = tmp_path / "prefix"
     env = dict(capi["env"], PYTHONSAFEPATH="1")  # the build itself must import the real ones
     decoys()
     build = subprocess.run(
         [sys.executable, "-m", "fastlsm.capi", "install", "--prefix", str(prefix), "--no-check"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=900, check=False,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     del env["PYTHONSAFEPATH"]
     exe = tmp_path / "host"
-    subprocess.run([GCC, os.path.join(EXAMPLES, "pkgconfig", "host.c"), "-o", str(exe),
-                    f"-I{prefix}/include", f"-L{prefix}/lib", f"-Wl,-rpath,{prefix}/lib",
-                    "-lfastlsm"], check=True)
+    subprocess.run(
+        [
+            GCC,
+            os.path.join(EXAMPLES, "pkgconfig", "host.c"),
+            "-o",
+            str(exe),
+            f"-I{prefix}/include",
+            f"-L{prefix}/lib",
+            f"-Wl,-rpath,{prefix}/lib",
+            "-lfastlsm",
+        ],
+        check=True,
+    )
     decoys()
     with open(prefix / "lib" / "libfastlsm.so", "rb") as f:
         binary = f.read()
     assert str(work).encode() not in binary
     # run from the decoy folder too (the host's working directory is not searched either)
-    proc = subprocess.run(["env", "-i", f"FASTLSM_CACHE_DIR={env['FASTLSM_CACHE_DIR']}",
-                           str(exe)], cwd=work, capture_output=True, text=True, timeout=240,
-                          check=False)
+    proc = subprocess.run(
+        ["env", "-i", f"FASTLSM_CACHE_DIR={env['FASTLSM_CACHE_DIR']}", str(exe)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("pkgconfig ")
     assert not marker.exists(), marker.read_text()
@@ -157,14 +203,18 @@ def test_pkgconfig_host(capi, tmp_path):
     if pkg is None:
         pytest.skip("pkg-config is not installed")
     env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(capi["lib"], "pkgconfig"))
-    flags = subprocess.run([pkg, "--cflags", "--libs", "fastlsm"], env=env, capture_output=True,
-                           text=True, check=True).stdout.split()
-    version = subprocess.run([pkg, "--modversion", "fastlsm"], env=env, capture_output=True,
-                             text=True, check=True).stdout.strip()
+    flags = subprocess.run(
+        [pkg, "--cflags", "--libs", "fastlsm"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    version = subprocess.run(
+        [pkg, "--modversion", "fastlsm"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert version == fastlsm.__version__
     exe = str(tmp_path / "host")
-    subprocess.run([GCC, "-Wall", "-Werror", os.path.join(EXAMPLES, "pkgconfig", "host.c"),
-                    "-o", exe, *flags], check=True)
+    subprocess.run(
+        [GCC, "-Wall", "-Werror", os.path.join(EXAMPLES, "pkgconfig", "host.c"), "-o", exe, *flags],
+        check=True,
+    )
     out = cs._run([exe]).stdout.split()
     assert out == ["pkgconfig", fastlsm.__version__, *_expected_bits(capi)]
 
@@ -174,8 +224,18 @@ def test_cmake_cxx_host(capi, tmp_path):
     if cmake is None or shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("cmake or a C++ compiler is not installed")
     build = tmp_path / "build"
-    subprocess.run([cmake, "-S", os.path.join(EXAMPLES, "cpp_cmake"), "-B", str(build),
-                    f"-DCMAKE_PREFIX_PATH={capi['dir']}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            cmake,
+            "-S",
+            os.path.join(EXAMPLES, "cpp_cmake"),
+            "-B",
+            str(build),
+            f"-DCMAKE_PREFIX_PATH={capi['dir']}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([cmake, "--build", str(build)], check=True, capture_output=True)
     lines = cs._run([str(build / "host")]).stdout.splitlines()
     assert lines[0].split() == ["cmake", fastlsm.__version__, *_expected_bits(capi)]
@@ -186,10 +246,14 @@ def test_cmake_cxx_host(capi, tmp_path):
     src.mkdir()
     (src / "CMakeLists.txt").write_text(
         "cmake_minimum_required(VERSION 3.16)\nproject(p LANGUAGES C)\n"
-        f"find_package(fastlsm {int(fastlsm.__version__.split('.')[0]) + 1}.0 REQUIRED)\n")
-    bad = subprocess.run([cmake, "-S", str(src), "-B", str(tmp_path / "b2"),
-                          f"-DCMAKE_PREFIX_PATH={capi['dir']}"], capture_output=True, text=True,
-                         check=False)
+        f"find_package(fastlsm {int(fastlsm.__version__.split('.')[0]) + 1}.0 REQUIRED)\n"
+    )
+    bad = subprocess.run(
+        [cmake, "-S", str(src), "-B", str(tmp_path / "b2"), f"-DCMAKE_PREFIX_PATH={capi['dir']}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode != 0 and "fastlsm" in bad.stderr
 
 
@@ -199,10 +263,15 @@ def test_rust_host(capi, tmp_path):
         pytest.skip("cargo is not installed")
     env = dict(os.environ, FASTLSM_PREFIX=capi["dir"], CARGO_TARGET_DIR=str(tmp_path / "t"))
     src = tmp_path / "rust"
-    shutil.copytree(os.path.join(EXAMPLES, "rust"), src,
-                    ignore=shutil.ignore_patterns("target"))
-    subprocess.run([cargo, "build", "--offline", "--quiet"], cwd=src, env=env, check=True,
-                   capture_output=True, timeout=600)
+    shutil.copytree(os.path.join(EXAMPLES, "rust"), src, ignore=shutil.ignore_patterns("target"))
+    subprocess.run(
+        [cargo, "build", "--offline", "--quiet"],
+        cwd=src,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     lines = cs._run([str(tmp_path / "t" / "debug" / "fastlsm-rust-host")]).stdout.splitlines()
     assert lines[0].split() == ["rust", fastlsm.__version__, *_expected_bits(capi)]
     x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
@@ -222,10 +291,20 @@ def test_make_run_after_the_readme_setup(capi, tmp_path):
     venv.mkdir(parents=True)
     (venv / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # as a venv's
     (venv / "python").chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "HOME": capi["env"]["HOME"],
-           "PYTHONPATH": str(repo), "FASTLSM_CACHE_DIR": capi["env"]["FASTLSM_CACHE_DIR"]}
-    proc = subprocess.run([make, "-C", str(repo / "capi"), "run"], env=env, capture_output=True,
-                          text=True, timeout=1200, check=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": capi["env"]["HOME"],
+        "PYTHONPATH": str(repo),
+        "FASTLSM_CACHE_DIR": capi["env"]["FASTLSM_CACHE_DIR"],
+    }
+    proc = subprocess.run(
+        [make, "-C", str(repo / "capi"), "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert str(venv / "python") in proc.stdout
     assert proc.stdout.count("== ") == len([n for n in os.listdir(EXAMPLES) if n.endswith(".c")])
@@ -239,9 +318,25 @@ FUZZ = os.path.join(CAPI, "fuzz", "fuzz_capi.c")
 def test_fuzz_random_inputs_under_address_sanitizer(capi, tmp_path):
     """The fuzz target's own driver (no libFuzzer needed): random inputs for 15 s."""
     exe = str(tmp_path / "fuzz")
-    subprocess.run([GCC, "-DFASTLSM_FUZZ_MAIN", "-std=c11", "-g", "-O1", "-Wall", "-Wextra",
-                    "-Werror", "-fsanitize=address", FUZZ, "-o", exe, *capi["flags"], "-lm"],
-                   check=True)
+    subprocess.run(
+        [
+            GCC,
+            "-DFASTLSM_FUZZ_MAIN",
+            "-std=c11",
+            "-g",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsanitize=address",
+            FUZZ,
+            "-o",
+            exe,
+            *capi["flags"],
+            "-lm",
+        ],
+        check=True,
+    )
     proc = cs._run([exe, "15", "7"], env={"ASAN_OPTIONS": "detect_leaks=0"}, timeout=300)
     assert proc.stdout.startswith("fuzz ok: ") and int(proc.stdout.split()[2]) > 100
 
@@ -251,14 +346,21 @@ def test_fuzz_with_libfuzzer(capi, tmp_path):
     if clang is None:
         pytest.skip("clang (libFuzzer) is not installed")
     exe = str(tmp_path / "fuzz")
-    cc = subprocess.run([clang, "-g", "-O1", "-fsanitize=fuzzer", FUZZ, "-o", exe,
-                         *capi["flags"], "-lm"], capture_output=True, text=True, check=False)
+    cc = subprocess.run(
+        [clang, "-g", "-O1", "-fsanitize=fuzzer", FUZZ, "-o", exe, *capi["flags"], "-lm"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if cc.returncode != 0 and "fuzzer" in cc.stderr:
         pytest.skip(f"this clang has no libFuzzer: {cc.stderr[-300:]}")
     assert cc.returncode == 0, cc.stderr
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    proc = cs._run([exe, "-max_total_time=15", "-rss_limit_mb=0", "-seed=1", str(corpus)],
-                timeout=300, check=False)
+    proc = cs._run(
+        [exe, "-max_total_time=15", "-rss_limit_mb=0", "-seed=1", str(corpus)],
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Done " in proc.stderr
