@@ -1,4 +1,8 @@
-"""log_softmax, softmax and logsumexp along any axis of float32/float64 arrays.
+"""log_softmax, softmax and logsumexp along any axis of float32/float64/bfloat16/float16 arrays.
+
+bfloat16 and float16 inputs are computed in float32 (see ``fastlsm/_dtypes.py``):
+log_softmax and softmax return the input's dtype (each value rounded once) unless
+``dtype=np.float32`` or a float32 ``out`` is given; logsumexp returns float32.
 
 Special values (identical to PyTorch; see tests/test_normalize.py):
 
@@ -23,12 +27,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
+from ._dtypes import (
+    direct,
+    is_half,
+    logits_array,
+    output_dtype,
+    result_dtype,
+    store_rounded,
+    widened,
+)
 from ._kernels import normalize as _k
 from ._validate import (
     as_rows,
     axis_index,
     check_out,
-    float_array,
     fresh_output,
     overlaps,
     rows_out,
@@ -36,43 +48,56 @@ from ._validate import (
 )
 
 
-def _elementwise(kernel, x, axis, out):
-    x = float_array(x, "x")
+def _elementwise(kernel, x, axis, out, dtype):
+    x = logits_array(x, "x")
     ax = axis_index(axis, x.ndim)
+    odt = output_dtype(x.dtype, dtype, out)
+    if not direct(x.dtype, odt):  # PyTorch's dtype=: the input is converted first
+        x = x.astype(odt)
     _jit.use_threads(x.size)
     if out is None:
-        out = fresh_output(x.shape, x.dtype)
+        out = fresh_output(x.shape, odt)
     else:
-        check_out(out, x.shape, x.dtype)
+        check_out(out, x.shape, odt)
         if overlaps(x, out):  # partial overlap: read from a private copy
             x = x.copy()
     if x.size == 0:
         return out
     rows = as_rows(x, ax)
     target, is_view = rows_out(out, ax)
-    kernel(rows, target)
+    if is_half(x.dtype):  # float32 kernel on a widened copy, rounded once into the output
+        work = widened(rows)
+        kernel(work, target if odt == np.float32 else work)
+        if odt != np.float32:
+            store_rounded(work, target)
+    else:
+        kernel(rows, target)
     if not is_view:
         store_rows(out, ax, target)
     return out
 
 
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x, axis=-1, *, out=None, dtype=None):
     """Logarithm of softmax along ``axis``: ``x - logsumexp(x, axis, keepdims=True)``.
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16
         Logits, any shape with ``ndim >= 1``. Lists are converted to float64.
     axis : int, optional
         Axis to normalize (negative counts from the end). Default: the last.
     out : ndarray, optional
-        Where to write the result: same shape and dtype as ``x``, any memory layout. May be
-        ``x`` itself (in place).
+        Where to write the result: same shape as ``x``, any memory layout; ``x``'s dtype,
+        or float32 for bfloat16/float16 ``x``. May be ``x`` itself (in place).
+    dtype : dtype, optional
+        The result's dtype (PyTorch's ``dtype=``). ``np.float32`` for bfloat16/float16 ``x``
+        is computed from the 16-bit values directly; any other dtype than ``x``'s converts
+        ``x`` to it first. Default: ``out``'s dtype, else ``x``'s.
 
     Returns
     -------
     ndarray
-        Same shape and dtype as ``x`` (``out`` if given).
+        Same shape as ``x``, of ``dtype`` (``out`` if given).
 
     Notes
     -----
@@ -89,13 +114,14 @@ def log_softmax(x, axis=-1, *, out=None):
     >>> fastlsm.log_softmax(np.array([0.0, -np.inf], dtype=np.float32))
     array([  0., -inf], dtype=float32)
     """
-    return _elementwise(_k.log_softmax_rows, x, axis, out)
+    return _elementwise(_k.log_softmax_rows, x, axis, out, dtype)
 
 
-def softmax(x, axis=-1, *, out=None):
+def softmax(x, axis=-1, *, out=None, dtype=None):
     """Softmax along ``axis``: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
-    Same parameters, layouts and special values as :func:`log_softmax`; ``out`` may be ``x``.
+    Same parameters, dtypes, layouts and special values as :func:`log_softmax`; ``out`` may
+    be ``x``.
 
     Examples
     --------
@@ -103,7 +129,7 @@ def softmax(x, axis=-1, *, out=None):
     >>> fastlsm.softmax(np.array([1e30, 0.0, -np.inf]))
     array([1., 0., 0.])
     """
-    return _elementwise(_k.softmax_rows, x, axis, out)
+    return _elementwise(_k.softmax_rows, x, axis, out, dtype)
 
 
 def logsumexp(x, axis=-1, *, keepdims=False, out=None):
@@ -111,20 +137,20 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16
         Input, any shape with ``ndim >= 1``.
     axis : int, optional
         Axis to reduce. Default: the last.
     keepdims : bool, optional
         Keep the reduced axis with length 1.
     out : ndarray, optional
-        Where to write the result: the reduced shape and ``x``'s dtype.
+        Where to write the result: the reduced shape and the result's dtype.
 
     Returns
     -------
     ndarray
-        ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``), ``x``'s dtype. A
-        0-d array when ``x`` is 1-D.
+        ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``): ``x``'s dtype,
+        float32 for bfloat16/float16 ``x``. A 0-d array when ``x`` is 1-D.
 
     Notes
     -----
@@ -138,22 +164,25 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
     10000.69314718056
     """
-    x = float_array(x, "x")
+    x = logits_array(x, "x")
     ax = axis_index(axis, x.ndim)
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
     shape = x.shape[:ax] + ((1,) if keepdims else ()) + x.shape[ax + 1 :]
+    rdt = result_dtype(x.dtype)
     if out is None:
-        out = np.empty(shape, x.dtype)
+        out = np.empty(shape, rdt)
     else:
-        check_out(out, shape, x.dtype)
+        check_out(out, shape, rdt)
         if np.shares_memory(x, out):  # results would overwrite rows not yet read
             x = x.copy()
     if out.size == 0:
         return out
     rows = as_rows(x, ax)
+    if is_half(x.dtype):
+        rows = widened(rows)
     is_view = out.flags.c_contiguous
-    flat = out.reshape(-1) if is_view else np.empty(out.size, x.dtype)
+    flat = out.reshape(-1) if is_view else np.empty(out.size, rdt)
     _jit.use_threads(x.size)
     _k.logsumexp_rows(rows, flat)
     if not is_view:

@@ -1,0 +1,234 @@
+"""16-bit elements: bfloat16 and float16 widened to float32 on load, rounded once on store.
+
+Kernels receive 16-bit arrays as integer views of their bits (``fastlsm/_dtypes.py`` makes
+them), so that the element kind is part of the Numba type and every row pass specializes at
+compile time:
+
+=============  =========================  ==========================================
+kernel dtype   element                    load (in registers)
+=============  =========================  ==========================================
+``uint16``     bfloat16 (top half of a    ``zext i16 -> i32``, ``shl 16``, ``bitcast``
+               binary32)                  (exact)
+``int16``      float16 (IEEE binary16)    ``fpext half -> float`` (exact; F16C
+                                          ``vcvtph2ps``, x86 since Ivy Bridge / Zen 1)
+``float32``    float32                    a plain load
+=============  =========================  ==========================================
+
+Stores round a float32 value to the nearest representable value, ties to even, once:
+
+- float16: ``fptrunc float -> half`` (F16C ``vcvtps2ph``: round-to-nearest-even, float16
+  subnormals kept, values from 65520 up give ``inf``; NaN stays NaN, quieted);
+- bfloat16: integer arithmetic on the binary32 bits, ``(b + 0x7fff + ((b >> 16) & 1)) >> 16``
+  (round-to-nearest-even, subnormals kept, overflow to ``inf``), NaN as ``sign | 0x7fc0`` (the
+  quiet NaN ml_dtypes gives). Not ``fptrunc float -> bfloat``: where LLVM has AVX-512 BF16
+  it lowers that to ``vcvtneps2bf16``, which flushes subnormals to zero, so the bits would
+  depend on the CPU.
+
+No AVX-512 FP16/BF16 instruction is needed: the same IR gives the same bits on every x86 with
+AVX2 + F16C. The vector helpers (:func:`load`, :func:`store`) work on ``WIDTH``-lane vectors
+with an optional lane mask (the tail of a row); :func:`load_element` / :func:`store_element`
+are the same conversions for one element in Numba code, and :func:`convert` converts a whole
+row (any kind to any kind, through float32) with those vector helpers.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from .._jit import kernel
+
+WIDTH = 16  # float32 lanes per vector: one AVX-512 register, two AVX2 registers
+
+F32, BF16, F16 = "float32", "bfloat16", "float16"
+_KINDS = {types.float32: F32, types.uint16: BF16, types.int16: F16}
+
+_I16, _I32, _F32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
+
+
+def element_kind(dtype) -> str | None:
+    """The element kind of a kernel array dtype (a Numba type): float32, bfloat16 (``uint16``
+    bits), float16 (``int16`` bits), or None for any other dtype (float64 included)."""
+    return _KINDS.get(dtype)
+
+
+def is_row(ty) -> bool:
+    """A 1-D C-contiguous array of a float32-computed kind (float32, bfloat16, float16)."""
+    return (
+        isinstance(ty, types.Array)
+        and ty.ndim == 1
+        and ty.layout == "C"
+        and element_kind(ty.dtype) is not None
+    )
+
+
+def _like(value, scalar_type):
+    """``scalar_type`` (i16, i32, half, float), or a vector of it as wide as ``value``."""
+    if isinstance(value.type, ir.VectorType):
+        return ir.VectorType(scalar_type, value.type.count)
+    return scalar_type
+
+
+def _splat(value, const):
+    ty = value.type
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [const] * ty.count)
+    return ir.Constant(ty, const)
+
+
+def widen(builder, raw, kind):
+    """float32 value(s) of the 16-bit patterns ``raw`` (``i16`` or a vector of ``i16``)."""
+    if kind == BF16:
+        wide = builder.zext(raw, _like(raw, _I32))
+        return builder.bitcast(builder.shl(wide, _splat(wide, 16)), _like(raw, _F32))
+    if kind == F16:
+        return builder.fpext(builder.bitcast(raw, _like(raw, ir.HalfType())), _like(raw, _F32))
+    raise ValueError(f"not a 16-bit element kind: {kind}")
+
+
+def narrow(builder, value, kind):
+    """The 16-bit patterns (``i16`` or a vector) of float32 ``value`` rounded to ``kind``,
+    to nearest, ties to even (see the module docstring for NaN)."""
+    if kind == F16:
+        return builder.bitcast(builder.fptrunc(value, _like(value, ir.HalfType())),
+                               _like(value, _I16))
+    if kind != BF16:
+        raise ValueError(f"not a 16-bit element kind: {kind}")
+    bits = builder.bitcast(value, _like(value, _I32))
+    high = builder.lshr(bits, _splat(bits, 16))
+    odd = builder.and_(high, _splat(bits, 1))
+    rounded = builder.lshr(builder.add(builder.add(bits, _splat(bits, 0x7FFF)), odd),
+                           _splat(bits, 16))
+    quiet = builder.or_(builder.and_(high, _splat(bits, 0x8000)), _splat(bits, 0x7FC0))
+    is_nan = builder.fcmp_unordered("uno", value, value)
+    return builder.trunc(builder.select(is_nan, quiet, rounded), _like(value, _I16))
+
+
+def _element_type(kind):
+    return _F32 if kind == F32 else _I16
+
+
+def _masked(builder, name, fnty):
+    return cgutils.get_or_insert_function(builder.module, fnty, name)
+
+
+def load(builder, data, index, kind, mask=None, width=WIDTH):
+    """``width`` float32 lanes from ``data[index:index + width]`` (``data`` the row's element
+    pointer). With ``mask`` (``<width x i1>``) only the lanes set are read; the others are 0.
+    """
+    ety = _element_type(kind)
+    vty = ir.VectorType(ety, width)
+    ptr = builder.bitcast(builder.gep(data, [index]), vty.as_pointer())
+    align = ety.width // 8 if kind != F32 else 4
+    if mask is None:
+        raw = builder.load(ptr, align=align)
+    else:
+        tag = f"v{width}{'f32' if kind == F32 else 'i16'}"
+        fn = _masked(builder, f"llvm.masked.load.{tag}.p0", ir.FunctionType(
+            vty, [vty.as_pointer(), _I32, ir.VectorType(ir.IntType(1), width), vty]))
+        raw = builder.call(fn, [ptr, ir.Constant(_I32, align), mask, ir.Constant(vty, None)])
+    return raw if kind == F32 else widen(builder, raw, kind)
+
+
+def store(builder, value, data, index, kind, mask=None, nontemporal=False):
+    """Store the float32 vector ``value`` to ``data[index:...]`` rounded to ``kind``: only the
+    lanes set in ``mask`` when given; as a streaming store when ``nontemporal`` (the address
+    must then be aligned to the vector's size: 64 bytes for float32, 32 for 16-bit kinds)."""
+    raw = value if kind == F32 else narrow(builder, value, kind)
+    vty = raw.type
+    ptr = builder.bitcast(builder.gep(data, [index]), vty.as_pointer())
+    ebytes = vty.element.width // 8 if kind != F32 else 4
+    if mask is not None:
+        tag = f"v{vty.count}{'f32' if kind == F32 else 'i16'}"
+        fn = _masked(builder, f"llvm.masked.store.{tag}.p0", ir.FunctionType(
+            ir.VoidType(), [vty, vty.as_pointer(), _I32, ir.VectorType(ir.IntType(1), vty.count)]))
+        builder.call(fn, [raw, ptr, ir.Constant(_I32, ebytes), mask])
+        return
+    st = builder.store(raw, ptr, align=ebytes * vty.count if nontemporal else ebytes)
+    if nontemporal:
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
+
+
+def _scalar_row(ty):
+    return isinstance(ty, types.Array) and ty.ndim == 1 and element_kind(ty.dtype) is not None
+
+
+@intrinsic
+def load_element(typingctx, x, j):
+    """``x[j]`` as float32 for a 1-D float32, bfloat16 or float16 row (no bounds check)."""
+    if not (_scalar_row(x) and isinstance(j, types.Integer)):
+        return None
+    kind = element_kind(x.dtype)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [args[1]])
+        raw = builder.load(ptr)
+        return raw if kind == F32 else widen(builder, raw, kind)
+
+    return types.float32(x, j), codegen
+
+
+@intrinsic
+def store_element(typingctx, out, j, v):
+    """``out[j] = v`` rounded once to ``out``'s kind (float32, bfloat16, float16) from float32
+    ``v`` (a float64 ``v`` is rounded to float32 first; no bounds check)."""
+    if not (_scalar_row(out) and isinstance(j, types.Integer) and isinstance(v, types.Float)):
+        return None
+    kind = element_kind(out.dtype)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [args[1]])
+        value = context.cast(builder, args[2], signature.args[2], types.float32)
+        builder.store(value if kind == F32 else narrow(builder, value, kind), ptr)
+        return context.get_dummy_value()
+
+    return types.none(out, j, v), codegen
+
+
+@intrinsic
+def convert(typingctx, src, dst):
+    """``dst[j] = src[j]`` for rows of any two kinds of equal length: widened to float32,
+    rounded once to ``dst``'s kind; vectors of ``WIDTH`` elements and one masked tail."""
+    if not (is_row(src) and is_row(dst)):
+        return None
+    skind, dkind = element_kind(src.dtype), element_kind(dst.dtype)
+
+    def codegen(context, builder, signature, args):
+        sa = context.make_array(signature.args[0])(context, builder, args[0])
+        da = context.make_array(signature.args[1])(context, builder, args[1])
+        intp = context.get_value_type(types.intp)
+        n = builder.extract_value(sa.shape, 0)
+        nvec = builder.sdiv(n, ir.Constant(intp, WIDTH))
+        with cgutils.for_range(builder, nvec, intp=intp) as loop:
+            j = builder.mul(loop.index, ir.Constant(intp, WIDTH))
+            store(builder, load(builder, sa.data, j, skind), da.data, j, dkind)
+        j = builder.mul(nvec, ir.Constant(intp, WIDTH))
+        with builder.if_then(builder.icmp_signed("<", j, n)):
+            mask = lane_mask(builder, builder.sub(n, j), intp)
+            store(builder, load(builder, sa.data, j, skind, mask), da.data, j, dkind, mask)
+        return context.get_dummy_value()
+
+    return types.none(src, dst), codegen
+
+
+def lane_mask(builder, count, intp, width=WIDTH):
+    """``<width x i1>``: lane ``k`` set when ``k < count`` (an ``intp`` value)."""
+    ivec = ir.VectorType(intp, width)
+    lanes = ir.Constant(ivec, list(range(width)))
+    vec = builder.insert_element(ir.Constant(ivec, ir.Undefined), count, ir.Constant(_I32, 0))
+    splat = builder.shuffle_vector(vec, ir.Constant(ivec, ir.Undefined),
+                                   ir.Constant(ir.VectorType(_I32, width), [0] * width))
+    return builder.icmp_signed("<", lanes, splat)
+
+
+@kernel(parallel=True)
+def convert_rows(src, dst):
+    """``dst[i] = src[i]`` for every row of two C-contiguous 2-D arrays of any kinds
+    (:func:`convert`): 16-bit data to float32 exactly, float32 to 16-bit rounded once."""
+    rows = src.shape[0]
+    for i in prange(rows):
+        convert(src[i], dst[i])
