@@ -26,6 +26,10 @@ tokens (index targets) or by ``sum(token_weight)`` (the number of positions with
 probability targets, exactly like PyTorch. When every target is ignored the mean is NaN
 (0/0), as in PyTorch; ``"sum"`` is then 0.
 
+bfloat16 and float16 logits are computed in float32: losses and ``lse`` are float32, the
+gradient is of the logits' dtype (each value rounded once; ``inplace=True`` writes it over
+the 16-bit logits).
+
 Scalar results (``"mean"``/``"sum"``) are 0-d arrays of the logits' dtype; ``"none"`` gives
 an array shaped like the target (for probability targets: the logits' shape without the
 class axis). All sums are accumulated in float64, per row then serially in row order, so
@@ -42,6 +46,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
+from ._dtypes import is_half, logits_array, result_dtype, widened
 from ._kernels import cross_entropy as _k
 from ._validate import as_rows, axis_index, float_array, fresh_output
 
@@ -166,7 +171,7 @@ _EMPTY = np.empty(0, np.float64)
 def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, name, soft_ok):
     red = _reduction(reduction)
     ignore = _ignore_index(ignore_index)
-    x = float_array(logits, name)
+    x = logits_array(logits, name)
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the classes), got a scalar")
     ax = axis_index(axis, x.ndim)
@@ -178,7 +183,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
         t = np.asarray(target)
     else:
         raise TypeError(f"target must be a NumPy array, got {type(target).__name__}")
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or is_half(t.dtype):
         if not soft_ok:
             raise TypeError(
                 f"target must hold class indices (int32 or int64) for nll_loss, got {t.dtype}; "
@@ -191,7 +196,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
                 f"{outer}"
             )
         soft = True
-        tgt = as_rows(np.asarray(t, dtype=x.dtype), ax)
+        tgt = as_rows(np.asarray(t, dtype=result_dtype(x.dtype)), ax)
     elif t.dtype.kind in "iu":
         if t.shape != outer:
             raise ValueError(
@@ -214,6 +219,8 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
         else _nonneg_weights(token_weight, outer, "token_weight", "the target's shape")
     )
     rows = as_rows(x, ax)
+    if is_half(x.dtype):  # float32 kernels on a widened copy
+        rows = widened(rows)
     return _Setup(x, ax, rows, outer, tgt, soft, w, tw, ignore, red)
 
 
@@ -233,7 +240,7 @@ def _grad_output(grad_output, s: _Setup) -> tuple[float, np.ndarray]:
         grad_output, (bool, np.bool_)
     ):
         return float(grad_output), _EMPTY
-    g = float_array(grad_output, "grad_output")
+    g = logits_array(grad_output, "grad_output")
     if g.ndim == 0:
         return float(g), _EMPTY
     if s.reduction != _k.NONE:
@@ -252,7 +259,7 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
     """Call the kernel. ``grad_mode``: None (no gradient), "new" or "inplace"."""
     x, rows = s.x, s.rows
     n, c = rows.shape
-    dt = x.dtype
+    dt = rows.dtype
     loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     lse = np.empty(n, dt) if return_lse else np.empty(0, dt)
@@ -284,6 +291,8 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
         _raise_bad_target(s, int(status))
     if grad_mode == "inplace" and not np.shares_memory(rows, x):
         np.moveaxis(x, s.ax, -1)[...] = rows.reshape(s.outer + (c,))
+    if grad_mode == "new" and grad_arr.dtype != x.dtype:  # rounded once to the logits' dtype
+        grad_arr = grad_arr.astype(x.dtype)
     loss = loss.reshape(s.outer if s.reduction == _k.NONE else ())
     lse = lse.reshape(s.outer) if return_lse else None
     return loss, grad_arr, lse
@@ -292,8 +301,8 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
 def _check_inplace(logits, s: _Setup) -> None:
     if not isinstance(logits, np.ndarray) or logits is not s.x:
         raise TypeError(
-            "inplace=True needs logits as a native-byte-order float32 or float64 NumPy "
-            "array (the gradient is written over it); pass inplace=False otherwise"
+            "inplace=True needs logits as a native-byte-order float32, float64, bfloat16 or "
+            "float16 NumPy array (the gradient is written over it); pass inplace=False otherwise"
         )
     if not logits.flags.writeable:
         raise ValueError("inplace=True needs writeable logits; pass inplace=False or a copy")
@@ -321,11 +330,12 @@ def cross_entropy(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64
+    logits : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16
         Unnormalized scores, any shape with the classes along ``axis``.
     target : array_like
         Class indices (int32/int64, the logits' shape without ``axis``) or class
-        probabilities (float, the logits' shape; cast to the logits' dtype).
+        probabilities (float, the logits' shape; cast to the logits' dtype, float32 for
+        16-bit logits).
     axis : int, optional
         The class axis. Default -1; ``axis=1`` is PyTorch's ``[N, C, d1, ..., dK]`` layout.
     weight : array_like, optional
@@ -348,7 +358,8 @@ def cross_entropy(
     Returns
     -------
     ndarray
-        0-d array of the logits' dtype for ``"mean"``/``"sum"``; target-shaped for ``"none"``.
+        0-d array of the logits' dtype (float32 for bfloat16/float16 logits) for
+        ``"mean"``/``"sum"``; target-shaped for ``"none"``.
 
     Raises
     ------
@@ -484,7 +495,7 @@ def _nll(s: _Setup, grad_mode, grad_output):
     """NLL loss and, when ``grad_mode == "new"``, ``grad_output * d loss / d log_probs``."""
     rows = s.rows
     n, c = rows.shape
-    dt = s.x.dtype
+    dt = rows.dtype
     loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     grad_arr = None

@@ -267,5 +267,116 @@ def test_same_bits_for_any_thread_count(dtype, rng):
             got[-1].append(fastlsm.logsumexp(x).view(np.uint32).copy())
     finally:
         fastlsm.set_num_threads(before)
-    for a, b in zip(*got):
+    for a, b in zip(*got, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ losses, sequences, beams
+
+
+def _targets(rng, n, c, ignore=True):
+    t = rng.integers(0, c, n)
+    if ignore:
+        t[::5] = -100
+    return t
+
+
+@HALVES
+@pytest.mark.parametrize(
+    "opts",
+    [{}, {"reduction": "none"}, {"reduction": "sum", "label_smoothing": 0.1},
+     {"weight": "w", "reduction": "mean"}],
+    ids=["mean", "none", "sum-smooth", "weighted"],
+)
+def test_cross_entropy_float32_loss_and_16_bit_grad(dtype, opts, rng, tolerance):
+    n, c = 40, 777
+    x = _logits(rng, (n, c), dtype)
+    t = _targets(rng, n, c)
+    opts = dict(opts)
+    if opts.get("weight") == "w":
+        opts["weight"] = rng.uniform(0.5, 2.0, c)
+    loss = fastlsm.cross_entropy(x, t, **opts)
+    r = fastlsm.cross_entropy_with_grad(x, t, return_lse=True, **opts)
+    want_loss, want_grad = naive.cross_entropy(x.astype(np.float64), t, **opts)
+    assert loss.dtype == np.float32 and r.loss.dtype == np.float32 and r.lse.dtype == np.float32
+    np.testing.assert_allclose(loss, want_loss, **tolerance[np.float32])
+    np.testing.assert_array_equal(loss, r.loss)  # the same loss, bitwise
+    assert r.grad.dtype == dtype
+    _assert_ulp(r.grad, want_grad)
+    np.testing.assert_allclose(r.lse, naive.logsumexp(x.astype(np.float64)),
+                               **tolerance[np.float32])
+    y = x.copy()
+    g = fastlsm.cross_entropy_with_grad(y, t, inplace=True, **opts)
+    assert g.grad is y
+    np.testing.assert_array_equal(y.view(np.uint16), r.grad.view(np.uint16))
+
+
+@HALVES
+def test_cross_entropy_probability_targets_and_axis(dtype, rng, tolerance):
+    x = _logits(rng, (3, 50, 4), dtype)  # classes along axis 1
+    q = rng.dirichlet(np.ones(50), (3, 4)).transpose(0, 2, 1).astype(dtype)
+    got = fastlsm.cross_entropy_with_grad(x, q, axis=1, reduction="sum")
+    x64 = np.moveaxis(x.astype(np.float64), 1, -1)
+    q64 = np.moveaxis(q.astype(np.float64), 1, -1)
+    lp = naive.log_softmax(x64)
+    np.testing.assert_allclose(got.loss, -(q64 * lp).sum(), **tolerance[np.float32])
+    _assert_ulp(got.grad, np.moveaxis(np.exp(lp) * q64.sum(-1, keepdims=True) - q64, -1, 1))
+
+
+@HALVES
+def test_nll_loss_and_special_rows(dtype, rng, tolerance):
+    x = _logits(rng, (6, 30), dtype)
+    x[1, 3] = -np.inf
+    x[2, :] = -np.inf
+    x[3, 4] = np.nan
+    t = np.array([0, 3, 1, 2, 5, -100])
+    loss = fastlsm.cross_entropy(x, t, reduction="none")
+    np.testing.assert_array_equal(loss, fastlsm.cross_entropy(x.astype(np.float32), t,
+                                                              reduction="none"))
+    assert loss[1] == np.inf and np.isnan(loss[2]) and np.isnan(loss[3]) and loss[5] == 0
+    want, _ = naive.cross_entropy(x[[0, 4]].astype(np.float64), t[[0, 4]], reduction="none")
+    np.testing.assert_allclose(loss[[0, 4]], want, **tolerance[np.float32])
+    lp = fastlsm.log_softmax(x[[0, 4, 5]])
+    nll = fastlsm.nll_loss(lp, t[[0, 4, 5]])
+    assert nll.dtype == np.float32
+    lp64 = lp.astype(np.float64)
+    np.testing.assert_allclose(nll, -(lp64[0, 0] + lp64[1, 5]) / 2, **tolerance[np.float32])
+
+
+@HALVES
+def test_sequence_logprobs_float32(dtype, rng, tolerance):
+    x = _logits(rng, (2, 5, 300), dtype)
+    tok = rng.integers(0, 300, (2, 5))
+    mask = np.ones((2, 5), bool)
+    mask[1, 3:] = False
+    tl, sl = fastlsm.sequence_logprobs(x, tok, mask=mask)
+    assert tl.dtype == np.float32 and sl.dtype == np.float32
+    lp = naive.log_softmax(x.astype(np.float64))
+    want = np.where(mask, np.take_along_axis(lp, tok[..., None], -1)[..., 0], 0.0)
+    np.testing.assert_allclose(tl, want, **tolerance[np.float32])
+    np.testing.assert_allclose(sl, want.sum(-1), **tolerance[np.float32])
+
+
+@HALVES
+def test_beam_step_and_search_on_16_bit_logits(dtype, rng):
+    """Candidates from 16-bit logits are those of their exact float32 values; a step
+    function may return 16-bit logits."""
+    x = _logits(rng, (2, 3, 200), dtype)
+    bs = np.log(rng.uniform(0.1, 1.0, (2, 3)))
+    got = fastlsm.beam_step(x, bs)
+    want = fastlsm.beam_step(x.astype(np.float32), bs)
+    assert got[0].dtype == np.float32
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    table = _logits(rng, (50, 40), dtype)
+
+    def step(ids, _parents, cast=None):
+        out = table[ids[:, -1] % 50]
+        return out if cast is None else out.astype(cast)
+
+    args = dict(num_beams=3, max_new_tokens=5, eos_token_id=7)
+    half_run = fastlsm.beam_search(step, np.array([[1, 2], [3, 4]]), **args)
+    f32_run = fastlsm.beam_search(lambda i, p: step(i, p, np.float32),
+                                  np.array([[1, 2], [3, 4]]), **args)
+    np.testing.assert_array_equal(half_run.sequences, f32_run.sequences)
+    np.testing.assert_array_equal(half_run.sequences_scores, f32_run.sequences_scores)
