@@ -52,7 +52,15 @@ def kernel_view(a: np.ndarray) -> np.ndarray:
     """``a`` as a kernel takes it: a 16-bit array as a view of its bits (``uint16`` for
     bfloat16, ``int16`` for float16), any other array unchanged."""
     view = _VIEWS.get(a.dtype)
-    return a if view is None else a.view(view)
+    if view is None:
+        return a
+    if a.dtype == FLOAT16 and not _half.float16_native():
+        raise TypeError(
+            "float16 data needs a CPU with float16 conversions (x86 F16C), and Numba's "
+            "target CPU (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) has none; convert with "
+            "x.astype(np.float32), or unset NUMBA_CPU_NAME"
+        )
+    return a.view(view)
 
 
 def dtype_name(dtype) -> str:

@@ -7,6 +7,7 @@ tolerance table of conftest.py.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,6 +127,30 @@ def test_same_bits_on_an_avx2_only_cpu(tmp_path):
         results.append(run.stdout)
     assert len(results[0]) == 2 * (4 * 65536 + 2 * 65536)
     assert results[0] == results[1]
+
+
+_GENERIC_SCRIPT = """
+import json, numpy as np, ml_dtypes, fastlsm
+x = np.array([[1.0, 2.0, 3.0]])
+print(json.dumps(fastlsm.log_softmax(x.astype(ml_dtypes.bfloat16)).astype(float).tolist()))
+try:
+    fastlsm.log_softmax(x.astype(np.float16))
+except TypeError as e:
+    print("TypeError", "F16C" in str(e))
+"""
+
+
+def test_float16_without_f16c_is_a_type_error(tmp_path):
+    """On a target CPU without float16 conversions (``NUMBA_CPU_NAME=generic``) float16 data
+    is refused with a TypeError instead of a kernel whose compilation would abort the
+    process; bfloat16 needs no special instruction and works."""
+    env = dict(os.environ, FASTLSM_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="generic",
+               NUMBA_CPU_FEATURES="")
+    run = subprocess.run([sys.executable, "-c", _GENERIC_SCRIPT], env=env, capture_output=True,
+                         text=True, check=True, timeout=300)
+    lines = run.stdout.splitlines()
+    np.testing.assert_allclose(json.loads(lines[0]), [naive.log_softmax([1.0, 2.0, 3.0])], atol=0.02)
+    assert lines[1] == "TypeError True"
 
 
 # ------------------------------------------------------------------ log_softmax / softmax

@@ -33,6 +33,9 @@ row (any kind to any kind, through float32) with those vector helpers.
 
 from __future__ import annotations
 
+import functools
+
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import prange
 from numba.core import cgutils, types
@@ -152,12 +155,19 @@ def store(builder, value, data, index, kind, mask=None, nontemporal=False):
 
 
 def _scalar_row(ty):
-    return isinstance(ty, types.Array) and ty.ndim == 1 and element_kind(ty.dtype) is not None
+    return isinstance(ty, types.Array) and ty.ndim == 1 and (
+        element_kind(ty.dtype) is not None or ty.dtype == types.float64
+    )
+
+
+def _compute_type(dtype):
+    return types.float64 if dtype == types.float64 else types.float32
 
 
 @intrinsic
 def load_element(typingctx, x, j):
-    """``x[j]`` as float32 for a 1-D float32, bfloat16 or float16 row (no bounds check)."""
+    """``x[j]`` in its compute type for a 1-D row of any kernel kind: float32 for float32,
+    bfloat16 and float16 rows (widened exactly), float64 for float64 (no bounds check)."""
     if not (_scalar_row(x) and isinstance(j, types.Integer)):
         return None
     kind = element_kind(x.dtype)
@@ -166,24 +176,25 @@ def load_element(typingctx, x, j):
         arr = context.make_array(signature.args[0])(context, builder, args[0])
         ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [args[1]])
         raw = builder.load(ptr)
-        return raw if kind == F32 else widen(builder, raw, kind)
+        return raw if kind in (F32, None) else widen(builder, raw, kind)
 
-    return types.float32(x, j), codegen
+    return _compute_type(x.dtype)(x, j), codegen
 
 
 @intrinsic
 def store_element(typingctx, out, j, v):
-    """``out[j] = v`` rounded once to ``out``'s kind (float32, bfloat16, float16) from float32
-    ``v`` (a float64 ``v`` is rounded to float32 first; no bounds check)."""
+    """``out[j] = v`` rounded once to ``out``'s dtype (a float32 ``v`` for float32/16-bit
+    rows: a float64 ``v`` is rounded to float32 first; no bounds check)."""
     if not (_scalar_row(out) and isinstance(j, types.Integer) and isinstance(v, types.Float)):
         return None
     kind = element_kind(out.dtype)
+    compute = _compute_type(out.dtype)
 
     def codegen(context, builder, signature, args):
         arr = context.make_array(signature.args[0])(context, builder, args[0])
         ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [args[1]])
-        value = context.cast(builder, args[2], signature.args[2], types.float32)
-        builder.store(value if kind == F32 else narrow(builder, value, kind), ptr)
+        value = context.cast(builder, args[2], signature.args[2], compute)
+        builder.store(value if kind in (F32, None) else narrow(builder, value, kind), ptr)
         return context.get_dummy_value()
 
     return types.none(out, j, v), codegen
@@ -232,3 +243,38 @@ def convert_rows(src, dst):
     rows = src.shape[0]
     for i in prange(rows):
         convert(src[i], dst[i])
+
+
+_F16_PROBE = """
+define float @widen(i16 %x) {
+  %h = bitcast i16 %x to half
+  %f = fpext half %h to float
+  ret float %f
+}
+define i16 @narrow(float %x) {
+  %h = fptrunc float %x to half
+  %i = bitcast half %h to i16
+  ret i16 %i
+}
+"""
+
+
+@functools.cache
+def float16_native() -> bool:
+    """Whether Numba's target CPU converts float16 in hardware (x86: F16C, since 2012).
+
+    Without it LLVM lowers ``fpext``/``fptrunc`` of ``half`` to calls of compiler-rt's
+    ``__extendhfsf2``/``__truncsfhf2``, which Numba's JIT does not provide: compiling a
+    float16 kernel would abort the process. This compiles the two conversions alone for the
+    target (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``, else the host) and looks for calls.
+    """
+    try:
+        from numba.core.registry import cpu_target
+
+        machine = cpu_target.target_context.codegen()._tm
+        module = llvm.parse_assembly(_F16_PROBE)
+        module.triple = machine.triple
+        asm = machine.emit_assembly(module)
+    except Exception:  # pragma: no cover - a Numba without these internals: assume F16C
+        return True
+    return "hfsf2" not in asm and "sfhf2" not in asm
