@@ -48,7 +48,8 @@ import numpy as np
 from . import _jit
 from ._dtypes import is_half, logits_array, result_dtype, widened
 from ._kernels import cross_entropy as _k
-from ._validate import as_rows, axis_index, float_array, fresh_output
+from ._kernels.memory import fresh_output
+from ._validate import as_rows, axis_index, float_array
 
 __all__ = [
     "CrossEntropyResult",
@@ -86,9 +87,7 @@ class CrossEntropyResult(NamedTuple):
 
 def _reduction(reduction) -> int:
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-        )
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return _REDUCTIONS[reduction]
 
 
@@ -279,13 +278,38 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             grad_arr = moved if s.ax == x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
     if s.soft:
         status = _k.cross_entropy_probs_rows(
-            rows, s.target, s.weight, s.token_weight, eps, z, cap, s.reduction,
-            scale, per_token, loss, lse, grad, work,
+            rows,
+            s.target,
+            s.weight,
+            s.token_weight,
+            eps,
+            z,
+            cap,
+            s.reduction,
+            scale,
+            per_token,
+            loss,
+            lse,
+            grad,
+            work,
         )
     else:
         status = _k.cross_entropy_rows(
-            rows, s.target, s.weight, s.token_weight, s.ignore_index, eps, z, cap,
-            s.reduction, scale, per_token, loss, lse, grad, work,
+            rows,
+            s.target,
+            s.weight,
+            s.token_weight,
+            s.ignore_index,
+            eps,
+            z,
+            cap,
+            s.reduction,
+            scale,
+            per_token,
+            loss,
+            lse,
+            grad,
+            work,
         )
     if status >= 0:
         _raise_bad_target(s, int(status))
@@ -510,8 +534,17 @@ def _nll(s: _Setup, grad_mode, grad_output):
         grad_arr = moved if s.ax == s.x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
     _jit.use_threads(rows.size)
     status = _k.nll_loss_rows(
-        rows, s.target, s.weight, s.token_weight, s.ignore_index, s.reduction,
-        scale, per_token, loss, grad, work,
+        rows,
+        s.target,
+        s.weight,
+        s.token_weight,
+        s.ignore_index,
+        s.reduction,
+        scale,
+        per_token,
+        loss,
+        grad,
+        work,
     )
     if status >= 0:
         _raise_bad_target(s, int(status))

@@ -27,21 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
-from ._dtypes import (
-    direct,
-    is_half,
-    logits_array,
-    output_dtype,
-    result_dtype,
-    store_rounded,
-    widened,
-)
+from ._dtypes import direct, kernel_view, logits_array, output_dtype, result_dtype
 from ._kernels import normalize as _k
+from ._kernels.memory import fresh_output
 from ._validate import (
     as_rows,
     axis_index,
     check_out,
-    fresh_output,
     overlaps,
     rows_out,
     store_rows,
@@ -65,13 +57,7 @@ def _elementwise(kernel, x, axis, out, dtype):
         return out
     rows = as_rows(x, ax)
     target, is_view = rows_out(out, ax)
-    if is_half(x.dtype):  # float32 kernel on a widened copy, rounded once into the output
-        work = widened(rows)
-        kernel(work, target if odt == np.float32 else work)
-        if odt != np.float32:
-            store_rounded(work, target)
-    else:
-        kernel(rows, target)
+    kernel(kernel_view(rows), kernel_view(target))
     if not is_view:
         store_rows(out, ax, target)
     return out
@@ -178,9 +164,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
             x = x.copy()
     if out.size == 0:
         return out
-    rows = as_rows(x, ax)
-    if is_half(x.dtype):
-        rows = widened(rows)
+    rows = kernel_view(as_rows(x, ax))
     is_view = out.flags.c_contiguous
     flat = out.reshape(-1) if is_view else np.empty(out.size, rdt)
     _jit.use_threads(x.size)

@@ -58,8 +58,12 @@ def ref_cross_entropy(
         lpt = np.take_along_axis(lp, tt[..., None], -1)[..., 0]
         per = (1 - eps) * w[tt] * -lpt + z_loss * lse**2
         dy = (1 - eps) * w[tt][..., None] * p
-        np.put_along_axis(dy, tt[..., None], np.take_along_axis(dy, tt[..., None], -1)
-                          - (1 - eps) * w[tt][..., None], -1)
+        np.put_along_axis(
+            dy,
+            tt[..., None],
+            np.take_along_axis(dy, tt[..., None], -1) - (1 - eps) * w[tt][..., None],
+            -1,
+        )
         if eps > 0:
             per = per + eps / c * -(lp * w).sum(-1)
             dy = dy + eps / c * (w.sum() * p - w)
@@ -91,8 +95,9 @@ def ref_cross_entropy(
     return loss, dy[0], lse
 
 
-def ref_nll(lp, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-            token_weight=None):
+def ref_nll(
+    lp, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean", token_weight=None
+):
     lp = np.moveaxis(np.asarray(lp, np.float64), axis, -1)
     c = lp.shape[-1]
     w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
@@ -210,7 +215,8 @@ def test_probability_targets_match_reference(dtype, opts):
         assert_close(r.grad, g, dtype, scale=np.abs(g).max())
         assert_close(r.lse, lse, dtype, scale=10)
         np.testing.assert_allclose(
-            fastlsm.cross_entropy(x, q, axis=1, reduction=reduction, **kw), r.loss,
+            fastlsm.cross_entropy(x, q, axis=1, reduction=reduction, **kw),
+            r.loss,
             rtol=8 * np.finfo(dtype).eps,
         )
 
@@ -511,7 +517,20 @@ def test_kernel_entry_in_place_with_absent_options(dtype):
     expected, g, _ = ref_cross_entropy(x, t, weight=w, label_smoothing=0.1)
     xi = x.copy()
     status = K.cross_entropy_rows(
-        xi, t, w, none, -100, 0.1, 0.0, 0.0, K.MEAN, 1.0, none, loss, np.empty(0, dtype), xi,
+        xi,
+        t,
+        w,
+        none,
+        -100,
+        0.1,
+        0.0,
+        0.0,
+        K.MEAN,
+        1.0,
+        none,
+        loss,
+        np.empty(0, dtype),
+        xi,
         none,  # no work buffer: the kernel allocates its own
     )
     assert status == -1
@@ -522,8 +541,21 @@ def test_kernel_entry_in_place_with_absent_options(dtype):
     bad[9] = -3
     xb = x.copy()
     status = K.cross_entropy_rows(
-        xb, bad, none, none, -100, 0.0, 0.0, 0.0, K.SUM, 1.0, none, loss, np.empty(0, dtype),
-        xb, np.empty(12),
+        xb,
+        bad,
+        none,
+        none,
+        -100,
+        0.0,
+        0.0,
+        0.0,
+        K.SUM,
+        1.0,
+        none,
+        loss,
+        np.empty(0, dtype),
+        xb,
+        np.empty(12),
     )
     assert status == 7
     assert np.array_equal(xb, x)  # nothing written before the targets were checked
@@ -583,8 +615,9 @@ def test_hypothesis_option_combinations(case):
     assert_close(r.grad, g, dtype, scale=max(gscale, mag, 1e-30))
     assert_close(r.lse, lse, dtype, scale=10)
     got = fastlsm.cross_entropy(x, t, **kw)
-    np.testing.assert_allclose(got, r.loss, rtol=8 * np.finfo(dtype).eps,
-                               atol=8 * np.finfo(dtype).eps * scale)
+    np.testing.assert_allclose(
+        got, r.loss, rtol=8 * np.finfo(dtype).eps, atol=8 * np.finfo(dtype).eps * scale
+    )
 
 
 # ----------------------------------------------------------------------------- errors
@@ -599,64 +632,130 @@ T = np.array([0, 1])
     [
         (lambda: fastlsm.cross_entropy(X.astype(np.int64), T), TypeError, "float32, float64, bfloat16 or float16"),
         (lambda: fastlsm.cross_entropy(np.float32(1.0), T), ValueError, "at least one dim"),
-        (lambda: fastlsm.cross_entropy(X, np.array([0, 3])), ValueError,
-         r"target\[1\] = 3 is out of range for 3 classes"),
-        (lambda: fastlsm.cross_entropy(X, np.array([-2, 0])), ValueError,
-         r"target\[0\] = -2 is out of range"),
-        (lambda: fastlsm.cross_entropy(np.zeros((2, 3, 4)), np.full((2, 4), 5), axis=1),
-         ValueError, r"target\[0, 0\] = 5"),
-        (lambda: fastlsm.cross_entropy(X, np.array([0, 1, 2])), ValueError,
-         r"target must have shape \(2,\)"),
-        (lambda: fastlsm.cross_entropy(X, np.zeros((2, 4))), ValueError,
-         "class probabilities and must have the logits' shape"),
-        (lambda: fastlsm.cross_entropy(X, np.array([True, False])), TypeError,
-         "class indices"),
+        (
+            lambda: fastlsm.cross_entropy(X, np.array([0, 3])),
+            ValueError,
+            r"target\[1\] = 3 is out of range for 3 classes",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, np.array([-2, 0])),
+            ValueError,
+            r"target\[0\] = -2 is out of range",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(np.zeros((2, 3, 4)), np.full((2, 4), 5), axis=1),
+            ValueError,
+            r"target\[0, 0\] = 5",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, np.array([0, 1, 2])),
+            ValueError,
+            r"target must have shape \(2,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, np.zeros((2, 4))),
+            ValueError,
+            "class probabilities and must have the logits' shape",
+        ),
+        (lambda: fastlsm.cross_entropy(X, np.array([True, False])), TypeError, "class indices"),
         (lambda: fastlsm.cross_entropy(X, np.array(["a", "b"])), TypeError, "class indices"),
         (lambda: fastlsm.cross_entropy(X, object()), TypeError, "target must be a NumPy array"),
-        (lambda: fastlsm.cross_entropy(X, T, reduction="avg"), ValueError,
-         "reduction must be 'mean', 'sum' or 'none'"),
-        (lambda: fastlsm.cross_entropy(X, T, label_smoothing=1.5), ValueError,
-         "label_smoothing must be between 0 and 1"),
-        (lambda: fastlsm.cross_entropy(X, T, label_smoothing=-0.1), ValueError,
-         "label_smoothing must be between 0 and 1"),
-        (lambda: fastlsm.cross_entropy(X, T, label_smoothing="0.1"), TypeError,
-         "label_smoothing must be a real number"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, -1.0, 1.0])), ValueError,
-         "weight must be non-negative"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.ones(4)), ValueError,
-         r"weight must have shape \(3,\)"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, np.nan, 1.0])), ValueError,
-         "weight must be finite"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.ones(3, np.complex64)), TypeError,
-         "weight must be float32 or float64"),
-        (lambda: fastlsm.cross_entropy(X, T, weight="abc"), TypeError,
-         "weight must be a NumPy array"),
-        (lambda: fastlsm.cross_entropy(X, T, token_weight=np.ones(3)), ValueError,
-         r"token_weight must have shape \(2,\)"),
-        (lambda: fastlsm.cross_entropy(X, T, token_weight=np.array([1.0, -2.0])), ValueError,
-         "token_weight must be non-negative"),
+        (
+            lambda: fastlsm.cross_entropy(X, T, reduction="avg"),
+            ValueError,
+            "reduction must be 'mean', 'sum' or 'none'",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, label_smoothing=1.5),
+            ValueError,
+            "label_smoothing must be between 0 and 1",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, label_smoothing=-0.1),
+            ValueError,
+            "label_smoothing must be between 0 and 1",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, label_smoothing="0.1"),
+            TypeError,
+            "label_smoothing must be a real number",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, -1.0, 1.0])),
+            ValueError,
+            "weight must be non-negative",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.ones(4)),
+            ValueError,
+            r"weight must have shape \(3,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, np.nan, 1.0])),
+            ValueError,
+            "weight must be finite",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.ones(3, np.complex64)),
+            TypeError,
+            "weight must be float32 or float64",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight="abc"),
+            TypeError,
+            "weight must be a NumPy array",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, token_weight=np.ones(3)),
+            ValueError,
+            r"token_weight must have shape \(2,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, token_weight=np.array([1.0, -2.0])),
+            ValueError,
+            "token_weight must be non-negative",
+        ),
         (lambda: fastlsm.cross_entropy(X, T, z_loss=-1.0), ValueError, "z_loss must be"),
         (lambda: fastlsm.cross_entropy(X, T, softcap=0.0), ValueError, "softcap must be"),
         (lambda: fastlsm.cross_entropy(X, T, softcap=np.inf), ValueError, "softcap must be"),
-        (lambda: fastlsm.cross_entropy(X, T, ignore_index=1.5), TypeError,
-         "ignore_index must be an integer"),
-        (lambda: fastlsm.cross_entropy(X, T, ignore_index=True), TypeError,
-         "ignore_index must be an integer"),
+        (
+            lambda: fastlsm.cross_entropy(X, T, ignore_index=1.5),
+            TypeError,
+            "ignore_index must be an integer",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, ignore_index=True),
+            TypeError,
+            "ignore_index must be an integer",
+        ),
         (lambda: fastlsm.cross_entropy(X, T, ignore_index=2**70), ValueError, "fit in int64"),
         (lambda: fastlsm.cross_entropy(X, T, axis=2), np.exceptions.AxisError, "axis"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, grad_output=np.ones(2)), ValueError,
-         "grad_output must be a scalar with reduction='mean'"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, reduction="none",
-                                                 grad_output=np.ones(3)), ValueError,
-         r"grad_output must be a scalar or have the target's shape \(2,\)"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, inplace=1), TypeError,
-         "inplace must be True or False"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, return_lse="yes"), TypeError,
-         "return_lse must be True or False"),
-        (lambda: fastlsm.cross_entropy_with_grad(X.tolist(), T, inplace=True), TypeError,
-         "inplace=True needs logits as a native-byte-order"),
-        (lambda: fastlsm.nll_loss(X, np.zeros((2, 3))), TypeError,
-         "class indices .* for nll_loss"),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, grad_output=np.ones(2)),
+            ValueError,
+            "grad_output must be a scalar with reduction='mean'",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, reduction="none", grad_output=np.ones(3)),
+            ValueError,
+            r"grad_output must be a scalar or have the target's shape \(2,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, inplace=1),
+            TypeError,
+            "inplace must be True or False",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, return_lse="yes"),
+            TypeError,
+            "return_lse must be True or False",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X.tolist(), T, inplace=True),
+            TypeError,
+            "inplace=True needs logits as a native-byte-order",
+        ),
+        (lambda: fastlsm.nll_loss(X, np.zeros((2, 3))), TypeError, "class indices .* for nll_loss"),
         (lambda: fastlsm.nll_loss(X, np.array([0, 5])), ValueError, r"target\[1\] = 5"),
     ],
 )

@@ -51,8 +51,7 @@ from numba.extending import overload, register_jitable
 
 from .._jit import JIT_OPTIONS, kernel
 from .math import exp_f32, fexp, like, radd
-from .normalize import chunk_rows, row_chunks, row_max, row_shifted_sumexp
-from .stream import block_sum
+from .rows import chunk_rows, exp_store_sum, row_chunks, row_max, row_shifted_sumexp
 
 NONE = 0
 MEAN = 1
@@ -165,12 +164,6 @@ themselves (LLVM vectorizes a loop that stores into a possibly-aliased array dif
 
 
 @kernel
-def _block_sum(v):
-    """float64 sum of a block (vectorized; fixed order for a given length: ``block_sum``)."""
-    return block_sum(v)
-
-
-@kernel
 def _block_dsum(v, m, w):
     """``sum_j w[j] * (v[j] - m)`` in float64 (``w`` empty: weights of 1)."""
     s = 0.0
@@ -184,57 +177,24 @@ def _block_dsum(v, m, w):
 
 
 @kernel
-def _store_exp(xb, gb, m, inplace):
-    """``gb = exp(xb - m)``. In place, a loop over one array: with two arrays that alias,
-    LLVM's runtime overlap check sends the loop to its scalar version (several times
-    slower)."""
-    if inplace:
-        for j in range(gb.size):
-            gb[j] = fexp(gb[j] - m)
-    else:
-        for j in range(xb.size):
-            gb[j] = fexp(xb[j] - m)
-
-
-@kernel
 def _pass_plain(x, m, g, store, nxt):
     """``s = sum(exp(x - m))`` (float64); stores ``exp(x - m)`` into ``g`` when ``store``.
 
-    ``nxt``, the next row of this thread, is prefetched meanwhile when nothing is stored
-    (in the storing pass, measured, it slowed the pass down).
+    Both modes are the one row pass of :mod:`.rows` and give the same bits of ``s``: the
+    loss is the same with and without a gradient. ``nxt``, the next row of this thread, is
+    prefetched when nothing is stored (in the storing pass, measured, it slowed it down).
     """
-    if not store:
-        return row_shifted_sumexp(x, m, nxt)
-    inplace = same_buffer(x, g)
-    n = x.size
-    s = 0.0
-    for b0 in range(0, n, BLOCK):
-        b1 = min(n, b0 + BLOCK)
-        gb = g[b0:b1]
-        _store_exp(x[b0:b1], gb, m, inplace)
-        s += _block_sum(gb)
-    return s
+    if store:
+        return exp_store_sum(x, m, g, nxt, False)
+    return row_shifted_sumexp(x, m, nxt)
 
 
 @kernel
-def _pass_smooth(x, m, weight, g, store):
-    """Like :func:`_pass_plain`, plus ``sd = sum_j w[j] * (x[j] - m)`` in float64."""
-    n = x.size
-    s = 0.0
-    sd = 0.0
-    hw = weight.size > 0
-    inplace = store and same_buffer(x, g)
-    for b0 in range(0, n, BLOCK):
-        b1 = min(n, b0 + BLOCK)
-        xb = x[b0:b1]
-        sd += _block_dsum(xb, m, weight[b0:b1] if hw else weight)
-        if store:
-            gb = g[b0:b1]
-            _store_exp(xb, gb, m, inplace)
-            s += _block_sum(gb)
-        else:
-            s += row_shifted_sumexp(xb, m)
-    return s, sd
+def _pass_smooth(x, m, weight, g, store, nxt):
+    """Like :func:`_pass_plain`, plus ``sd = sum_j w[j] * (x[j] - m)`` in float64 (taken
+    first: ``g`` may be ``x``)."""
+    sd = _block_dsum(x, m, weight)
+    return _pass_plain(x, m, g, store, nxt), sd
 
 
 @kernel
@@ -450,8 +410,16 @@ def _grad_from_capped(x, g, m, c1, c2, cap, weight):
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
         cap_grad_block(
-            x[b0:b1], g[b0:b1], inplace, m, c1, zero, c2, x[:0],
-            weight[b0:b1] if hw else weight, cap,
+            x[b0:b1],
+            g[b0:b1],
+            inplace,
+            m,
+            c1,
+            zero,
+            c2,
+            x[:0],
+            weight[b0:b1] if hw else weight,
+            cap,
         )
 
 
@@ -497,7 +465,7 @@ def _index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
         s, sd = _pass_cap(x, m, cap, weight, smooth)
         yt = softcap_value(xt, cap)
     elif smooth:
-        s, sd = _pass_smooth(x, m, weight, g, store)
+        s, sd = _pass_smooth(x, m, weight, g, store, nxt)
         yt = xt
     else:
         s = _pass_plain(x, m, g, store, nxt)
@@ -679,8 +647,16 @@ def cross_entropy_rows(
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
                 v, ls = _index_row(
-                    logits[i], t, grad[i] if want_grad else logits[i], want_grad,
-                    weight, wsum, label_smoothing, z_loss, softcap, a,
+                    logits[i],
+                    t,
+                    grad[i] if want_grad else logits[i],
+                    want_grad,
+                    weight,
+                    wsum,
+                    label_smoothing,
+                    z_loss,
+                    softcap,
+                    a,
                     logits[min(i + 1, n - 1)],
                 )
                 v *= tw
@@ -726,24 +702,18 @@ def _probs_row(x, q, g, want_grad, weight, eps, z, cap, a):
     s = 0.0
     big_s = 0.0
     big_t = 0.0
-    for b0 in range(0, c, BLOCK):
-        b1 = min(c, b0 + BLOCK)
-        xb = x[b0:b1]
-        qb = q[b0:b1]
-        wb = weight[b0:b1] if hw else weight
-        if cap > 0.0:  # nothing stored: the gradient pass recomputes y from x
-            se, sb, tb = cap_sum_block(xb, m, cap, wb, qb, keep, add, True)
+    if cap > 0.0:  # nothing stored: the gradient pass recomputes y from x
+        for b0 in range(0, c, BLOCK):
+            b1 = min(c, b0 + BLOCK)
+            se, sb, tb = cap_sum_block(
+                x[b0:b1], m, cap, weight[b0:b1] if hw else weight, q[b0:b1], keep, add, True
+            )
             s += se
-        else:
-            sb, tb = _block_wq(xb, qb, wb, m, keep, add)  # before x may be overwritten
-            if want_grad:
-                gb = g[b0:b1]
-                _store_exp(xb, gb, m, inplace)
-                s += _block_sum(gb)
-            else:
-                s += row_shifted_sumexp(xb, m)
-        big_s += sb
-        big_t += tb
+            big_s += sb
+            big_t += tb
+    else:
+        big_s, big_t = _block_wq(x, q, weight, m, keep, add)  # before x may be overwritten
+        s = _pass_plain(x, m, g, want_grad, x[:0])
     log_s = math.log(s)
     lse = _finish_lse(m, log_s)
     loss = big_s * log_s - big_t
@@ -758,8 +728,16 @@ def _probs_row(x, q, g, want_grad, weight, eps, z, cap, a):
             for b0 in range(0, c, BLOCK):
                 b1 = min(c, b0 + BLOCK)
                 cap_grad_block(
-                    x[b0:b1], g[b0:b1], inplace, m, c1, ck, ca, q[b0:b1],
-                    weight[b0:b1] if hw else weight, cap,
+                    x[b0:b1],
+                    g[b0:b1],
+                    inplace,
+                    m,
+                    c1,
+                    ck,
+                    ca,
+                    q[b0:b1],
+                    weight[b0:b1] if hw else weight,
+                    cap,
                 )
         else:
             for j in range(c):
@@ -822,8 +800,15 @@ def cross_entropy_probs_rows(
     for i in prange(n):
         tw, a = _token_scales(i, token_weight, grad_output, scale)
         v, ls = _probs_row(
-            logits[i], target[i], grad[i] if want_grad else logits[i], want_grad,
-            weight, label_smoothing, z_loss, softcap, a,
+            logits[i],
+            target[i],
+            grad[i] if want_grad else logits[i],
+            want_grad,
+            weight,
+            label_smoothing,
+            z_loss,
+            softcap,
+            a,
         )
         v *= tw
         if want_lse:

@@ -36,19 +36,21 @@ from __future__ import annotations
 import functools
 
 import llvmlite.binding as llvm
-from llvmlite import ir
+import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import prange
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .._jit import kernel
+from .._jit import JIT_OPTIONS, kernel
+from . import ir
 
 WIDTH = 16  # float32 lanes per vector: one AVX-512 register, two AVX2 registers
 
 F32, BF16, F16 = "float32", "bfloat16", "float16"
 _KINDS = {types.float32: F32, types.uint16: BF16, types.int16: F16}
 
-_I16, _I32, _F32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
+_HALF = llvm_ir.HalfType()
 
 
 def element_kind(dtype) -> str | None:
@@ -67,27 +69,22 @@ def is_row(ty) -> bool:
     )
 
 
-def _like(value, scalar_type):
-    """``scalar_type`` (i16, i32, half, float), or a vector of it as wide as ``value``."""
-    if isinstance(value.type, ir.VectorType):
-        return ir.VectorType(scalar_type, value.type.count)
-    return scalar_type
+def _as(value, scalar):
+    """``scalar`` (an LLVM type), or a vector of it with ``value``'s lane count."""
+    return ir.vec(scalar, ir.width_of(value.type))
 
 
-def _splat(value, const):
-    ty = value.type
-    if isinstance(ty, ir.VectorType):
-        return ir.Constant(ty, [const] * ty.count)
-    return ir.Constant(ty, const)
+def _c(value, const):
+    return ir.const(value.type, const)
 
 
 def widen(builder, raw, kind):
     """float32 value(s) of the 16-bit patterns ``raw`` (``i16`` or a vector of ``i16``)."""
     if kind == BF16:
-        wide = builder.zext(raw, _like(raw, _I32))
-        return builder.bitcast(builder.shl(wide, _splat(wide, 16)), _like(raw, _F32))
+        wide = builder.zext(raw, _as(raw, ir.I32))
+        return builder.bitcast(builder.shl(wide, _c(wide, 16)), _as(raw, ir.F32))
     if kind == F16:
-        return builder.fpext(builder.bitcast(raw, _like(raw, ir.HalfType())), _like(raw, _F32))
+        return builder.fpext(builder.bitcast(raw, _as(raw, _HALF)), _as(raw, ir.F32))
     raise ValueError(f"not a 16-bit element kind: {kind}")
 
 
@@ -95,63 +92,30 @@ def narrow(builder, value, kind):
     """The 16-bit patterns (``i16`` or a vector) of float32 ``value`` rounded to ``kind``,
     to nearest, ties to even (see the module docstring for NaN)."""
     if kind == F16:
-        return builder.bitcast(builder.fptrunc(value, _like(value, ir.HalfType())),
-                               _like(value, _I16))
+        return builder.bitcast(builder.fptrunc(value, _as(value, _HALF)), _as(value, ir.I16))
     if kind != BF16:
         raise ValueError(f"not a 16-bit element kind: {kind}")
-    bits = builder.bitcast(value, _like(value, _I32))
-    high = builder.lshr(bits, _splat(bits, 16))
-    odd = builder.and_(high, _splat(bits, 1))
-    rounded = builder.lshr(builder.add(builder.add(bits, _splat(bits, 0x7FFF)), odd),
-                           _splat(bits, 16))
-    quiet = builder.or_(builder.and_(high, _splat(bits, 0x8000)), _splat(bits, 0x7FC0))
+    bits = builder.bitcast(value, _as(value, ir.I32))
+    high = builder.lshr(bits, _c(bits, 16))
+    odd = builder.and_(high, _c(bits, 1))
+    rounded = builder.lshr(builder.add(builder.add(bits, _c(bits, 0x7FFF)), odd), _c(bits, 16))
+    quiet = builder.or_(builder.and_(high, _c(bits, 0x8000)), _c(bits, 0x7FC0))
     is_nan = builder.fcmp_unordered("uno", value, value)
-    return builder.trunc(builder.select(is_nan, quiet, rounded), _like(value, _I16))
+    return builder.trunc(builder.select(is_nan, quiet, rounded), _as(value, ir.I16))
 
 
-def _element_type(kind):
-    return _F32 if kind == F32 else _I16
+BFLOAT16 = ir.Element("bfloat16", ir.I16, ir.F32, types.uint16,
+                      widen=lambda builder, raw: widen(builder, raw, BF16),
+                      narrow=lambda builder, value: narrow(builder, value, BF16))
+FLOAT16 = ir.Element("float16", ir.I16, ir.F32, types.int16,
+                     widen=lambda builder, raw: widen(builder, raw, F16),
+                     narrow=lambda builder, value: narrow(builder, value, F16))
+_ELEMENTS = {e.numba_dtype: e for e in (ir.FLOAT32, ir.FLOAT64, BFLOAT16, FLOAT16)}
 
 
-def _masked(builder, name, fnty):
-    return cgutils.get_or_insert_function(builder.module, fnty, name)
-
-
-def load(builder, data, index, kind, mask=None, width=WIDTH):
-    """``width`` float32 lanes from ``data[index:index + width]`` (``data`` the row's element
-    pointer). With ``mask`` (``<width x i1>``) only the lanes set are read; the others are 0.
-    """
-    ety = _element_type(kind)
-    vty = ir.VectorType(ety, width)
-    ptr = builder.bitcast(builder.gep(data, [index]), vty.as_pointer())
-    align = ety.width // 8 if kind != F32 else 4
-    if mask is None:
-        raw = builder.load(ptr, align=align)
-    else:
-        tag = f"v{width}{'f32' if kind == F32 else 'i16'}"
-        fn = _masked(builder, f"llvm.masked.load.{tag}.p0", ir.FunctionType(
-            vty, [vty.as_pointer(), _I32, ir.VectorType(ir.IntType(1), width), vty]))
-        raw = builder.call(fn, [ptr, ir.Constant(_I32, align), mask, ir.Constant(vty, None)])
-    return raw if kind == F32 else widen(builder, raw, kind)
-
-
-def store(builder, value, data, index, kind, mask=None, nontemporal=False):
-    """Store the float32 vector ``value`` to ``data[index:...]`` rounded to ``kind``: only the
-    lanes set in ``mask`` when given; as a streaming store when ``nontemporal`` (the address
-    must then be aligned to the vector's size: 64 bytes for float32, 32 for 16-bit kinds)."""
-    raw = value if kind == F32 else narrow(builder, value, kind)
-    vty = raw.type
-    ptr = builder.bitcast(builder.gep(data, [index]), vty.as_pointer())
-    ebytes = vty.element.width // 8 if kind != F32 else 4
-    if mask is not None:
-        tag = f"v{vty.count}{'f32' if kind == F32 else 'i16'}"
-        fn = _masked(builder, f"llvm.masked.store.{tag}.p0", ir.FunctionType(
-            ir.VoidType(), [vty, vty.as_pointer(), _I32, ir.VectorType(ir.IntType(1), vty.count)]))
-        builder.call(fn, [raw, ptr, ir.Constant(_I32, ebytes), mask])
-        return
-    st = builder.store(raw, ptr, align=ebytes * vty.count if nontemporal else ebytes)
-    if nontemporal:
-        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
+def element(dtype) -> ir.Element | None:
+    """The :class:`.ir.Element` of a kernel array dtype (a Numba type), or None."""
+    return _ELEMENTS.get(dtype)
 
 
 def _scalar_row(ty):
@@ -206,34 +170,26 @@ def convert(typingctx, src, dst):
     rounded once to ``dst``'s kind; vectors of ``WIDTH`` elements and one masked tail."""
     if not (is_row(src) and is_row(dst)):
         return None
-    skind, dkind = element_kind(src.dtype), element_kind(dst.dtype)
+    selem, delem = element(src.dtype), element(dst.dtype)
 
     def codegen(context, builder, signature, args):
         sa = context.make_array(signature.args[0])(context, builder, args[0])
         da = context.make_array(signature.args[1])(context, builder, args[1])
         intp = context.get_value_type(types.intp)
         n = builder.extract_value(sa.shape, 0)
-        nvec = builder.sdiv(n, ir.Constant(intp, WIDTH))
+        width = llvm_ir.Constant(intp, WIDTH)
+        nvec = builder.sdiv(n, width)
         with cgutils.for_range(builder, nvec, intp=intp) as loop:
-            j = builder.mul(loop.index, ir.Constant(intp, WIDTH))
-            store(builder, load(builder, sa.data, j, skind), da.data, j, dkind)
-        j = builder.mul(nvec, ir.Constant(intp, WIDTH))
+            j = builder.mul(loop.index, width)
+            delem.store(builder, selem.load(builder, sa.data, j, WIDTH), da.data, j)
+        j = builder.mul(nvec, width)
         with builder.if_then(builder.icmp_signed("<", j, n)):
-            mask = lane_mask(builder, builder.sub(n, j), intp)
-            store(builder, load(builder, sa.data, j, skind, mask), da.data, j, dkind, mask)
+            mask = ir.lane_mask(builder, builder.sub(n, j), WIDTH)
+            value = selem.load_masked(builder, sa.data, j, mask)
+            delem.store_masked(builder, value, da.data, j, mask)
         return context.get_dummy_value()
 
     return types.none(src, dst), codegen
-
-
-def lane_mask(builder, count, intp, width=WIDTH):
-    """``<width x i1>``: lane ``k`` set when ``k < count`` (an ``intp`` value)."""
-    ivec = ir.VectorType(intp, width)
-    lanes = ir.Constant(ivec, list(range(width)))
-    vec = builder.insert_element(ir.Constant(ivec, ir.Undefined), count, ir.Constant(_I32, 0))
-    splat = builder.shuffle_vector(vec, ir.Constant(ivec, ir.Undefined),
-                                   ir.Constant(ir.VectorType(_I32, width), [0] * width))
-    return builder.icmp_signed("<", lanes, splat)
 
 
 @kernel(parallel=True)
@@ -278,3 +234,21 @@ def float16_native() -> bool:
     except Exception:  # pragma: no cover - a Numba without these internals: assume F16C
         return True
     return "hfsf2" not in asm and "sfhf2" not in asm
+
+
+def is_f32_math(dtype) -> bool:
+    """Whether rows of the kernel dtype ``dtype`` (a Numba type) are computed in float32."""
+    return element_kind(dtype) is not None
+
+
+def scratch(shape, x):
+    """``np.empty(shape)`` of ``x``'s compute dtype: float32 for float32/16-bit rows, else
+    ``x``'s dtype (a row buffer of intermediate values)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(scratch, jit_options=JIT_OPTIONS)
+def _scratch_impl(shape, x):
+    if is_f32_math(x.dtype):
+        return lambda shape, x: np.empty(shape, np.float32)
+    return lambda shape, x: np.empty(shape, x.dtype)
