@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
-from ._dtypes import is_half, logits_array, result_dtype, widened
+from ._dtypes import kernel_view, logits_array, result_dtype
 from ._kernels import sequence as _k
 from ._validate import int_array
 
@@ -86,9 +86,7 @@ def sequence_logprobs(logits, tokens, *, mask=None):
         tok_out[...] = 0.0
         seq_out[...] = 0.0
         return tok_out.astype(result_dtype(x.dtype)), seq_out.astype(result_dtype(x.dtype))
-    rows = np.ascontiguousarray(x).reshape(nb * nt, nv)
-    if is_half(x.dtype):  # the float32 kernel on a widened copy
-        rows = widened(rows)
+    rows = kernel_view(np.ascontiguousarray(x).reshape(nb * nt, nv))
     flat_tok = np.ascontiguousarray(tok).reshape(-1)
     _jit.use_threads(x.size)
     bad = _k.sequence_logprobs_rows(rows, flat_tok, m.reshape(-1), nt, tok_out.reshape(-1), seq_out)
