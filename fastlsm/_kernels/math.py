@@ -292,6 +292,86 @@ exp_sum_f32 = _scalar_exp(exp_sum_ir)
 exp_sum_f32.__doc__ = """float32 exp of a sum term (:func:`exp_sum_ir` at width 1)."""
 
 
+# ----------------------------------------------------------------------------- softcap
+#
+# y = cap * tanh(x / cap) (Gemma 2's logit softcap), slope = dy/dx = sech(x / cap)**2, in
+# float32. tanh is Cephes tanhf: an odd polynomial for |u| < 0.625, (1 - e) / (1 + e) with
+# e = exp(-2|u|) above (about 2 ulp); the slope is 4 e / (1 + e)**2 from the same e, so the
+# small slopes of saturated logits keep full relative precision (1 - t*t from a rounded t
+# loses them all). The only softcap formula for float32: the row pass loads through it, the
+# gradient loops call :func:`softcap_f32` (the same IR at width 1).
+
+_TANH_F = (
+    -5.70498872745e-3,
+    2.06390887954e-2,
+    -5.37397155531e-2,
+    1.33314422036e-1,
+    -3.33332819422e-1,
+)
+_TANH_SPLIT_F = 0.625
+
+
+def softcap_ir(builder, x, inv, cap):
+    """``(cap * tanh(x * inv), sech(x * inv)**2)`` for float32 ``x`` of any width (``inv``
+    and ``cap`` of ``x``'s type, ``inv = 1 / cap`` rounded once: a multiplication, never a
+    division, at every call site). Every operation rounds once, in the order written."""
+    ty = x.type
+    u = builder.fmul(x, inv)
+    a = ir.call(builder, "fabs", [u])
+    z = builder.fmul(u, u)
+    p = ir.const(ty, _TANH_F[0])
+    for c in _TANH_F[1:]:
+        p = builder.fadd(builder.fmul(p, z), ir.const(ty, c))
+    small = builder.fadd(builder.fmul(builder.fmul(p, z), u), u)
+    e = exp_out_ir(builder, builder.fmul(ir.const(ty, -2.0), a))
+    d1 = builder.fadd(ir.const(ty, 1.0), e)
+    big = builder.fdiv(builder.fsub(ir.const(ty, 1.0), e), d1)
+    big = builder.select(builder.fcmp_ordered("<", u, ir.const(ty, 0.0)), builder.fneg(big), big)
+    t = builder.select(builder.fcmp_ordered("<", a, ir.const(ty, _TANH_SPLIT_F)), small, big)
+    slope = builder.fdiv(builder.fmul(ir.const(ty, 4.0), e), builder.fmul(d1, d1))
+    return builder.fmul(cap, t), slope
+
+
+@intrinsic
+def softcap_f32(typingctx, x, inv, cap):
+    """``(softcap(x), slope)`` for a float32 ``x``: :func:`softcap_ir` at width 1."""
+    if not (x == inv == cap == types.float32):
+        return None
+    rty = types.UniTuple(types.float32, 2)
+
+    def codegen(context, builder, signature, args):
+        y, slope = softcap_ir(builder, *args)
+        return context.make_tuple(builder, rty, [y, slope])
+
+    return rty(x, inv, cap), codegen
+
+
+@register_jitable(**JIT_OPTIONS)
+def softcap_f64(x, inv, cap):
+    """float64 twin of :func:`softcap_f32`: libm tanh (exact, scalar), the slope as
+    ``4 e / (1 + e)**2`` with ``e = exp(-2 |x * inv|)``."""
+    u = x * inv
+    e = np.exp(-2.0 * abs(u))
+    d = 1.0 + e
+    return cap * np.tanh(u), 4.0 * e / (d * d)
+
+
+def softcap(x, cap):
+    """``(cap * tanh(x / cap), sech(x / cap)**2)`` in the precision of ``x`` (``cap`` a
+    float64 > 0): :func:`softcap_f32` or :func:`softcap_f64` with ``inv = 1 / cap``."""
+    u = x / cap
+    return cap * np.tanh(u), 1.0 / np.cosh(u) ** 2
+
+
+@overload(softcap, jit_options=JIT_OPTIONS)
+def _softcap_impl(x, cap):
+    if x == types.float32:
+        return lambda x, cap: softcap_f32(x, np.float32(1.0 / cap), np.float32(cap))
+    if x == types.float64:
+        return lambda x, cap: softcap_f64(x, 1.0 / cap, np.float64(cap))
+    return None
+
+
 _F64 = np.float64
 _LOG2E_D = _F64(1.4426950408889634)
 _LN2_HI_D = _F64(6.93147180369123816490e-01)  # fdlibm: low 32 bits zero, n * hi exact

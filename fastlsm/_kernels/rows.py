@@ -9,6 +9,7 @@ inputs are ``[rows, cols]`` with the class axis last; outputs are caller-allocat
 - :func:`row_shifted_sumexp` / :func:`block_sumexp`: ``sum(exp(x - m))``, the sum-only row
   pass (float32: :data:`.sumexp.SUM`; float64: an exp map into an L1 scratch chunk and a
   compensated fixed-order sum);
+- :func:`capped_sumexp`: the same sum over softcapped logits;
 - :func:`exp_store_sum`: the same sum (the same bits) while storing ``exp(x - m)`` as output
   values (float32: :data:`.sumexp.STORE`);
 - :func:`row_lse`: log-sum-exp of a row with PyTorch's special values.
@@ -33,9 +34,10 @@ from .math import (
     like,
     neumaier_add,
     neumaier_result,
+    softcap,
 )
 from .memory import prefetch
-from .sumexp import expsum_store_f32, expsum_store_only_f32, sumexp_f32
+from .sumexp import expsum_store_f32, expsum_store_only_f32, sumexp_f32, sumexp_softcap_f32
 
 # ----------------------------------------------------------------------------- threads
 
@@ -207,10 +209,11 @@ def _prefetch_chunk(nxt, c0, k):
 
 
 @kernel
-def _mapped_sum(x, m, eb, nxt):
+def _mapped_sum(x, m, cap, eb, nxt):
     """float64 data: ``sum(exp(x - m))`` by chunks of ``eb.size``: an exp map into the L1
     scratch ``eb``, each chunk summed by :func:`block_sum` (Kahan-compensated), the chunk
-    sums added with Neumaier's compensation. ``nxt`` is prefetched chunk by chunk. No
+    sums added with Neumaier's compensation; ``cap > 0``: of ``y = softcap(x)``
+    (:func:`.math.softcap`) instead of ``x``. ``nxt`` is prefetched chunk by chunk. No
     reassociating reduction is left to the vectorizer: it was seen to vectorize different
     inlined copies of one row function differently.
     """
@@ -222,8 +225,12 @@ def _mapped_sum(x, m, eb, nxt):
         # A view indexed from 0: a loop index LLVM can prove non-negative skips Numba's
         # negative-index wraparound, which would otherwise turn the loads into gathers.
         xc = x[c0 : c0 + k]
-        for j in range(xc.size):
-            eb[j] = fexp_sum(xc[j] - m)
+        if cap > 0.0:
+            for j in range(xc.size):
+                eb[j] = fexp_sum(softcap(xc[j], cap)[0] - m)
+        else:
+            for j in range(xc.size):
+                eb[j] = fexp_sum(xc[j] - m)
         s, c = neumaier_add(s, c, block_sum(eb[: xc.size]))
     return neumaier_result(s, c)
 
@@ -273,7 +280,7 @@ def block_sumexp(xb, m, eb, nb):
 def _block_sumexp_impl(xb, m, eb, nb):
     if is_f32_math(xb.dtype):
         return lambda xb, m, eb, nb: sumexp_f32(xb, m, nb)
-    return lambda xb, m, eb, nb: _mapped_sum(xb, m, eb, nb)
+    return lambda xb, m, eb, nb: _mapped_sum(xb, m, 0.0, eb, nb)
 
 
 @kernel
@@ -292,7 +299,23 @@ def row_shifted_sumexp(x, m, nxt):
 def _row_shifted_sumexp_impl(x, m, nxt):
     if is_f32_math(x.dtype):
         return lambda x, m, nxt: sumexp_f32(x, m, nxt)
-    return lambda x, m, nxt: _mapped_sum(x, m, _scratch(x), nxt)
+    return lambda x, m, nxt: _mapped_sum(x, m, 0.0, _scratch(x), nxt)
+
+
+def capped_sumexp(x, m, cap, nxt):
+    """``sum(exp(y - m))`` of the softcapped row ``y = cap * tanh(x / cap)`` (``cap > 0``,
+    ``m`` the maximum of ``y``), in the order of :func:`row_shifted_sumexp` (float32: the
+    :data:`.sumexp.SOFTCAP` pass, the formula of :func:`.math.softcap_ir`)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(capped_sumexp, jit_options=JIT_OPTIONS)
+def _capped_sumexp_impl(x, m, cap, nxt):
+    if x.dtype == types.float32:
+        return lambda x, m, cap, nxt: sumexp_softcap_f32(
+            x, m, np.float32(1.0 / cap), np.float32(cap), nxt
+        )
+    return lambda x, m, cap, nxt: _mapped_sum(x, m, cap, _scratch(x), nxt)
 
 
 def exp_store_sum(x, m, out, nxt, prefetching=True):

@@ -49,7 +49,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from . import half, ir
-from .math import exp_out_ir, exp_sum_ir, sum_term_from_out_ir
+from .math import exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
 from .memory import affine_ir
 
 WIDTH = 16  # float32 lanes per vector: one AVX-512 register, two AVX2 registers
@@ -62,7 +62,7 @@ CHUNK = WIDTH * ACCS * INNER  # 256 elements per float64 flush
 class RowPass:
     """What one exp-sum pass over a row does (see the module docstring).
 
-    Entry arguments, in order: ``x, m``, then ``out`` if ``store``, ``nxt`` if ``prefetch``,
+    Entry arguments, in order: ``x, m``, then ``inv, cap`` if ``softcap``, ``out`` if ``store``, ``nxt`` if ``prefetch``,
     then ``px, po, a, b`` (``write="shift"``) or ``px, po, s`` (``write="divide"``). Every row
     has ``x``'s length; ``out`` may be ``x``; ``po`` may be ``px`` but not ``x``. Returns the
     float64 sum.
@@ -74,9 +74,11 @@ class RowPass:
     dst: ir.Element = ir.FLOAT32
     nontemporal: bool = True  # po written with streaming stores (else plain ones)
     prefetch: bool = True
+    softcap: bool = False  # sum over y = cap * tanh(x * inv) instead of x (math.softcap_ir)
 
     def arg_names(self) -> tuple[str, ...]:
-        names = ["x", "m"] + ["out"] * bool(self.store) + ["nxt"] * self.prefetch
+        names = ["x", "m"] + ["inv", "cap"] * self.softcap + ["out"] * bool(self.store)
+        names += ["nxt"] * self.prefetch
         if self.write == "shift":
             names += ["px", "po", "a", "b"]
         elif self.write == "divide":
@@ -160,6 +162,14 @@ def _emit(spec: RowPass, context, builder, args):
     zero = llvm_ir.Constant(intp, 0)
     acc64 = [cgutils.alloca_once_value(builder, zero64) for _ in range(ACCS)]
     prev = _Prev(builder, spec, args, n, intp) if spec.write else None
+    if spec.softcap:
+        inv_vec, cap_vec = (ir.splat(builder, args["f32"](args[k]), WIDTH) for k in ("inv", "cap"))
+
+    def shifted(v):
+        """``d = y - m``: ``y`` the loaded value, softcapped when the spec says so."""
+        if spec.softcap:
+            v, _slope = softcap_ir(builder, v, inv_vec, cap_vec)  # the slope is not emitted
+        return builder.fsub(v, m_vec)
 
     def term(d, j, mask=None):
         """The sum term of ``d`` (and the stored exponential, when ``store``)."""
@@ -194,7 +204,7 @@ def _emit(spec: RowPass, context, builder, args):
                         ir.prefetch_l2(builder, builder.gep(fetch_base, [j]))
                     if write:  # the previous row's output, one aligned vector per vector
                         prev.vector(builder.add(j, prev.head))
-                    d = builder.fsub(spec.src.load(builder, xa.data, j, WIDTH), m_vec)
+                    d = shifted(spec.src.load(builder, xa.data, j, WIDTH))
                     accs[k] = builder.fadd(accs[k], term(d, j))
             for k in range(ACCS):
                 flush(k, accs[k])
@@ -221,7 +231,7 @@ def _emit(spec: RowPass, context, builder, args):
     with cgutils.for_range(builder, nvec, intp=intp) as loop:
         j = builder.add(start, builder.mul(loop.index, llvm_ir.Constant(intp, WIDTH)))
         mask = ir.lane_mask(builder, builder.sub(n, j), WIDTH)
-        d = builder.fsub(spec.src.load_masked(builder, xa.data, j, mask), m_vec)
+        d = shifted(spec.src.load_masked(builder, xa.data, j, mask))
         e = term(d, j, mask)
         builder.store(
             builder.fadd(builder.load(acc_rest), builder.select(mask, e, zero32)), acc_rest
@@ -312,50 +322,52 @@ SHIFT_PREV = RowPass(write="shift")
 SHIFT_PREV_PLAIN = RowPass(write="shift", nontemporal=False)
 STORE_DIVIDE_PREV = RowPass(store=ir.FLOAT32, write="divide")
 STORE_DIVIDE_PREV_PLAIN = RowPass(store=ir.FLOAT32, write="divide", nontemporal=False)
+SOFTCAP = RowPass(softcap=True)
 
 sumexp_f32 = make_pass(
     SUM,
     "sumexp_f32",
-    """``sum(exp(x - m))`` in float64 for a float32 row ``x``,
-prefetching ``nxt`` (:data:`SUM`). ``m`` is converted to float32; every ``x - m`` must be
-below 88. Prefetching never changes a result.""",
+    """``sum(exp(x - m))`` in float64 for a float32 row ``x`` (:data:`SUM`), prefetching
+    ``nxt``. ``m`` is converted to float32; every ``x - m`` must be below 88.""",
 )
 expsum_store_f32 = make_pass(
     STORE,
     "expsum_store_f32",
-    """``out[j] = exp(x[j] - m)`` (output values) for every
-j; returns the sum of :func:`sumexp_f32` (the same bits), prefetching ``nxt``.""",
+    """``out[j] = exp(x[j] - m)`` (output values) for every j; returns the sum of
+    :func:`sumexp_f32` (the same bits), prefetching ``nxt`` (:data:`STORE`).""",
 )
 expsum_store_only_f32 = make_pass(
     STORE_NO_PREFETCH,
     "expsum_store_only_f32",
-    """As :func:`expsum_store_f32`, without
-prefetching (``x, m, out``): a pass whose stores are the traffic (cross-entropy's gradient
-rows) ran slower with prefetches added.""",
+    """As :func:`expsum_store_f32` without prefetching (``x, m, out``): a pass whose
+    stores are the traffic (cross-entropy's gradient rows) ran slower with prefetches.""",
 )
 sumexp_shift_prev_f32 = make_pass(
     SHIFT_PREV,
     "sumexp_shift_prev_f32",
-    """:func:`sumexp_f32` (the same bits), while
-streaming the previous row's log_softmax ``po = (px - a) - b`` (the bits of
-``memory.stream_affine(px, po, a, 1, b, True)``); the caller fences after its last row.""",
+    """:func:`sumexp_f32` (the same bits) while streaming the previous row's log_softmax
+    ``po = (px - a) - b`` (the bits of ``memory.stream_affine(px, po, a, 1, b, True)``);
+    the caller fences after its last row.""",
 )
 sumexp_shift_prev_plain_f32 = make_pass(
     SHIFT_PREV_PLAIN,
     "sumexp_shift_prev_plain_f32",
-    """As
-:func:`sumexp_shift_prev_f32` with plain stores (outputs that fit in cache).""",
+    """As :func:`sumexp_shift_prev_f32` with plain stores (outputs that fit in cache).""",
 )
 expsum_store_divide_prev_f32 = make_pass(
     STORE_DIVIDE_PREV,
     "expsum_store_divide_prev_f32",
-    """:func:`expsum_store_f32`
-(the same bits), while streaming the previous row's softmax ``po = px / s`` (the bits of
-``memory.stream_divide(px, po, 0, s, 0, True)``).""",
+    """:func:`expsum_store_f32` (the same bits) while streaming the previous row's softmax
+    ``po = px / s`` (the bits of ``memory.stream_divide(px, po, 0, s, 0, True)``).""",
 )
 expsum_store_divide_prev_plain_f32 = make_pass(
     STORE_DIVIDE_PREV_PLAIN,
     "expsum_store_divide_prev_plain_f32",
-    """As
-:func:`expsum_store_divide_prev_f32` with plain stores.""",
+    """As :func:`expsum_store_divide_prev_f32` with plain stores.""",
+)
+sumexp_softcap_f32 = make_pass(
+    SOFTCAP,
+    "sumexp_softcap_f32",
+    """``sum(exp(y - m))``, ``y = cap * tanh(x * inv)`` (:func:`.math.softcap_ir`), as
+    :func:`sumexp_f32`; ``m`` the maximum of ``y``, ``inv`` and ``cap`` converted to float32.""",
 )
