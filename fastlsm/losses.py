@@ -46,7 +46,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
-from ._dtypes import is_half, logits_array, result_dtype, widened
+from ._dtypes import is_half, kernel_view, logits_array, result_dtype
 from ._kernels import cross_entropy as _k
 from ._kernels.memory import fresh_output
 from ._validate import as_rows, axis_index, float_array
@@ -218,8 +218,6 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
         else _nonneg_weights(token_weight, outer, "token_weight", "the target's shape")
     )
     rows = as_rows(x, ax)
-    if is_half(x.dtype):  # float32 kernels on a widened copy
-        rows = widened(rows)
     return _Setup(x, ax, rows, outer, tgt, soft, w, tw, ignore, red)
 
 
@@ -258,14 +256,14 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
     """Call the kernel. ``grad_mode``: None (no gradient), "new" or "inplace"."""
     x, rows = s.x, s.rows
     n, c = rows.shape
-    dt = rows.dtype
+    dt = result_dtype(x.dtype)  # of the loss and lse; the gradient is of x's dtype
     loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     lse = np.empty(n, dt) if return_lse else np.empty(0, dt)
     grad_arr = None
     _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
-        grad = np.empty((0, c), dt)
+        grad = np.empty((0, c), x.dtype)
         scale, per_token = 1.0, _EMPTY
     else:
         scale, per_token = _grad_output(grad_output, s)
@@ -273,12 +271,12 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             grad = rows  # a view of x, or the private copy stored back below
             grad_arr = x
         else:
-            moved = fresh_output(s.outer + (c,), dt)
+            moved = fresh_output(s.outer + (c,), x.dtype)
             grad = moved.reshape(n, c)
             grad_arr = moved if s.ax == x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
     if s.soft:
         status = _k.cross_entropy_probs_rows(
-            rows,
+            kernel_view(rows),
             s.target,
             s.weight,
             s.token_weight,
@@ -290,12 +288,12 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             per_token,
             loss,
             lse,
-            grad,
+            kernel_view(grad),
             work,
         )
     else:
         status = _k.cross_entropy_rows(
-            rows,
+            kernel_view(rows),
             s.target,
             s.weight,
             s.token_weight,
@@ -308,15 +306,13 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             per_token,
             loss,
             lse,
-            grad,
+            kernel_view(grad),
             work,
         )
     if status >= 0:
         _raise_bad_target(s, int(status))
     if grad_mode == "inplace" and not np.shares_memory(rows, x):
         np.moveaxis(x, s.ax, -1)[...] = rows.reshape(s.outer + (c,))
-    if grad_mode == "new" and grad_arr.dtype != x.dtype:  # rounded once to the logits' dtype
-        grad_arr = grad_arr.astype(x.dtype)
     loss = loss.reshape(s.outer if s.reduction == _k.NONE else ())
     lse = lse.reshape(s.outer) if return_lse else None
     return loss, grad_arr, lse
@@ -519,22 +515,22 @@ def _nll(s: _Setup, grad_mode, grad_output):
     """NLL loss and, when ``grad_mode == "new"``, ``grad_output * d loss / d log_probs``."""
     rows = s.rows
     n, c = rows.shape
-    dt = rows.dtype
+    dt = result_dtype(s.x.dtype)
     loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     grad_arr = None
     _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
-        grad = np.empty((0, c), dt)
+        grad = np.empty((0, c), s.x.dtype)
         scale, per_token = 1.0, _EMPTY
     else:
         scale, per_token = _grad_output(grad_output, s)
-        moved = np.empty(s.outer + (c,), dt)
+        moved = np.empty(s.outer + (c,), s.x.dtype)
         grad = moved.reshape(n, c)
         grad_arr = moved if s.ax == s.x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
     _jit.use_threads(rows.size)
     status = _k.nll_loss_rows(
-        rows,
+        kernel_view(rows),
         s.target,
         s.weight,
         s.token_weight,
@@ -543,7 +539,7 @@ def _nll(s: _Setup, grad_mode, grad_output):
         scale,
         per_token,
         loss,
-        grad,
+        kernel_view(grad),
         work,
     )
     if status >= 0:

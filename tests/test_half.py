@@ -400,3 +400,30 @@ def test_beam_step_and_search_on_16_bit_logits(dtype, rng):
                                   np.array([[1, 2], [3, 4]]), **args)
     np.testing.assert_array_equal(half_run.sequences, f32_run.sequences)
     np.testing.assert_array_equal(half_run.sequences_scores, f32_run.sequences_scores)
+
+
+@HALVES
+@pytest.mark.parametrize(
+    "opts",
+    [{"softcap": 15.0, "z_loss": 1e-3}, {"label_smoothing": 0.2, "reduction": "none"},
+     {"softcap": 5.0, "reduction": "sum", "weight": "w"}],
+    ids=["softcap-z", "smooth-none", "softcap-weighted"],
+)
+def test_cross_entropy_is_the_float32_path_on_the_exact_values(dtype, opts, rng):
+    """16-bit logits give the float32 kernel's loss and lse bits for their exact float32
+    values, and its gradient rounded once (every option; index and probability targets)."""
+    n, c = 24, 301
+    x = _logits(rng, (n, c), dtype)
+    t = _targets(rng, n, c)
+    opts = dict(opts)
+    if opts.get("weight") == "w":
+        opts["weight"] = rng.uniform(0.5, 2.0, c)
+    x32 = x.astype(np.float32)
+    for target in (t, rng.dirichlet(np.ones(c), n).astype(np.float32)):
+        got = fastlsm.cross_entropy_with_grad(x, target, return_lse=True, **opts)
+        want = fastlsm.cross_entropy_with_grad(x32, target, return_lse=True, **opts)
+        np.testing.assert_array_equal(got.loss, want.loss)
+        np.testing.assert_array_equal(got.lse, want.lse)
+        np.testing.assert_array_equal(fastlsm.cross_entropy(x, target, **opts), want.loss)
+        np.testing.assert_array_equal(got.grad.view(np.uint16),
+                                      want.grad.astype(dtype).view(np.uint16))

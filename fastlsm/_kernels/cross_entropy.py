@@ -4,7 +4,10 @@ Layout contract (as in :mod:`fastlsm._kernels.normalize`): ``logits`` is a C-con
 ``[rows, cols]`` float32/float64 array with the class axis last; every output is
 caller-allocated and C-contiguous; ``grad`` may be ``logits`` itself (in place). Optional
 arrays are passed as size-0 arrays of the right number of dimensions (``np.empty(0)``,
-``np.empty((0, 0), dtype)``): that is how "absent" / ``NULL`` is spelled.
+``np.empty((0, 0), dtype)``): that is how "absent" / ``NULL`` is spelled. 16-bit logits
+(bfloat16/float16, as their :mod:`.half` views) run the float32 row code on a per-thread
+float32 copy of each row (:func:`.half.compute_row`); their gradient is rounded once into
+the 16-bit ``grad``; loss, lse and probability targets are then float32.
 
 Entry functions (the C ABI wraps exactly these; they take only arrays and scalars, never
 raise and never allocate anything of the logits' size):
@@ -49,6 +52,7 @@ from numba import prange
 
 from .._jit import kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
+from .half import compute_row, grad_row, load_element, row_buffer, store_element, store_grad
 from .rows import chunk_rows, row_chunks
 
 NONE = 0
@@ -187,20 +191,24 @@ def cross_entropy_rows(
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
+        buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
         for i in range(r0, r1):
             t = np.int64(target[i])
             v = 0.0
             if t == ignore_index:
                 if want_lse:  # before zeroing: grad may be the logits
-                    lse[i] = capped_lse(logits[i], softcap, logits[min(i + 1, n - 1)])
+                    row = compute_row(logits[i], buf)
+                    lse[i] = capped_lse(row, softcap, logits[min(i + 1, n - 1)])
                 if want_grad:
                     zero_row(grad[i])
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
+                row = compute_row(logits[i], buf)
+                g = grad_row(grad, i, row, want_grad)
                 v, ls = index_row(
-                    logits[i],
+                    row,
                     t,
-                    grad[i] if want_grad else logits[i],
+                    g,
                     want_grad,
                     weight,
                     wsum,
@@ -210,6 +218,8 @@ def cross_entropy_rows(
                     a,
                     logits[min(i + 1, n - 1)],
                 )
+                if want_grad:
+                    store_grad(g, grad[i])
                 v *= tw
                 if want_lse:
                     lse[i] = ls
@@ -275,12 +285,15 @@ def cross_entropy_probs_rows(
     nchunk = row_chunks(n)
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
+        buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
         for i in range(r0, r1):
             tw, a = _token_scales(i, token_weight, grad_output, scale)
+            row = compute_row(logits[i], buf)
+            g = grad_row(grad, i, row, want_grad)
             v, ls = probs_row(
-                logits[i],
+                row,
                 target[i],
-                grad[i] if want_grad else logits[i],
+                g,
                 want_grad,
                 weight,
                 label_smoothing,
@@ -289,6 +302,8 @@ def cross_entropy_probs_rows(
                 a,
                 logits[min(i + 1, n - 1)],
             )
+            if want_grad:
+                store_grad(g, grad[i])
             v *= tw
             if want_lse:
                 lse[i] = ls
@@ -358,12 +373,12 @@ def nll_loss_rows(
             if t != ignore_index:
                 tw = np.float64(token_weight[i]) if htw else 1.0
                 wt = np.float64(weight[t]) if hw else 1.0
-                v = -tw * wt * np.float64(log_probs[i, t])
+                v = -tw * wt * np.float64(load_element(log_probs[i], t))
             if want_grad:
                 zero_row(grad[i])
                 if t != ignore_index:
                     a = np.float64(grad_output[i]) if per_token else scale
-                    grad[i, t] = -a * tw * wt
+                    store_element(grad[i], t, -a * tw * wt)
             _keep_loss(reduction, loss, work, i, v)
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)

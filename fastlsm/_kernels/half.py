@@ -252,3 +252,67 @@ def _scratch_impl(shape, x):
     if is_f32_math(x.dtype):
         return lambda shape, x: np.empty(shape, np.float32)
     return lambda shape, x: np.empty(shape, x.dtype)
+
+
+# ------------------------------------------------------------------ float32 row buffers
+# Kernels whose row code has several loops over the row (cross-entropy: weighted sums,
+# softcap, gradient passes) run it on a float32 copy of a 16-bit row: one vectorized
+# widening pass into a per-thread row buffer (L2-resident), the float32 row code in place
+# on it, one rounding pass into a 16-bit gradient. float32/float64 rows use no buffer.
+
+
+def row_buffer(x):
+    """A float32 row-sized buffer for the rows of 2-D ``x`` when they are 16-bit (one per
+    thread's block of rows), else an empty array (never used)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(row_buffer, jit_options=JIT_OPTIONS)
+def _row_buffer_impl(x):
+    if element_kind(x.dtype) in (BF16, F16):
+        return lambda x: np.empty(x.shape[1], np.float32)
+    return lambda x: np.empty(0, x.dtype)
+
+
+def compute_row(row, buf):
+    """``row`` itself (float32, float64), or a 16-bit ``row`` widened into ``buf``."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(compute_row, jit_options=JIT_OPTIONS)
+def _compute_row_impl(row, buf):
+    if element_kind(row.dtype) in (BF16, F16):
+
+        def widened(row, buf):
+            convert(row, buf)
+            return buf
+
+        return widened
+    return lambda row, buf: row
+
+
+def grad_row(grad, i, row, want):
+    """Where row ``i``'s gradient is computed: ``grad[i]`` (``row`` when not ``want``) for
+    float32/float64 gradients; ``row`` (the float32 buffer) for 16-bit ones, which
+    :func:`store_grad` then rounds into ``grad[i]``."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(grad_row, jit_options=JIT_OPTIONS)
+def _grad_row_impl(grad, i, row, want):
+    if element_kind(grad.dtype) in (BF16, F16):
+        return lambda grad, i, row, want: row
+    return lambda grad, i, row, want: grad[i] if want else row
+
+
+def store_grad(g, out):
+    """Round the float32 gradient ``g`` into the 16-bit row ``out`` (a no-op when ``out``
+    is float32/float64: :func:`grad_row` computed it there)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(store_grad, jit_options=JIT_OPTIONS)
+def _store_grad_impl(g, out):
+    if element_kind(out.dtype) in (BF16, F16):
+        return lambda g, out: convert(g, out)
+    return lambda g, out: None
