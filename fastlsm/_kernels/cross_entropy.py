@@ -5,9 +5,9 @@ Layout contract (as in :mod:`fastlsm._kernels.normalize`): ``logits`` is a C-con
 caller-allocated and C-contiguous; ``grad`` may be ``logits`` itself (in place). Optional
 arrays are passed as size-0 arrays of the right number of dimensions (``np.empty(0)``,
 ``np.empty((0, 0), dtype)``): that is how "absent" / ``NULL`` is spelled. 16-bit logits
-(bfloat16/float16, as their :mod:`.half` views) run the float32 row code on a per-thread
-float32 copy of each row (:func:`.half.compute_row`); their gradient is rounded once into
-the 16-bit ``grad``; loss, lse and probability targets are then float32.
+(bfloat16/float16, as their :mod:`.half` views) are read directly and computed in float32;
+their gradient is computed in a per-thread float32 row buffer and rounded once into the
+16-bit ``grad`` (:func:`.half.grad_row`); loss, lse and probability targets are float32.
 
 Entry functions (the C ABI wraps exactly these; they take only arrays and scalars, never
 raise and never allocate anything of the logits' size):
@@ -52,7 +52,7 @@ from numba import prange
 
 from .._jit import kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
-from .half import compute_row, grad_row, load_element, row_buffer, store_element, store_grad
+from .half import grad_row, load_element, row_buffer, store_element, store_grad
 from .rows import chunk_rows, row_chunks
 
 NONE = 0
@@ -197,16 +197,14 @@ def cross_entropy_rows(
             v = 0.0
             if t == ignore_index:
                 if want_lse:  # before zeroing: grad may be the logits
-                    row = compute_row(logits[i], buf)
-                    lse[i] = capped_lse(row, softcap, logits[min(i + 1, n - 1)])
+                    lse[i] = capped_lse(logits[i], softcap, logits[min(i + 1, n - 1)])
                 if want_grad:
                     zero_row(grad[i])
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
-                row = compute_row(logits[i], buf)
-                g = grad_row(grad, i, row, want_grad)
+                g = grad_row(grad, i, logits[i], buf, want_grad)
                 v, ls = index_row(
-                    row,
+                    logits[i],
                     t,
                     g,
                     want_grad,
@@ -288,10 +286,9 @@ def cross_entropy_probs_rows(
         buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
         for i in range(r0, r1):
             tw, a = _token_scales(i, token_weight, grad_output, scale)
-            row = compute_row(logits[i], buf)
-            g = grad_row(grad, i, row, want_grad)
+            g = grad_row(grad, i, logits[i], buf, want_grad)
             v, ls = probs_row(
-                row,
+                logits[i],
                 target[i],
                 g,
                 want_grad,

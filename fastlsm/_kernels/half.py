@@ -254,11 +254,10 @@ def _scratch_impl(shape, x):
     return lambda shape, x: np.empty(shape, x.dtype)
 
 
-# ------------------------------------------------------------------ float32 row buffers
-# Kernels whose row code has several loops over the row (cross-entropy: weighted sums,
-# softcap, gradient passes) run it on a float32 copy of a 16-bit row: one vectorized
-# widening pass into a per-thread row buffer (L2-resident), the float32 row code in place
-# on it, one rounding pass into a 16-bit gradient. float32/float64 rows use no buffer.
+# ------------------------------------------------------------------ float32 gradient rows
+# Cross-entropy reads 16-bit rows directly, but computes a gradient row in several passes
+# (exponentials, then scaling): those run on a per-thread float32 row buffer, and the
+# result is rounded once into the 16-bit gradient. float32/float64 rows use no buffer.
 
 
 def row_buffer(x):
@@ -274,35 +273,18 @@ def _row_buffer_impl(x):
     return lambda x: np.empty(0, x.dtype)
 
 
-def compute_row(row, buf):
-    """``row`` itself (float32, float64), or a 16-bit ``row`` widened into ``buf``."""
-    raise NotImplementedError("compiled only")
-
-
-@overload(compute_row, jit_options=JIT_OPTIONS)
-def _compute_row_impl(row, buf):
-    if element_kind(row.dtype) in (BF16, F16):
-
-        def widened(row, buf):
-            convert(row, buf)
-            return buf
-
-        return widened
-    return lambda row, buf: row
-
-
-def grad_row(grad, i, row, want):
-    """Where row ``i``'s gradient is computed: ``grad[i]`` (``row`` when not ``want``) for
-    float32/float64 gradients; ``row`` (the float32 buffer) for 16-bit ones, which
-    :func:`store_grad` then rounds into ``grad[i]``."""
+def grad_row(grad, i, row, buf, want):
+    """Where row ``i``'s gradient is computed: ``grad[i]`` for float32/float64 gradients
+    (``row``, the logits' row, when not ``want``); the float32 ``buf`` for 16-bit ones,
+    which :func:`store_grad` then rounds into ``grad[i]``."""
     raise NotImplementedError("compiled only")
 
 
 @overload(grad_row, jit_options=JIT_OPTIONS)
-def _grad_row_impl(grad, i, row, want):
+def _grad_row_impl(grad, i, row, buf, want):
     if element_kind(grad.dtype) in (BF16, F16):
-        return lambda grad, i, row, want: row
-    return lambda grad, i, row, want: grad[i] if want else row
+        return lambda grad, i, row, buf, want: buf
+    return lambda grad, i, row, buf, want: grad[i] if want else row
 
 
 def store_grad(g, out):

@@ -311,7 +311,7 @@ def capped_sumexp(x, m, cap, nxt):
 
 @overload(capped_sumexp, jit_options=JIT_OPTIONS)
 def _capped_sumexp_impl(x, m, cap, nxt):
-    if x.dtype == types.float32:
+    if is_f32_math(x.dtype):
         return lambda x, m, cap, nxt: sumexp_softcap_f32(
             x, m, np.float32(1.0 / cap), np.float32(cap), nxt
         )

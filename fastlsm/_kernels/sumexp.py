@@ -258,7 +258,7 @@ def _emit(spec: RowPass, context, builder, args):
 def make_pass(spec: RowPass, name: str, doc: str):
     """The Numba intrinsic running ``spec`` (arguments as :meth:`RowPass.arg_names`).
 
-    The elements of ``x``, ``nxt`` and ``po`` are those of the arrays passed (any dtype
+    The elements of ``x``, ``out``, ``nxt`` and ``po`` are those of the arrays passed (any dtype
     computed in float32: float32, bfloat16 or float16 rows, see :mod:`.half`): one intrinsic
     serves them all, and its loop is compiled for each combination.
     """
@@ -278,10 +278,11 @@ def make_pass(spec: RowPass, name: str, doc: str):
         if len(argtys) != len(names):
             return None
         typed = dict(zip(names, argtys, strict=True))
-        kinds = {k: getattr(typed.get(k), "dtype", None) for k in ("x", "nxt", "po")}
+        kinds = {k: getattr(typed.get(k), "dtype", None) for k in ("x", "out", "nxt", "po")}
         if not all(d is None or half.is_f32_math(d) for d in kinds.values()):
             return None
         actual = replace(spec, src=half.element(kinds["x"]),
+                         store=half.element(kinds["out"]) if spec.store else None,
                          dst=half.element(kinds["po"]) if spec.write else spec.dst)
         elements = actual.arg_elements()
         if spec.prefetch:  # only its addresses are used
