@@ -31,9 +31,7 @@ SciPy's results).
 
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
-from numba.core import types
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
