@@ -277,6 +277,7 @@ def test_float16_extremes():
 @HALVES
 def test_same_bits_for_any_thread_count(dtype, rng):
     x = _logits(rng, (64, 2000), dtype)
+    t = _targets(rng, 64, 2000)
     before = fastlsm.get_num_threads()
     got = []
     try:
@@ -285,6 +286,8 @@ def test_same_bits_for_any_thread_count(dtype, rng):
             got.append([f(x).view(np.uint16).copy() for f in (fastlsm.log_softmax,
                                                              fastlsm.softmax)])
             got[-1].append(fastlsm.logsumexp(x).view(np.uint32).copy())
+            r = fastlsm.cross_entropy_with_grad(x, t, reduction="none", label_smoothing=0.1)
+            got[-1] += [r.loss.copy(), r.grad.view(np.uint16).copy()]
     finally:
         fastlsm.set_num_threads(before)
     for a, b in zip(*got, strict=True):
@@ -301,6 +304,14 @@ def _targets(rng, n, c, ignore=True):
     return t
 
 
+def _ce_case(rng, dtype, n, c, opts):
+    """Logits, index targets (every 5th ignored) and options (``weight="w"``: random)."""
+    opts = dict(opts)
+    if opts.get("weight") == "w":
+        opts["weight"] = rng.uniform(0.5, 2.0, c)
+    return _logits(rng, (n, c), dtype), _targets(rng, n, c), opts
+
+
 @HALVES
 @pytest.mark.parametrize(
     "opts",
@@ -309,12 +320,7 @@ def _targets(rng, n, c, ignore=True):
     ids=["mean", "none", "sum-smooth", "weighted"],
 )
 def test_cross_entropy_float32_loss_and_16_bit_grad(dtype, opts, rng, tolerance):
-    n, c = 40, 777
-    x = _logits(rng, (n, c), dtype)
-    t = _targets(rng, n, c)
-    opts = dict(opts)
-    if opts.get("weight") == "w":
-        opts["weight"] = rng.uniform(0.5, 2.0, c)
+    x, t, opts = _ce_case(rng, dtype, 40, 777, opts)
     loss = fastlsm.cross_entropy(x, t, **opts)
     r = fastlsm.cross_entropy_with_grad(x, t, return_lse=True, **opts)
     want_loss, want_grad = naive.cross_entropy(x.astype(np.float64), t, **opts)
@@ -412,14 +418,9 @@ def test_beam_step_and_search_on_16_bit_logits(dtype, rng):
 def test_cross_entropy_is_the_float32_path_on_the_exact_values(dtype, opts, rng):
     """16-bit logits give the float32 kernel's loss and lse bits for their exact float32
     values, and its gradient rounded once (every option; index and probability targets)."""
-    n, c = 24, 301
-    x = _logits(rng, (n, c), dtype)
-    t = _targets(rng, n, c)
-    opts = dict(opts)
-    if opts.get("weight") == "w":
-        opts["weight"] = rng.uniform(0.5, 2.0, c)
+    x, t, opts = _ce_case(rng, dtype, 24, 301, opts)
     x32 = x.astype(np.float32)
-    for target in (t, rng.dirichlet(np.ones(c), n).astype(np.float32)):
+    for target in (t, rng.dirichlet(np.ones(x.shape[1]), x.shape[0]).astype(np.float32)):
         got = fastlsm.cross_entropy_with_grad(x, target, return_lse=True, **opts)
         want = fastlsm.cross_entropy_with_grad(x32, target, return_lse=True, **opts)
         np.testing.assert_array_equal(got.loss, want.loss)

@@ -216,8 +216,7 @@ def cross_entropy_rows(
                     a,
                     logits[min(i + 1, n - 1)],
                 )
-                if want_grad:
-                    store_grad(g, grad[i])
+                store_grad(g, grad, i, want_grad)
                 v *= tw
                 if want_lse:
                     lse[i] = ls
@@ -299,8 +298,7 @@ def cross_entropy_probs_rows(
                 a,
                 logits[min(i + 1, n - 1)],
             )
-            if want_grad:
-                store_grad(g, grad[i])
+            store_grad(g, grad, i, want_grad)
             v *= tw
             if want_lse:
                 lse[i] = ls

@@ -287,14 +287,19 @@ def _grad_row_impl(grad, i, row, buf, want):
     return lambda grad, i, row, buf, want: grad[i] if want else row
 
 
-def store_grad(g, out):
-    """Round the float32 gradient ``g`` into the 16-bit row ``out`` (a no-op when ``out``
-    is float32/float64: :func:`grad_row` computed it there)."""
+def store_grad(g, grad, i, want):
+    """When ``want``: round the float32 gradient ``g`` into the 16-bit row ``grad[i]`` (a
+    no-op for float32/float64 gradients: :func:`grad_row` computed them in place)."""
     raise NotImplementedError("compiled only")
 
 
 @overload(store_grad, jit_options=JIT_OPTIONS)
-def _store_grad_impl(g, out):
-    if element_kind(out.dtype) in (BF16, F16):
-        return lambda g, out: convert(g, out)
-    return lambda g, out: None
+def _store_grad_impl(g, grad, i, want):
+    if element_kind(grad.dtype) in (BF16, F16):
+
+        def store(g, grad, i, want):
+            if want:
+                convert(g, grad[i])
+
+        return store
+    return lambda g, grad, i, want: None
