@@ -29,7 +29,8 @@ FASTMATH = frozenset({"nsz"})
 - Not ``reassoc``: it rewrites ``(x - m) - c`` as ``x - (m + c)``, losing the low bits of
   large logits, and lets the vectorizer pick a summation order per compiled copy of a
   function (bits then depended on the thread and on the cache state). Sums go through
-  ``_kernels.stream.block_sum``, whose order is written out in LLVM IR.
+  ``_kernels.rows.block_sum`` and the row pass of ``_kernels.sumexp``, whose order is
+  written out in LLVM IR.
 - Not ``contract``: fused multiply-adds are written explicitly (``_kernels.math.fma``), so
   no rounding is left to the code generator.
 - Not ``nnan``/``ninf``: masks are ``-inf`` and NaN must propagate.

@@ -23,6 +23,7 @@ import pytest
 
 from fastlsm._jit import kernel
 from fastlsm._kernels.math import fexp, fmax, like, radd
+from fastlsm._kernels.rows import row_max
 
 EXP_ULP = 2.0
 """Documented bound of fexp (``fastlsm/_kernels/math.py``): measured maxima are 1.01 ulp for
@@ -44,13 +45,7 @@ def max_pairs(a, b, out):
         out[i] = fmax(a[i], b[i])
 
 
-@kernel
-def max_reduce(x):
-    """The reduction pattern of ``row_max``: vectorized ``maxnum`` from ``-inf``."""
-    m = like(x, -np.inf)
-    for j in range(x.size):
-        m = fmax(m, x[j])
-    return m
+max_reduce = row_max  # the reduction pattern of every row kernel: vectorized maxnum
 
 
 @kernel

@@ -929,3 +929,43 @@ def test_large_fresh_outputs_are_prefaulted_and_exact(rng):
         want = np.empty_like(x)
         fn(x, out=want)
         assert same_bits(fn(x), want)
+
+
+# ----------------------------------------------------------------------------- store kinds
+# Outputs below memory.STREAM_MIN_BYTES are written with plain stores, larger ones with
+# streaming stores (issue 14: an aligned one-row output used to take the streaming path and
+# its fence). The choice depends on the size only and never changes a bit.
+
+
+def test_store_kind_is_decided_by_the_output_size_only():
+    from fastlsm._kernels.memory import STREAM_MIN_BYTES, streams
+
+    assert not streams(0) and not streams(STREAM_MIN_BYTES - 1)
+    assert streams(STREAM_MIN_BYTES) and streams(1 << 40)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["log_softmax", "softmax"])
+def test_same_bits_for_every_output_alignment_and_both_store_kinds(name, dtype, rng):
+    from fastlsm._kernels.memory import STREAM_MIN_BYTES
+
+    fn = getattr(fastlsm, name)
+    itemsize = np.dtype(dtype).itemsize
+    cols = STREAM_MIN_BYTES // itemsize // 3 + 37  # 3 rows stream, one row does not
+    x = (4 * rng.standard_normal((3, cols))).astype(dtype)
+    x[:, ::11] = -inf
+    streamed = fn(x)  # >= STREAM_MIN_BYTES: streaming stores
+    assert streamed.nbytes >= STREAM_MIN_BYTES
+    small = (4 * rng.standard_normal((2, 40))).astype(dtype)
+    want_small = fn(small)
+    for offset in range(0, 64 // itemsize + 1):  # every alignment of the output, in elements
+        buf = np.empty(cols + offset, dtype)
+        out = buf[offset:].reshape(1, cols)  # one row: plain stores
+        for i in (0, 2):
+            assert same_bits(fn(x[i : i + 1], out=out), streamed[i : i + 1]), (i, offset)
+        sbuf = np.empty(small.size + offset, dtype)
+        sout = sbuf[offset:].reshape(small.shape)
+        assert same_bits(fn(small, out=sout), want_small), offset
+        for cols_small in (1, 8, 16, 17):
+            o = np.empty(cols_small + offset, dtype)[offset:].reshape(1, cols_small)
+            assert same_bits(fn(small[:1, :cols_small], out=o), fn(small[:1, :cols_small]))

@@ -94,14 +94,15 @@ def test_thread_count_does_not_change_bits():
     x = rng.standard_normal((4, 64, 700)).astype(np.float32)
     tok = rng.integers(0, 700, (4, 64))
     old = fastlsm.get_num_threads()
+    runs = []
     try:
-        fastlsm.set_num_threads(1)
-        a = fastlsm.sequence_logprobs(x, tok)
-        fastlsm.set_num_threads(old)
-        b = fastlsm.sequence_logprobs(x, tok)
+        for threads in (1, old):
+            fastlsm.set_num_threads(threads)
+            runs.append(fastlsm.sequence_logprobs(x, tok))
     finally:
         fastlsm.set_num_threads(old)
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    (a_tok, a_seq), (b_tok, b_seq) = runs
+    assert np.array_equal(a_tok, b_tok) and np.array_equal(a_seq, b_seq)
 
 
 def test_errors_name_the_position():

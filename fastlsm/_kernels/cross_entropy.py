@@ -12,9 +12,10 @@ their gradient is computed in a per-thread float32 row buffer and rounded once i
 Entry functions (the C ABI wraps exactly these; they take only arrays and scalars, never
 raise and never allocate anything of the logits' size):
 
-- :func:`cross_entropy_rows`        class-index targets, every option, loss + lse + gradient;
-- :func:`cross_entropy_probs_rows`  probability (soft) targets, same options;
-- :func:`nll_loss_rows`             NLL over log-probabilities (loss and, optionally, gradient).
+- :func:`cross_entropy_rows`  class-index or probability (soft) targets, every option,
+  loss + lse + gradient (the target kind is the target array's: ``[N]`` integers or
+  ``[N, C]`` floats; one row loop for both);
+- :func:`nll_loss_rows`       NLL over log-probabilities (loss and, optionally, gradient).
 
 ``reduction`` codes are PyTorch's: ``0`` none, ``1`` mean, ``2`` sum.
 
@@ -49,8 +50,10 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange
+from numba.core import types
+from numba.extending import overload
 
-from .._jit import kernel
+from .._jit import JIT_OPTIONS, kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
 from .half import grad_row, load_element, row_buffer, store_element, store_grad
 from .rows import chunk_rows, row_chunks
@@ -131,6 +134,68 @@ def _weight_sum(weight, cols):
     return w
 
 
+@kernel
+def _check_prob_targets(token_weight, n):
+    """Probability targets: nothing to check; the mean divides by ``sum(token_weight)``
+    (``n`` when absent), as PyTorch divides by the number of positions."""
+    if token_weight.size == 0:
+        return np.int64(-1), np.float64(n)
+    den = 0.0
+    for i in range(n):
+        den += np.float64(token_weight[i])
+    return np.int64(-1), den
+
+
+def check_targets(target, n, cols, ignore_index, weight, token_weight):
+    """``(first bad flat index or -1, mean denominator)`` for either target kind."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(check_targets, jit_options=JIT_OPTIONS)
+def _check_targets_impl(target, n, cols, ignore_index, weight, token_weight):
+    if target.ndim == 1:
+        return lambda target, n, cols, ignore_index, weight, token_weight: _check_index_targets(
+            target, cols, ignore_index, weight, token_weight
+        )
+    return lambda target, n, cols, ignore_index, weight, token_weight: _check_prob_targets(
+        token_weight, n
+    )
+
+
+def row_target(target, i, ignore_index):
+    """``(ignored, t)``: row ``i``'s class index (int64) or probability row."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(row_target, jit_options=JIT_OPTIONS)
+def _row_target_impl(target, i, ignore_index):
+    if target.ndim == 1:
+
+        def index(target, i, ignore_index):
+            t = np.int64(target[i])
+            return t == ignore_index, t
+
+        return index
+    return lambda target, i, ignore_index: (False, target[i])
+
+
+def counted_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
+    """``(loss, lse)`` of a counted row: :func:`.ce_rows.index_row` for a class index,
+    :func:`.ce_rows.probs_row` for a probability row."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(counted_row, jit_options=JIT_OPTIONS)
+def _counted_row_impl(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
+    if isinstance(t, types.Integer):
+        return lambda x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt: index_row(
+            x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt
+        )
+    return lambda x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt: probs_row(
+        x, t, g, want_grad, weight, eps, z, cap, a, nxt
+    )
+
+
 @kernel(parallel=True)
 def cross_entropy_rows(
     logits,
@@ -149,16 +214,18 @@ def cross_entropy_rows(
     grad,
     work,
 ):
-    """Cross-entropy with class-index targets: loss, optional lse, optional gradient.
+    """Cross-entropy: loss, optional lse, optional gradient, class-index or soft targets.
 
     Signature (every array C-contiguous; "absent" = a size-0 array)::
 
         cross_entropy_rows(
             logits:        float32|float64 [N, C]   class axis last
-            target:        int32|int64     [N]      class indices
+            target:        int32|int64     [N]      class indices, or
+                           logits' dtype   [N, C]   class probabilities (not checked:
+                                                    rows need not sum to 1, like PyTorch)
             weight:        float           [C] | [0]   class weights (absent: ones)
             token_weight:  float           [N] | [0]   per-token weights (absent: ones)
-            ignore_index:  int64                    targets equal to it are ignored
+            ignore_index:  int64                    index targets equal to it are ignored
             label_smoothing: float64 in [0, 1]
             z_loss:        float64                  adds z_loss * lse**2 per counted token
             softcap:       float64                  > 0: logits -> softcap*tanh(x/softcap); 0: off
@@ -168,19 +235,24 @@ def cross_entropy_rows(
                                                     (replaces grad_scale when given)
             loss:          float   [N] (reduction 0) | [>= 1] (mean/sum: written to loss[0])
             lse:           float           [N] | [0]   log-sum-exp of (softcapped) logits
-            grad:          same dtype as logits [N, C] | [0, *]; may BE logits (in place)
+            grad:          same dtype as logits [N, C] | [0, *]; may BE logits (in place),
+                                                    never a probability target
             work:          float64         [N] | [0]   scratch for mean/sum (absent: the
                                                     kernel allocates N float64 itself)
-        ) -> int64: -1 on success, else the first flat index i whose target is neither
-                    ignore_index nor in [0, C); nothing is written in that case.
+        ) -> int64: -1 on success, else the first flat index i whose index target is
+                    neither ignore_index nor in [0, C); nothing is written in that case.
 
     The per-token loss (``loss[i]`` with reduction 0) is 0 for ignored tokens; the
     gradient rows of ignored tokens are 0; ``lse`` is computed for every row. Mean with all
-    tokens ignored gives NaN (0/0), like PyTorch.
+    tokens ignored gives NaN (0/0), like PyTorch. Probability targets: per-token loss
+    ``token_weight[i] * (-sum_c w[c] q'[c] log_softmax(y)[c] + z * lse**2)`` with
+    ``q' = (1 - eps) * q + eps / C``; the mean divides by ``sum(token_weight)`` (N when
+    absent).
     """
     n = logits.shape[0]
     c = logits.shape[1]
-    bad, den = _check_index_targets(target, c, ignore_index, weight, token_weight)
+    eps, z, cap = label_smoothing, z_loss, softcap
+    bad, den = check_targets(target, n, c, ignore_index, weight, token_weight)
     if bad >= 0:
         return bad
     wsum = _weight_sum(weight, c)
@@ -193,115 +265,22 @@ def cross_entropy_rows(
         r0, r1 = chunk_rows(b, nchunk, n)
         buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
         for i in range(r0, r1):
-            t = np.int64(target[i])
+            ignored, t = row_target(target, i, ignore_index)
+            nxt = logits[min(i + 1, n - 1)]
             v = 0.0
-            if t == ignore_index:
+            if ignored:
                 if want_lse:  # before zeroing: grad may be the logits
-                    lse[i] = capped_lse(logits[i], softcap, logits[min(i + 1, n - 1)])
+                    lse[i] = capped_lse(logits[i], cap, nxt)
                 if want_grad:
                     zero_row(grad[i])
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
                 g = grad_row(grad, i, logits[i], buf, want_grad)
-                v, ls = index_row(
-                    logits[i],
-                    t,
-                    g,
-                    want_grad,
-                    weight,
-                    wsum,
-                    label_smoothing,
-                    z_loss,
-                    softcap,
-                    a,
-                    logits[min(i + 1, n - 1)],
-                )
+                v, ls = counted_row(logits[i], t, g, want_grad, weight, wsum, eps, z, cap, a, nxt)
                 store_grad(g, grad, i, want_grad)
                 v *= tw
                 if want_lse:
                     lse[i] = ls
-            _keep_loss(reduction, loss, work, i, v)
-    _finish_reduction(reduction, work, n, den, loss)
-    return np.int64(-1)
-
-
-# ----------------------------------------------------------------------------- soft targets
-
-
-@kernel(parallel=True)
-def cross_entropy_probs_rows(
-    logits,
-    target,
-    weight,
-    token_weight,
-    label_smoothing,
-    z_loss,
-    softcap,
-    reduction,
-    grad_scale,
-    grad_output,
-    loss,
-    lse,
-    grad,
-    work,
-):
-    """Cross-entropy with probability (soft) targets: loss, optional lse, optional gradient.
-
-    Signature (every array C-contiguous; "absent" = a size-0 array)::
-
-        cross_entropy_probs_rows(
-            logits:        float32|float64 [N, C]
-            target:        same dtype as logits [N, C]   class probabilities (not checked:
-                                                    rows need not sum to 1, like PyTorch)
-            weight:        float           [C] | [0]
-            token_weight:  float           [N] | [0]
-            label_smoothing, z_loss, softcap, reduction, grad_scale: as cross_entropy_rows
-            grad_output:   float           [N] | [0]   (reduction 0 only)
-            loss:          float   [N] (reduction 0) | [>= 1] (mean/sum: loss[0])
-            lse:           float           [N] | [0]
-            grad:          logits dtype    [N, C] | [0, *]; may BE logits, never target
-            work:          float64         [N] | [0]
-        ) -> int64: always -1 (no target can be invalid).
-
-    Per-token loss ``token_weight[i] * (-sum_c w[c] q'[c] log_softmax(y)[c] + z * lse**2)``
-    with ``q' = (1 - eps) * q + eps / C``; the mean divides by ``sum(token_weight)`` (N when
-    absent), as PyTorch divides by the number of positions.
-    """
-    n = logits.shape[0]
-    htw = token_weight.size > 0
-    den = 0.0
-    if htw:
-        for i in range(n):
-            den += np.float64(token_weight[i])
-    else:
-        den = np.float64(n)
-    want_grad = grad.shape[0] > 0
-    want_lse = lse.size > 0
-    scale = grad_scale / den if reduction == MEAN else grad_scale
-    work = _loss_buffer(reduction, work, n)
-    nchunk = row_chunks(n)
-    for b in prange(nchunk):
-        r0, r1 = chunk_rows(b, nchunk, n)
-        buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
-        for i in range(r0, r1):
-            tw, a = _token_scales(i, token_weight, grad_output, scale)
-            g = grad_row(grad, i, logits[i], buf, want_grad)
-            v, ls = probs_row(
-                logits[i],
-                target[i],
-                g,
-                want_grad,
-                weight,
-                label_smoothing,
-                z_loss,
-                softcap,
-                a,
-                logits[min(i + 1, n - 1)],
-            )
-            store_grad(g, grad, i, want_grad)
-            v *= tw
-            if want_lse:
-                lse[i] = ls
             _keep_loss(reduction, loss, work, i, v)
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)

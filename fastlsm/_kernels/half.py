@@ -110,7 +110,7 @@ BFLOAT16 = ir.Element("bfloat16", ir.I16, ir.F32, types.uint16,
 FLOAT16 = ir.Element("float16", ir.I16, ir.F32, types.int16,
                      widen=lambda builder, raw: widen(builder, raw, F16),
                      narrow=lambda builder, value: narrow(builder, value, F16))
-_ELEMENTS = {e.numba_dtype: e for e in (ir.FLOAT32, ir.FLOAT64, BFLOAT16, FLOAT16)}
+_ELEMENTS = {**ir.ELEMENTS, types.uint16: BFLOAT16, types.int16: FLOAT16}
 
 
 def element(dtype) -> ir.Element | None:

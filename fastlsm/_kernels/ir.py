@@ -263,3 +263,5 @@ class Element:
 
 FLOAT32 = Element("float32", F32, F32, types.float32)
 FLOAT64 = Element("float64", F64, F64, types.float64)
+ELEMENTS = {types.float32: FLOAT32, types.float64: FLOAT64}
+"""The element of each plain float dtype (the default for arrays of that Numba dtype)."""

@@ -1,13 +1,25 @@
-"""Scalar building blocks that vectorize: exp, max, bit casts.
+"""Scalar building blocks that vectorize: exp, softcap, max, log, bit casts.
 
 Numba on this platform has no SVML, so ``np.exp`` in a loop stays a scalar libm call and caps
-a pass over the logits at a few elements per cycle. :func:`fexp` is a branch-free polynomial
-exp (Cody-Waite range reduction, minimax/Taylor polynomial, exponent built with integer bit
-operations) that LLVM turns into AVX2 code. :func:`fmax` maps to ``llvm.maxnum``, which
+a pass over the logits at a few elements per cycle. The exps here are branch-free
+polynomials (Cody-Waite range reduction, minimax/Taylor polynomial, exponent built with
+integer bit operations) that LLVM vectorizes. :func:`fmax` maps to ``llvm.maxnum``, which
 vectorizes where a Python ``max`` or an ``if`` does not.
 
-All functions dispatch on the scalar type in one place (float32 math for float32 data,
-float64 for float64), so kernels are written once for both dtypes.
+One exp per job and precision:
+
+- float32 **sum terms** (:func:`exp_sum_ir`) and float32 **output values**
+  (:func:`exp_out_ir`) are LLVM IR written once, emitted at any vector width: the row pass
+  of :mod:`.sumexp` uses them on 16 lanes, Numba loops through :func:`exp_sum_f32` /
+  :func:`exp_f32` (the same IR at width 1). They share the range reduction and the
+  polynomial, so a sum term and an output value of the same argument have the same bits
+  wherever both are normal (``x >= -87``);
+- float64: :func:`exp_sum_f64` and :func:`exp_f64`, one range reduction and polynomial
+  (:func:`_exp_parts_f64`), likewise equal for ``x >= -708``.
+
+:func:`fexp` / :func:`fexp_sum` dispatch on the scalar type in one place, so kernels are
+written once for both dtypes. :func:`softcap` is the one softcap formula
+(:func:`softcap_ir` for float32).
 
 Accuracy (measured against float64/mpmath in tests/test_math.py):
 - float32: at most 2 ulp relative error on the whole range, denormal results correctly
@@ -52,54 +64,41 @@ def _f64_bits(typingctx, x):
     return types.int64(x), codegen
 
 
-def _ldexp2_codegen(bits, magic_bits, bias, mant_bits):
+def _ldexp_f64_codegen(two_factors):
     def codegen(context, builder, signature, args):
         p, t = args
-        ity = llvm_ir.IntType(bits)
-        n = builder.sub(builder.bitcast(t, ity), llvm_ir.Constant(ity, magic_bits))
-        n1 = builder.ashr(n, llvm_ir.Constant(ity, 1))
-        n2 = builder.sub(n, n1)
+        ity = llvm_ir.IntType(64)
+        n = builder.sub(builder.bitcast(t, ity), llvm_ir.Constant(ity, 0x4338000000000000))
 
         def pow2(k):
-            biased = builder.add(k, llvm_ir.Constant(ity, bias))
-            return builder.bitcast(builder.shl(biased, llvm_ir.Constant(ity, mant_bits)), p.type)
+            biased = builder.add(k, llvm_ir.Constant(ity, 1023))
+            return builder.bitcast(builder.shl(biased, llvm_ir.Constant(ity, 52)), p.type)
 
-        return builder.fmul(builder.fmul(p, pow2(n1)), pow2(n2))
+        if not two_factors:
+            return builder.fmul(p, pow2(n))
+        n1 = builder.ashr(n, llvm_ir.Constant(ity, 1))
+        return builder.fmul(builder.fmul(p, pow2(n1)), pow2(builder.sub(n, n1)))
 
     return codegen
 
 
 @intrinsic
 def _ldexp2(typingctx, p, t):
-    """``p * 2**n`` where ``t = n + 1.5 * 2**mant`` (the integer read from ``t``'s bits).
-
-    ``2**n`` is applied as two normal factors ``2**(n // 2)`` and ``2**(n - n // 2)``, so
-    results down into the denormal range round once. Integer work in the float's width
-    (no float/int conversion: AVX2 has none for 64-bit integers).
+    """``p * 2**n`` (float64) where ``t = n + 1.5 * 2**52`` (the integer read from ``t``'s
+    bits), as two normal factors ``2**(n // 2)`` and ``2**(n - n // 2)``, so that results
+    down into the denormal range round once. Integer work in 64 bits (no float/int
+    conversion: AVX2 has none for 64-bit integers). The float32 twin is :func:`exp_out_ir`.
     """
     if p == t == types.float64:
-        return p(p, t), _ldexp2_codegen(64, 0x4338000000000000, 1023, 52)
+        return p(p, t), _ldexp_f64_codegen(True)
     return None
-
-
-def _ldexp1_codegen(bits, magic_bits, bias, mant_bits):
-    def codegen(context, builder, signature, args):
-        p, t = args
-        ity = llvm_ir.IntType(bits)
-        n = builder.sub(builder.bitcast(t, ity), llvm_ir.Constant(ity, magic_bits))
-        biased = builder.add(n, llvm_ir.Constant(ity, bias))
-        return builder.fmul(
-            p, builder.bitcast(builder.shl(biased, llvm_ir.Constant(ity, mant_bits)), p.type)
-        )
-
-    return codegen
 
 
 @intrinsic
 def _ldexp1(typingctx, p, t):
-    """As :func:`_ldexp2` with one factor: only for normal results (``n >= -126``/``-1022``)."""
+    """As :func:`_ldexp2` with one factor: only for normal results (``n >= -1022``)."""
     if p == t == types.float64:
-        return p(p, t), _ldexp1_codegen(64, 0x4338000000000000, 1023, 52)
+        return p(p, t), _ldexp_f64_codegen(False)
     return None
 
 
@@ -431,31 +430,32 @@ def exp_sum_f64(x):
 
 
 def fexp_sum(x):
-    """Exponential of a term of a max-shifted sum (``x <= 0``); see :func:`exp_sum_f32`."""
+    """Exponential of a term of a max-shifted sum (``x <= 0``): :func:`exp_sum_f32` or
+    :func:`exp_sum_f64`."""
     return np.exp(x)
-
-
-@overload(fexp_sum, jit_options=JIT_OPTIONS)
-def _fexp_sum_impl(x):
-    if x == types.float32:
-        return lambda x: exp_sum_f32(x)
-    if x == types.float64:
-        return lambda x: exp_sum_f64(x)
-    return None
 
 
 def fexp(x):
-    """Vectorizable exp for float32 or float64 scalars, in the argument's precision."""
+    """Vectorizable exp for float32 or float64 scalars, in the argument's precision:
+    :func:`exp_f32` or :func:`exp_f64`."""
     return np.exp(x)
 
 
-@overload(fexp, jit_options=JIT_OPTIONS)
-def _fexp_impl(x):
-    if x == types.float32:
-        return lambda x: exp_f32(x)
-    if x == types.float64:
-        return lambda x: exp_f64(x)
-    return None
+def _by_dtype(f32, f64):
+    """An ``@overload`` implementation calling ``f32`` or ``f64`` by the argument's type."""
+
+    def impl(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return impl
+
+
+overload(fexp_sum, jit_options=JIT_OPTIONS)(_by_dtype(exp_sum_f32, exp_sum_f64))
+overload(fexp, jit_options=JIT_OPTIONS)(_by_dtype(exp_f32, exp_f64))
 
 
 def like(x, v):

@@ -56,38 +56,35 @@ def affine_ir(builder, v, a, s, b, divide: bool):
     return builder.fsub(v, b)
 
 
-def write_affine_ir(builder, src, dst, first, stop, consts, divide, nontemporal, intp,
-                    elems=(ir.FLOAT32, ir.FLOAT32)):
+def write_affine_ir(builder, src, dst, first, stop, consts, divide, nontemporal, intp):
     """Emit ``dst[j] = affine(src[j])`` for ``first <= j < stop``, where ``first`` is on a
-    64-byte boundary of ``dst`` (or ``first == stop``): whole lines of vectors (streaming
-    when ``nontemporal``), then one masked vector. ``consts``: ``(a, s, b)`` as vectors
-    (``s`` may be None). ``src``/``dst`` are element pointers; ``elems``: their
-    :class:`.ir.Element` s (one arithmetic type: float32 for float32/16-bit, or float64)."""
-    a, s, b = consts
-    load_elem, store_elem = elems
-    width = ir.width_of(a.type)
-    nline = builder.sdiv(builder.sub(stop, first), llvm_ir.Constant(intp, width))
-    with cgutils.for_range(builder, nline, intp=intp) as loop:
-        j = builder.add(first, builder.mul(loop.index, llvm_ir.Constant(intp, width)))
-        v = load_elem.load(builder, src, j, width)
-        store_elem.store(builder, affine_ir(builder, v, a, s, b, divide), dst, j, aligned=True,
-                         nontemporal=nontemporal)
-    j = builder.add(first, builder.mul(nline, llvm_ir.Constant(intp, width)))
+    64-byte boundary of ``dst`` (or ``first == stop``): whole vectors (streaming when
+    ``nontemporal``), then one masked vector. ``src`` and ``dst`` are ``(Element, data
+    pointer)`` pairs (:class:`.ir.Element`: how each dtype is loaded and stored);
+    ``consts``: ``(a, s, b)`` as vectors of the arithmetic type (``s`` may be None)."""
+    (src_el, src_p), (dst_el, dst_p) = src, dst
+    width = ir.width_of(consts[0].type)
+    step = llvm_ir.Constant(intp, width)
+    nvec = builder.sdiv(builder.sub(stop, first), step)
+    with cgutils.for_range(builder, nvec, intp=intp) as loop:
+        j = builder.add(first, builder.mul(loop.index, step))
+        v = affine_ir(builder, src_el.load(builder, src_p, j, width), *consts, divide)
+        dst_el.store(builder, v, dst_p, j, aligned=True, nontemporal=nontemporal)
+    j = builder.add(first, builder.mul(nvec, step))
     with builder.if_then(builder.icmp_signed("<", j, stop)):
         mask = ir.lane_mask(builder, builder.sub(stop, j), width)
-        v = load_elem.load_masked(builder, src, j, mask)
-        store_elem.store_masked(builder, affine_ir(builder, v, a, s, b, divide), dst, j, mask)
+        v = affine_ir(builder, src_el.load_masked(builder, src_p, j, mask), *consts, divide)
+        dst_el.store_masked(builder, v, dst_p, j, mask)
 
 
-def write_scalar_ir(builder, src, dst, first, stop, consts, divide, intp,
-                    elems=(ir.FLOAT32, ir.FLOAT32)):
-    """``dst[j] = affine(src[j])`` one element at a time, plain stores (unaligned heads)."""
-    a, s, b = consts
-    load_elem, store_elem = elems
+def write_scalar_ir(builder, src, dst, first, stop, consts, divide, intp):
+    """``dst[j] = affine(src[j])`` one element at a time with plain stores (the unaligned
+    head); arguments as :func:`write_affine_ir`, ``consts`` scalars."""
+    (src_el, src_p), (dst_el, dst_p) = src, dst
     with cgutils.for_range(builder, builder.sub(stop, first), intp=intp) as loop:
         j = builder.add(first, loop.index)
-        v = load_elem.load(builder, src, j, 1)
-        store_elem.store(builder, affine_ir(builder, v, a, s, b, divide), dst, j)
+        v = affine_ir(builder, src_el.load(builder, src_p, j, 1), *consts, divide)
+        dst_el.store(builder, v, dst_p, j)
 
 
 def _stream(divide):
@@ -122,15 +119,14 @@ def _stream(divide):
             width = ir.LINE_BYTES // (dtype.bitwidth // 8)
             vec = [ir.splat(builder, v, width) for v in scal]
             head = ir.head_to_line(builder, dst_a.data, n, elems[1].itemsize, intp)
-            write_scalar_ir(builder, src_a.data, dst_a.data, llvm_ir.Constant(intp, 0), head,
-                            scal, divide, intp, elems)
+            src_p, dst_p = (elems[0], src_a.data), (elems[1], dst_a.data)
+            zero = llvm_ir.Constant(intp, 0)
+            write_scalar_ir(builder, src_p, dst_p, zero, head, scal, divide, intp)
             with builder.if_else(nt) as (streaming, plain):
                 with streaming:
-                    write_affine_ir(builder, src_a.data, dst_a.data, head, n, vec, divide, True,
-                                    intp, elems)
+                    write_affine_ir(builder, src_p, dst_p, head, n, vec, divide, True, intp)
                 with plain:
-                    write_affine_ir(builder, src_a.data, dst_a.data, head, n, vec, divide,
-                                    False, intp, elems)
+                    write_affine_ir(builder, src_p, dst_p, head, n, vec, divide, False, intp)
             return context.get_dummy_value()
 
         return types.none(src, dst, a, s, b, nontemporal), codegen

@@ -58,22 +58,20 @@ def sumexp_write_prev(x, m, nxt, px, po, a, b, nontemporal):
     raise NotImplementedError("compiled only")
 
 
+def _sumexp_write_prev32(x, m, nxt, px, po, a, b, nontemporal):
+    if nontemporal:
+        return sumexp_shift_prev_f32(x, m, nxt, px, po, a, b)
+    return sumexp_shift_prev_plain_f32(x, m, nxt, px, po, a, b)
+
+
+def _sumexp_write_prev64(x, m, nxt, px, po, a, b, nontemporal):
+    stream_affine(px, po, a, like(a, 1.0), b, nontemporal)
+    return row_shifted_sumexp(x, m, nxt)
+
+
 @overload(sumexp_write_prev, jit_options=JIT_OPTIONS)
 def _sumexp_write_prev_impl(x, m, nxt, px, po, a, b, nontemporal):
-    if is_f32_math(x.dtype):
-
-        def impl32(x, m, nxt, px, po, a, b, nontemporal):
-            if nontemporal:
-                return sumexp_shift_prev_f32(x, m, nxt, px, po, a, b)
-            return sumexp_shift_prev_plain_f32(x, m, nxt, px, po, a, b)
-
-        return impl32
-
-    def impl(x, m, nxt, px, po, a, b, nontemporal):
-        stream_affine(px, po, a, like(a, 1.0), b, nontemporal)
-        return row_shifted_sumexp(x, m, nxt)
-
-    return impl
+    return _sumexp_write_prev32 if is_f32_math(x.dtype) else _sumexp_write_prev64
 
 
 def exp_store_write_prev(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
@@ -87,35 +85,37 @@ def exp_store_write_prev(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
     raise NotImplementedError("compiled only")
 
 
+def _exp_store_write_prev32(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
+    if nontemporal:
+        return expsum_store_divide_prev_f32(x, m, buf, nxt, pbuf, po, s_prev)
+    return expsum_store_divide_prev_plain_f32(x, m, buf, nxt, pbuf, po, s_prev)
+
+
+def _exp_store_write_prev64(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
+    stream_divide(pbuf, po, like(m, 0.0), s_prev, like(m, 0.0), nontemporal)
+    return exp_store_sum(x, m, buf, nxt)
+
+
 @overload(exp_store_write_prev, jit_options=JIT_OPTIONS)
 def _exp_store_write_prev_impl(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-    if is_f32_math(x.dtype):
-
-        def impl32(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-            if nontemporal:
-                return expsum_store_divide_prev_f32(x, m, buf, nxt, pbuf, po, s_prev)
-            return expsum_store_divide_prev_plain_f32(x, m, buf, nxt, pbuf, po, s_prev)
-
-        return impl32
-
-    def impl(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-        stream_divide(pbuf, po, like(m, 0.0), s_prev, like(m, 0.0), nontemporal)
-        return exp_store_sum(x, m, buf, nxt)
-
-    return impl
+    return _exp_store_write_prev32 if is_f32_math(x.dtype) else _exp_store_write_prev64
 
 
 @kernel
-def log_softmax_block(x, out, r0, r1, nt):
-    """``out[i] = log_softmax(x[i])`` for rows ``r0 <= i < r1``, as a software pipeline.
+def log_softmax_block(x, out, c, nchunk):
+    """``out[i] = log_softmax(x[i])`` for the rows of block ``c`` of ``nchunk``
+    (:func:`.rows.chunk_rows`), as a software pipeline.
 
     Row ``i``'s exp-sum runs in one loop with the write of row ``i - 1``'s output
-    (:func:`sumexp_write_prev`, streaming when ``nt``); row ``i + 1`` is prefetched
-    meanwhile. Every row gets exactly the arithmetic of the same passes run one row at a
-    time (the sum, then ``stream_affine``; the tests hold it to those bits): only the order
-    of memory traffic changes.
+    (:func:`sumexp_write_prev`; streaming stores when the output is larger than the cache,
+    :func:`.memory.streams`); row ``i + 1`` is prefetched meanwhile. Every row gets exactly
+    the arithmetic of the same passes run one row at a time (the sum, then
+    ``stream_affine``; the tests hold it to those bits): only the order of memory traffic
+    changes.
     """
     rows = x.shape[0]
+    r0, r1 = chunk_rows(c, nchunk, rows)
+    nt = streams(out.size * out.itemsize)  # the same decision in every block
     m_prev = like(x, 0.0)
     log_s_prev = like(x, 0.0)
     for i in range(r0, r1):
@@ -135,15 +135,19 @@ def log_softmax_block(x, out, r0, r1, nt):
 
 
 @kernel
-def softmax_block(x, out, r0, r1, nt):
-    """``out[i] = softmax(x[i])`` for rows ``r0 <= i < r1``, as a software pipeline.
+def softmax_block(x, out, c, nchunk):
+    """``out[i] = softmax(x[i])`` for the rows of block ``c`` of ``nchunk``, as a software
+    pipeline.
 
     Row ``i``'s exponentials go to one of two row buffers while the other one's row
     (``i - 1``) is divided by its sum and written to ``out`` in the same loop
-    (:func:`exp_store_write_prev`, streaming when ``nt``). Every row gets exactly the
-    arithmetic of ``exp_store_sum`` then ``stream_divide`` run one row at a time.
+    (:func:`exp_store_write_prev`; streaming as in :func:`log_softmax_block`). Every row
+    gets exactly the arithmetic of ``exp_store_sum`` then ``stream_divide`` run one row at
+    a time.
     """
     rows, cols = x.shape
+    r0, r1 = chunk_rows(c, nchunk, rows)
+    nt = streams(out.size * out.itemsize)
     buf = scratch((2, cols), x)
     s_prev = 1.0
     zero = like(x, 0.0)
@@ -164,31 +168,20 @@ def softmax_block(x, out, r0, r1, nt):
         store_fence()
 
 
-@kernel
-def _streams_out(out):
-    return streams(out.size * out.itemsize)
-
-
 @kernel(parallel=True)
 def log_softmax_rows(x, out):
     """``out[i] = log_softmax(x[i])`` for every row of a C-contiguous 2-D array."""
-    rows = x.shape[0]
-    nt = _streams_out(out)
-    nchunk = row_chunks(rows)
+    nchunk = row_chunks(x.shape[0])
     for c in prange(nchunk):
-        r0, r1 = chunk_rows(c, nchunk, rows)
-        log_softmax_block(x, out, r0, r1, nt)
+        log_softmax_block(x, out, c, nchunk)
 
 
 @kernel(parallel=True)
 def softmax_rows(x, out):
     """``out[i] = softmax(x[i])`` for every row of a C-contiguous 2-D array."""
-    rows = x.shape[0]
-    nt = _streams_out(out)
-    nchunk = row_chunks(rows)
+    nchunk = row_chunks(x.shape[0])
     for c in prange(nchunk):
-        r0, r1 = chunk_rows(c, nchunk, rows)
-        softmax_block(x, out, r0, r1, nt)
+        softmax_block(x, out, c, nchunk)
 
 
 @kernel(parallel=True)

@@ -50,7 +50,7 @@ from numba.extending import intrinsic
 
 from . import half, ir
 from .math import exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
-from .memory import affine_ir
+from .memory import affine_ir, write_affine_ir, write_scalar_ir
 
 WIDTH = 16  # float32 lanes per vector: one AVX-512 register, two AVX2 registers
 ACCS = 4  # independent accumulators: enough to hide the add latency
@@ -62,10 +62,10 @@ CHUNK = WIDTH * ACCS * INNER  # 256 elements per float64 flush
 class RowPass:
     """What one exp-sum pass over a row does (see the module docstring).
 
-    Entry arguments, in order: ``x, m``, then ``inv, cap`` if ``softcap``, ``out`` if ``store``, ``nxt`` if ``prefetch``,
-    then ``px, po, a, b`` (``write="shift"``) or ``px, po, s`` (``write="divide"``). Every row
-    has ``x``'s length; ``out`` may be ``x``; ``po`` may be ``px`` but not ``x``. Returns the
-    float64 sum.
+    Entry arguments, in order: ``x, m``, then ``inv, cap`` if ``softcap``, ``out`` if
+    ``store``, ``nxt`` if ``prefetch``, then ``px, po, a, b`` (``write="shift"``) or
+    ``px, po, s`` (``write="divide"``). Every row has ``x``'s length; ``out`` may be ``x``;
+    ``po`` may be ``px`` but not ``x``. Returns the float64 sum.
     """
 
     src: ir.Element = ir.FLOAT32
@@ -106,7 +106,8 @@ class _Prev:
 
     def __init__(self, builder, spec, args, n, intp):
         self.b, self.spec, self.intp = builder, spec, intp
-        self.px, self.po = args["px"].data, args["po"].data
+        self.src = (spec.prev_src(), args["px"].data)
+        self.dst = (spec.dst, args["po"].data)
         f32 = args["f32"]
         if spec.write == "shift":
             self.scalars = (f32(args["a"]), None, f32(args["b"]))
@@ -117,37 +118,34 @@ class _Prev:
             None if v is None else ir.splat(builder, v, WIDTH) for v in self.scalars
         )
         self.divide = spec.write == "divide"
-        self.head = ir.head_to_line(builder, self.po, n, spec.dst.itemsize, intp)
+        self.head = ir.head_to_line(builder, self.dst[1], n, spec.dst.itemsize, intp)
         self.nwrite = builder.sdiv(builder.sub(n, self.head), llvm_ir.Constant(intp, CHUNK))
 
-    def value(self, v, consts):
-        return affine_ir(self.b, v, *consts, self.divide)
-
-    def vector(self, j, nontemporal=None):
+    def vector(self, j):
         """``po[j:j + WIDTH]`` (``j`` on a vector boundary of ``po``)."""
-        spec, b = self.spec, self.b
-        v = self.value(spec.prev_src().load(b, self.px, j, WIDTH), self.vectors)
-        nt = spec.nontemporal if nontemporal is None else nontemporal
-        spec.dst.store(b, v, self.po, j, aligned=True, nontemporal=nt)
+        (src_el, px), (dst_el, po) = self.src, self.dst
+        v = affine_ir(self.b, src_el.load(self.b, px, j, WIDTH), *self.vectors, self.divide)
+        dst_el.store(self.b, v, po, j, aligned=True, nontemporal=self.spec.nontemporal)
 
     def scalar_range(self, first, stop):
-        b, spec = self.b, self.spec
-        with cgutils.for_range(b, b.sub(stop, first), intp=self.intp) as loop:
-            j = b.add(first, loop.index)
-            v = self.value(spec.prev_src().load(b, self.px, j, 1), self.scalars)
-            spec.dst.store(b, v, self.po, j)
+        """The head before ``po``'s first line boundary: plain scalar stores."""
+        write_scalar_ir(
+            self.b, self.src, self.dst, first, stop, self.scalars, self.divide, self.intp
+        )
 
     def tail(self, first, n):
         """From ``first`` (a line boundary) to ``n``: whole vectors, then one masked."""
-        b, intp = self.b, self.intp
-        nline = b.sdiv(b.sub(n, first), llvm_ir.Constant(intp, WIDTH))
-        with cgutils.for_range(b, nline, intp=intp) as loop:
-            self.vector(b.add(first, b.mul(loop.index, llvm_ir.Constant(intp, WIDTH))))
-        j = b.add(first, b.mul(nline, llvm_ir.Constant(intp, WIDTH)))
-        with b.if_then(b.icmp_signed("<", j, n)):
-            mask = ir.lane_mask(b, b.sub(n, j), WIDTH)
-            v = self.value(self.spec.prev_src().load_masked(b, self.px, j, mask), self.vectors)
-            self.spec.dst.store_masked(b, v, self.po, j, mask)
+        write_affine_ir(
+            self.b,
+            self.src,
+            self.dst,
+            first,
+            n,
+            self.vectors,
+            self.divide,
+            self.spec.nontemporal,
+            self.intp,
+        )
 
 
 def _emit(spec: RowPass, context, builder, args):
