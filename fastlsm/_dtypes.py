@@ -129,9 +129,3 @@ def widened(rows: np.ndarray) -> np.ndarray:
         _half.convert_rows(kernel_view(rows), out)
     return out
 
-
-def store_rounded(src: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[...] = src`` for C-contiguous ``[N, C]`` float32 ``src`` and ``dst`` of any
-    float dtype but float64, each value rounded once to nearest, ties to even."""
-    if src.size:
-        _half.convert_rows(src, kernel_view(dst))

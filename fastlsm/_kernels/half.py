@@ -20,15 +20,17 @@ Stores round a float32 value to the nearest representable value, ties to even, o
   subnormals kept, values from 65520 up give ``inf``; NaN stays NaN, quieted);
 - bfloat16: integer arithmetic on the binary32 bits, ``(b + 0x7fff + ((b >> 16) & 1)) >> 16``
   (round-to-nearest-even, subnormals kept, overflow to ``inf``), NaN as ``sign | 0x7fc0`` (the
-  quiet NaN ml_dtypes gives). Not ``fptrunc float -> bfloat``: where LLVM has AVX-512 BF16
-  it lowers that to ``vcvtneps2bf16``, which flushes subnormals to zero, so the bits would
+  quiet NaN ml_dtypes gives). Not ``fptrunc float -> bfloat``: LLVM lowers it per CPU
+  (AVX-512 BF16's ``vcvtneps2bf16`` treats subnormal inputs as zero), so the bits could
   depend on the CPU.
 
 No AVX-512 FP16/BF16 instruction is needed: the same IR gives the same bits on every x86 with
-AVX2 + F16C. The vector helpers (:func:`load`, :func:`store`) work on ``WIDTH``-lane vectors
-with an optional lane mask (the tail of a row); :func:`load_element` / :func:`store_element`
-are the same conversions for one element in Numba code, and :func:`convert` converts a whole
-row (any kind to any kind, through float32) with those vector helpers.
+AVX2 + F16C (tested against a Haswell build). :func:`widen` / :func:`narrow` are the
+conversions of the :class:`.ir.Element` s :data:`BFLOAT16` and :data:`FLOAT16`, through which
+every vector loop (the row pass, the streaming writes, :func:`convert`) loads and stores, at
+any width and under lane masks; :func:`load_element` / :func:`store_element` are the same
+conversions for one element in Numba code. Without F16C, float16 is refused before any
+kernel compiles (:func:`float16_native`).
 """
 
 from __future__ import annotations
