@@ -44,6 +44,7 @@ included):
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,9 +66,13 @@ __all__ = [
     "softmax",
 ]
 
-FASTLSM_DTYPES = (torch.float32, torch.float64)
+FASTLSM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 """Tensor dtypes fastlsm computes; others fall back to PyTorch. Adding a dtype means adding
-it here and its conversion in :func:`_to_numpy` / :func:`_from_numpy` (nothing else)."""
+it here and its conversion in :func:`_to_numpy` / :func:`_from_numpy` (nothing else).
+bfloat16 and float16 are computed in float32 (see ``fastlsm/_dtypes.py``); results come back
+in the input's dtype, as PyTorch's do."""
+
+_BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -88,15 +93,25 @@ def _handled(*tensors) -> bool:
 
 
 def _to_numpy(t):
-    """A NumPy view of a CPU tensor (no copy unless it carries a lazy neg/conj bit)."""
+    """A NumPy view of a CPU tensor (no copy unless it carries a lazy neg/conj bit);
+    bfloat16 tensors become ``ml_dtypes.bfloat16`` arrays over the same memory."""
     if t is None:
         return None
-    return t.detach().resolve_neg().resolve_conj().numpy()
+    t = t.detach().resolve_neg().resolve_conj()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_BF16)
+    return t.numpy()
 
 
-def _from_numpy(a) -> torch.Tensor:
-    """A tensor sharing memory with a fresh NumPy result of fastlsm."""
-    return torch.from_numpy(np.asarray(a))
+def _from_numpy(a, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor sharing memory with a fresh NumPy result of fastlsm; with ``like``, in
+    ``like``'s dtype (fastlsm's float32 losses of 16-bit logits: PyTorch returns the
+    input's dtype)."""
+    a = np.asarray(a)
+    t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == _BF16 else (
+        torch.from_numpy(a)
+    )
+    return t if like is None or t.dtype == like.dtype else t.to(like.dtype)
 
 
 def _class_dim(input: torch.Tensor) -> int:
@@ -181,7 +196,9 @@ _softmax_op.register_autograd(_softmax_backward, setup_context=_save_output)
     schema="(Tensor input, int[] dim, bool keepdim) -> Tensor",
 )
 def _logsumexp_op(input, dim, keepdim):
-    return _from_numpy(_normalize.logsumexp(_to_numpy(input), axis=tuple(dim), keepdims=keepdim))
+    return _from_numpy(
+        _normalize.logsumexp(_to_numpy(input), axis=tuple(dim), keepdims=keepdim), input
+    )
 
 
 @_logsumexp_op.register_fake
@@ -239,8 +256,8 @@ def _cross_entropy_op(input, target, weight, token_weight, dim, ignore_index, re
     x, t = _to_numpy(input), _to_numpy(target)
     if with_grad:
         r = _losses.cross_entropy_with_grad(x, t, **kw)
-        return _from_numpy(r.loss), _from_numpy(r.grad)
-    return _from_numpy(_losses.cross_entropy(x, t, **kw)), input.new_empty(0)
+        return _from_numpy(r.loss, input), _from_numpy(r.grad)
+    return _from_numpy(_losses.cross_entropy(x, t, **kw), input), input.new_empty(0)
 
 
 @_cross_entropy_op.register_fake
@@ -340,7 +357,8 @@ def _nll_loss_op(input, target, weight, token_weight, dim, ignore_index, reducti
         _losses.nll_loss(
             _to_numpy(input), _to_numpy(target), axis=dim, weight=_to_numpy(weight),
             ignore_index=ignore_index, reduction=reduction, token_weight=_to_numpy(token_weight),
-        )
+        ),
+        input,
     )
 
 
@@ -407,7 +425,7 @@ def _check_extras(name, input, **extras):
     if used:
         raise TypeError(
             f"fastlsm.torch.{name}: {', '.join(used)} need CPU tensors of "
-            f"{' or '.join(str(d).replace('torch.', '') for d in FASTLSM_DTYPES)} (other "
+            f"{', '.join(str(d).replace('torch.', '') for d in FASTLSM_DTYPES)} (other "
             f"tensors go to PyTorch, which has no such option), got {input.dtype} on "
             f"{input.device}; move them with .cpu().float()"
         )

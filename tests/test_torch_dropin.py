@@ -199,16 +199,52 @@ def test_legacy_reduction_arguments():
     torch.testing.assert_close(a, F.cross_entropy(x, t, reduction="sum"))
 
 
-def test_fallback_for_other_dtypes_and_extras_error():
-    x, t, _ = _case(9, (4, 6), torch.bfloat16, ignore=False)
-    torch.testing.assert_close(ft.cross_entropy(x, t), F.cross_entropy(x, t))
-    torch.testing.assert_close(ft.log_softmax(x, dim=1), F.log_softmax(x, dim=1))
-    lp = F.log_softmax(x.float(), 1).bfloat16()
-    torch.testing.assert_close(ft.nll_loss(lp, t), F.nll_loss(lp, t))
-    with pytest.raises(TypeError, match="z_loss need CPU tensors of float32 or float64 .*no such"):
-        ft.cross_entropy(x, t, z_loss=1e-3)
+def test_fallback_for_other_devices_and_extras_error():
+    x, t, _ = _case(9, (4, 6), torch.float32, ignore=False)
+    xm, tm = x.to("meta"), t.to("meta")  # not a CPU tensor: PyTorch computes it
+    for got, want in [
+        (ft.cross_entropy(xm, tm), F.cross_entropy(xm, tm)),
+        (ft.log_softmax(xm, dim=1), F.log_softmax(xm, dim=1)),
+        (ft.nll_loss(xm, tm), F.nll_loss(xm, tm)),
+    ]:
+        assert got.device.type == "meta"
+        assert (got.shape, got.dtype) == (want.shape, want.dtype)
+    with pytest.raises(TypeError, match="z_loss need CPU tensors of float32, float64, .*no such"):
+        ft.cross_entropy(xm, tm, z_loss=1e-3)
     with pytest.raises(TypeError, match="token_weight need CPU tensors of float32"):
-        ft.nll_loss(lp, t, token_weight=torch.ones(4))
+        ft.nll_loss(xm, tm, token_weight=torch.ones(4))
+
+
+def _ulps(got, exact, dtype):
+    """Distance in ulps of ``dtype`` between 16-bit ``got`` and float64 ``exact``."""
+    from naive import ulp_error
+
+    np_dtype = {torch.float16: np.float16}.get(dtype)
+    if np_dtype is None:
+        import ml_dtypes
+
+        np_dtype = ml_dtypes.bfloat16
+    g = got.detach().float().numpy().astype(np_dtype)
+    return ulp_error(g, np.asarray(exact, np.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"reduction": "none"}])
+def test_16bit_tensors_go_through_fastlsm_within_one_ulp(dtype, opts):
+    x, t, w = _case(11, (32, 500), dtype)
+    exact, gexact, _ = ref_cross_entropy(x.double().numpy(), t.numpy(), **opts)
+    a, ga = _run(ft.cross_entropy, x, t, **opts)
+    b, gb = _run(F.cross_entropy, x, t, **opts)
+    assert a.dtype == dtype and ga.dtype == dtype and ga.shape == x.shape
+    assert _ulps(a, exact, dtype).max() <= 1  # the float32 loss, rounded once to the dtype
+    err_ours = np.abs(a.double().numpy() - exact).max()
+    assert err_ours <= np.abs(b.double().numpy() - exact).max()  # at least as close as PyTorch
+    assert _ulps(ga, gexact, dtype).max() <= 1
+    lp = ft.log_softmax(x, dim=1)
+    assert lp.dtype == dtype
+    ref_lp = torch.log_softmax(x.double(), dim=1).numpy()
+    assert _ulps(lp, ref_lp, dtype).max() <= 1
+    assert ft.logsumexp(x, dim=1).dtype == dtype  # PyTorch returns the input's dtype
 
 
 def test_log_softmax_dim_none_and_dtype_follow_pytorch():
