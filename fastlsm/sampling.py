@@ -314,7 +314,7 @@ presence_penalty : scalar or array [B]
     id_lp = np.empty((nb, ids.shape[1]), np.float64)
     status = np.zeros(nb, np.int64)
     if nb:
-        _jit.use_threads(x2.size)
+        _jit.use_threads(x2.size if nb > 1 else 0)  # one row: one block, one thread
         _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
                        logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
                        status)

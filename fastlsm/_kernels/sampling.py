@@ -29,17 +29,18 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import fexp, flog
+from .math import fexp, flog, like, neumaier_add, neumaier_result
 from .normalize import chunk_rows, row_chunks, row_lse, row_max
 from .philox import uniform
-from .select import NB, bucket, crossing, push_top, sort_asc, sort_desc
+from .select import NB, SCALE, bucket, crossing, push_top, sort_asc, sort_desc
+from .stream import block_sum
 
 # columns of the per-row parameter array
 P_T, P_K, P_P, P_MINP, P_TYP, P_REP, P_FREQ, P_PRES = range(8)
 NPARAM = 8
 # fields of a row state
-S_T, S_M, S_ARG, S_LO, S_TIE, S_MINP, S_C, S_BAND, S_Z, S_LOGZ = range(10)
-NSTATE = 10
+S_T, S_M, S_ARG, S_LO, S_TIE, S_MINP, S_C, S_BAND, S_Z, S_LOGZ, S_IT = range(11)
+NSTATE = 11
 
 OK = 0
 NO_TOKEN = 1  # every token masked or -inf
@@ -109,9 +110,19 @@ def materialize(x, out, bias, mask, hist, extra, nextra, p, counts):
 
 
 @kernel
+def frozen(st):
+    """The row state as a tuple: per-element helpers take the tuple, not the array (an array
+    argument costs a reference-count increment and decrement per call where Numba cannot
+    prove them redundant: 14 ns per element measured)."""
+    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10])
+
+
+@kernel
 def shifted(v, st):
-    """``d = (v - max) / temperature``: the log of a token's unnormalized probability."""
-    return (v - st[S_M]) / st[S_T]
+    """``d = (v - max) * (1 / temperature)``: the log of a token's unnormalized probability
+    (a multiplication: a vector division costs 2 cycles per element here, more than the exp).
+    """
+    return (v - st[S_M]) * st[S_IT]
 
 
 @kernel
@@ -121,81 +132,141 @@ def typical_key(d, st):
 
 
 @kernel
-def kept(v, j, st):
+def token_mass(d, proto):
+    """``exp(d)`` as float64, computed in the precision of the row (``proto`` is one of its
+    elements): float32 rows use the 16-lane float32 exp, float64 rows the float64 one. The
+    one place a token's probability mass is formed."""
+    return np.float64(fexp(like(proto, d)))
+
+
+@kernel
+def kept_e(v, j, d, e, st):
+    """The filters of a sampled row (``T > 0``), branch-free: ``d = shifted(v)``, ``e =
+    exp(d)``. Above the threshold ``lo`` (equal to it: ids from ``tie`` on), ``e >= min_p``
+    (``MinPLogitsWarper``: ``p < min_p * max(p)`` removed, and ``max(p)`` is ``exp(0)``),
+    within the typical band."""
+    lo = st[S_LO]
+    tie = np.int64(st[S_TIE])  # loop-invariant; int64 -> float64 has no AVX2 instruction
+    return (((v > lo) | ((v == lo) & (j >= tie))) & (v > -np.inf)
+            & (e >= st[S_MINP]) & (typical_key(d, st) <= st[S_BAND]))
+
+
+@kernel
+def kept(v, j, st, proto):
     """Whether token ``j`` with processed logit ``v`` survives every filter of ``st``."""
     if st[S_T] == 0.0:
-        return j == st[S_ARG]
-    lo = st[S_LO]
-    if v == -np.inf or v < lo or (v == lo and j < st[S_TIE]):
-        return False
-    if st[S_MINP] > 0.0 or st[S_BAND] < np.inf:
-        d = shifted(v, st)
-        if st[S_MINP] > 0.0 and fexp(d) < st[S_MINP]:
-            return False
-        if typical_key(d, st) > st[S_BAND]:
-            return False
-    return True
-
-
-@kernel
-def key_of(v, st, typical):
-    """The sort key of a histogram: ``-d`` (descending probability) or the typical key."""
+        return np.float64(j) == st[S_ARG]
     d = shifted(v, st)
-    return typical_key(d, st) if typical else -d
+    return kept_e(v, j, d, token_mass(d, proto), st)
+
+
+CHUNK = 256  # tokens per block of a pass: their masses and buckets sit in L1 scratch
 
 
 @kernel
-def histogram(r, st, typical, cnt, mass):
+def chunk_pass(r, c0, st, typical, eb, kb):
+    """For tokens ``c0 + j`` of a chunk (``j < eb.size``): ``eb[j]`` = the kept mass
+    ``exp(d)`` (0 if not kept) and ``kb[j]`` = the bucket of the key (-1 if not kept). One
+    vectorizable loop (``st`` a tuple from :func:`frozen`, ``T > 0``)."""
+    rc = r[c0 : c0 + eb.size]  # a view indexed from 0: plain vector loads
+    proto = rc[0]
+    for j in range(eb.size):
+        v = load(rc, j)
+        d = shifted(v, st)
+        e = token_mass(d, proto)
+        ok = kept_e(v, c0 + j, d, e, st)
+        key = min(typical_key(d, st) if typical else -d, NB)
+        eb[j] = e if ok else 0.0
+        kb[j] = np.int32(bucket(key)) if ok else np.int32(-1)
+
+
+@kernel
+def histogram(r, st, typical, cnt, mass, eb, kb):
     """Counts and masses ``exp(d)`` of the kept tokens per bucket of their key."""
     cnt[:] = 0
     mass[:] = 0.0
-    for j in range(r.size):
-        v = load(r, j)
-        if kept(v, j, st):
-            b = bucket(key_of(v, st, typical))
-            cnt[b] += 1
-            mass[b] += fexp(shifted(v, st))
+    s = frozen(st)
+    for c0 in range(0, r.size, CHUNK):
+        n = min(CHUNK, r.size - c0)
+        chunk_pass(r, c0, s, typical, eb[:n], kb[:n])
+        for j in range(n):
+            b = kb[j]
+            if b >= 0:
+                cnt[b] += 1
+                mass[b] += eb[j]
 
 
 @kernel
-def gather(r, st, typical, b, n):
-    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b``."""
+def gather(r, st, typical, b, n, eb, kb):
+    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b``.
+
+    For the descending-probability key the bucket is a range of logits: a plain compare
+    loop finds the tokens in that range (widened by a relative 1e-6 against rounding), and
+    only those get the exact bucket test."""
     vals = np.empty(n, np.float64)
     ids = np.empty(n, np.int64)
     i = 0
+    s = frozen(st)
+    if typical:
+        for c0 in range(0, r.size, CHUNK):
+            m = min(CHUNK, r.size - c0)
+            chunk_pass(r, c0, s, typical, eb[:m], kb[:m])
+            for j in range(m):
+                if kb[j] == b and i < n:
+                    vals[i] = load(r, c0 + j)
+                    ids[i] = c0 + j
+                    i += 1
+        return vals, ids
+    t = st[S_T]
+    hi = st[S_M] - (b / SCALE) * t
+    lo = st[S_M] - ((b + 1) / SCALE) * t if b < NB - 1 else -np.inf
+    pad = 1e-6 * (abs(st[S_M]) + abs(hi) + t)
+    hi += pad
+    lo -= pad
+    proto = r[0]
     for j in range(r.size):
         v = load(r, j)
-        if kept(v, j, st) and bucket(key_of(v, st, typical)) == b:
-            vals[i] = v
-            ids[i] = j
-            i += 1
+        if v >= lo and v <= hi:
+            d = shifted(v, s)
+            if kept_e(v, j, d, token_mass(d, proto), s) and bucket(min(-d, NB)) == b and i < n:
+                vals[i] = v
+                ids[i] = j
+                i += 1
     return vals, ids
 
 
 @kernel
-def apply_top_k(r, st, k, cnt, mass):
-    """Keep the tokens at least as large as the k-th largest (HF: all ties kept)."""
-    histogram(r, st, False, cnt, mass)
+def apply_top_k(r, st, k, cnt, mass, eb, kb):
+    """Keep the tokens at least as large as the k-th largest (HF: all ties kept); returns
+    the kept mass (bucket order)."""
+    histogram(r, st, False, cnt, mass, eb, kb)
     b, before = crossing(cnt, np.float64(k))
     if b < 0:  # fewer than k tokens allowed: nothing to remove
-        return
-    vals, ids = gather(r, st, False, b, cnt[b])
+        return mass.sum()
+    vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
     order = np.empty(vals.size, np.int64)
     sort_desc(vals, ids, vals.size, order)
-    st[S_LO] = vals[order[k - np.int64(before) - 1]]
+    kth = vals[order[k - np.int64(before) - 1]]
+    st[S_LO] = kth
     st[S_TIE] = 0.0
+    z = mass[:b].sum()  # the kept mass: buckets above, then bucket b's tokens >= kth
+    for i in range(vals.size):
+        if vals[order[i]] >= kth:
+            z += token_mass(shifted(vals[order[i]], st), r[0])
+    return z
 
 
 @kernel
-def apply_top_p(r, st, top_p, cnt, mass):
+def apply_top_p(r, st, top_p, cnt, mass, eb, kb):
     """Keep the tokens whose mass strictly above them (descending probability, equal values
-    by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always."""
-    histogram(r, st, False, cnt, mass)
+    by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always.
+    Returns the kept mass (bucket order, then the bucket of the cut in sorted order)."""
+    histogram(r, st, False, cnt, mass, eb, kb)
     target = top_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:
-        return
-    vals, ids = gather(r, st, False, b, cnt[b])
+        return mass.sum()
+    vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
     order = np.empty(vals.size, np.int64)
     sort_desc(vals, ids, vals.size, order)
     acc = before
@@ -205,31 +276,33 @@ def apply_top_p(r, st, top_p, cnt, mass):
         if not acc < target:
             break
         last = o
-        acc += fexp(shifted(vals[o], st))
+        acc += token_mass(shifted(vals[o], st), r[0])
     st[S_LO] = vals[last]
     st[S_TIE] = np.float64(ids[last])
+    return acc
 
 
 @kernel
-def apply_typical(r, st, mass_p, cnt, mass):
+def apply_typical(r, st, mass_p, cnt, mass, eb, kb):
     """HF's typical-p: the tokens closest to the entropy (by ``|d - E[d]|``) holding
     ``mass_p``, all ties of the last one included."""
     z = 0.0
     zd = 0.0
+    s = frozen(st)
     for j in range(r.size):
         v = load(r, j)
-        if kept(v, j, st):
-            d = shifted(v, st)
-            e = fexp(d)
+        if kept(v, j, s, r[0]):
+            d = shifted(v, s)
+            e = token_mass(d, r[0])
             z += e
             zd += e * d
     st[S_C] = zd / z
-    histogram(r, st, True, cnt, mass)
+    histogram(r, st, True, cnt, mass, eb, kb)
     target = mass_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:  # rounding: HF's clamp to the last position keeps everything
         return
-    vals, _ids = gather(r, st, True, b, cnt[b])
+    vals, _ids = gather(r, st, True, b, cnt[b], eb, kb)
     n = vals.size
     keys = np.empty(n, np.float64)
     for i in range(n):
@@ -240,7 +313,7 @@ def apply_typical(r, st, mass_p, cnt, mass):
     band = keys[order[n - 1]]
     for i in range(n):
         o = order[i]
-        acc += fexp(shifted(vals[o], st))
+        acc += token_mass(shifted(vals[o], st), r[0])
         if acc >= target:
             band = keys[o]
             break
@@ -248,18 +321,21 @@ def apply_typical(r, st, mass_p, cnt, mass):
 
 
 @kernel
-def kept_mass(r, st):
-    """``sum(exp(d))`` over the kept tokens, in id order (the order of :func:`pick`)."""
+def kept_mass(r, st, eb, kb):
+    """``sum(exp(d))`` over the kept tokens: chunk sums (``block_sum``, fixed order) added
+    with Neumaier's compensation, in id order (the order of :func:`pick`)."""
+    s = frozen(st)
     z = 0.0
-    for j in range(r.size):
-        v = load(r, j)
-        if kept(v, j, st):
-            z += fexp(shifted(v, st))
-    return z
+    comp = 0.0
+    for c0 in range(0, r.size, CHUNK):
+        n = min(CHUNK, r.size - c0)
+        chunk_pass(r, c0, s, False, eb[:n], kb[:n])
+        z, comp = neumaier_add(z, comp, block_sum(eb[:n]))
+    return neumaier_result(z, comp)
 
 
 @kernel
-def row_state(r, p, st, cnt, mass):
+def row_state(r, p, st, cnt, mass, eb, kb):
     """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status."""
     nv = r.size
     bad = 0
@@ -283,39 +359,41 @@ def row_state(r, p, st, cnt, mass):
     st[S_C] = 0.0
     st[S_BAND] = np.inf
     st[S_T] = p[P_T]
+    st[S_IT] = 1.0 / p[P_T] if p[P_T] > 0.0 else 0.0
     if p[P_T] == 0.0:
         st[S_Z] = 1.0
         st[S_LOGZ] = 0.0
         return OK
     k = np.int64(p[P_K])
+    z = -1.0  # the kept mass, when a filter found it on the way (else one more pass)
     if 0 < k < nv:
-        apply_top_k(r, st, k, cnt, mass)
+        z = apply_top_k(r, st, k, cnt, mass, eb, kb)
     if p[P_P] < 1.0:
-        apply_top_p(r, st, p[P_P], cnt, mass)
+        z = apply_top_p(r, st, p[P_P], cnt, mass, eb, kb)
     st[S_MINP] = p[P_MINP]
     if p[P_TYP] < 1.0:
-        apply_typical(r, st, p[P_TYP], cnt, mass)
-    z = kept_mass(r, st)
+        apply_typical(r, st, p[P_TYP], cnt, mass, eb, kb)
+    if p[P_MINP] > 0.0 or p[P_TYP] < 1.0 or not z > 0.0:
+        z = kept_mass(r, st, eb, kb)
     st[S_Z] = z
     st[S_LOGZ] = flog(z)
     return OK
 
 
 @kernel
-def prob(r, st, j):
-    """The processed probability of token ``j``."""
-    v = load(r, j)
-    if not kept(v, j, st):
+def prob(v, j, st, proto):
+    """The processed probability of token ``j`` with processed logit ``v``."""
+    if not kept(v, j, st, proto):
         return 0.0
     if st[S_T] == 0.0:
         return 1.0
-    return fexp(shifted(v, st)) / st[S_Z]
+    return token_mass(shifted(v, st), proto) / st[S_Z]
 
 
 @kernel
-def processed_logprob(v, j, st):
+def processed_logprob(v, j, st, proto):
     """log of the processed probability of token ``j`` with processed logit ``v``."""
-    if not kept(v, j, st):
+    if not kept(v, j, st, proto):
         return -np.inf
     if st[S_T] == 0.0:
         return 0.0
@@ -323,20 +401,37 @@ def processed_logprob(v, j, st):
 
 
 @kernel
-def pick(r, st, u):
-    """Inverse CDF: the first kept token (id order) whose cumulative mass exceeds ``u * Z``."""
+def pick(r, st, u, eb, kb):
+    """Inverse CDF: the first kept token (id order) whose cumulative mass exceeds ``u * Z``.
+
+    Whole chunks are skipped by their sums, accumulated exactly as :func:`kept_mass` forms
+    ``Z``; the chunk where the target falls is walked token by token."""
     if st[S_T] == 0.0:
         return np.int64(st[S_ARG])
+    s = frozen(st)
     target = u * st[S_Z]
-    acc = 0.0
+    z = 0.0
+    comp = 0.0
     last = np.int64(st[S_ARG])
-    for j in range(r.size):
-        v = load(r, j)
-        if kept(v, j, st):
-            acc += fexp(shifted(v, st))
-            last = j
-            if acc > target:
-                return np.int64(j)
+    for c0 in range(0, r.size, CHUNK):
+        n = min(CHUNK, r.size - c0)
+        chunk_pass(r, c0, s, False, eb[:n], kb[:n])
+        cs = block_sum(eb[:n])
+        base = neumaier_result(z, comp)
+        if base + cs > target:
+            acc = base
+            for j in range(n):
+                if kb[j] >= 0:
+                    acc += eb[j]
+                    last = c0 + j
+                    if acc > target:
+                        return np.int64(last)
+        elif cs > 0.0:
+            for j in range(n - 1, -1, -1):
+                if kb[j] >= 0:
+                    last = c0 + j
+                    break
+        z, comp = neumaier_add(z, comp, cs)
     return last
 
 
@@ -347,9 +442,10 @@ def top_n(src, st, raw, vals, ids):
     if vals.size == 0:
         return
     count = 0
+    s = frozen(st)
     for j in range(src.size):
         v = load(src, j)
-        if not raw and not kept(v, j, st):
+        if not raw and not kept(v, j, s, src[0]):
             v = -np.inf
         count = push_top(vals, ids, count, v, j)
 
@@ -368,7 +464,7 @@ def logprob_outputs(src, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_
     for n in range(nt + 1 + row.size):
         j = tok if n == 0 else (ids[n - 1] if n <= nt else row[n - 1 - nt])
         v = load(src, j)
-        lp = v - lse if raw else processed_logprob(v, j, st)
+        lp = v - lse if raw else processed_logprob(v, j, st, src[0])
         if n == 0:
             logprobs[i] = lp
         elif n <= nt:
@@ -399,6 +495,8 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         st = np.empty(NSTATE, np.float64)
+        eb = np.empty(CHUNK, np.float64)
+        kb = np.empty(CHUNK, np.int32)
         for i in range(r0, r1):
             p = params[i]
             bi = None if bias is None else bias[min(i, bias.shape[0] - 1)]
@@ -406,9 +504,9 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
             if needs_buffer(bi, mi, hist.shape[1], p):
                 materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
                 r = work
-                s = row_state(r, p, st, cnt, mass)
+                s = row_state(r, p, st, cnt, mass, eb, kb)
                 if s == OK:
-                    tok = pick(r, st, uniform(seeds[i], steps[i], ctr[i], np.uint64(0)))
+                    tok = pick(r, st, uniform(seeds[i], steps[i], ctr[i], np.uint64(0)), eb, kb)
                     tokens[i] = tok
                     if raw:
                         logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
@@ -417,9 +515,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                         logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
                                         top_lp, id_lp)
             else:
-                s = row_state(x[i], p, st, cnt, mass)
+                s = row_state(x[i], p, st, cnt, mass, eb, kb)
                 if s == OK:
-                    tok = pick(x[i], st, uniform(seeds[i], steps[i], ctr[i], np.uint64(0)))
+                    tok = pick(x[i], st, uniform(seeds[i], steps[i], ctr[i], np.uint64(0)), eb,
+                               kb)
                     tokens[i] = tok
                     logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
                                     top_lp, id_lp)
@@ -431,25 +530,27 @@ def draft_prob(rd, st_d, has_draft, tok, j):
     """The draft's probability of token ``j``: one-hot at ``tok`` without draft logits."""
     if not has_draft:
         return 1.0 if j == tok else 0.0
-    return prob(rd, st_d, j)
+    return prob(load(rd, j), j, st_d, rd[0])
 
 
 @kernel
-def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u):
+def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb):
     """A token from ``max(0, p - q)`` normalized (``q`` from :func:`draft_prob`); from ``p``
     when the residual has no mass (``p == q`` up to rounding)."""
+    s_t = frozen(st_t)
+    s_d = frozen(st_d)
     total = 0.0
     for j in range(rt.size):
-        q = draft_prob(rd, st_d, has_draft, tok, j)
-        total += max(0.0, prob(rt, st_t, j) - q)
+        q = draft_prob(rd, s_d, has_draft, tok, j)
+        total += max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
     if not total > 0.0:
-        return pick(rt, st_t, u)
+        return pick(rt, st_t, u, eb, kb)
     target = u * total
     acc = 0.0
     last = -1
     for j in range(rt.size):
-        q = draft_prob(rd, st_d, has_draft, tok, j)
-        w = max(0.0, prob(rt, st_t, j) - q)
+        q = draft_prob(rd, s_d, has_draft, tok, j)
+        w = max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
         if w > 0.0:
             acc += w
             last = j
@@ -459,15 +560,15 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u):
 
 
 @kernel
-def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass):
+def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
         materialize(x, work, bias, mask, hist, draft, i, p, counts)
-        return work, row_state(work, p, st, cnt, mass)
+        return work, row_state(work, p, st, cnt, mass, eb, kb)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
-    return work, row_state(work, p, st, cnt, mass)
+    return work, row_state(work, p, st, cnt, mass, eb, kb)
 
 
 @kernel(parallel=True)
@@ -496,6 +597,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
         mass = np.empty(NB, np.float64)
         st_t = np.empty(NSTATE, np.float64)
         st_d = np.empty(NSTATE, np.float64)
+        eb = np.empty(CHUNK, np.float64)
+        kb = np.empty(CHUNK, np.int32)
         for b in range(r0, r1):
             p = params[b]
             bi = None if bias is None else bias[min(b, bias.shape[0] - 1)]
@@ -506,26 +609,26 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
             for i in range(nk + 1):
                 mi = None if mask is None else mask[b, i]
                 rt, s = processed_row(tl[b, i], wt, bi, mi, hist[b], draft[b], i, p, counts,
-                                      st_t, cnt, mass)
+                                      st_t, cnt, mass, eb, kb)
                 if s != OK:
                     break
                 if i == nk:
                     out[b, i] = pick(rt, st_t, uniform(seeds[b], steps[b], ctr[b],
-                                                       np.uint64(2 * nk)))
+                                                       np.uint64(2 * nk)), eb, kb)
                     break
                 tok = draft[b, i]
                 q = 1.0
                 if dl is not None:
                     _rd, s = processed_row(dl[b, i], wd, bi, mi, hist[b], draft[b], i, p,
-                                           counts, st_d, cnt, mass)
+                                           counts, st_d, cnt, mass, eb, kb)
                     if s != OK:
                         break
-                    q = prob(wd, st_d, tok)
+                    q = prob(load(wd, tok), tok, st_d, wd[0])
                 u = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * i))
                 if st_t[S_T] == 0.0:
                     accept = tok == st_t[S_ARG]
                 else:
-                    accept = u * q < prob(rt, st_t, tok)
+                    accept = u * q < prob(load(rt, tok), tok, st_t, rt[0])
                 if accept:
                     out[b, i] = tok
                     continue
@@ -533,7 +636,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 if st_t[S_T] == 0.0:
                     out[b, i] = np.int64(st_t[S_ARG])
                 else:
-                    out[b, i] = residual_pick(rt, st_t, wd, st_d, dl is not None, tok, u2)
+                    out[b, i] = residual_pick(rt, st_t, wd, st_d, dl is not None, tok, u2, eb,
+                                              kb)
                 acc_n = i
                 break
             if s != OK:
