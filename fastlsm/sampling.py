@@ -63,21 +63,33 @@ class VerifyOutput(NamedTuple):
     then -1 padding (``num_accepted + 1`` tokens per row are valid)."""
 
 
-def _per_row(value, name: str, nb: int, *, integer: bool = False) -> np.ndarray:
-    """A scalar or ``[B]`` parameter as a float64 (or int64) ``[B]`` array."""
+_SCALAR_TYPES = (int, float, np.integer, np.floating)
+
+
+def _per_row(value, name: str, nb: int, *, integer: bool = False):
+    """A scalar parameter as a Python number, a ``[B]`` one as a float64 (or int64) array."""
+    if isinstance(value, _SCALAR_TYPES) and not isinstance(value, (bool, np.bool_)):
+        if integer and not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer scalar or a [B] array, got {value!r}")
+        return int(value) if integer else float(value)
     a = np.asarray(value)
     if a.dtype.kind not in ("iu" if integer else "iuf") or a.dtype == np.bool_:
         kind = "integer" if integer else "real"
         raise TypeError(f"{name} must be a {kind} scalar or a [B] array, got {a.dtype}")
     if a.ndim == 0:
-        a = np.full(nb, a)
-    elif a.shape != (nb,):
+        return _per_row(a.item(), name, nb, integer=integer)
+    if a.shape != (nb,):
         raise ValueError(f"{name} must be a scalar or an array of shape [{nb}], got {a.shape}")
     return a.astype(np.int64 if integer else np.float64)
 
 
-def _check(cond: np.ndarray, name: str, what: str, a: np.ndarray) -> None:
-    bad = np.flatnonzero(~cond)
+def _check(ok, name: str, what: str, a) -> None:
+    """Raise unless ``ok`` (a bool for a scalar ``a``, a bool array for an array ``a``)."""
+    if isinstance(ok, (bool, np.bool_)):
+        if not ok:
+            raise ValueError(f"{name} must be {what}, got {a!r}")
+        return
+    bad = np.flatnonzero(~ok)
     if bad.size:
         i = int(bad[0])
         raise ValueError(f"{name} must be {what}, got {a[i]!r} (row {i})")
@@ -86,8 +98,9 @@ def _check(cond: np.ndarray, name: str, what: str, a: np.ndarray) -> None:
 def _params(nb: int, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
             frequency_penalty, presence_penalty) -> np.ndarray:
     """The ``[B, NPARAM]`` float64 parameter table, every value checked."""
+    fin = np.isfinite
     t = _per_row(temperature, "temperature", nb)
-    _check(np.isfinite(t) & (t >= 0), "temperature", "finite and >= 0 (0 = greedy)", t)
+    _check(fin(t) & (t >= 0), "temperature", "finite and >= 0 (0 = greedy)", t)
     k = _per_row(top_k, "top_k", nb, integer=True)
     _check(k >= 0, "top_k", ">= 0 (0 = off)", k)
     p = _per_row(top_p, "top_p", nb)
@@ -97,11 +110,11 @@ def _params(nb: int, temperature, top_k, top_p, min_p, typical_p, repetition_pen
     ty = _per_row(typical_p, "typical_p", nb)
     _check((ty > 0) & (ty <= 1), "typical_p", "in (0, 1] (1 = off)", ty)
     rp = _per_row(repetition_penalty, "repetition_penalty", nb)
-    _check(np.isfinite(rp) & (rp > 0), "repetition_penalty", "finite and > 0 (1 = off)", rp)
+    _check(fin(rp) & (rp > 0), "repetition_penalty", "finite and > 0 (1 = off)", rp)
     fp = _per_row(frequency_penalty, "frequency_penalty", nb)
-    _check(np.isfinite(fp), "frequency_penalty", "finite (0 = off)", fp)
+    _check(fin(fp), "frequency_penalty", "finite (0 = off)", fp)
     pp = _per_row(presence_penalty, "presence_penalty", nb)
-    _check(np.isfinite(pp), "presence_penalty", "finite (0 = off)", pp)
+    _check(fin(pp), "presence_penalty", "finite (0 = off)", pp)
     out = np.empty((nb, _k.NPARAM), np.float64)
     for col, a in ((_k.P_T, t), (_k.P_K, k), (_k.P_P, p), (_k.P_MINP, mp), (_k.P_TYP, ty),
                    (_k.P_REP, rp), (_k.P_FREQ, fp), (_k.P_PRES, pp)):
@@ -185,19 +198,21 @@ def _bitmask(token_bitmask, lead: tuple, nv: int) -> np.ndarray | None:
 def _random(seed, step, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Philox keys and counters: ``(seed[row], step[row])`` for per-row seeds, ``(seed, step,
     row index)`` for a scalar seed."""
-    per_row = np.ndim(seed) > 0
     seeds = _per_row(seed, "seed", nb, integer=True)
     steps = _per_row(step, "step", nb, integer=True)
     _check(seeds >= 0, "seed", ">= 0", seeds)
     _check(steps >= 0, "step", ">= 0", steps)
+    per_row = isinstance(seeds, np.ndarray)
     ctr = np.zeros(nb, np.uint64) if per_row else np.arange(nb, dtype=np.uint64)
-    return seeds.astype(np.uint64), steps.astype(np.uint64), ctr
+    return (np.full(nb, seeds, np.uint64) if not per_row else seeds.astype(np.uint64),
+            np.full(nb, steps, np.uint64) if not isinstance(steps, np.ndarray)
+            else steps.astype(np.uint64), ctr)
 
 
 def _raise_status(status: np.ndarray, where) -> None:
-    bad = np.flatnonzero(status != _k.OK)
-    if not bad.size:
+    if not status.any():  # OK is 0
         return
+    bad = np.flatnonzero(status != _k.OK)
     i = int(bad[0])
     if status[i] == _k.NO_TOKEN:
         raise ValueError(
@@ -315,6 +330,8 @@ presence_penalty : scalar or array [B]
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(x2.size if nb > 1 else 0)  # one row: one block, one thread
+        bias = np.zeros((1, 0), np.float64) if bias is None else bias  # one kernel type
+        mask = np.zeros((nb, 0), np.int32) if mask is None else mask
         _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
                        logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
                        status)
@@ -410,6 +427,9 @@ def verify_draft(
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(t.size)
+        bias = np.zeros((1, 0), np.float64) if bias is None else bias  # one kernel type
+        mask = np.zeros((nb, nk1, 0), np.int32) if mask is None else mask
+        dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
         _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
                        steps, ctr, num_acc, out, status)
         _raise_status(status, lambda i: f"row {i} of target_logits or draft_logits")

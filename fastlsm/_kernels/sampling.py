@@ -39,8 +39,11 @@ from .stream import block_sum
 P_T, P_K, P_P, P_MINP, P_TYP, P_REP, P_FREQ, P_PRES = range(8)
 NPARAM = 8
 # fields of a row state
-S_T, S_M, S_ARG, S_LO, S_TIE, S_MINP, S_C, S_BAND, S_Z, S_LOGZ, S_IT = range(11)
-NSTATE = 11
+S_T, S_M, S_ARG, S_LO, S_TIE, S_MINP, S_C, S_BAND, S_Z, S_LOGZ, S_IT, S_NL = range(12)
+NSTATE = 12
+LIST_CAP = 4096
+"""After top-k, a kept set this small is copied into a candidate list (values and ids, in id
+order) and the later filters, the mass and the pick run over the list instead of the row."""
 
 OK = 0
 NO_TOKEN = 1  # every token masked or -inf
@@ -73,21 +76,21 @@ def penalized(v, count, p):
 def needs_buffer(bias, mask, nhist, p):
     """Whether the processed row differs from the logits (then it is materialized)."""
     pen = p[P_REP] != 1.0 or p[P_FREQ] != 0.0 or p[P_PRES] != 0.0
-    return bias is not None or mask is not None or (nhist > 0 and pen)
+    return bias.size > 0 or mask.size > 0 or (nhist > 0 and pen)
 
 
 @kernel
 def materialize(x, out, bias, mask, hist, extra, nextra, p, counts):
     """``out`` = the processed logits of row ``x`` (steps 1-4 of the order): masked tokens
-    ``-inf``, ``bias`` added (a float64 row or None), then the penalties for every token of
-    ``hist`` (ids ``< 0`` are padding) and of ``extra[:nextra]``. ``counts`` is an int32 row of
-    zeros (left zero)."""
+    ``-inf`` (``mask`` of size 0: none), ``bias`` added (a float64 row; size 0: none), then
+    the penalties for every token of ``hist`` (ids ``< 0`` are padding) and of
+    ``extra[:nextra]``. ``counts`` is an int32 row of zeros (left zero)."""
     for j in range(x.size):
         out[j] = load(x, j)
-    if bias is not None:
+    if bias.size > 0:
         for j in range(x.size):
             out[j] = out[j] + bias[j]
-    if mask is not None:
+    if mask.size > 0:
         for j in range(x.size):
             if not allowed(mask, j):
                 out[j] = -np.inf
@@ -114,7 +117,8 @@ def frozen(st):
     """The row state as a tuple: per-element helpers take the tuple, not the array (an array
     argument costs a reference-count increment and decrement per call where Numba cannot
     prove them redundant: 14 ns per element measured)."""
-    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10])
+    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+            st[11])
 
 
 @kernel
@@ -242,6 +246,7 @@ def apply_top_k(r, st, k, cnt, mass, eb, kb):
     histogram(r, st, False, cnt, mass, eb, kb)
     b, before = crossing(cnt, np.float64(k))
     if b < 0:  # fewer than k tokens allowed: nothing to remove
+        st[S_NL] = cnt.sum()
         return mass.sum()
     vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
     order = np.empty(vals.size, np.int64)
@@ -250,9 +255,12 @@ def apply_top_k(r, st, k, cnt, mass, eb, kb):
     st[S_LO] = kth
     st[S_TIE] = 0.0
     z = mass[:b].sum()  # the kept mass: buckets above, then bucket b's tokens >= kth
+    count = cnt[:b].sum()
     for i in range(vals.size):
         if vals[order[i]] >= kth:
             z += token_mass(shifted(vals[order[i]], st), r[0])
+            count += 1
+    st[S_NL] = count
     return z
 
 
@@ -334,8 +342,154 @@ def kept_mass(r, st, eb, kb):
     return neumaier_result(z, comp)
 
 
+STRIDE = 16  # every 16th token estimates where the k-th largest lies
+
+
 @kernel
-def row_state(r, p, st, cnt, mass, eb, kb):
+def small_top_k(r, st, k, lv, li):
+    """Top-k for small ``k`` without a histogram: the ``(2k/16 + 8)``-th largest of every
+    16th logit is, with high probability, below the k-th largest of the row; the tokens
+    above it (one compare pass) go to the candidate list, where the k-th largest is found
+    by one sort. Sets ``st``'s threshold and returns the list size, or 0 when the estimate
+    missed (fewer than ``k`` or more than the list holds): then the caller takes the
+    histogram path. The result never depends on the estimate, only the speed does."""
+    nv = r.size
+    ns = (nv + STRIDE - 1) // STRIDE
+    kk = 2 * k // STRIDE + 8
+    if kk >= ns // 2 or 4 * k > lv.size:
+        return 0
+    best = np.empty(kk, np.float64)
+    bid = np.empty(kk, np.int64)
+    count = 0
+    for i in range(ns):
+        count = push_top(best, bid, count, load(r, i * STRIDE), i)
+    t0 = best[kk - 1]
+    if not t0 > -np.inf:
+        return 0
+    n = 0
+    for j in range(nv):
+        v = load(r, j)
+        if v >= t0:
+            if n == lv.size:
+                return 0
+            lv[n] = v
+            li[n] = j
+            n += 1
+    if n < k:
+        return 0
+    order = np.empty(n, np.int64)
+    sort_desc(lv[:n], li[:n], n, order)
+    kth = lv[order[k - 1]]
+    st[S_LO] = kth
+    st[S_TIE] = 0.0
+    m = 0
+    for i in range(n):  # keep the entries >= kth, in id order
+        if lv[i] >= kth:
+            lv[m] = lv[i]
+            li[m] = li[i]
+            m += 1
+    return m
+
+
+@kernel
+def collect(r, st, lv, li):
+    """Copy the kept tokens (values, ids; id order) into ``lv`` / ``li``; returns their
+    number (at most ``lv.size``)."""
+    lo = st[S_LO]
+    n = 0
+    for j in range(r.size):
+        v = load(r, j)
+        if v >= lo and v > -np.inf and n < lv.size:
+            lv[n] = v
+            li[n] = j
+            n += 1
+    return n
+
+
+@kernel
+def list_masses(lv, li, n, st, e):
+    """``e[i]`` = the kept mass of list entry ``i`` (0 if not kept); returns their sum in
+    list (id) order."""
+    s = frozen(st)
+    z = 0.0
+    for i in range(n):
+        v = lv[i]
+        e[i] = token_mass(shifted(v, s), lv[0]) if kept(v, li[i], s, lv[0]) else 0.0
+        z += e[i]
+    return z
+
+
+@kernel
+def list_top_p(lv, li, n, st, top_p, e):
+    """:func:`apply_top_p` over a candidate list (one sort of at most ``LIST_CAP``)."""
+    z = list_masses(lv, li, n, st, e)
+    order = np.empty(n, np.int64)
+    sort_desc(lv[:n], li[:n], n, order)
+    target = top_p * z
+    acc = 0.0
+    last = order[0]
+    for i in range(n):
+        o = order[i]
+        if not acc < target:
+            break
+        last = o
+        acc += e[o]
+    st[S_LO] = lv[last]
+    st[S_TIE] = np.float64(li[last])
+
+
+@kernel
+def list_typical(lv, li, n, st, mass_p, e):
+    """:func:`apply_typical` over a candidate list."""
+    z = list_masses(lv, li, n, st, e)
+    zd = 0.0
+    for i in range(n):
+        if e[i] > 0.0:
+            zd += e[i] * shifted(lv[i], st)
+    st[S_C] = zd / z
+    keys = np.empty(n, np.float64)
+    for i in range(n):
+        keys[i] = typical_key(shifted(lv[i], st), st) if e[i] > 0.0 else np.inf
+    order = np.empty(n, np.int64)
+    sort_asc(keys, n, order)
+    target = mass_p * z
+    acc = 0.0
+    for i in range(n):
+        o = order[i]
+        acc += e[o]
+        if acc >= target:
+            st[S_BAND] = keys[o]
+            return
+
+
+@kernel
+def list_pick(lv, li, n, st, u):
+    """Inverse CDF over the candidate list in id order (the order of its mass ``Z``)."""
+    s = frozen(st)
+    target = u * st[S_Z]
+    acc = 0.0
+    last = li[0]
+    for i in range(n):
+        v = lv[i]
+        if kept(v, li[i], s, lv[0]):
+            acc += token_mass(shifted(v, s), lv[0])
+            last = li[i]
+            if acc > target:
+                return np.int64(li[i])
+    return np.int64(last)
+
+
+@kernel
+def choose(r, st, u, eb, kb, lv, li):
+    """The sampled token for uniform ``u``: from the candidate list if the row has one."""
+    n = np.int64(st[S_NL])
+    if st[S_T] > 0.0 and n > 0:
+        return list_pick(lv, li, n, st, u)
+    return pick(r, st, u, eb, kb)
+
+
+@kernel
+def row_state(r, p, st, cnt, mass, eb, kb, lv, li):
     """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status."""
     nv = r.size
     bad = 0
@@ -364,10 +518,28 @@ def row_state(r, p, st, cnt, mass, eb, kb):
         st[S_Z] = 1.0
         st[S_LOGZ] = 0.0
         return OK
+    st[S_NL] = 0.0
     k = np.int64(p[P_K])
     z = -1.0  # the kept mass, when a filter found it on the way (else one more pass)
     if 0 < k < nv:
-        z = apply_top_k(r, st, k, cnt, mass, eb, kb)
+        n = small_top_k(r, st, k, lv, li)
+        if n == 0:  # no small candidate set: the histogram path
+            z = apply_top_k(r, st, k, cnt, mass, eb, kb)
+            if st[S_NL] <= min(LIST_CAP, lv.size):
+                n = collect(r, st, lv, li)
+        if n > 0:
+            st[S_NL] = n
+            e = np.empty(n, np.float64)
+            if p[P_P] < 1.0:
+                list_top_p(lv, li, n, st, p[P_P], e)
+            st[S_MINP] = p[P_MINP]
+            if p[P_TYP] < 1.0:
+                list_typical(lv, li, n, st, p[P_TYP], e)
+            z = list_masses(lv, li, n, st, e)
+            st[S_Z] = z
+            st[S_LOGZ] = flog(z)
+            return OK
+        st[S_NL] = 0.0
     if p[P_P] < 1.0:
         z = apply_top_p(r, st, p[P_P], cnt, mass, eb, kb)
     st[S_MINP] = p[P_MINP]
@@ -479,7 +651,8 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                 tokens, logprobs, top_tok, top_lp, id_lp, status):
     """Sample one token per row of ``x`` ``[B, V]`` (float32/float64, C-contiguous).
 
-    bias: float64 ``[1 or B, V]`` or None; mask: int32 ``[B, ceil(V/32)]`` or None; hist:
+    bias: float64 ``[1 or B, V]`` (``[1, 0]``: none); mask: int32 ``[B, ceil(V/32)]``
+    (``[B, 0]``: none); hist:
     int64 ``[B, L]`` (``-1`` padding, ids checked by the caller); params: float64
     ``[B, NPARAM]``; seeds, steps, ctr: uint64 ``[B]`` (Philox key, counter words 0-1 and 2);
     raw: bool; lp_ids: int64 ``[1 or B, M]``. Outputs: tokens int64 ``[B]``, logprobs
@@ -497,16 +670,20 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
         st = np.empty(NSTATE, np.float64)
         eb = np.empty(CHUNK, np.float64)
         kb = np.empty(CHUNK, np.int32)
+        lv = np.empty(LIST_CAP, x.dtype)  # candidate lists in the row's dtype
+        lw = np.empty(LIST_CAP, np.float64)
+        li = np.empty(LIST_CAP, np.int64)
         for i in range(r0, r1):
             p = params[i]
-            bi = None if bias is None else bias[min(i, bias.shape[0] - 1)]
-            mi = None if mask is None else mask[i]
+            bi = bias[min(i, bias.shape[0] - 1)]
+            mi = mask[i]
             if needs_buffer(bi, mi, hist.shape[1], p):
                 materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
                 r = work
-                s = row_state(r, p, st, cnt, mass, eb, kb)
+                s = row_state(r, p, st, cnt, mass, eb, kb, lw, li)
                 if s == OK:
-                    tok = pick(r, st, uniform(seeds[i], steps[i], ctr[i], np.uint64(0)), eb, kb)
+                    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
+                    tok = choose(r, st, u, eb, kb, lw, li)
                     tokens[i] = tok
                     if raw:
                         logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
@@ -515,10 +692,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                         logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
                                         top_lp, id_lp)
             else:
-                s = row_state(x[i], p, st, cnt, mass, eb, kb)
+                s = row_state(x[i], p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
-                    tok = pick(x[i], st, uniform(seeds[i], steps[i], ctr[i], np.uint64(0)), eb,
-                               kb)
+                    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
+                    tok = choose(x[i], st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
                                     top_lp, id_lp)
@@ -534,7 +711,7 @@ def draft_prob(rd, st_d, has_draft, tok, j):
 
 
 @kernel
-def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb):
+def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
     """A token from ``max(0, p - q)`` normalized (``q`` from :func:`draft_prob`); from ``p``
     when the residual has no mass (``p == q`` up to rounding)."""
     s_t = frozen(st_t)
@@ -544,7 +721,7 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb):
         q = draft_prob(rd, s_d, has_draft, tok, j)
         total += max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
     if not total > 0.0:
-        return pick(rt, st_t, u, eb, kb)
+        return choose(rt, st_t, u, eb, kb, lv, li)
     target = u * total
     acc = 0.0
     last = -1
@@ -560,15 +737,16 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb):
 
 
 @kernel
-def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb):
+def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb, lv,
+                  li):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
         materialize(x, work, bias, mask, hist, draft, i, p, counts)
-        return work, row_state(work, p, st, cnt, mass, eb, kb)
+        return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
-    return work, row_state(work, p, st, cnt, mass, eb, kb)
+    return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
 
 
 @kernel(parallel=True)
@@ -576,10 +754,11 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 num_acc, out, status):
     """Speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023).
 
-    tl: target logits ``[B, K+1, V]``; dl: draft logits ``[B, K, V]`` or None (a
-    deterministic draft); draft: int64 ``[B, K]`` (ids checked by the caller); bias, hist,
-    params, seeds, steps, ctr as in :func:`sample_rows` (the penalties at position ``i`` count
-    ``hist[b]`` and ``draft[b, :i]``); mask: int32 ``[B, K+1, W]`` or None. Outputs:
+    tl: target logits ``[B, K+1, V]``; dl: draft logits ``[B, K, V]`` of the same dtype
+    (``[B, 0, V]``: a deterministic draft); draft: int64 ``[B, K]`` (ids checked by the
+    caller); bias, hist, params, seeds, steps, ctr as in :func:`sample_rows` (the penalties
+    at position ``i`` count
+    ``hist[b]`` and ``draft[b, :i]``); mask: int32 ``[B, K+1, W]`` (``W = 0``: none). Outputs:
     num_acc int64 ``[B]``, out int64 ``[B, K+1]`` (accepted tokens, then the corrected or
     bonus token, then -1), status int64 ``[B]``. Draws: ``2i`` accepts position ``i``,
     ``2i + 1`` samples its correction, ``2K`` the bonus token.
@@ -587,6 +766,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
     nb = tl.shape[0]
     nk = draft.shape[1]
     nv = tl.shape[2]
+    has_draft = dl.shape[1] > 0
     nchunk = row_chunks(nb)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
@@ -599,28 +779,32 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
         st_d = np.empty(NSTATE, np.float64)
         eb = np.empty(CHUNK, np.float64)
         kb = np.empty(CHUNK, np.int32)
+        lv_t = np.empty(LIST_CAP, np.float64)
+        li_t = np.empty(LIST_CAP, np.int64)
+        lv_d = np.empty(LIST_CAP, np.float64)
+        li_d = np.empty(LIST_CAP, np.int64)
         for b in range(r0, r1):
             p = params[b]
-            bi = None if bias is None else bias[min(b, bias.shape[0] - 1)]
+            bi = bias[min(b, bias.shape[0] - 1)]
             s = OK
             for n in range(nk + 1):
                 out[b, n] = -1
             acc_n = nk
             for i in range(nk + 1):
-                mi = None if mask is None else mask[b, i]
+                mi = mask[b, i]
                 rt, s = processed_row(tl[b, i], wt, bi, mi, hist[b], draft[b], i, p, counts,
-                                      st_t, cnt, mass, eb, kb)
+                                      st_t, cnt, mass, eb, kb, lv_t, li_t)
                 if s != OK:
                     break
                 if i == nk:
-                    out[b, i] = pick(rt, st_t, uniform(seeds[b], steps[b], ctr[b],
-                                                       np.uint64(2 * nk)), eb, kb)
+                    u = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * nk))
+                    out[b, i] = choose(rt, st_t, u, eb, kb, lv_t, li_t)
                     break
                 tok = draft[b, i]
                 q = 1.0
-                if dl is not None:
+                if has_draft:
                     _rd, s = processed_row(dl[b, i], wd, bi, mi, hist[b], draft[b], i, p,
-                                           counts, st_d, cnt, mass, eb, kb)
+                                           counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
                     if s != OK:
                         break
                     q = prob(load(wd, tok), tok, st_d, wd[0])
@@ -636,8 +820,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 if st_t[S_T] == 0.0:
                     out[b, i] = np.int64(st_t[S_ARG])
                 else:
-                    out[b, i] = residual_pick(rt, st_t, wd, st_d, dl is not None, tok, u2, eb,
-                                              kb)
+                    out[b, i] = residual_pick(rt, st_t, wd, st_d, has_draft, tok, u2, eb,
+                                              kb, lv_t, li_t)
                 acc_n = i
                 break
             if s != OK:
