@@ -17,8 +17,6 @@ try:  # NumPy >= 2
 except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core.multiarray import normalize_axis_index
 
-from ._kernels.stream import touch_pages
-
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
@@ -93,24 +91,6 @@ def as_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """
     moved = np.moveaxis(x, axis, -1) if axis != x.ndim - 1 else x
     return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), x.shape[axis])
-
-
-PREFAULT_BYTES = 1 << 24
-"""Fresh outputs from this size up are faulted in by all threads before the kernel runs."""
-
-
-def fresh_output(shape, dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)`` for a kernel to fill; large ones are faulted in first.
-
-    ``np.empty`` of a large array gets transparent huge pages but touches none of them;
-    :func:`fastlsm._kernels.stream.touch_pages` faults them in, one write per huge page,
-    with every thread (the calling thread's kernel thread count: call ``_jit.use_threads``
-    first), so that the OS zeroes them before the kernel instead of during its writes.
-    """
-    out = np.empty(shape, dtype)
-    if out.nbytes >= PREFAULT_BYTES:
-        touch_pages(out.reshape(-1).view(np.uint8))
-    return out
 
 
 def rows_out(out: np.ndarray, axis: int) -> tuple[np.ndarray, bool]:

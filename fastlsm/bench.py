@@ -45,7 +45,7 @@ import fastlsm
 
 from . import _jit
 from ._jit import kernel
-from ._kernels.stream import block_sum
+from ._kernels.rows import block_sum
 
 PROVIDERS = ("fastlsm", "numpy", "torch")
 

@@ -43,7 +43,8 @@ import numpy as np
 
 from . import _jit
 from ._kernels import cross_entropy as _k
-from ._validate import as_rows, axis_index, float_array, fresh_output
+from ._kernels.memory import fresh_output
+from ._validate import as_rows, axis_index, float_array
 
 __all__ = [
     "CrossEntropyResult",
@@ -81,9 +82,7 @@ class CrossEntropyResult(NamedTuple):
 
 def _reduction(reduction) -> int:
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-        )
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return _REDUCTIONS[reduction]
 
 
@@ -248,8 +247,15 @@ def _grad_output(grad_output, s: _Setup) -> tuple[float, np.ndarray]:
     return 1.0, np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
 
 
-def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
-    """Call the kernel. ``grad_mode``: None (no gradient), "new" or "inplace"."""
+def _run(
+    s: _Setup, grad_mode, grad_output, *, loss_kind="ce", eps=0.0, z=0.0, cap=0.0, return_lse=False
+):
+    """Allocate the outputs, call the kernel, translate its status: the one path of every loss.
+
+    ``loss_kind``: "ce" (cross-entropy; index or probability targets, from ``s``) or "nll".
+    ``grad_mode``: None (no gradient), "new" or "inplace" (over the logits). Returns
+    ``(loss, grad or None, lse or None)``.
+    """
     x, rows = s.x, s.rows
     n, c = rows.shape
     dt = x.dtype
@@ -270,21 +276,21 @@ def _run(s: _Setup, eps, z, cap, grad_mode, grad_output, return_lse):
             moved = fresh_output(s.outer + (c,), dt)
             grad = moved.reshape(n, c)
             grad_arr = moved if s.ax == x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
-    if s.soft:
-        status = _k.cross_entropy_probs_rows(
-            rows, s.target, s.weight, s.token_weight, eps, z, cap, s.reduction,
-            scale, per_token, loss, lse, grad, work,
+    w, tw, red = s.weight, s.token_weight, s.reduction
+    if loss_kind == "nll":
+        status = _k.nll_loss_rows(
+            rows, s.target, w, tw, s.ignore_index, red, scale, per_token, loss, grad, work
         )
-    else:
+    else:  # index or probability targets: the target array's kind
         status = _k.cross_entropy_rows(
-            rows, s.target, s.weight, s.token_weight, s.ignore_index, eps, z, cap,
-            s.reduction, scale, per_token, loss, lse, grad, work,
-        )
+            rows, s.target, w, tw, s.ignore_index, eps, z, cap, red, scale, per_token,
+            loss, lse, grad, work,
+        )  # fmt: skip
     if status >= 0:
         _raise_bad_target(s, int(status))
     if grad_mode == "inplace" and not np.shares_memory(rows, x):
         np.moveaxis(x, s.ax, -1)[...] = rows.reshape(s.outer + (c,))
-    loss = loss.reshape(s.outer if s.reduction == _k.NONE else ())
+    loss = loss.reshape(s.outer if red == _k.NONE else ())
     lse = lse.reshape(s.outer) if return_lse else None
     return loss, grad_arr, lse
 
@@ -373,9 +379,8 @@ def cross_entropy(
     array([0.2413..., 0.  ...])
     """
     s = _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, "logits", True)
-    loss, _, _ = _run(
-        s, _label_smoothing(label_smoothing), _z_loss(z_loss), _softcap(softcap), None, 1.0, False
-    )
+    eps, z, cap = _label_smoothing(label_smoothing), _z_loss(z_loss), _softcap(softcap)
+    loss, _, _ = _run(s, None, 1.0, eps=eps, z=z, cap=cap)
     return loss
 
 
@@ -444,9 +449,8 @@ def cross_entropy_with_grad(
     if inplace:
         _check_inplace(logits, s)
     eps, z, cap = _label_smoothing(label_smoothing), _z_loss(z_loss), _softcap(softcap)
-    loss, grad, lse = _run(
-        s, eps, z, cap, "inplace" if inplace else "new", grad_output, bool(return_lse)
-    )
+    mode = "inplace" if inplace else "new"
+    loss, grad, lse = _run(s, mode, grad_output, eps=eps, z=z, cap=cap, return_lse=bool(return_lse))
     return CrossEntropyResult(loss, grad, lse)
 
 
@@ -476,32 +480,11 @@ def nll_loss(
     s = _setup(
         log_probs, target, axis, weight, ignore_index, reduction, token_weight, "log_probs", False
     )
-    loss, _ = _nll(s, None, 1.0)
+    loss, _, _ = _run(s, None, 1.0, loss_kind="nll")
     return loss
 
 
 def _nll(s: _Setup, grad_mode, grad_output):
     """NLL loss and, when ``grad_mode == "new"``, ``grad_output * d loss / d log_probs``."""
-    rows = s.rows
-    n, c = rows.shape
-    dt = s.x.dtype
-    loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
-    work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
-    grad_arr = None
-    _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
-    if grad_mode is None:
-        grad = np.empty((0, c), dt)
-        scale, per_token = 1.0, _EMPTY
-    else:
-        scale, per_token = _grad_output(grad_output, s)
-        moved = np.empty(s.outer + (c,), dt)
-        grad = moved.reshape(n, c)
-        grad_arr = moved if s.ax == s.x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
-    _jit.use_threads(rows.size)
-    status = _k.nll_loss_rows(
-        rows, s.target, s.weight, s.token_weight, s.ignore_index, s.reduction,
-        scale, per_token, loss, grad, work,
-    )
-    if status >= 0:
-        _raise_bad_target(s, int(status))
-    return loss.reshape(s.outer if s.reduction == _k.NONE else ()), grad_arr
+    loss, grad, _ = _run(s, grad_mode, grad_output, loss_kind="nll")
+    return loss, grad

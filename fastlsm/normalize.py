@@ -24,12 +24,12 @@ import numpy as np
 
 from . import _jit
 from ._kernels import normalize as _k
+from ._kernels.memory import fresh_output
 from ._validate import (
     as_rows,
     axis_index,
     check_out,
     float_array,
-    fresh_output,
     overlaps,
     rows_out,
     store_rows,

@@ -66,62 +66,120 @@ def softmax(x, axis=-1, *, dtype=np.float64):
     return np.moveaxis(out, -1, axis)
 
 
-def cross_entropy(
-    logits,
-    target,
-    *,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    dtype=np.float64,
-):
-    """PyTorch's ``F.cross_entropy`` with class-index targets, class axis last.
+# ----------------------------------------------------------------------------- losses
 
-    ``logits`` is ``[..., C]``, ``target`` an integer array of the batch shape. Returns
-    ``(loss, grad)``: ``loss`` is per-position (``reduction="none"``, 0 at ignored
-    positions) or a scalar (``"sum"``, ``"mean"``); ``grad`` is the gradient of
-    ``loss.sum()`` (for ``"none"``) or of ``loss`` with respect to ``logits``.
 
-    Definitions (``w`` = class weights, default 1; ``eps`` = label smoothing; ``lp`` =
-    log_softmax(logits); positions with ``target == ignore_index`` contribute nothing)::
+CROSS_ENTROPY_OPTIONS = {
+    "axis": -1,
+    "weight": None,
+    "ignore_index": -100,
+    "reduction": "mean",
+    "label_smoothing": 0.0,
+    "z_loss": 0.0,
+    "softcap": None,
+    "token_weight": None,
+    "grad_output": 1.0,
+}
+"""The options of :func:`cross_entropy` and their defaults (those of fastlsm.cross_entropy)."""
 
-        nll_i    = -w[t_i] * lp[i, t_i]
-        smooth_i = -sum_c w[c] * lp[i, c] / C
-        loss_i   = (1 - eps) * nll_i + eps * smooth_i
-        "mean"   = sum_i loss_i / sum_i w[t_i]     (NaN when every position is ignored)
 
-    and ``d loss_i / d logits[i] = (1 - eps) * w[t_i] * (p_i - onehot(t_i))
-    + eps / C * (sum_c w[c] * p_i - w)`` with ``p_i = softmax(logits[i])``.
-    """
-    if reduction not in ("none", "sum", "mean"):
-        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
-    x = np.asarray(logits, dtype=dtype)
+def _options(given, defaults):
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}")
+    return {**defaults, **given}
+
+
+def cross_entropy(x, target, *, return_magnitude=False, **options):
+    """Float64 ``(loss, grad, lse)`` written from PyTorch's definitions (plus z_loss,
+    softcap and token_weight), options as :data:`CROSS_ENTROPY_OPTIONS`;
+    ``return_magnitude`` adds the magnitude of the gradient terms that cancel."""
+    o = _options(options, CROSS_ENTROPY_OPTIONS)
+    axis, weight, ignore_index, reduction = (
+        o["axis"],
+        o["weight"],
+        o["ignore_index"],
+        o["reduction"],
+    )
+    label_smoothing, z_loss, softcap = o["label_smoothing"], o["z_loss"], o["softcap"]
+    token_weight, grad_output = o["token_weight"], o["grad_output"]
+    x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
     c = x.shape[-1]
-    target = np.asarray(target)
-    w = np.ones(c, dtype) if weight is None else np.asarray(weight, dtype)
-    keep = target != ignore_index
-    t = np.where(keep, target, 0)
-    lp = log_softmax(x, -1, dtype=dtype)
+    y = softcap * np.tanh(x / softcap) if softcap else x
+    m = y.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(y - m).sum(-1, keepdims=True)))[..., 0]
+    lp = y - lse[..., None]
     p = np.exp(lp)
-    eps = float(label_smoothing)
-    lp_t = np.take_along_axis(lp, t[..., None], axis=-1)[..., 0]
-    w_t = np.where(keep, w[t], 0)
-    nll = -w_t * lp_t
-    smooth = -np.sum(w * lp, axis=-1) / c
-    loss = np.where(keep, (1 - eps) * nll + eps * smooth, 0)
-    onehot = np.zeros_like(x)
-    np.put_along_axis(onehot, t[..., None], 1, axis=-1)
-    # d smooth_i / d x_ij = -sum_c w_c (delta_cj - p_ij) / C = (sum(w) * p_ij - w_j) / C
-    grad = (1 - eps) * w_t[..., None] * (p - onehot) + eps / c * (np.sum(w) * p - w)
-    grad = np.where(keep[..., None], grad, 0)
+    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    tw = np.ones(lse.shape) if token_weight is None else np.asarray(token_weight, np.float64)
+    eps = label_smoothing
+    target = np.asarray(target)
+    if target.dtype.kind == "f":
+        q = np.moveaxis(target.astype(np.float64), axis, -1) * (1 - eps) + eps / c
+        per = -(q * w * lp).sum(-1) + z_loss * lse**2
+        dy = p * ((q * w).sum(-1) + 2 * z_loss * lse)[..., None] - q * w
+        coef = (q * w).sum(-1) + 2 * z_loss * np.abs(lse)
+        den = tw.sum()
+        mask = np.ones(lse.shape, bool)
+    else:
+        mask = target != ignore_index
+        tt = np.where(mask, target, 0)
+        lpt = np.take_along_axis(lp, tt[..., None], -1)[..., 0]
+        per = (1 - eps) * w[tt] * -lpt + z_loss * lse**2
+        dy = (1 - eps) * w[tt][..., None] * p
+        np.put_along_axis(
+            dy,
+            tt[..., None],
+            np.take_along_axis(dy, tt[..., None], -1) - (1 - eps) * w[tt][..., None],
+            -1,
+        )
+        if eps > 0:
+            per = per + eps / c * -(lp * w).sum(-1)
+            dy = dy + eps / c * (w.sum() * p - w)
+        dy = dy + 2 * z_loss * lse[..., None] * p
+        coef = (1 - eps) * w[tt] + eps * w.sum() / c + 2 * z_loss * np.abs(lse)
+        den = (w[tt] * tw * mask).sum()
+    per = np.where(mask, per * tw, 0.0)
+    dy = np.where(mask[..., None], dy * tw[..., None], 0.0)
+    # magnitude of the terms that cancel in dy: tolerances for the gradient scale with it
+    mag = np.where(mask[..., None], p * (coef * tw)[..., None], 0.0)
+    dy = np.stack([dy, mag])
+    if softcap:  # sech**2, not 1 - tanh**2 (which cancels for saturated logits)
+        with np.errstate(over="ignore"):
+            dy = dy / np.cosh(x / softcap) ** 2
     if reduction == "none":
-        return loss, grad
+        loss = per
+        g = np.broadcast_to(np.asarray(grad_output, np.float64), per.shape)
+        dy = dy * g[..., None]
+    elif reduction == "sum":
+        loss = per.sum()
+        dy = dy * grad_output
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = per.sum() / den
+            dy = dy * (grad_output / den) if den != 0 else dy * 0.0
+    dy = np.moveaxis(dy, -1, axis + (1 if axis >= 0 else 0))
+    if return_magnitude:
+        return loss, dy[0], lse, float(np.abs(dy[1]).max()) if dy[1].size else 0.0
+    return loss, dy[0], lse
+
+
+def nll_loss(
+    lp, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean", token_weight=None
+):
+    lp = np.moveaxis(np.asarray(lp, np.float64), axis, -1)
+    c = lp.shape[-1]
+    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    tw = np.ones(target.shape) if token_weight is None else np.asarray(token_weight, np.float64)
+    mask = target != ignore_index
+    tt = np.where(mask, target, 0)
+    per = np.where(mask, -w[tt] * np.take_along_axis(lp, tt[..., None], -1)[..., 0] * tw, 0.0)
+    if reduction == "none":
+        return per
     if reduction == "sum":
-        return np.sum(loss), grad
-    with np.errstate(all="ignore"):
-        den = np.sum(w_t)
-        return np.sum(loss) / den, grad / den
+        return per.sum()
+    with np.errstate(invalid="ignore"):
+        return per.sum() / (w[tt] * tw * mask).sum()
 
 
 # ======================================================================= sampling (fastlsm.sampling)

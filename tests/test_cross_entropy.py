@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,96 +18,8 @@ from fastlsm._kernels import cross_entropy as K
 
 # ----------------------------------------------------------------------------- references
 
-
-def ref_cross_entropy(
-    x,
-    target,
-    *,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    z_loss=0.0,
-    softcap=None,
-    token_weight=None,
-    grad_output=1.0,
-    return_magnitude=False,
-):
-    """Float64 loss and gradient written from PyTorch's definitions (plus the extras)."""
-    x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
-    c = x.shape[-1]
-    y = softcap * np.tanh(x / softcap) if softcap else x
-    m = y.max(-1, keepdims=True)
-    lse = (m + np.log(np.exp(y - m).sum(-1, keepdims=True)))[..., 0]
-    lp = y - lse[..., None]
-    p = np.exp(lp)
-    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
-    tw = np.ones(lse.shape) if token_weight is None else np.asarray(token_weight, np.float64)
-    eps = label_smoothing
-    target = np.asarray(target)
-    if target.dtype.kind == "f":
-        q = np.moveaxis(target.astype(np.float64), axis, -1) * (1 - eps) + eps / c
-        per = -(q * w * lp).sum(-1) + z_loss * lse**2
-        dy = p * ((q * w).sum(-1) + 2 * z_loss * lse)[..., None] - q * w
-        coef = (q * w).sum(-1) + 2 * z_loss * np.abs(lse)
-        den = tw.sum()
-        mask = np.ones(lse.shape, bool)
-    else:
-        mask = target != ignore_index
-        tt = np.where(mask, target, 0)
-        lpt = np.take_along_axis(lp, tt[..., None], -1)[..., 0]
-        per = (1 - eps) * w[tt] * -lpt + z_loss * lse**2
-        dy = (1 - eps) * w[tt][..., None] * p
-        np.put_along_axis(dy, tt[..., None], np.take_along_axis(dy, tt[..., None], -1)
-                          - (1 - eps) * w[tt][..., None], -1)
-        if eps > 0:
-            per = per + eps / c * -(lp * w).sum(-1)
-            dy = dy + eps / c * (w.sum() * p - w)
-        dy = dy + 2 * z_loss * lse[..., None] * p
-        coef = (1 - eps) * w[tt] + eps * w.sum() / c + 2 * z_loss * np.abs(lse)
-        den = (w[tt] * tw * mask).sum()
-    per = np.where(mask, per * tw, 0.0)
-    dy = np.where(mask[..., None], dy * tw[..., None], 0.0)
-    # magnitude of the terms that cancel in dy: tolerances for the gradient scale with it
-    mag = np.where(mask[..., None], p * (coef * tw)[..., None], 0.0)
-    dy = np.stack([dy, mag])
-    if softcap:  # sech**2, not 1 - tanh**2 (which cancels for saturated logits)
-        with np.errstate(over="ignore"):
-            dy = dy / np.cosh(x / softcap) ** 2
-    if reduction == "none":
-        loss = per
-        g = np.broadcast_to(np.asarray(grad_output, np.float64), per.shape)
-        dy = dy * g[..., None]
-    elif reduction == "sum":
-        loss = per.sum()
-        dy = dy * grad_output
-    else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            loss = per.sum() / den
-            dy = dy * (grad_output / den) if den != 0 else dy * 0.0
-    dy = np.moveaxis(dy, -1, axis + (1 if axis >= 0 else 0))
-    if return_magnitude:
-        return loss, dy[0], lse, float(np.abs(dy[1]).max()) if dy[1].size else 0.0
-    return loss, dy[0], lse
-
-
-def ref_nll(lp, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-            token_weight=None):
-    lp = np.moveaxis(np.asarray(lp, np.float64), axis, -1)
-    c = lp.shape[-1]
-    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
-    tw = np.ones(target.shape) if token_weight is None else np.asarray(token_weight, np.float64)
-    mask = target != ignore_index
-    tt = np.where(mask, target, 0)
-    per = np.where(mask, -w[tt] * np.take_along_axis(lp, tt[..., None], -1)[..., 0] * tw, 0.0)
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    with np.errstate(invalid="ignore"):
-        return per.sum() / (w[tt] * tw * mask).sum()
-
+ref_cross_entropy = naive.cross_entropy  # test_torch_dropin imports it from here
+ref_nll = naive.nll_loss
 
 TOL = {np.float32: dict(rtol=3e-5, atol=3e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 
@@ -147,6 +60,12 @@ def materialize(opts, rng, c, outer):
     return out
 
 
+def same_bits(a, b):
+    """Bitwise equality (NaN payloads included), shapes and dtypes equal."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 # ----------------------------------------------------------------------------- values
 
 
@@ -166,8 +85,50 @@ def test_loss_and_grad_match_reference(dtype, reduction, opts):
     assert_close(r.loss, loss, dtype)
     assert_close(r.grad, g, dtype, scale=np.abs(g).max())
     assert_close(r.lse, lse, dtype, scale=10)
-    # forward alone and with the gradient agree to rounding (sums may be vectorized apart)
-    np.testing.assert_allclose(r.loss, got, rtol=8 * np.finfo(dtype).eps)
+    # forward alone and with the gradient: one row pass, the same bits
+    assert same_bits(r.loss, got)
+
+
+def _wide_logits(rng, shape, dtype):
+    """Logits whose rows span more than exp's clamps (terms below exp(-87) / exp(-708) of
+    the maximum, -inf masks) and cross the row pass's vector and chunk boundaries."""
+    x = rng.standard_normal(shape) * 3
+    x[..., 1::7] = -np.inf
+    x[..., 2::9] -= 900.0 if dtype == np.float64 else 110.0
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", OPTION_SETS + [{"z_loss": 1e-3, "label_smoothing": 0.2}])
+def test_forward_and_with_grad_give_the_same_bits(dtype, reduction, opts):
+    """cross_entropy and cross_entropy_with_grad(...).loss are the same loss (one row pass:
+    storing the exponentials for the gradient sums exactly what the forward sums), for
+    index and probability targets, with a separate and an in-place gradient; without a
+    softcap the lse is logsumexp's, bit for bit."""
+    rng = np.random.default_rng(7)
+    for cols in (1, 17, 300, 1000):
+        x = _wide_logits(rng, (9, cols), dtype)
+        t = rng.integers(0, cols, 9)
+        t[::4] = -100
+        t[1] = 1 % cols if cols > 7 else 0  # a target at a -inf mask when there is one
+        q = rng.random(x.shape)
+        q /= q.sum(-1, keepdims=True)
+        kw = materialize(opts, rng, cols, (9,))
+        for target in (t, q):
+            want = fastlsm.cross_entropy(x, target, reduction=reduction, **kw)
+            r = fastlsm.cross_entropy_with_grad(
+                x, target, reduction=reduction, return_lse=True, **kw
+            )
+            assert same_bits(r.loss, want), (cols, target.dtype)
+            inplace = x.copy()
+            ri = fastlsm.cross_entropy_with_grad(
+                inplace, target, reduction=reduction, inplace=True, return_lse=True, **kw
+            )
+            assert same_bits(ri.loss, want) and same_bits(ri.grad, r.grad)
+            assert same_bits(ri.lse, r.lse)
+            if kw.get("softcap") is None:
+                assert same_bits(r.lse, fastlsm.logsumexp(x))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -209,10 +170,7 @@ def test_probability_targets_match_reference(dtype, opts):
         assert_close(r.loss, loss, dtype)
         assert_close(r.grad, g, dtype, scale=np.abs(g).max())
         assert_close(r.lse, lse, dtype, scale=10)
-        np.testing.assert_allclose(
-            fastlsm.cross_entropy(x, q, axis=1, reduction=reduction, **kw), r.loss,
-            rtol=8 * np.finfo(dtype).eps,
-        )
+        assert same_bits(fastlsm.cross_entropy(x, q, axis=1, reduction=reduction, **kw), r.loss)
 
 
 def test_probability_targets_ignore_ignore_index_and_mean_divides_by_positions():
@@ -511,7 +469,20 @@ def test_kernel_entry_in_place_with_absent_options(dtype):
     expected, g, _ = ref_cross_entropy(x, t, weight=w, label_smoothing=0.1)
     xi = x.copy()
     status = K.cross_entropy_rows(
-        xi, t, w, none, -100, 0.1, 0.0, 0.0, K.MEAN, 1.0, none, loss, np.empty(0, dtype), xi,
+        xi,
+        t,
+        w,
+        none,
+        -100,
+        0.1,
+        0.0,
+        0.0,
+        K.MEAN,
+        1.0,
+        none,
+        loss,
+        np.empty(0, dtype),
+        xi,
         none,  # no work buffer: the kernel allocates its own
     )
     assert status == -1
@@ -522,8 +493,21 @@ def test_kernel_entry_in_place_with_absent_options(dtype):
     bad[9] = -3
     xb = x.copy()
     status = K.cross_entropy_rows(
-        xb, bad, none, none, -100, 0.0, 0.0, 0.0, K.SUM, 1.0, none, loss, np.empty(0, dtype),
-        xb, np.empty(12),
+        xb,
+        bad,
+        none,
+        none,
+        -100,
+        0.0,
+        0.0,
+        0.0,
+        K.SUM,
+        1.0,
+        none,
+        loss,
+        np.empty(0, dtype),
+        xb,
+        np.empty(12),
     )
     assert status == 7
     assert np.array_equal(xb, x)  # nothing written before the targets were checked
@@ -582,9 +566,9 @@ def test_hypothesis_option_combinations(case):
     gscale = float(np.abs(g).max()) if g.size else 1.0
     assert_close(r.grad, g, dtype, scale=max(gscale, mag, 1e-30))
     assert_close(r.lse, lse, dtype, scale=10)
-    got = fastlsm.cross_entropy(x, t, **kw)
-    np.testing.assert_allclose(got, r.loss, rtol=8 * np.finfo(dtype).eps,
-                               atol=8 * np.finfo(dtype).eps * scale)
+    assert same_bits(fastlsm.cross_entropy(x, t, **kw), r.loss)
+    if kw.get("softcap") is None:
+        assert same_bits(r.lse, fastlsm.logsumexp(x, axis=kw.get("axis", -1)))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -599,64 +583,130 @@ T = np.array([0, 1])
     [
         (lambda: fastlsm.cross_entropy(X.astype(np.int64), T), TypeError, "float32 or float64"),
         (lambda: fastlsm.cross_entropy(np.float32(1.0), T), ValueError, "at least one dim"),
-        (lambda: fastlsm.cross_entropy(X, np.array([0, 3])), ValueError,
-         r"target\[1\] = 3 is out of range for 3 classes"),
-        (lambda: fastlsm.cross_entropy(X, np.array([-2, 0])), ValueError,
-         r"target\[0\] = -2 is out of range"),
-        (lambda: fastlsm.cross_entropy(np.zeros((2, 3, 4)), np.full((2, 4), 5), axis=1),
-         ValueError, r"target\[0, 0\] = 5"),
-        (lambda: fastlsm.cross_entropy(X, np.array([0, 1, 2])), ValueError,
-         r"target must have shape \(2,\)"),
-        (lambda: fastlsm.cross_entropy(X, np.zeros((2, 4))), ValueError,
-         "class probabilities and must have the logits' shape"),
-        (lambda: fastlsm.cross_entropy(X, np.array([True, False])), TypeError,
-         "class indices"),
+        (
+            lambda: fastlsm.cross_entropy(X, np.array([0, 3])),
+            ValueError,
+            r"target\[1\] = 3 is out of range for 3 classes",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, np.array([-2, 0])),
+            ValueError,
+            r"target\[0\] = -2 is out of range",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(np.zeros((2, 3, 4)), np.full((2, 4), 5), axis=1),
+            ValueError,
+            r"target\[0, 0\] = 5",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, np.array([0, 1, 2])),
+            ValueError,
+            r"target must have shape \(2,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, np.zeros((2, 4))),
+            ValueError,
+            "class probabilities and must have the logits' shape",
+        ),
+        (lambda: fastlsm.cross_entropy(X, np.array([True, False])), TypeError, "class indices"),
         (lambda: fastlsm.cross_entropy(X, np.array(["a", "b"])), TypeError, "class indices"),
         (lambda: fastlsm.cross_entropy(X, object()), TypeError, "target must be a NumPy array"),
-        (lambda: fastlsm.cross_entropy(X, T, reduction="avg"), ValueError,
-         "reduction must be 'mean', 'sum' or 'none'"),
-        (lambda: fastlsm.cross_entropy(X, T, label_smoothing=1.5), ValueError,
-         "label_smoothing must be between 0 and 1"),
-        (lambda: fastlsm.cross_entropy(X, T, label_smoothing=-0.1), ValueError,
-         "label_smoothing must be between 0 and 1"),
-        (lambda: fastlsm.cross_entropy(X, T, label_smoothing="0.1"), TypeError,
-         "label_smoothing must be a real number"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, -1.0, 1.0])), ValueError,
-         "weight must be non-negative"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.ones(4)), ValueError,
-         r"weight must have shape \(3,\)"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, np.nan, 1.0])), ValueError,
-         "weight must be finite"),
-        (lambda: fastlsm.cross_entropy(X, T, weight=np.ones(3, np.complex64)), TypeError,
-         "weight must be float32 or float64"),
-        (lambda: fastlsm.cross_entropy(X, T, weight="abc"), TypeError,
-         "weight must be a NumPy array"),
-        (lambda: fastlsm.cross_entropy(X, T, token_weight=np.ones(3)), ValueError,
-         r"token_weight must have shape \(2,\)"),
-        (lambda: fastlsm.cross_entropy(X, T, token_weight=np.array([1.0, -2.0])), ValueError,
-         "token_weight must be non-negative"),
+        (
+            lambda: fastlsm.cross_entropy(X, T, reduction="avg"),
+            ValueError,
+            "reduction must be 'mean', 'sum' or 'none'",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, label_smoothing=1.5),
+            ValueError,
+            "label_smoothing must be between 0 and 1",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, label_smoothing=-0.1),
+            ValueError,
+            "label_smoothing must be between 0 and 1",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, label_smoothing="0.1"),
+            TypeError,
+            "label_smoothing must be a real number",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, -1.0, 1.0])),
+            ValueError,
+            "weight must be non-negative",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.ones(4)),
+            ValueError,
+            r"weight must have shape \(3,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.array([1.0, np.nan, 1.0])),
+            ValueError,
+            "weight must be finite",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight=np.ones(3, np.complex64)),
+            TypeError,
+            "weight must be float32 or float64",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, weight="abc"),
+            TypeError,
+            "weight must be a NumPy array",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, token_weight=np.ones(3)),
+            ValueError,
+            r"token_weight must have shape \(2,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, token_weight=np.array([1.0, -2.0])),
+            ValueError,
+            "token_weight must be non-negative",
+        ),
         (lambda: fastlsm.cross_entropy(X, T, z_loss=-1.0), ValueError, "z_loss must be"),
         (lambda: fastlsm.cross_entropy(X, T, softcap=0.0), ValueError, "softcap must be"),
         (lambda: fastlsm.cross_entropy(X, T, softcap=np.inf), ValueError, "softcap must be"),
-        (lambda: fastlsm.cross_entropy(X, T, ignore_index=1.5), TypeError,
-         "ignore_index must be an integer"),
-        (lambda: fastlsm.cross_entropy(X, T, ignore_index=True), TypeError,
-         "ignore_index must be an integer"),
+        (
+            lambda: fastlsm.cross_entropy(X, T, ignore_index=1.5),
+            TypeError,
+            "ignore_index must be an integer",
+        ),
+        (
+            lambda: fastlsm.cross_entropy(X, T, ignore_index=True),
+            TypeError,
+            "ignore_index must be an integer",
+        ),
         (lambda: fastlsm.cross_entropy(X, T, ignore_index=2**70), ValueError, "fit in int64"),
         (lambda: fastlsm.cross_entropy(X, T, axis=2), np.exceptions.AxisError, "axis"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, grad_output=np.ones(2)), ValueError,
-         "grad_output must be a scalar with reduction='mean'"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, reduction="none",
-                                                 grad_output=np.ones(3)), ValueError,
-         r"grad_output must be a scalar or have the target's shape \(2,\)"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, inplace=1), TypeError,
-         "inplace must be True or False"),
-        (lambda: fastlsm.cross_entropy_with_grad(X, T, return_lse="yes"), TypeError,
-         "return_lse must be True or False"),
-        (lambda: fastlsm.cross_entropy_with_grad(X.tolist(), T, inplace=True), TypeError,
-         "inplace=True needs logits as a native-byte-order"),
-        (lambda: fastlsm.nll_loss(X, np.zeros((2, 3))), TypeError,
-         "class indices .* for nll_loss"),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, grad_output=np.ones(2)),
+            ValueError,
+            "grad_output must be a scalar with reduction='mean'",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, reduction="none", grad_output=np.ones(3)),
+            ValueError,
+            r"grad_output must be a scalar or have the target's shape \(2,\)",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, inplace=1),
+            TypeError,
+            "inplace must be True or False",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X, T, return_lse="yes"),
+            TypeError,
+            "return_lse must be True or False",
+        ),
+        (
+            lambda: fastlsm.cross_entropy_with_grad(X.tolist(), T, inplace=True),
+            TypeError,
+            "inplace=True needs logits as a native-byte-order",
+        ),
+        (lambda: fastlsm.nll_loss(X, np.zeros((2, 3))), TypeError, "class indices .* for nll_loss"),
         (lambda: fastlsm.nll_loss(X, np.array([0, 5])), ValueError, r"target\[1\] = 5"),
     ],
 )

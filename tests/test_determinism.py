@@ -4,7 +4,7 @@ Regression test for a bug found while building the kernels: sum reductions left 
 vectorizer (a reassociating add) were vectorized differently in different compiled copies
 of the same row function, so a float64 row sum could differ by an ulp between the process
 that compiled a kernel and the processes that later loaded it from Numba's cache. Sums are
-now written out in a fixed order (``_kernels.stream.block_sum``).
+now written out in a fixed order (``_kernels.rows.block_sum``).
 """
 
 import os

@@ -1,4 +1,4 @@
-"""The scalar building blocks of every kernel: ``fexp``, ``fmax``, ``like``, ``acc_zero``, ``radd``.
+"""The scalar building blocks of every kernel: ``fexp``, ``fmax``, ``like``, ``radd``.
 
 They are compiled here exactly as kernels use them, through ``fastlsm._jit.kernel`` (same
 fast-math flags, same error model), inside loops long enough for LLVM to vectorize them: the
@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from fastlsm._jit import kernel
-from fastlsm._kernels.math import acc_zero, fexp, fmax, like, radd
+from fastlsm._kernels.math import fexp, fmax, like, radd
+from fastlsm._kernels.rows import row_max
 
 EXP_ULP = 2.0
 """Documented bound of fexp (``fastlsm/_kernels/math.py``): measured maxima are 1.01 ulp for
@@ -44,18 +45,12 @@ def max_pairs(a, b, out):
         out[i] = fmax(a[i], b[i])
 
 
-@kernel
-def max_reduce(x):
-    """The reduction pattern of ``row_max``: vectorized ``maxnum`` from ``-inf``."""
-    m = like(x, -np.inf)
-    for j in range(x.size):
-        m = fmax(m, x[j])
-    return m
+max_reduce = row_max  # the reduction pattern of every row kernel: vectorized maxnum
 
 
 @kernel
 def radd_sum(x):
-    s = acc_zero(x[0])
+    s = 0.0  # sums of either dtype accumulate in float64
     for j in range(x.size):
         s = radd(s, x[j])
     return s
@@ -63,7 +58,7 @@ def radd_sum(x):
 
 @kernel
 def typed_constants(x):
-    z = acc_zero(x[0])
+    z = 0.0
     z += like(x, 1.0)
     z += like(x, 1e-10)  # kept only by a float64 accumulator
     return like(x, 0.1), like(x[0], 0.1), z
@@ -187,13 +182,41 @@ def test_fexp_special_values(dtype):
     info = np.finfo(dtype)
     neg_nan = -np.array(np.nan, dtype)
     x = np.array(
-        [0.0, -0.0, -np.inf, np.inf, np.nan, neg_nan, info.max, -info.max, info.tiny,
-         -info.tiny, info.smallest_subnormal, -info.smallest_subnormal, 1.0, -1.0],
+        [
+            0.0,
+            -0.0,
+            -np.inf,
+            np.inf,
+            np.nan,
+            neg_nan,
+            info.max,
+            -info.max,
+            info.tiny,
+            -info.tiny,
+            info.smallest_subnormal,
+            -info.smallest_subnormal,
+            1.0,
+            -1.0,
+        ],
         dtype,
     )
     expected = np.array(
-        [1.0, 1.0, 0.0, np.inf, np.nan, np.nan, np.inf, 0.0, 1.0, 1.0, 1.0, 1.0,
-         math.e, 1 / math.e],
+        [
+            1.0,
+            1.0,
+            0.0,
+            np.inf,
+            np.nan,
+            np.nan,
+            np.inf,
+            0.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            math.e,
+            1 / math.e,
+        ],
         dtype,
     )
     got = fexp_np(x)
@@ -260,7 +283,7 @@ def test_fmax_reduction_skips_nan_at_every_position(dtype, n, rng):
 # ----------------------------------------------------------------------------- typed helpers
 
 
-def test_like_and_acc_zero_types():
+def test_like_types():
     # Numba boxes every float as a Python float: a float32 constant shows as 0.1 rounded
     # to float32 (0.10000000149...), not as 0.1.
     a, b, z = typed_constants(np.zeros(2, np.float32))

@@ -24,7 +24,9 @@ import fastlsm.normalize
 from fastlsm._jit import SERIAL_WORK
 from fastlsm._jit import kernel as kernel_fn
 from fastlsm._kernels import normalize as K
-from fastlsm._kernels.stream import store_fence
+from fastlsm._kernels.math import flog, like
+from fastlsm._kernels.memory import store_fence, stream_affine, stream_divide
+from fastlsm._kernels.rows import exp_store_sum, row_max, row_shifted_sumexp
 
 try:
     from numpy.exceptions import AxisError
@@ -347,8 +349,18 @@ def test_out_and_options_are_keyword_only(name):
 # ----------------------------------------------------------------------------- bad input
 
 
-BAD_DTYPES = [np.int8, np.int32, np.int64, np.uint8, np.bool_, np.float16, np.complex64,
-              np.complex128, object, np.str_]
+BAD_DTYPES = [
+    np.int8,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.bool_,
+    np.float16,
+    np.complex64,
+    np.complex128,
+    object,
+    np.str_,
+]
 
 
 @pytest.mark.parametrize("name", FUNCS)
@@ -866,13 +878,17 @@ def test_kernel_entries_in_place_and_empty(dtype, rng):
 
 @kernel_fn
 def _per_row_reference(x, out, soft):
-    """The one-row functions, row by row: the arithmetic the pipelined kernels must keep."""
+    """The same passes one row at a time, no pipeline: the arithmetic the kernels must keep."""
     buf = np.empty(x.shape[1], x.dtype)
+    zero = like(x, 0.0)
     for i in range(x.shape[0]):
+        m = row_max(x[i])
         if soft:
-            K.row_softmax(x[i], out[i], buf)
+            s = exp_store_sum(x[i], m, buf, x[i][:0])
+            stream_divide(buf, out[i], zero, s, zero, True)
         else:
-            K.row_log_softmax(x[i], out[i])
+            log_s = like(m, flog(row_shifted_sumexp(x[i], m, x[i][:0])))
+            stream_affine(x[i], out[i], m, like(m, 1.0), log_s, True)
     store_fence()
 
 
@@ -881,7 +897,7 @@ def _per_row_reference(x, out, soft):
 def test_pipelined_rows_give_the_bits_of_the_row_functions(shape, dtype, rng):
     """log_softmax_rows / softmax_rows write row i - 1 inside row i's exp loop, with a
     misaligned output (numpy's usual 16-byte offset) and in place; every row must still be
-    exactly what row_log_softmax / row_softmax give."""
+    exactly what the same passes give one row at a time."""
     x = (4 * rng.standard_normal(shape)).astype(dtype)
     x[:, ::7] = -inf
     for kernel, soft in ((K.log_softmax_rows, False), (K.softmax_rows, True)):
@@ -896,7 +912,7 @@ def test_pipelined_rows_give_the_bits_of_the_row_functions(shape, dtype, rng):
 
 
 def test_touch_pages_writes_one_zero_per_2mib_and_nothing_else():
-    from fastlsm._kernels.stream import HUGE_PAGE, touch_pages
+    from fastlsm._kernels.memory import HUGE_PAGE, touch_pages
 
     for n in (0, 1, HUGE_PAGE - 1, HUGE_PAGE, HUGE_PAGE + 1, 5 * HUGE_PAGE // 2):
         buf = np.full(n + 64, 7, np.uint8)  # 64 guard bytes past the end
@@ -906,7 +922,7 @@ def test_touch_pages_writes_one_zero_per_2mib_and_nothing_else():
 
 
 def test_large_fresh_outputs_are_prefaulted_and_exact(rng):
-    from fastlsm._validate import PREFAULT_BYTES
+    from fastlsm._kernels.memory import PREFAULT_BYTES
 
     x = rng.standard_normal((9, PREFAULT_BYTES // 4 // 9 + 5)).astype(np.float32)
     assert x.nbytes >= PREFAULT_BYTES
@@ -915,3 +931,43 @@ def test_large_fresh_outputs_are_prefaulted_and_exact(rng):
         want = np.empty_like(x)
         fn(x, out=want)
         assert same_bits(fn(x), want)
+
+
+# ----------------------------------------------------------------------------- store kinds
+# Outputs below memory.STREAM_MIN_BYTES are written with plain stores, larger ones with
+# streaming stores (issue 14: an aligned one-row output used to take the streaming path and
+# its fence). The choice depends on the size only and never changes a bit.
+
+
+def test_store_kind_is_decided_by_the_output_size_only():
+    from fastlsm._kernels.memory import STREAM_MIN_BYTES, streams
+
+    assert not streams(0) and not streams(STREAM_MIN_BYTES - 1)
+    assert streams(STREAM_MIN_BYTES) and streams(1 << 40)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["log_softmax", "softmax"])
+def test_same_bits_for_every_output_alignment_and_both_store_kinds(name, dtype, rng):
+    from fastlsm._kernels.memory import STREAM_MIN_BYTES
+
+    fn = getattr(fastlsm, name)
+    itemsize = np.dtype(dtype).itemsize
+    cols = STREAM_MIN_BYTES // itemsize // 3 + 37  # 3 rows stream, one row does not
+    x = (4 * rng.standard_normal((3, cols))).astype(dtype)
+    x[:, ::11] = -inf
+    streamed = fn(x)  # >= STREAM_MIN_BYTES: streaming stores
+    assert streamed.nbytes >= STREAM_MIN_BYTES
+    small = (4 * rng.standard_normal((2, 40))).astype(dtype)
+    want_small = fn(small)
+    for offset in range(0, 64 // itemsize + 1):  # every alignment of the output, in elements
+        buf = np.empty(cols + offset, dtype)
+        out = buf[offset:].reshape(1, cols)  # one row: plain stores
+        for i in (0, 2):
+            assert same_bits(fn(x[i : i + 1], out=out), streamed[i : i + 1]), (i, offset)
+        sbuf = np.empty(small.size + offset, dtype)
+        sout = sbuf[offset:].reshape(small.shape)
+        assert same_bits(fn(small, out=sout), want_small), offset
+        for cols_small in (1, 8, 16, 17):
+            o = np.empty(cols_small + offset, dtype)[offset:].reshape(1, cols_small)
+            assert same_bits(fn(small[:1, :cols_small], out=o), fn(small[:1, :cols_small]))

@@ -59,8 +59,9 @@ def test_saturating_logits_keep_every_bit():
 
 
 def test_special_values():
-    x = np.array([[[0.0, -np.inf, 1.0], [np.nan, 0.0, 0.0], [-np.inf, -np.inf, -np.inf],
-                   [np.inf, 0.0, 0.0]]])
+    x = np.array(
+        [[[0.0, -np.inf, 1.0], [np.nan, 0.0, 0.0], [-np.inf, -np.inf, -np.inf], [np.inf, 0.0, 0.0]]]
+    )
     tok, seq = fastlsm.sequence_logprobs(x, np.array([[1, 1, 0, 1]]))
     assert tok[0, 0] == -np.inf
     assert np.isnan(tok[0, 1]) and np.isnan(tok[0, 2]) and np.isnan(tok[0, 3])
@@ -68,8 +69,9 @@ def test_special_values():
 
 
 def test_v_equal_one_and_empty():
-    tok, seq = fastlsm.sequence_logprobs(np.full((2, 3, 1), 7.5, np.float32),
-                                         np.zeros((2, 3), np.int64))
+    tok, seq = fastlsm.sequence_logprobs(
+        np.full((2, 3, 1), 7.5, np.float32), np.zeros((2, 3), np.int64)
+    )
     assert (tok == 0).all() and (seq == 0).all()
     tok, seq = fastlsm.sequence_logprobs(np.zeros((0, 3, 5)), np.zeros((0, 3), np.int64))
     assert tok.shape == (0, 3) and seq.shape == (0,)
@@ -92,14 +94,15 @@ def test_thread_count_does_not_change_bits():
     x = rng.standard_normal((4, 64, 700)).astype(np.float32)
     tok = rng.integers(0, 700, (4, 64))
     old = fastlsm.get_num_threads()
+    runs = []
     try:
-        fastlsm.set_num_threads(1)
-        a = fastlsm.sequence_logprobs(x, tok)
-        fastlsm.set_num_threads(old)
-        b = fastlsm.sequence_logprobs(x, tok)
+        for threads in (1, old):
+            fastlsm.set_num_threads(threads)
+            runs.append(fastlsm.sequence_logprobs(x, tok))
     finally:
         fastlsm.set_num_threads(old)
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    (a_tok, a_seq), (b_tok, b_seq) = runs
+    assert np.array_equal(a_tok, b_tok) and np.array_equal(a_seq, b_seq)
 
 
 def test_errors_name_the_position():
@@ -139,7 +142,10 @@ def test_kernel_status_and_outputs():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    b=st.integers(1, 3), t=st.integers(1, 5), v=st.integers(1, 70), seed=st.integers(0, 10**6),
+    b=st.integers(1, 3),
+    t=st.integers(1, 5),
+    v=st.integers(1, 70),
+    seed=st.integers(0, 10**6),
     scale=st.sampled_from([1.0, 30.0, 1e4]),
 )
 def test_property_matches_reference(b, t, v, seed, scale):

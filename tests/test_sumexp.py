@@ -1,4 +1,4 @@
-"""The float32 exp-sum loops (``fastlsm/_kernels/sumexp.py``) and their float64 twin paths.
+"""The exp-sum row pass (``fastlsm/_kernels/sumexp.py``) and its float64 twin path.
 
 ``block_sumexp`` is the arithmetic core of every normalizer, so its contract is checked
 directly, against references computed by NumPy in long double:
@@ -10,11 +10,12 @@ directly, against references computed by NumPy in long double:
 - the bits depend only on the data and the length: not on the alignment of the row in
   memory, nor on which row is prefetched meanwhile;
 - ``-inf`` entries add (almost) nothing, a NaN makes the sum NaN, an empty row sums to 0;
-- ``exp_store_sum`` (softmax) stores output values: within 2 ulp down to the smallest
-  denormal, ``exp(-inf) = 0``, and returns the sum of exactly what it stored;
+- ``exp_store_sum`` (softmax, cross-entropy's gradient) stores output values: within 2 ulp
+  down to the smallest denormal, ``exp(-inf) = 0``, and returns exactly the bits of the
+  summing pass (the loss is the same with and without a gradient);
 - ``sumexp_write_prev`` and ``exp_store_write_prev`` (the log_softmax and softmax
   pipelines) give the bits of the separate passes for every length and every alignment of
-  the output row, in place too.
+  the output row, with streaming and with plain stores, in place too.
 """
 
 from __future__ import annotations
@@ -24,21 +25,16 @@ import pytest
 
 from fastlsm._jit import kernel
 from fastlsm._kernels.math import like
-from fastlsm._kernels.normalize import (
-    SCRATCH,
-    block_sumexp,
-    exp_store_sum,
-    exp_store_write_prev,
-    sumexp_write_prev,
-)
-from fastlsm._kernels.stream import store_fence, stream_affine, stream_divide
+from fastlsm._kernels.memory import store_fence, stream_affine, stream_divide
+from fastlsm._kernels.normalize import exp_store_write_prev, sumexp_write_prev
+from fastlsm._kernels.rows import SCRATCH, block_sumexp, exp_store_sum, row_shifted_sumexp
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
 
 @kernel
 def sumexp(x, m):
-    return block_sumexp(x, m, np.empty(SCRATCH, x.dtype))
+    return block_sumexp(x, m, np.empty(SCRATCH, x.dtype), x[:0])
 
 
 @kernel
@@ -50,7 +46,7 @@ def sumexp_prefetching(x, m, nxt):
 def each_term(d, out):
     """``out[i] = block_sumexp([d[i]], 0)``: one term at a time (the masked tail path)."""
     for i in range(d.size):
-        out[i] = block_sumexp(d[i : i + 1], np.float32(0.0), np.empty(1, d.dtype))
+        out[i] = block_sumexp(d[i : i + 1], np.float32(0.0), np.empty(1, d.dtype), d[:0])
 
 
 def exact_sum(x, m):
@@ -130,12 +126,22 @@ def test_special_values(dtype):
 def store_each(d, out):
     """``out[i]`` from a one-element row: the masked tail path of the float32 loop."""
     for i in range(d.size):
-        exp_store_sum(d[i : i + 1], d.dtype.type(0.0), out[i : i + 1])
+        exp_store_sum(d[i : i + 1], d.dtype.type(0.0), out[i : i + 1], d[:0])
 
 
 @kernel
 def store_row(x, m, out):
-    return exp_store_sum(x, m, out)
+    return exp_store_sum(x, m, out, x[:0])
+
+
+@kernel
+def store_row_no_prefetch(x, m, out):
+    return exp_store_sum(x, m, out, x, False)
+
+
+@kernel
+def sum_row(x, m, nxt):
+    return row_shifted_sumexp(x, m, nxt)
 
 
 def test_stored_exp_within_two_ulp_down_to_denormals():
@@ -170,6 +176,26 @@ def test_stored_exp_sum_is_the_sum_of_the_stored_values(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_storing_pass_sums_the_bits_of_the_summing_pass(dtype, rng):
+    """Cross-entropy with and without a gradient, softmax and logsumexp share one sum: the
+    storing pass derives each term from its stored value, giving the summing pass's bits,
+    also for terms far below the maximum (clamped in the sum, denormal or 0 when stored)."""
+    lo = -120.0 if dtype == np.float32 else -800.0
+    for n in (1, 15, 16, 17, 255, 256, 257, 1000, 4099):
+        x = (3 * rng.standard_normal(n)).astype(dtype)
+        x[rng.random(n) < 0.1] = -np.inf
+        x[rng.random(n) < 0.1] = lo * rng.random()
+        m = x.max()
+        want = sum_row(x, m, x[:0])
+        out = np.empty_like(x)
+        assert store_row(x, m, out) == want, n
+        assert sum_row(x, m, out) == want  # prefetching changes nothing
+        inplace = x.copy()
+        assert store_row_no_prefetch(inplace, m, inplace) == want
+        np.testing.assert_array_equal(inplace, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stored_exp_nan(dtype):
     x = np.zeros(300, dtype)
     x[257] = np.nan
@@ -184,13 +210,15 @@ def test_stored_exp_nan(dtype):
 
 
 @kernel
-def write_prev(x, m, px, po, a, b):
-    return sumexp_write_prev(x, m, None, px, po, a, b)
+def write_prev(x, m, px, po, a, b, nt=True):
+    s = sumexp_write_prev(x, m, x[:0], px, po, a, b, nt)
+    store_fence()
+    return s
 
 
 @kernel
-def write_separately(px, po, a, b):
-    stream_affine(px, po, a, like(a, 1.0), b)
+def write_separately(px, po, a, b, nt=True):
+    stream_affine(px, po, a, like(a, 1.0), b, nt)
     store_fence()
 
 
@@ -203,8 +231,9 @@ def _misaligned(base, offset):
     return out
 
 
+@pytest.mark.parametrize("nt", [True, False], ids=["streaming", "plain"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_write_matches_separate_passes(dtype, rng):
+def test_fused_write_matches_separate_passes(dtype, nt, rng):
     for n in (0, 1, 15, 16, 17, 255, 256, 257, 271, 272, 300, 1000, 4099):
         x = (3 * rng.standard_normal(n)).astype(dtype)
         px = (3 * rng.standard_normal(n)).astype(dtype)
@@ -212,14 +241,14 @@ def test_fused_write_matches_separate_passes(dtype, rng):
         a, b = dtype(0.75), dtype(1.5)
         want_sum = sumexp(x, m)
         want = np.empty_like(px)
-        write_separately(px, want, a, b)
+        write_separately(px, want, a, b, not nt)  # the other store kind: the same bits
         for offset in range(0, 16, 3):  # every alignment of the output row
             po = _misaligned(np.full(n, np.nan, dtype), offset)
-            assert write_prev(x, m, px, po, a, b) == want_sum, (n, offset)
+            assert write_prev(x, m, px, po, a, b, nt) == want_sum, (n, offset)
             np.testing.assert_array_equal(po, want, err_msg=f"n={n} offset={offset}")
         # in place: the previous row's output overwrites its input
         inplace = px.copy()
-        assert write_prev(x, m, inplace, inplace, a, b) == want_sum
+        assert write_prev(x, m, inplace, inplace, a, b, nt) == want_sum
         np.testing.assert_array_equal(inplace, want)
 
 
@@ -236,19 +265,22 @@ def test_fused_write_to_an_array_not_aligned_to_its_itemsize(rng):
 
 
 @kernel
-def store_write_prev(x, m, buf, pbuf, po, s_prev):
-    return exp_store_write_prev(x, m, buf, None, pbuf, po, s_prev)
+def store_write_prev(x, m, buf, pbuf, po, s_prev, nt):
+    s = exp_store_write_prev(x, m, buf, x[:0], pbuf, po, s_prev, nt)
+    store_fence()
+    return s
 
 
 @kernel
-def divide_separately(pbuf, po, s_prev):
+def divide_separately(pbuf, po, s_prev, nt):
     zero = like(pbuf, 0.0)
-    stream_divide(pbuf, po, zero, s_prev, zero)
+    stream_divide(pbuf, po, zero, s_prev, zero, nt)
     store_fence()
 
 
+@pytest.mark.parametrize("nt", [True, False], ids=["streaming", "plain"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_softmax_write_matches_separate_passes(dtype, rng):
+def test_fused_softmax_write_matches_separate_passes(dtype, nt, rng):
     for n in (0, 1, 15, 16, 17, 255, 257, 271, 300, 1000, 4099):
         x = (3 * rng.standard_normal(n)).astype(dtype)
         pbuf = rng.random(n).astype(dtype)
@@ -257,10 +289,10 @@ def test_fused_softmax_write_matches_separate_passes(dtype, rng):
         want_buf = np.empty_like(x)
         want_sum = store_row(x, m, want_buf)
         want = np.empty_like(pbuf)
-        divide_separately(pbuf, want, s_prev)
+        divide_separately(pbuf, want, s_prev, not nt)
         for offset in range(0, 16, 5):
             buf = np.empty_like(x)
             po = _misaligned(np.full(n, np.nan, dtype), offset)
-            assert store_write_prev(x, m, buf, pbuf, po, s_prev) == want_sum, (n, offset)
+            assert store_write_prev(x, m, buf, pbuf, po, s_prev, nt) == want_sum, (n, offset)
             np.testing.assert_array_equal(buf, want_buf)
             np.testing.assert_array_equal(po, want, err_msg=f"n={n} offset={offset}")

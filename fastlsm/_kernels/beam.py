@@ -36,8 +36,8 @@ from numba import prange
 
 from .._jit import kernel
 from .math import fexp, fmax, like
-from .normalize import LINE, SCRATCH, block_sumexp
-from .stream import prefetch
+from .memory import prefetch
+from .rows import LINE, SCRATCH, block_sumexp
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
@@ -178,7 +178,7 @@ def row_topk_normalizer(x, cap, vals, toks, nxt=None):
         if nxt is not None:  # the thread's next row streams in while this one is computed
             for j in range(start, min(start + BLOCK, nxt.size), LINE):
                 prefetch(nxt, j)
-        s += block_sumexp(xb, m, eb)
+        s += block_sumexp(xb, m, eb, xb[:0])
         bm = bmax[start // BLOCK]
         if bm >= lo and bm > worst:
             for j in range(xb.size):

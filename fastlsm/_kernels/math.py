@@ -1,13 +1,25 @@
-"""Scalar building blocks that vectorize: exp, max, bit casts.
+"""Scalar building blocks that vectorize: exp, softcap, max, log, bit casts.
 
 Numba on this platform has no SVML, so ``np.exp`` in a loop stays a scalar libm call and caps
-a pass over the logits at a few elements per cycle. :func:`fexp` is a branch-free polynomial
-exp (Cody-Waite range reduction, minimax/Taylor polynomial, exponent built with integer bit
-operations) that LLVM turns into AVX2 code. :func:`fmax` maps to ``llvm.maxnum``, which
+a pass over the logits at a few elements per cycle. The exps here are branch-free
+polynomials (Cody-Waite range reduction, minimax/Taylor polynomial, exponent built with
+integer bit operations) that LLVM vectorizes. :func:`fmax` maps to ``llvm.maxnum``, which
 vectorizes where a Python ``max`` or an ``if`` does not.
 
-All functions dispatch on the scalar type in one place (float32 math for float32 data,
-float64 for float64), so kernels are written once for both dtypes.
+One exp per job and precision:
+
+- float32 **sum terms** (:func:`exp_sum_ir`) and float32 **output values**
+  (:func:`exp_out_ir`) are LLVM IR written once, emitted at any vector width: the row pass
+  of :mod:`.sumexp` uses them on 16 lanes, Numba loops through :func:`exp_sum_f32` /
+  :func:`exp_f32` (the same IR at width 1). They share the range reduction and the
+  polynomial, so a sum term and an output value of the same argument have the same bits
+  wherever both are normal (``x >= -87``);
+- float64: :func:`exp_sum_f64` and :func:`exp_f64`, one range reduction and polynomial
+  (:func:`_exp_parts_f64`), likewise equal for ``x >= -708``.
+
+:func:`fexp` / :func:`fexp_sum` dispatch on the scalar type in one place, so kernels are
+written once for both dtypes. :func:`softcap` is the one softcap formula
+(:func:`softcap_ir` for float32).
 
 Accuracy (measured against float64/mpmath in tests/test_math.py):
 - float32: at most 2 ulp relative error on the whole range, denormal results correctly
@@ -18,10 +30,12 @@ Accuracy (measured against float64/mpmath in tests/test_math.py):
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as llvm_ir
 from numba.core import types
-from .._jit import JIT_OPTIONS
 from numba.extending import intrinsic, overload, register_jitable
+
+from .._jit import JIT_OPTIONS
+from . import ir
 
 # ----------------------------------------------------------------------------- bit casts
 
@@ -33,7 +47,7 @@ def _bits_as_f64(typingctx, bits):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        return builder.bitcast(args[0], llvm_ir.DoubleType())
 
     return types.float64(bits), codegen
 
@@ -45,61 +59,46 @@ def _f64_bits(typingctx, x):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
+        return builder.bitcast(args[0], llvm_ir.IntType(64))
 
     return types.int64(x), codegen
 
 
-def _ldexp2_codegen(bits, magic_bits, bias, mant_bits):
+def _ldexp_f64_codegen(two_factors):
     def codegen(context, builder, signature, args):
         p, t = args
-        ity = ir.IntType(bits)
-        n = builder.sub(builder.bitcast(t, ity), ir.Constant(ity, magic_bits))
-        n1 = builder.ashr(n, ir.Constant(ity, 1))
-        n2 = builder.sub(n, n1)
+        ity = llvm_ir.IntType(64)
+        n = builder.sub(builder.bitcast(t, ity), llvm_ir.Constant(ity, 0x4338000000000000))
 
         def pow2(k):
-            biased = builder.add(k, ir.Constant(ity, bias))
-            return builder.bitcast(builder.shl(biased, ir.Constant(ity, mant_bits)), p.type)
+            biased = builder.add(k, llvm_ir.Constant(ity, 1023))
+            return builder.bitcast(builder.shl(biased, llvm_ir.Constant(ity, 52)), p.type)
 
-        return builder.fmul(builder.fmul(p, pow2(n1)), pow2(n2))
+        if not two_factors:
+            return builder.fmul(p, pow2(n))
+        n1 = builder.ashr(n, llvm_ir.Constant(ity, 1))
+        return builder.fmul(builder.fmul(p, pow2(n1)), pow2(builder.sub(n, n1)))
 
     return codegen
 
 
 @intrinsic
 def _ldexp2(typingctx, p, t):
-    """``p * 2**n`` where ``t = n + 1.5 * 2**mant`` (the integer read from ``t``'s bits).
-
-    ``2**n`` is applied as two normal factors ``2**(n // 2)`` and ``2**(n - n // 2)``, so
-    results down into the denormal range round once. Integer work in the float's width
-    (no float/int conversion: AVX2 has none for 64-bit integers).
+    """``p * 2**n`` (float64) where ``t = n + 1.5 * 2**52`` (the integer read from ``t``'s
+    bits), as two normal factors ``2**(n // 2)`` and ``2**(n - n // 2)``, so that results
+    down into the denormal range round once. Integer work in 64 bits (no float/int
+    conversion: AVX2 has none for 64-bit integers). The float32 twin is :func:`exp_out_ir`.
     """
-    if p == t == types.float32:
-        return p(p, t), _ldexp2_codegen(32, 0x4B400000, 127, 23)
     if p == t == types.float64:
-        return p(p, t), _ldexp2_codegen(64, 0x4338000000000000, 1023, 52)
+        return p(p, t), _ldexp_f64_codegen(True)
     return None
-
-
-def _ldexp1_codegen(bits, magic_bits, bias, mant_bits):
-    def codegen(context, builder, signature, args):
-        p, t = args
-        ity = ir.IntType(bits)
-        n = builder.sub(builder.bitcast(t, ity), ir.Constant(ity, magic_bits))
-        biased = builder.add(n, ir.Constant(ity, bias))
-        return builder.fmul(p, builder.bitcast(builder.shl(biased, ir.Constant(ity, mant_bits)), p.type))
-
-    return codegen
 
 
 @intrinsic
 def _ldexp1(typingctx, p, t):
-    """As :func:`_ldexp2` with one factor: only for normal results (``n >= -126``/``-1022``)."""
-    if p == t == types.float32:
-        return p(p, t), _ldexp1_codegen(32, 0x4B400000, 127, 23)
+    """As :func:`_ldexp2` with one factor: only for normal results (``n >= -1022``)."""
     if p == t == types.float64:
-        return p(p, t), _ldexp1_codegen(64, 0x4338000000000000, 1023, 52)
+        return p(p, t), _ldexp_f64_codegen(False)
     return None
 
 
@@ -128,7 +127,7 @@ def _maxnum(typingctx, a, b):
     def codegen(context, builder, signature, args):
         ty = args[0].type
         fn = builder.module.declare_intrinsic(
-            "llvm.maxnum", [ty], ir.FunctionType(ty, [ty, ty])
+            "llvm.maxnum", [ty], llvm_ir.FunctionType(ty, [ty, ty])
         )
         return builder.call(fn, args)
 
@@ -188,51 +187,188 @@ def _fmax_impl(a, b):
 
 # ----------------------------------------------------------------------------- exp
 
-# float32 constants (Cephes expf): ln2 split so that n * _LN2_HI_F is exact.
-_F32 = np.float32
-_LOG2E_F = _F32(1.44269504088896341)
-_LN2_HI_F = _F32(0.693359375)
-_LN2_LO_F = _F32(-2.12194440e-4)
-_P0_F = _F32(1.9875691500e-4)
-_P1_F = _F32(1.3981999507e-3)
-_P2_F = _F32(8.3334519073e-3)
-_P3_F = _F32(4.1665795894e-2)
-_P4_F = _F32(1.6666665459e-1)
-_P5_F = _F32(5.0000001201e-1)
-_ONE_F = _F32(1.0)
-_LO_F = _F32(-104.0)  # exp(-104) < smallest denormal / 2: rounds to 0
-_HI_F = _F32(89.0)  # exp(89) > FLT_MAX: overflows to inf
+# float32: the exp cores are LLVM IR (written once, emitted at any vector width), see
+# :func:`exp_sum_ir` and :func:`exp_out_ir`; the scalar functions below are the same IR at
+# width 1, inside loops that LLVM vectorizes.
+
+_LOG2E_F = float(np.float32(1.4426950408889634))
+_LN2_HI_F = 0.693359375  # Cody-Waite split: n * _LN2_HI_F is exact for |n| < 2**9
+_LN2_LO_F = float(np.float32(0.6931471805599453 - 0.693359375))
+_SHIFTER_F = 12582912.0 + 127.0  # 1.5 * 2**23 + bias: t's low bits hold n + 127
+_SHIFTER_BITS_F = 0x4B40007F  # the bits of _SHIFTER_F: bits(t) - this = n
+# exp(r) ~ 1 + r * (1 + r * (C2 + ... + r * C6)): minimax for relative error on
+# [-ln2/2, ln2/2] (2e-9, below float32 rounding); constant term exactly 1: exp(0) == 1.
+_POLY_F = (
+    1.0,
+    1.0,
+    0.4999999403953552,
+    0.16666431725025177,
+    0.04166800156235695,
+    0.008374163880944252,
+    0.0013843643246218562,
+)
+SUM_LO_F = -87.0
+"""Lower clamp of a sum term: ``exp(-87) = 1.6e-38 >= 2**-126``, so ``2**n`` is one normal
+factor. For ``x >= -87`` a sum term and an output value have the same bits."""
+OUT_LO_F = -104.0  # exp(-104) < half the smallest denormal: rounds to 0, exp(-inf) == 0
+OUT_HI_F = 89.0  # exp(89) > FLT_MAX: overflows to inf
 
 
-_MAGIC_F = _F32(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer
+def _exp_reduce_ir(builder, d, lo, hi):
+    """Shared core of both float32 exps (any width): clamp ``d`` to ``[lo, hi]`` (NaN stays
+    NaN), ``t = d * log2(e) + shifter`` (``n`` in its low bits), ``r = d - n * ln2`` with a
+    two-constant ln2 (exact for every ``n``), ``p = exp(r)``. Returns ``(p, t)``."""
+    ty = d.type
+    d = ir.select_lt(builder, d, ir.const(ty, lo))
+    if hi is not None:
+        d = ir.select_gt(builder, d, ir.const(ty, hi))
+    t = ir.fma(builder, d, ir.const(ty, _LOG2E_F), ir.const(ty, _SHIFTER_F))
+    n = builder.fneg(builder.fsub(t, ir.const(ty, _SHIFTER_F)))
+    r = ir.fma(builder, n, ir.const(ty, _LN2_HI_F), d)
+    r = ir.fma(builder, n, ir.const(ty, _LN2_LO_F), r)
+    p = ir.const(ty, _POLY_F[-1])
+    for c in reversed(_POLY_F[:-1]):
+        p = ir.fma(builder, p, r, ir.const(ty, c))
+    return p, t
 
 
-@register_jitable(**JIT_OPTIONS)
-def _exp_parts_f32(xc):
-    """``exp(xc) = p * 2**n`` for a clamped argument: returns ``(p, t)``, ``n`` in ``t``'s bits."""
-    t = fma(xc, _LOG2E_F, _MAGIC_F)
-    fx = t - _MAGIC_F
-    r = fma(-fx, _LN2_HI_F, xc)
-    r = fma(-fx, _LN2_LO_F, r)
-    p = fma(_P0_F, r, _P1_F)
-    p = fma(p, r, _P2_F)
-    p = fma(p, r, _P3_F)
-    p = fma(p, r, _P4_F)
-    p = fma(p, r, _P5_F)
-    return fma(p, r * r, r) + _ONE_F, t
+def exp_sum_ir(builder, d):
+    """float32 ``exp(d)`` as a term of a max-shifted sum (``d <= 0`` or NaN), any width.
 
-
-@register_jitable(**JIT_OPTIONS)
-def exp_f32(x):
-    """exp for float32 in float32 arithmetic, branch-free (vectorizes).
-
-    The argument is clamped to [-104, 89]: below, the result rounds to 0 (``exp(-inf) = 0``);
-    above, it overflows to inf. A NaN passes through every step (no float/int conversion,
-    whose result on NaN LLVM leaves undefined).
+    Arguments below -87 give ``exp(-87)`` (negligible in a sum holding ``exp(0) = 1``;
+    ``-inf`` too); ``2**n`` is one normal factor: the shifted bits of ``t`` (one shift and
+    one multiplication). Bitwise equal to :func:`exp_out_ir` for ``-87 <= d <= 0``.
     """
-    xc = _LO_F if x < _LO_F else x
-    p, t = _exp_parts_f32(_HI_F if xc > _HI_F else xc)
-    return _ldexp2(p, t)
+    ity = ir.like_int(d.type)
+    p, t = _exp_reduce_ir(builder, d, SUM_LO_F, None)
+    # (bits(t) << 23) == (n + 127) << 23: the shifter's own bits shift out
+    scale = builder.shl(builder.bitcast(t, ity), ir.const(ity, 23))
+    return builder.fmul(p, builder.bitcast(scale, d.type))  # NaN * 2**n is NaN
+
+
+def exp_out_ir(builder, d):
+    """float32 ``exp(d)`` as an output value (any ``d``, any width): within 2 ulp on the
+    whole range, denormal results rounded once (``2**n`` as two normal factors),
+    ``exp(-inf) = 0``, ``exp(+inf) = inf``, NaN stays NaN."""
+    ity = ir.like_int(d.type)
+    p, t = _exp_reduce_ir(builder, d, OUT_LO_F, OUT_HI_F)
+    n = builder.sub(builder.bitcast(t, ity), ir.const(ity, _SHIFTER_BITS_F))
+    n1 = builder.ashr(n, ir.const(ity, 1))
+    n2 = builder.sub(n, n1)
+
+    def pow2(k):
+        biased = builder.add(k, ir.const(ity, 127))
+        return builder.bitcast(builder.shl(biased, ir.const(ity, 23)), d.type)
+
+    return builder.fmul(builder.fmul(p, pow2(n1)), pow2(n2))
+
+
+def sum_term_from_out_ir(builder, d, e_out):
+    """The sum term of ``d`` from its output value ``e_out = exp_out_ir(d)`` (one select):
+    :func:`exp_sum_ir`'s bits, so a pass that stores exponentials sums exactly what a pass
+    that only sums adds."""
+    ty = d.type
+    floor = exp_sum_ir(builder, ir.const(ty, SUM_LO_F))  # a constant: folded by LLVM
+    return builder.select(builder.fcmp_ordered("<", d, ir.const(ty, SUM_LO_F)), floor, e_out)
+
+
+def _scalar_exp(core):
+    def typer(typingctx, x):
+        if x != types.float32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return core(builder, args[0])
+
+        return types.float32(x), codegen
+
+    return intrinsic(typer)
+
+
+exp_f32 = _scalar_exp(exp_out_ir)
+exp_f32.__doc__ = """float32 exp as a value (:func:`exp_out_ir` at width 1; vectorizes)."""
+exp_sum_f32 = _scalar_exp(exp_sum_ir)
+exp_sum_f32.__doc__ = """float32 exp of a sum term (:func:`exp_sum_ir` at width 1)."""
+
+
+# ----------------------------------------------------------------------------- softcap
+#
+# y = cap * tanh(x / cap) (Gemma 2's logit softcap), slope = dy/dx = sech(x / cap)**2, in
+# float32. tanh is Cephes tanhf: an odd polynomial for |u| < 0.625, (1 - e) / (1 + e) with
+# e = exp(-2|u|) above (about 2 ulp); the slope is 4 e / (1 + e)**2 from the same e, so the
+# small slopes of saturated logits keep full relative precision (1 - t*t from a rounded t
+# loses them all). The only softcap formula for float32: the row pass loads through it, the
+# gradient loops call :func:`softcap_f32` (the same IR at width 1).
+
+_TANH_F = (
+    -5.70498872745e-3,
+    2.06390887954e-2,
+    -5.37397155531e-2,
+    1.33314422036e-1,
+    -3.33332819422e-1,
+)
+_TANH_SPLIT_F = 0.625
+
+
+def softcap_ir(builder, x, inv, cap):
+    """``(cap * tanh(x * inv), sech(x * inv)**2)`` for float32 ``x`` of any width (``inv``
+    and ``cap`` of ``x``'s type, ``inv = 1 / cap`` rounded once: a multiplication, never a
+    division, at every call site). Every operation rounds once, in the order written."""
+    ty = x.type
+    u = builder.fmul(x, inv)
+    a = ir.call(builder, "fabs", [u])
+    z = builder.fmul(u, u)
+    p = ir.const(ty, _TANH_F[0])
+    for c in _TANH_F[1:]:
+        p = builder.fadd(builder.fmul(p, z), ir.const(ty, c))
+    small = builder.fadd(builder.fmul(builder.fmul(p, z), u), u)
+    e = exp_out_ir(builder, builder.fmul(ir.const(ty, -2.0), a))
+    d1 = builder.fadd(ir.const(ty, 1.0), e)
+    big = builder.fdiv(builder.fsub(ir.const(ty, 1.0), e), d1)
+    big = builder.select(builder.fcmp_ordered("<", u, ir.const(ty, 0.0)), builder.fneg(big), big)
+    t = builder.select(builder.fcmp_ordered("<", a, ir.const(ty, _TANH_SPLIT_F)), small, big)
+    slope = builder.fdiv(builder.fmul(ir.const(ty, 4.0), e), builder.fmul(d1, d1))
+    return builder.fmul(cap, t), slope
+
+
+@intrinsic
+def softcap_f32(typingctx, x, inv, cap):
+    """``(softcap(x), slope)`` for a float32 ``x``: :func:`softcap_ir` at width 1."""
+    if not (x == inv == cap == types.float32):
+        return None
+    rty = types.UniTuple(types.float32, 2)
+
+    def codegen(context, builder, signature, args):
+        y, slope = softcap_ir(builder, *args)
+        return context.make_tuple(builder, rty, [y, slope])
+
+    return rty(x, inv, cap), codegen
+
+
+@register_jitable(**JIT_OPTIONS)
+def softcap_f64(x, inv, cap):
+    """float64 twin of :func:`softcap_f32`: libm tanh (exact, scalar), the slope as
+    ``4 e / (1 + e)**2`` with ``e = exp(-2 |x * inv|)``."""
+    u = x * inv
+    e = np.exp(-2.0 * abs(u))
+    d = 1.0 + e
+    return cap * np.tanh(u), 4.0 * e / (d * d)
+
+
+def softcap(x, cap):
+    """``(cap * tanh(x / cap), sech(x / cap)**2)`` in the precision of ``x`` (``cap`` a
+    float64 > 0): :func:`softcap_f32` or :func:`softcap_f64` with ``inv = 1 / cap``."""
+    u = x / cap
+    return cap * np.tanh(u), 1.0 / np.cosh(u) ** 2
+
+
+@overload(softcap, jit_options=JIT_OPTIONS)
+def _softcap_impl(x, cap):
+    if x == types.float32:
+        return lambda x, cap: softcap_f32(x, np.float32(1.0 / cap), np.float32(cap))
+    if x == types.float64:
+        return lambda x, cap: softcap_f64(x, 1.0 / cap, np.float64(cap))
+    return None
 
 
 _F64 = np.float64
@@ -243,7 +379,6 @@ _LN2_LO_D = _F64(1.90821492927058770002e-10)
 _C_D = tuple(_F64(1.0) / _F64(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(2, 14))
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = _C_D
 _ONE_D = _F64(1.0)
-_ZERO_D = _F64(0.0)
 _LO_D = _F64(-746.0)
 _HI_D = _F64(710.0)
 
@@ -283,57 +418,44 @@ def exp_f64(x):
     return _ldexp2(p, t)
 
 
-_SUM_LO_F = _F32(-87.0)  # exp(-87) = 1.6e-38 >= 2**-126: the result stays normal
-_SUM_LO_D = _F64(-708.0)  # exp(-708) = 3.3e-308 >= 2**-1022
-
-
-@register_jitable(**JIT_OPTIONS)
-def exp_sum_f32(x):
-    """exp for a term of a sum ``sum(exp(x - m))``, ``x - m <= 0``: faster, not for outputs.
-
-    Same polynomial as :func:`exp_f32`, but arguments below -87 give ``exp(-87)`` (1.6e-38)
-    instead of a denormal or 0, so ``2**n`` is a single normal factor. In a sum that holds
-    at least ``exp(0) = 1`` this changes nothing: a 256k-term row moves by at most 4e-33.
-    """
-    xc = _SUM_LO_F if x < _SUM_LO_F else x
-    p, t = _exp_parts_f32(_HI_F if xc > _HI_F else xc)
-    return _ldexp1(p, t)
+SUM_LO_D = -708.0  # exp(-708) = 3.3e-308 >= 2**-1022: float64 twin of SUM_LO_F
 
 
 @register_jitable(**JIT_OPTIONS)
 def exp_sum_f64(x):
     """float64 twin of :func:`exp_sum_f32` (arguments below -708 give ``exp(-708)``)."""
-    xc = _SUM_LO_D if x < _SUM_LO_D else x
+    xc = SUM_LO_D if x < SUM_LO_D else x
     p, t = _exp_parts_f64(_HI_D if xc > _HI_D else xc)
     return _ldexp1(p, t)
 
 
 def fexp_sum(x):
-    """Exponential of a term of a max-shifted sum (``x <= 0``); see :func:`exp_sum_f32`."""
+    """Exponential of a term of a max-shifted sum (``x <= 0``): :func:`exp_sum_f32` or
+    :func:`exp_sum_f64`."""
     return np.exp(x)
-
-
-@overload(fexp_sum, jit_options=JIT_OPTIONS)
-def _fexp_sum_impl(x):
-    if x == types.float32:
-        return lambda x: exp_sum_f32(x)
-    if x == types.float64:
-        return lambda x: exp_sum_f64(x)
-    return None
 
 
 def fexp(x):
-    """Vectorizable exp for float32 or float64 scalars, in the argument's precision."""
+    """Vectorizable exp for float32 or float64 scalars, in the argument's precision:
+    :func:`exp_f32` or :func:`exp_f64`."""
     return np.exp(x)
 
 
-@overload(fexp, jit_options=JIT_OPTIONS)
-def _fexp_impl(x):
-    if x == types.float32:
-        return lambda x: exp_f32(x)
-    if x == types.float64:
-        return lambda x: exp_f64(x)
-    return None
+def _by_dtype(f32, f64):
+    """An ``@overload`` implementation calling ``f32`` or ``f64`` by the argument's type."""
+
+    def impl(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return impl
+
+
+overload(fexp_sum, jit_options=JIT_OPTIONS)(_by_dtype(exp_sum_f32, exp_sum_f64))
+overload(fexp, jit_options=JIT_OPTIONS)(_by_dtype(exp_f32, exp_f64))
 
 
 def like(x, v):
@@ -349,22 +471,6 @@ def _like_impl(x, v):
         return lambda x, v: np.float32(v)
     if x == types.float64:
         return lambda x, v: np.float64(v)
-    return None
-
-
-def acc_zero(x):
-    """The zero of the accumulator type for data of x's type (float64 for float32 data).
-
-    Sums of exponentials are accumulated in float64 for every input dtype: it costs little
-    (the loop is exp-bound) and makes the normalizer more exact than a float32 sum.
-    """
-    return 0.0
-
-
-@overload(acc_zero, jit_options=JIT_OPTIONS)
-def _acc_zero_impl(x):
-    if isinstance(x, types.Float):
-        return lambda x: _ZERO_D
     return None
 
 

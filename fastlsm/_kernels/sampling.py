@@ -15,7 +15,7 @@ Per row, in Hugging Face generate's order (see ``fastlsm.sampling`` for the tabl
    token by inverse CDF over the kept tokens in id order (:func:`pick`).
 
 ``d = (r - max) / temperature`` is computed by one function (:func:`shifted`) everywhere, and
-each kept token's mass ``exp(d)`` by one exp (``math.fexp`` in float64), so the sums that
+each kept token's mass ``exp(d)`` by one exp (:func:`token_mass`), so the sums that
 find a threshold and those that pick a token see the same numbers. Every loop runs in token
 order or bucket order: the same bits for any thread count.
 
@@ -29,11 +29,10 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .math import fexp, flog, like, neumaier_add, neumaier_result
-from .normalize import chunk_rows, row_chunks, row_lse, row_max
+from .math import fexp_sum, flog, like, neumaier_add, neumaier_result
 from .philox import uniform
+from .rows import block_sum, chunk_rows, row_chunks, row_lse, row_max
 from .select import NB, SCALE, bucket, crossing, push_top, sort_asc, sort_desc
-from .stream import block_sum
 
 # columns of the per-row parameter array
 P_T, P_K, P_P, P_MINP, P_TYP, P_REP, P_FREQ, P_PRES = range(8)
@@ -137,10 +136,11 @@ def typical_key(d, st):
 
 @kernel
 def token_mass(d, proto):
-    """``exp(d)`` as float64, computed in the precision of the row (``proto`` is one of its
-    elements): float32 rows use the 16-lane float32 exp, float64 rows the float64 one. The
-    one place a token's probability mass is formed."""
-    return np.float64(fexp(like(proto, d)))
+    """``exp(d)`` (``d <= 0``) as float64, computed in the precision of the row (``proto`` is
+    one of its elements) by the exp of sum terms (``math.fexp_sum``: float32 rows use the
+    float32 core, whose terms below ``exp(-87)`` count as ``exp(-87)``; float64 rows the
+    float64 one). The one place a token's probability mass is formed."""
+    return np.float64(fexp_sum(like(proto, d)))
 
 
 @kernel
@@ -627,7 +627,7 @@ def logprob_outputs(src, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_
     """Chosen, top-N and requested log-probabilities of row ``i``. ``raw``: ``src`` is the
     logits row, under ``log_softmax``; else ``src`` is the processed row, under the kept
     distribution of ``st``."""
-    lse = row_lse(src) if raw else 0.0
+    lse = row_lse(src, src[:0]) if raw else 0.0
     nt = top_tok.shape[1]
     row = lp_ids[min(i, lp_ids.shape[0] - 1)]
     vals = np.empty(nt, np.float64)

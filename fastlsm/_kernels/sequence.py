@@ -6,9 +6,9 @@ Each ``(b, t)`` row is read once from memory: the normalizer's two passes (``row
 ``row_shifted_sumexp``, the same building blocks as ``row_lse``) run over the row while it
 sits in L2, and the token's logit is one more load. The result is formed as
 ``(x[tok] - max) - log(sum)`` like log_softmax, never ``x[tok] - (max + log(sum))``, which
-would lose ``log(sum)`` next to a logit like 1e30. Nothing of the logits' size is written. Rows run in parallel; the
-per-sequence sums are then taken serially in ``t`` order in float64, so every result is
-bitwise identical for any thread count.
+would lose ``log(sum)`` next to a logit like 1e30. Nothing of the logits' size is written.
+Rows run in parallel; the per-sequence sums are then taken serially in ``t`` order in
+float64, so every result is bitwise identical for any thread count.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .normalize import chunk_rows, row_chunks, row_max, row_shifted_sumexp
+from .rows import chunk_rows, row_chunks, row_max, row_shifted_sumexp
 
 
 @kernel
-def row_token_logprob(row, tok, nxt=None):
+def row_token_logprob(row, tok, nxt):
     """``log_softmax(row)[tok]`` as float64 (PyTorch's special values; see module docstring).
 
-    ``nxt`` (optional) is the row computed next, prefetched during the exp-sum pass.
+    ``nxt`` is the row computed next, prefetched during the exp-sum pass.
     """
     m = row_max(row)
     if not abs(m) < np.inf:  # all -inf, or a +inf: the whole row is NaN in log_softmax

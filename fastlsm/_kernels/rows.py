@@ -1,0 +1,364 @@
+"""Row helpers shared by every kernel family: row blocks per thread, max, sums, exp-sums.
+
+Layout contract (every family): a row is a 1-D C-contiguous float32/float64 array; 2-D
+inputs are ``[rows, cols]`` with the class axis last; outputs are caller-allocated.
+
+- :func:`row_chunks` / :func:`chunk_rows`: the one way rows are split across threads;
+- :func:`row_max`: ``max(x)`` ignoring NaN (vectorized ``llvm.maxnum``);
+- :func:`block_sum`: a float64 sum of an array in a fixed order written out in IR;
+- :func:`row_shifted_sumexp` / :func:`block_sumexp`: ``sum(exp(x - m))``, the sum-only row
+  pass (float32: :data:`.sumexp.SUM`; float64: an exp map into an L1 scratch chunk and a
+  compensated fixed-order sum);
+- :func:`capped_sumexp`: the same sum over softcapped logits;
+- :func:`exp_store_sum`: the same sum (the same bits) while storing ``exp(x - m)`` as output
+  values (float32: :data:`.sumexp.STORE`);
+- :func:`row_lse`: log-sum-exp of a row with PyTorch's special values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
+
+from .._jit import JIT_OPTIONS, kernel
+from . import ir
+from .math import (
+    SUM_LO_D,
+    fexp,
+    fexp_sum,
+    flog,
+    fmax,
+    like,
+    neumaier_add,
+    neumaier_result,
+    softcap,
+)
+from .memory import prefetch
+from .sumexp import expsum_store_f32, expsum_store_only_f32, sumexp_f32, sumexp_softcap_f32
+
+# ----------------------------------------------------------------------------- threads
+
+MAX_CHUNKS = 64
+
+
+@kernel
+def row_chunks(rows):
+    """Number of contiguous row blocks a parallel kernel splits its ``rows`` into.
+
+    The one way rows are split across threads, in every row kernel::
+
+        nchunk = row_chunks(rows)
+        for c in prange(nchunk):
+            r0, r1 = chunk_rows(c, nchunk, rows)
+            for i in range(r0, r1):
+                ...  # row i, prefetching row min(i + 1, rows - 1)
+
+    Each block is one task: its rows run in order on one thread, so the row prefetched
+    while one is computed (the next) is the one this thread needs next, and row-sized
+    scratch is allocated once per block (a 128 KiB allocation per row would be an mmap and
+    page faults per row). 64 blocks keep any thread count busy. Rows are assigned by index,
+    so the split changes nothing in any row's result.
+    """
+    return max(1, min(rows, MAX_CHUNKS))
+
+
+@kernel
+def chunk_rows(c, nchunk, rows):
+    """Rows ``[r0, r1)`` of block ``c`` of ``nchunk`` (see :func:`row_chunks`)."""
+    return c * rows // nchunk, (c + 1) * rows // nchunk
+
+
+# ----------------------------------------------------------------------------- max, sums
+
+
+@kernel
+def row_max(x):
+    """Maximum of a 1-D row ignoring NaN (NaN reaches the result through the exp sum)."""
+    m = like(x, -np.inf)
+    for j in range(x.size):
+        m = fmax(m, x[j])
+    return m
+
+
+_SUM_VECTORS = 4  # independent accumulators (hide add latency)
+_SUM_WIDTH = 4  # float64 lanes per accumulator
+
+
+@intrinsic
+def block_sum(typingctx, arr):
+    """Sum of a 1-D C-contiguous float32/float64 array, in float64, in a fixed order.
+
+    Element ``j`` of the first ``16 * (n // 16)`` goes to lane ``j % 16`` (four <4 x double>
+    accumulators, added in index order with Kahan compensation, so that float64 data sums
+    to about 1 ulp whatever ``n``); the lanes are combined pairwise in a fixed tree and the
+    remaining ``n % 16`` elements are added in order at the end. The order is written
+    out in LLVM IR rather than left to the vectorizer: a reassociating reduction was seen to
+    be vectorized differently in different inlined copies of the same row function, so two
+    rows with equal data could round differently depending on which thread ran them.
+    """
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 1
+        and arr.layout == "C"
+        and arr.dtype in (types.float32, types.float64)
+    ):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        dty = ir.F64
+        ety = context.get_value_type(signature.args[0].dtype)
+        n = builder.extract_value(ary.shape, 0)
+        block = _SUM_VECTORS * _SUM_WIDTH
+        vty = ir.vec(dty, _SUM_WIDTH)
+        evty = ir.vec(ety, _SUM_WIDTH)
+        zero_v = ir.const(vty, 0.0)
+        accs = [cgutils.alloca_once_value(builder, zero_v) for _ in range(_SUM_VECTORS)]
+        comps = [cgutils.alloca_once_value(builder, zero_v) for _ in range(_SUM_VECTORS)]
+        nblk = builder.sdiv(n, llvm_ir.Constant(intp, block))
+        with cgutils.for_range(builder, nblk, intp=intp) as loop:
+            base = builder.mul(loop.index, llvm_ir.Constant(intp, block))
+            for k, (acc, comp) in enumerate(zip(accs, comps, strict=True)):
+                j = builder.add(base, llvm_ir.Constant(intp, k * _SUM_WIDTH))
+                v = builder.load(
+                    ir.elem_ptr(builder, ary.data, j, evty),
+                    align=ety.get_abi_size(context.target_data),
+                )
+                a = builder.load(acc)
+                if ety != dty:  # float32 data: a float64 sum is already far more exact
+                    builder.store(builder.fadd(a, builder.fpext(v, vty)), acc)
+                    continue
+                # Kahan: acc + (v - comp), comp keeps what the add rounded away. After an
+                # infinite term comp is NaN (inf - inf): it is then ignored, and acc stays inf.
+                c = builder.load(comp)
+                y = builder.select(builder.fcmp_unordered("uno", c, c), v, builder.fsub(v, c))
+                t = builder.fadd(a, y)
+                builder.store(builder.fsub(builder.fsub(t, a), y), comp)
+                builder.store(t, acc)
+
+        def finish(acc, comp):
+            # An infinite term makes the compensation NaN: keep the plain sum then.
+            a, c = builder.load(acc), builder.load(comp)
+            return builder.select(builder.fcmp_unordered("uno", c, c), a, builder.fsub(a, c))
+
+        a = [finish(acc, comp) for acc, comp in zip(accs, comps, strict=True)]
+        lanes = [
+            builder.extract_element(v, llvm_ir.Constant(ir.I32, i))
+            for v in a
+            for i in range(_SUM_WIDTH)
+        ]
+        start = builder.mul(nblk, llvm_ir.Constant(intp, block))
+
+        def tail(add):
+            with cgutils.for_range(builder, builder.sub(n, start), intp=intp) as loop:
+                x = builder.load(builder.gep(ary.data, [builder.add(start, loop.index)]))
+                add(x if ety == dty else builder.fpext(x, dty))
+
+        if ety != dty:  # float32 data: a fixed pairwise tree, then the tail in order
+            while len(lanes) > 1:
+                lanes = [builder.fadd(lanes[i], lanes[i + 1]) for i in range(0, len(lanes), 2)]
+            total_ptr = cgutils.alloca_once_value(builder, lanes[0])
+            tail(lambda x: builder.store(builder.fadd(builder.load(total_ptr), x), total_ptr))
+            return builder.load(total_ptr)
+
+        # float64 data: the lanes and the tail go through Neumaier's compensated sum.
+        sum_ptr = cgutils.alloca_once_value(builder, llvm_ir.Constant(dty, 0.0))
+        err_ptr = cgutils.alloca_once_value(builder, llvm_ir.Constant(dty, 0.0))
+
+        def neumaier(x):
+            s_ = builder.load(sum_ptr)
+            t = builder.fadd(s_, x)
+            big_s = builder.fcmp_ordered(
+                ">=", ir.call(builder, "fabs", [s_]), ir.call(builder, "fabs", [x])
+            )
+            lost = builder.select(
+                big_s,
+                builder.fadd(builder.fsub(s_, t), x),
+                builder.fadd(builder.fsub(x, t), s_),
+            )
+            builder.store(builder.fadd(builder.load(err_ptr), lost), err_ptr)
+            builder.store(t, sum_ptr)
+
+        for lane in lanes:
+            neumaier(lane)
+        tail(neumaier)
+        total = builder.load(sum_ptr)
+        err = builder.load(err_ptr)
+        # Infinite terms make the error term NaN: the plain sum is then the answer.
+        return builder.select(
+            builder.fcmp_unordered("uno", err, err), total, builder.fadd(total, err)
+        )
+
+    return types.float64(arr), codegen
+
+
+# ----------------------------------------------------------------------------- exp-sums
+
+LINE = 16  # float32 elements per 64-byte cache line (float64 rows prefetch twice: harmless)
+SCRATCH = 256  # elements of exp values held at once (1-2 KiB, L1)
+
+
+@kernel
+def _prefetch_chunk(nxt, c0, k):
+    for j in range(c0, min(c0 + k, nxt.size), LINE):
+        prefetch(nxt, j)
+
+
+@kernel
+def _mapped_sum(x, m, cap, eb, nxt):
+    """float64 data: ``sum(exp(x - m))`` by chunks of ``eb.size``: an exp map into the L1
+    scratch ``eb``, each chunk summed by :func:`block_sum` (Kahan-compensated), the chunk
+    sums added with Neumaier's compensation; ``cap > 0``: of ``y = softcap(x)``
+    (:func:`.math.softcap`) instead of ``x``. ``nxt`` is prefetched chunk by chunk. No
+    reassociating reduction is left to the vectorizer: it was seen to vectorize different
+    inlined copies of one row function differently.
+    """
+    s = 0.0
+    c = 0.0
+    k = eb.size
+    for c0 in range(0, x.size, k):
+        _prefetch_chunk(nxt, c0, k)
+        # A view indexed from 0: a loop index LLVM can prove non-negative skips Numba's
+        # negative-index wraparound, which would otherwise turn the loads into gathers.
+        xc = x[c0 : c0 + k]
+        if cap > 0.0:
+            for j in range(xc.size):
+                eb[j] = fexp_sum(softcap(xc[j], cap)[0] - m)
+        else:
+            for j in range(xc.size):
+                eb[j] = fexp_sum(xc[j] - m)
+        s, c = neumaier_add(s, c, block_sum(eb[: xc.size]))
+    return neumaier_result(s, c)
+
+
+@kernel
+def _mapped_store(x, m, eb, db, out, nxt):
+    """:func:`_mapped_sum` (the same bits) while storing ``out = exp(x - m)`` as output
+    values (``fexp``): each sum term is derived from its stored value. ``db`` (``eb``'s
+    size) holds ``x - m``: the loops read and write distinct arrays even when ``out`` is
+    ``x`` (LLVM's overlap check would send an aliased loop to its scalar version).
+    """
+    s = 0.0
+    c = 0.0
+    k = eb.size
+    floor = fexp_sum(like(m, SUM_LO_D))
+    for c0 in range(0, x.size, k):
+        _prefetch_chunk(nxt, c0, k)
+        xc = x[c0 : c0 + k]
+        oc = out[c0 : c0 + k]
+        n = xc.size
+        for j in range(n):
+            db[j] = xc[j] - m
+        for j in range(n):
+            oc[j] = fexp(db[j])  # outputs: exact down to denormals, exp(-inf) = 0
+        for j in range(n):
+            eb[j] = floor if db[j] < SUM_LO_D else oc[j]
+        s, c = neumaier_add(s, c, block_sum(eb[:n]))
+    return neumaier_result(s, c)
+
+
+def block_sumexp(xb, m, eb, nb):
+    """``sum(exp(xb - m))`` in float64, in an order that depends only on ``xb.size``.
+
+    ``xb - m`` must be ``<= 0`` or NaN (``m`` the maximum of the row). float32 data goes
+    through the row pass :data:`.sumexp.SUM` (``eb`` unused); float64 data through an exp
+    map into the scratch ``eb`` (:data:`SCRATCH` elements, or the row's length if shorter)
+    and a compensated fixed-order sum.
+
+    ``nb`` is the row this thread computes next (any length, 0 for none): its lines at the
+    same offsets are prefetched, spread over the computation (a burst of prefetches
+    overflows the miss queues and most are dropped). Prefetching never changes a result.
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(block_sumexp, jit_options=JIT_OPTIONS)
+def _block_sumexp_impl(xb, m, eb, nb):
+    if xb.dtype == types.float32:
+        return lambda xb, m, eb, nb: sumexp_f32(xb, m, nb)
+    return lambda xb, m, eb, nb: _mapped_sum(xb, m, 0.0, eb, nb)
+
+
+@kernel
+def _scratch(x):
+    return np.empty(max(1, min(x.size, SCRATCH)), x.dtype)
+
+
+def row_shifted_sumexp(x, m, nxt):
+    """``sum(exp(x - m))`` accumulated in float64 (:func:`block_sumexp` with its own scratch
+    for float64; float32 needs none). ``nxt``: the next row (prefetched; ``x[:0]`` for none).
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(row_shifted_sumexp, jit_options=JIT_OPTIONS)
+def _row_shifted_sumexp_impl(x, m, nxt):
+    if x.dtype == types.float32:
+        return lambda x, m, nxt: sumexp_f32(x, m, nxt)
+    return lambda x, m, nxt: _mapped_sum(x, m, 0.0, _scratch(x), nxt)
+
+
+def capped_sumexp(x, m, cap, nxt):
+    """``sum(exp(y - m))`` of the softcapped row ``y = cap * tanh(x / cap)`` (``cap > 0``,
+    ``m`` the maximum of ``y``), in the order of :func:`row_shifted_sumexp` (float32: the
+    :data:`.sumexp.SOFTCAP` pass, the formula of :func:`.math.softcap_ir`)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(capped_sumexp, jit_options=JIT_OPTIONS)
+def _capped_sumexp_impl(x, m, cap, nxt):
+    if x.dtype == types.float32:
+        return lambda x, m, cap, nxt: sumexp_softcap_f32(
+            x, m, np.float32(1.0 / cap), np.float32(cap), nxt
+        )
+    return lambda x, m, cap, nxt: _mapped_sum(x, m, cap, _scratch(x), nxt)
+
+
+def exp_store_sum(x, m, out, nxt, prefetching=True):
+    """``out[j] = exp(x[j] - m)`` as output values (within 2 ulp, denormals included,
+    ``exp(-inf) = 0``; ``out`` may be ``x``); returns :func:`row_shifted_sumexp` of the row
+    (the same bits). ``prefetching=False``: ``nxt`` is not prefetched (float32: the
+    :data:`.sumexp.STORE_NO_PREFETCH` pass).
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(exp_store_sum, jit_options=JIT_OPTIONS)
+def _exp_store_sum_impl(x, m, out, nxt, prefetching=True):
+    if x.dtype == types.float32:
+
+        def impl32(x, m, out, nxt, prefetching=True):
+            if prefetching:
+                return expsum_store_f32(x, m, out, nxt)
+            return expsum_store_only_f32(x, m, out)
+
+        return impl32
+
+    def impl64(x, m, out, nxt, prefetching=True):
+        return _mapped_store(x, m, _scratch(x), _scratch(x), out, nxt if prefetching else x[:0])
+
+    return impl64
+
+
+@kernel
+def row_lse(x, nxt):
+    """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row).
+
+    A row holding ``+inf`` gives ``+inf``; a NaN anywhere gives NaN (PyTorch's results).
+    ``nxt``: the next row, prefetched meanwhile.
+    """
+    m = row_max(x)
+    if m == -np.inf:  # empty, or only -inf and NaN (maxnum skips NaN)
+        for j in range(x.size):
+            if x[j] != x[j]:
+                return np.nan
+        return -np.inf
+    if m == np.inf:  # +inf, or NaN if the row also holds a NaN (maxnum skips NaN)
+        for j in range(x.size):
+            if x[j] != x[j]:
+                return np.nan
+        return np.inf
+    return flog(row_shifted_sumexp(x, m, nxt)) + m
