@@ -280,3 +280,18 @@ def test_processed_matches_hf(rng, torch_or_skip):
         np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=str(params))
         fin = np.isfinite(want)
         np.testing.assert_allclose(got[fin], want[fin], rtol=1e-9, atol=1e-9)
+
+
+def test_example_runs(torch_or_skip, capsys):
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"transformers is not available: {e}")
+    import os
+    import runpy
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "sample_generation.py")
+    runpy.run_path(path, run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("logprobs.content[:2]") == 3
+    assert "accepted" in out
