@@ -661,9 +661,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     """
     nb, nv = x.shape
     nchunk = row_chunks(nb)
+    buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        work = np.empty(nv, np.float64)
+        work = np.empty(nv if buffered else 0, np.float64)  # only rows that need it
         counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
