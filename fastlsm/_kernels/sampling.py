@@ -80,7 +80,8 @@ def needs_buffer(bias, mask, nhist, p):
 
 @kernel
 def materialize(x, out, bias, mask, hist, extra, nextra, p, counts):
-    """``out`` = the processed logits of row ``x`` (steps 1-4 of the order): masked tokens
+    """``out`` = the processed logits of row ``x`` (steps 1-4 of the order, in float64, stored
+    in ``out``'s dtype: the logits' for sampling, float64 for verification): masked tokens
     ``-inf`` (``mask`` of size 0: none), ``bias`` added (a float64 row; size 0: none), then
     the penalties for every token of ``hist`` (ids ``< 0`` are padding) and of
     ``extra[:nextra]``. ``counts`` is an int32 row of zeros (left zero)."""
@@ -664,15 +665,14 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        work = np.empty(nv if buffered else 0, np.float64)  # only rows that need it
+        work = np.empty(nv if buffered else 0, x.dtype)  # only rows that need it
         counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         st = np.empty(NSTATE, np.float64)
         eb = np.empty(CHUNK, np.float64)
         kb = np.empty(CHUNK, np.int32)
-        lv = np.empty(LIST_CAP, x.dtype)  # candidate lists in the row's dtype
-        lw = np.empty(LIST_CAP, np.float64)
+        lv = np.empty(LIST_CAP, x.dtype)  # candidate list in the row's dtype
         li = np.empty(LIST_CAP, np.int64)
         for i in range(r0, r1):
             p = params[i]
@@ -681,10 +681,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
             if needs_buffer(bi, mi, hist.shape[1], p):
                 materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
                 r = work
-                s = row_state(r, p, st, cnt, mass, eb, kb, lw, li)
+                s = row_state(r, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(r, st, u, eb, kb, lw, li)
+                    tok = choose(r, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     if raw:
                         logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
