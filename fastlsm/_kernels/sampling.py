@@ -122,11 +122,11 @@ def frozen(st):
 
 
 @kernel
-def shifted(v, st):
-    """``d = (v - max) * (1 / temperature)``: the log of a token's unnormalized probability
-    (a multiplication: a vector division costs 2 cycles per element here, more than the exp).
-    """
-    return (v - st[S_M]) * st[S_IT]
+def shifted(v, st, proto):
+    """``d = (v - max) * (1 / temperature)``, the log of a token's unnormalized probability,
+    in the precision of the row (``proto`` is one of its elements): float32 rows vectorize
+    twice as wide. A multiplication: a vector division costs 2 cycles per element here."""
+    return like(proto, like(proto, v) - like(proto, st[S_M])) * like(proto, st[S_IT])
 
 
 @kernel
@@ -161,11 +161,11 @@ def kept(v, j, st, proto):
     """Whether token ``j`` with processed logit ``v`` survives every filter of ``st``."""
     if st[S_T] == 0.0:
         return np.float64(j) == st[S_ARG]
-    d = shifted(v, st)
+    d = shifted(v, st, proto)
     return kept_e(v, j, d, token_mass(d, proto), st)
 
 
-CHUNK = 256  # tokens per block of a pass: their masses and buckets sit in L1 scratch
+CHUNK = 1024  # tokens per block of a pass: their masses and buckets sit in L1 scratch
 
 
 @kernel
@@ -177,7 +177,7 @@ def chunk_pass(r, c0, st, typical, eb, kb):
     proto = rc[0]
     for j in range(eb.size):
         v = load(rc, j)
-        d = shifted(v, st)
+        d = shifted(v, st, proto)
         e = token_mass(d, proto)
         ok = kept_e(v, c0 + j, d, e, st)
         key = min(typical_key(d, st) if typical else -d, NB)
@@ -232,7 +232,7 @@ def gather(r, st, typical, b, n, eb, kb):
     for j in range(r.size):
         v = load(r, j)
         if v >= lo and v <= hi:
-            d = shifted(v, s)
+            d = shifted(v, s, proto)
             if kept_e(v, j, d, token_mass(d, proto), s) and bucket(min(-d, NB)) == b and i < n:
                 vals[i] = v
                 ids[i] = j
@@ -259,7 +259,7 @@ def apply_top_k(r, st, k, cnt, mass, eb, kb):
     count = cnt[:b].sum()
     for i in range(vals.size):
         if vals[order[i]] >= kth:
-            z += token_mass(shifted(vals[order[i]], st), r[0])
+            z += token_mass(shifted(vals[order[i]], st, r[0]), r[0])
             count += 1
     st[S_NL] = count
     return z
@@ -285,7 +285,7 @@ def apply_top_p(r, st, top_p, cnt, mass, eb, kb):
         if not acc < target:
             break
         last = o
-        acc += token_mass(shifted(vals[o], st), r[0])
+        acc += token_mass(shifted(vals[o], st, r[0]), r[0])
     st[S_LO] = vals[last]
     st[S_TIE] = np.float64(ids[last])
     return acc
@@ -301,7 +301,7 @@ def apply_typical(r, st, mass_p, cnt, mass, eb, kb):
     for j in range(r.size):
         v = load(r, j)
         if kept(v, j, s, r[0]):
-            d = shifted(v, s)
+            d = shifted(v, s, r[0])
             e = token_mass(d, r[0])
             z += e
             zd += e * d
@@ -315,14 +315,14 @@ def apply_typical(r, st, mass_p, cnt, mass, eb, kb):
     n = vals.size
     keys = np.empty(n, np.float64)
     for i in range(n):
-        keys[i] = typical_key(shifted(vals[i], st), st)
+        keys[i] = typical_key(shifted(vals[i], st, r[0]), st)
     order = np.empty(n, np.int64)
     sort_asc(keys, n, order)
     acc = before
     band = keys[order[n - 1]]
     for i in range(n):
         o = order[i]
-        acc += token_mass(shifted(vals[o], st), r[0])
+        acc += token_mass(shifted(vals[o], st, r[0]), r[0])
         if acc >= target:
             band = keys[o]
             break
@@ -415,7 +415,7 @@ def list_masses(lv, li, n, st, e):
     z = 0.0
     for i in range(n):
         v = lv[i]
-        e[i] = token_mass(shifted(v, s), lv[0]) if kept(v, li[i], s, lv[0]) else 0.0
+        e[i] = token_mass(shifted(v, s, lv[0]), lv[0]) if kept(v, li[i], s, lv[0]) else 0.0
         z += e[i]
     return z
 
@@ -446,11 +446,11 @@ def list_typical(lv, li, n, st, mass_p, e):
     zd = 0.0
     for i in range(n):
         if e[i] > 0.0:
-            zd += e[i] * shifted(lv[i], st)
+            zd += e[i] * shifted(lv[i], st, lv[0])
     st[S_C] = zd / z
     keys = np.empty(n, np.float64)
     for i in range(n):
-        keys[i] = typical_key(shifted(lv[i], st), st) if e[i] > 0.0 else np.inf
+        keys[i] = typical_key(shifted(lv[i], st, lv[0]), st) if e[i] > 0.0 else np.inf
     order = np.empty(n, np.int64)
     sort_asc(keys, n, order)
     target = mass_p * z
@@ -473,7 +473,7 @@ def list_pick(lv, li, n, st, u):
     for i in range(n):
         v = lv[i]
         if kept(v, li[i], s, lv[0]):
-            acc += token_mass(shifted(v, s), lv[0])
+            acc += token_mass(shifted(v, s, lv[0]), lv[0])
             last = li[i]
             if acc > target:
                 return np.int64(li[i])
@@ -560,7 +560,7 @@ def prob(v, j, st, proto):
         return 0.0
     if st[S_T] == 0.0:
         return 1.0
-    return token_mass(shifted(v, st), proto) / st[S_Z]
+    return token_mass(shifted(v, st, proto), proto) / st[S_Z]
 
 
 @kernel
@@ -570,7 +570,7 @@ def processed_logprob(v, j, st, proto):
         return -np.inf
     if st[S_T] == 0.0:
         return 0.0
-    return shifted(v, st) - st[S_LOGZ]
+    return (v - st[S_M]) * st[S_IT] - st[S_LOGZ]  # float64 d for the output
 
 
 @kernel
