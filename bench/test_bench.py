@@ -8,9 +8,11 @@ pytest's ``testpaths`` is ``tests``, so this file runs only when named, and the 
         -k "log_softmax and 4096" --benchmark-columns=median,iqr,rounds
     python -m pytest bench/test_bench.py --benchmark-enable --benchmark-json=out.json
 
-Groups are "kernel shape", so pytest-benchmark compares fastlsm, numpy and torch side by
-side. Each case's ``extra_info`` holds the bytes it moves and which roofline applies; the
-roofline itself is measured by ``fastlsm bench`` (a pytest run times cases in isolation).
+``FASTLSM_BENCH_DTYPES=float32,bfloat16`` adds dtypes (16-bit cases fastlsm does not
+support yet are skipped). Groups are "kernel shape dtype", so pytest-benchmark compares
+fastlsm, numpy and torch side by side. Each case's ``extra_info`` holds the bytes it moves and
+which ceiling applies; the ceilings themselves are measured by ``fastlsm bench`` (a pytest
+run times cases in isolation).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 import fastlsm
 from fastlsm import bench
+from fastlsm.bench.registry import Inputs, spec_shapes
 
 try:
     import torch
@@ -29,36 +32,56 @@ except ImportError:
     torch = None
 
 FULL = bool(os.environ.get("FASTLSM_BENCH_FULL"))
-SHAPES = bench.DEFAULT_SHAPES if FULL else bench.QUICK_SHAPES
-CASES = [(spec, tuple(shape)) for spec in bench.KERNELS for shape in SHAPES[spec.family]]
+DTYPES = os.environ.get("FASTLSM_BENCH_DTYPES", "float32").split(",")
+CASES = [
+    (spec, shape, dtype)
+    for spec in bench.KERNELS
+    for dtype in DTYPES
+    for shape in spec_shapes(spec, bench.SHAPES, quick=not FULL)
+]
 ROUNDS = 5 if FULL else 20
 
 
 @pytest.fixture(scope="module")
 def pool():
     bench.set_threads(None, torch)
-    return bench.Pool(max(math.prod(shape) for _, shape in CASES))
+    return bench.Pool(
+        max(math.prod(shape) for _, shape, _ in CASES),
+        max(bench.DTYPES[d].itemsize for d in DTYPES),
+    )
 
 
 @pytest.mark.parametrize("provider", bench.PROVIDERS)
 @pytest.mark.parametrize(
-    "spec,shape", CASES, ids=[f"{s.name}-{'x'.join(map(str, sh))}" for s, sh in CASES]
+    "spec,shape,dtype",
+    CASES,
+    ids=[f"{s.name}-{'x'.join(map(str, sh))}-{d}" for s, sh, d in CASES],
 )
-def test_kernel(benchmark, pool, spec, shape, provider):
+def test_kernel(benchmark, pool, spec, shape, dtype, provider):
     missing = [name for name in spec.requires if not hasattr(fastlsm, name)]
     if missing:
         pytest.skip(f"fastlsm.{missing[0]} is not available in this build")
-    if provider == "torch" and torch is None:
+    if provider in ("torch", "hf") and torch is None:
         pytest.skip("PyTorch is not installed")
-    p = spec.setup(pool, shape, torch)[provider]
+    providers = spec.setup(Inputs(pool, shape, bench.DTYPES[dtype], torch))
+    if provider not in providers:
+        pytest.skip(f"no {provider} provider for {spec.name} {dtype}")
+    p = providers[provider]
 
     def setup():
         if p.prepare is not None:
             p.prepare()
 
     setup()
-    p.fn()  # JIT compile and fault pages outside the timing
-    benchmark.group = f"{spec.name} {list(shape)}"
-    benchmark.extra_info.update(bytes=spec.nbytes(shape), roofline=spec.roofline)
+    try:
+        p.fn()  # JIT compile and fault pages outside the timing
+    except TypeError as e:
+        if provider == "fastlsm" and bench.DTYPES[dtype].itemsize == 2:
+            pytest.skip(f"not supported yet: {e}")
+        raise
+    benchmark.group = f"{spec.name} {list(shape)} {dtype}"
+    benchmark.extra_info.update(
+        bytes=spec.nbytes(shape, bench.DTYPES[dtype].itemsize), ceiling=spec.ceiling
+    )
     result = benchmark.pedantic(p.fn, setup=setup, rounds=ROUNDS, warmup_rounds=1)
     assert result is not None or spec.name == "cross_entropy_grad"

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 
-
 class _ByDtype(dict):
     """A dict keyed by ``np.dtype`` that also accepts ``np.float32``, ``"float64"``..."""
 

@@ -45,6 +45,17 @@ def logsumexp(x, axis=-1, *, keepdims=False, dtype=np.float64):
     return out
 
 
+def sequence_logprobs(logits, tokens, mask=None, *, dtype=np.float64):
+    """``(log_softmax(logits)[..., tokens], their sum over the last axis)``; masked -> 0."""
+    lp = log_softmax(logits, -1, dtype=dtype)
+    tokens = np.asarray(tokens)
+    safe = np.where(tokens >= 0, tokens, 0)
+    tok = np.take_along_axis(lp, safe[..., None], -1)[..., 0]
+    if mask is not None:
+        tok = np.where(mask, tok, 0.0)
+    return tok, tok.sum(-1)
+
+
 def log_softmax(x, axis=-1, *, dtype=np.float64):
     """``(x - m) - log(sum(exp(x - m)))`` along ``axis``, ``m`` the row maximum.
 
