@@ -204,6 +204,9 @@ def test_one_dimensional_and_special_rows(rng):
     ro = x.copy()
     ro.flags.writeable = False
     assert int(sample(ro[::-1], seed=2).tokens) == int(sample(x[::-1].copy(), seed=2).tokens)
+    # a denormal temperature (1 / T overflows) is its limit, greedy; a tiny one nearly so
+    assert int(sample(x, temperature=5e-324).tokens) == int(np.argmax(x))
+    assert int(sample(x, temperature=1e-30, top_p=0.5).tokens) == int(np.argmax(x))
 
 
 @pytest.mark.parametrize(

@@ -515,7 +515,10 @@ def row_state(r, p, st, cnt, mass, eb, kb, lv, li):
     st[S_BAND] = np.inf
     st[S_T] = p[P_T]
     st[S_IT] = 1.0 / p[P_T] if p[P_T] > 0.0 else 0.0
-    if p[P_T] == 0.0:
+    if not st[S_IT] < np.inf:  # a denormal temperature: 1 / T overflows; the limit is greedy
+        st[S_T] = 0.0
+        st[S_IT] = 0.0
+    if st[S_T] == 0.0:
         st[S_Z] = 1.0
         st[S_LOGZ] = 0.0
         return OK
