@@ -291,3 +291,19 @@ def test_example_runs(torch_or_skip, capsys):
     out = capsys.readouterr().out
     assert out.count("logprobs.content[:2]") == 3
     assert "accepted" in out
+
+
+def test_top_tokens_across_chunks(rng):
+    """Rows longer than a chunk (1024): skipped chunks never hide a top token or a tie."""
+    x = rng.standard_normal((2, 5000))
+    x[:, [4000, 10, 2500]] = 9.0  # ties in three chunks: ids in increasing order
+    x[1, 4999] = 9.5
+    for mode in ("raw", "processed"):
+        out = sample(x, temperature=0.5, top_k=3, num_logprobs=4, logprobs_mode=mode)
+        want = np.argsort(-x, axis=1, kind="stable")[:, :4]
+        if mode == "processed":  # top_k=3 keeps the three 9.0 (row 0), 9.5 and 9.0s (row 1)
+            assert out.top_tokens[0, :3].tolist() == [10, 2500, 4000]
+            assert out.top_logprobs[0, 3] == -np.inf and out.top_tokens[0, 3] == 0
+            assert out.top_tokens[1].tolist() == [4999, 10, 2500, 4000]
+        else:
+            np.testing.assert_array_equal(out.top_tokens, want)
