@@ -121,6 +121,18 @@ def direct(x_dtype, out_dtype) -> bool:
     return x_dtype == out_dtype or (x_dtype in HALF_DTYPES and out_dtype == FLOAT32)
 
 
+def float_logits(x, name: str) -> np.ndarray:
+    """:func:`logits_array` for a family whose kernels have no 16-bit loads (sampling,
+    the sequence extras): float32/float64 as they are, bfloat16/float16 as an exact float32
+    copy (these families read per-step logits, small next to the model step)."""
+    x = logits_array(x, name)
+    if not is_half(x.dtype):
+        return x
+    return widened(np.ascontiguousarray(x).reshape(-1, x.shape[-1] if x.ndim else 1)).reshape(
+        x.shape
+    )
+
+
 def widened(rows: np.ndarray) -> np.ndarray:
     """A float32 copy of C-contiguous ``[N, C]`` 16-bit ``rows`` (exact): the input of a
     float32 kernel for a family without 16-bit loads."""

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import _jit
 from ._kernels import sampling as _k
+from ._dtypes import float_logits
 from ._validate import float_array, int_array
 
 
@@ -312,7 +313,7 @@ presence_penalty : scalar or array [B]
     (array([0]), array([[0, 1]]), array([[0.7, 0.2]]))
     """
     kw = {k: v for k, v in locals().items() if k in _PARAMS}
-    x = float_array(logits, "logits")
+    x = float_logits(logits, "logits")
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must have shape [B, V] or [V], got {x.shape}")
     single = x.ndim == 1
@@ -411,7 +412,7 @@ def verify_draft(
         ``num_accepted`` int64 [B], ``tokens`` int64 [B, k+1] padded with -1.
     """
     kw = {k: v for k, v in locals().items() if k in _PARAMS}
-    t = float_array(target_logits, "target_logits")
+    t = float_logits(target_logits, "target_logits")
     if t.ndim != 3 or t.shape[1] < 1:
         raise ValueError(f"target_logits must have shape [B, k+1, V], got {t.shape}")
     nb, nk1, nv = t.shape
@@ -427,7 +428,7 @@ def verify_draft(
     draft = _ids(draft, "draft_tokens", "[B, k]", nv, padding=False)
     dl = None
     if draft_logits is not None:
-        dl = float_array(draft_logits, "draft_logits")
+        dl = float_logits(draft_logits, "draft_logits")
         if dl.shape != (nb, nk, nv):
             raise ValueError(
                 f"draft_logits must have shape [B, k, V] = {[nb, nk, nv]}, got {dl.shape}"

@@ -430,3 +430,24 @@ def test_cross_entropy_is_the_float32_path_on_the_exact_values(dtype, opts, rng)
         np.testing.assert_array_equal(fastlsm.cross_entropy(x, target, **opts), want.loss)
         np.testing.assert_array_equal(got.grad.view(np.uint16),
                                       want.grad.astype(dtype).view(np.uint16))
+
+
+@HALVES
+def test_sampling_and_sequence_extras_read_16bit_logits_as_their_float32_values(dtype, rng):
+    """sample / verify_draft / the sequence_logprobs extras widen 16-bit logits exactly: the
+    same results as the float32 call on the same values."""
+    x = (rng.standard_normal((3, 4, 300)) * 3).astype(dtype)
+    x32 = x.astype(np.float32)
+    kw = dict(temperature=0.8, top_p=0.9, top_k=50, seed=[1, 2, 3], num_logprobs=3)
+    a, b = fastlsm.sample(x[:, 0], **kw), fastlsm.sample(x32[:, 0], **kw)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.top_logprobs, b.top_logprobs)
+    draft = rng.integers(0, 300, (3, 3))
+    va = fastlsm.verify_draft(x, draft, temperature=0.7, seed=5)
+    vb = fastlsm.verify_draft(x32, draft, temperature=0.7, seed=5)
+    np.testing.assert_array_equal(va.tokens, vb.tokens)
+    tok = rng.integers(0, 300, (3, 4))
+    ra = fastlsm.sequence_logprobs(x, tok, top_logprobs=2, return_rank=True)
+    rb = fastlsm.sequence_logprobs(x32, tok, top_logprobs=2, return_rank=True)
+    np.testing.assert_array_equal(ra.token_logprobs, rb.token_logprobs)
+    np.testing.assert_array_equal(ra.ranks, rb.ranks)
