@@ -1,5 +1,9 @@
 """The C ABI: build libfastlsm.so once, compile every C example, run them in an empty
 environment, and compare their outputs bit for bit with the Python API.
+
+No float64 reference is needed here (``tests/naive.py``): the C results must be the bits of
+the same kernels run from Python (``capi_support.reference``), whose values the other test
+modules check against the references.
 """
 
 from __future__ import annotations
@@ -125,7 +129,8 @@ def test_header_compiles_as_cxx(capi, tmp_path):
     if gxx is None:
         pytest.skip("g++ is not installed")
     src = tmp_path / "h.cpp"
-    src.write_text('#include "fastlsm.h"\nint main() { return fastlsm_version_number() > 0 ? 0 : 1; }\n')
+    src.write_text('#include "fastlsm.h"\n'
+                   'int main() { return fastlsm_version_number() > 0 ? 0 : 1; }\n')
     subprocess.run([gxx, "-Wall", "-Werror", "-fsyntax-only", f"-I{capi['include']}", str(src)],
                    check=True)
 
@@ -149,7 +154,7 @@ def _check_normalizers(capi, out):
 
 
 def _shape_line(stdout):
-    line = next(l for l in stdout.splitlines() if l.startswith("shape "))
+    line = next(s for s in stdout.splitlines() if s.startswith("shape "))
     _, rows, cols, _, threads = line.split()
     return np.array([float(rows), float(cols), float(threads)])
 
@@ -184,9 +189,9 @@ def test_threaded_host_gets_identical_results(capi, kernel_threads):
     proc = _run([_exe(capi, "threads"), kernel_threads, "8", "20"])
     lines = proc.stdout.splitlines()
     assert lines[-1] == "all ok"
-    per_thread = [l for l in lines if l.startswith("thread ")]
+    per_thread = [s for s in lines if s.startswith("thread ")]
     assert len(per_thread) == 8
-    assert all(l.endswith("status 0, mismatches 0") for l in per_thread)
+    assert all(s.endswith("status 0, mismatches 0") for s in per_thread)
     if kernel_threads == "1":
         assert lines[0].startswith("kernel threads 1,")
 
@@ -232,14 +237,15 @@ CONFIG_CASES = {  # errors.c's beam-search configurations, as fastlsm.beam_searc
 
 def test_every_error_code(capi):
     proc = _run([_exe(capi, "errors")])
-    strerror = dict(l.split(" ", 2)[1:] for l in proc.stdout.splitlines() if l.startswith("strerror"))
+    strerror = dict(s.split(" ", 2)[1:] for s in proc.stdout.splitlines()
+                    if s.startswith("strerror"))
     assert len(set(strerror.values())) == 8  # 7 codes + "unknown status"
     assert strerror["-1"] == strerror["7"] == "unknown status"
     assert f"version {fastlsm.__version__} " in proc.stdout
     assert "init status 0 FASTLSM_OK | \n" in proc.stdout + "\n"
     cases = _cases(proc.stdout)
     assert set(cases) == set(EXPECTED)
-    for name, (status, code, untouched, message) in cases.items():
+    for name, (status, _code, untouched, message) in cases.items():
         assert status == EXPECTED[name], (name, status, message)
         if status != 0:
             assert untouched, f"{name}: failed but wrote its outputs"
@@ -270,7 +276,7 @@ def test_runtime_error_when_python_package_is_broken(capi, tmp_path):
     assert "init status 5 FASTLSM_ERR_RUNTIME" in proc.stdout
     assert "deliberately broken for a test" in proc.stdout
     cases = _cases(proc.stdout)
-    for name, (status, code, untouched, message) in cases.items():
+    for name, (status, _code, untouched, message) in cases.items():
         assert untouched, name
         if EXPECTED[name] not in (0, 3) and name != "threads_too_many" and \
                 name not in CONFIG_CASES:
@@ -324,7 +330,7 @@ def test_python_host_can_load_the_library(capi):
 def test_train_step_example_matches_python_bitwise(capi):
     proc = _run([_exe(capi, "train_step")])
     out = _parse(proc.stdout)
-    losses = [float(l.split()[3]) for l in proc.stdout.splitlines() if l.startswith("step ")]
+    losses = [float(s.split()[3]) for s in proc.stdout.splitlines() if s.startswith("step ")]
     assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]  # SGD makes progress
 
     n, c = 16, 5
@@ -370,7 +376,7 @@ def _beam_outputs(capi):
         name, *values = line.split()
         if name.endswith(("_sequences", "_lengths", "_tokens", "_beams")):
             ints[name] = np.array([int(v) for v in values], np.int64)
-    head = next(l for l in proc.stdout.splitlines() if l.startswith("search_calls"))
+    head = next(s for s in proc.stdout.splitlines() if s.startswith("search_calls"))
     return out, ints, head.split()
 
 
