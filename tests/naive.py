@@ -45,6 +45,23 @@ def logsumexp(x, axis=-1, *, keepdims=False, dtype=np.float64):
     return out
 
 
+def exp(x, *, dtype=np.float64):
+    """``exp(x)`` computed in ``dtype`` (overflow gives ``inf`` silently).
+
+    Rounded to float32, the float64 result is the correctly rounded float32 ``exp`` (its own
+    error is 2**-29 float32 ulp); the reference of a float64 ``exp`` is ``np.longdouble``
+    (64-bit mantissa on x86-64).
+    """
+    with np.errstate(over="ignore"):
+        return np.exp(np.asarray(x, dtype))
+
+
+def sumexp(x, m, *, dtype=np.longdouble):
+    """``sum(exp(x - m))`` over all of ``x`` in ``dtype``, as a Python float; in long double
+    (the default) exact enough for float64 sums too."""
+    return float(exp(np.asarray(x, dtype) - np.asarray(m, dtype), dtype=dtype).sum())
+
+
 def sequence_logprobs(logits, tokens, mask=None, *, dtype=np.float64):
     """``(log_softmax(logits)[..., tokens], their sum over the last axis)``; masked -> 0."""
     lp = log_softmax(logits, -1, dtype=dtype)

@@ -1,5 +1,9 @@
 """The C ABI: build libfastlsm.so once, compile every C example, run them in an empty
 environment, and compare their outputs bit for bit with the Python API.
+
+No float64 reference is needed here (``tests/naive.py``): the C results must be the bits of
+the same kernels run from Python (``capi_support.reference``), whose values the other test
+modules check against the references.
 """
 
 from __future__ import annotations

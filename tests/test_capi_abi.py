@@ -3,7 +3,8 @@
 Fast checks that need no compiler: the header declares exactly the prototypes of
 ``fastlsm.capi._entries`` (whose table also generates the C side's typedefs and names), the
 repository's ``capi/fastlsm.h`` is the package's header, and the generated C table is
-consistent with the registered cfuncs.
+consistent with the registered cfuncs. No numbers are computed, so no float64 reference
+(``tests/naive.py``) is needed.
 """
 
 from __future__ import annotations

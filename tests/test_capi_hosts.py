@@ -1,7 +1,8 @@
 """C ABI parity with Python, and hosts as users build them: pkg-config, CMake, Rust, make.
 
 Uses the session's library build (``capi_support.build_capi``). Each host is skipped cleanly
-when its toolchain (pkg-config, cmake + a C++ compiler, cargo, make) is missing.
+when its toolchain (pkg-config, cmake + a C++ compiler, cargo, make) is missing. Like
+``test_capi.py``, it compares bits with the Python API and so needs no float64 reference.
 """
 
 from __future__ import annotations

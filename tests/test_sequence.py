@@ -1,5 +1,7 @@
-"""sequence_logprobs against float64 NumPy references (and PyTorch where installed)."""
+"""sequence_logprobs against the float64 reference ``naive.sequence_logprobs`` (and PyTorch
+where installed)."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,16 +13,6 @@ from fastlsm._kernels.sequence import sequence_logprobs_rows
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
 
 
-def ref_logprobs(logits, tokens, mask=None):
-    x = np.asarray(logits, np.float64)
-    lse = np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1)) + x.max(-1)
-    safe = np.where(tokens >= 0, tokens, 0) if mask is not None else tokens
-    tok = np.take_along_axis(x, safe[..., None], -1)[..., 0] - lse
-    if mask is not None:
-        tok = np.where(mask, tok, 0.0)
-    return tok, tok.sum(-1)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("tdtype", [np.int32, np.int64])
 def test_matches_reference(dtype, tdtype):
@@ -28,7 +20,7 @@ def test_matches_reference(dtype, tdtype):
     x = (rng.standard_normal((3, 7, 300)) * 4).astype(dtype)
     tok = rng.integers(0, 300, (3, 7)).astype(tdtype)
     got_tok, got_seq = fastlsm.sequence_logprobs(x, tok)
-    ref_tok, ref_seq = ref_logprobs(x, tok)
+    ref_tok, ref_seq = naive.sequence_logprobs(x, tok)
     assert got_tok.dtype == dtype and got_seq.dtype == dtype
     assert got_tok.shape == (3, 7) and got_seq.shape == (3,)
     np.testing.assert_allclose(got_tok, ref_tok, **TOL[dtype])
@@ -42,7 +34,7 @@ def test_mask_zeroes_padding_and_skips_bad_ids():
     mask = tok >= 0
     mask[1, 3] = False
     got_tok, got_seq = fastlsm.sequence_logprobs(x, tok, mask=mask)
-    ref_tok, ref_seq = ref_logprobs(x, np.where(mask, tok, 0), mask)
+    ref_tok, ref_seq = naive.sequence_logprobs(x, np.where(mask, tok, 0), mask)
     assert got_tok[0, 2] == 0.0 and got_tok[1, 3] == 0.0
     np.testing.assert_allclose(got_tok, ref_tok, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(got_seq, ref_seq, rtol=1e-13)
@@ -154,7 +146,7 @@ def test_property_matches_reference(b, t, v, seed, scale):
     tok = rng.integers(0, v, (b, t))
     mask = rng.random((b, t)) < 0.8
     got_tok, got_seq = fastlsm.sequence_logprobs(x, tok, mask=mask)
-    ref_tok, ref_seq = ref_logprobs(x, tok, mask)
+    ref_tok, ref_seq = naive.sequence_logprobs(x, tok, mask)
     np.testing.assert_allclose(got_tok, ref_tok, rtol=1e-12, atol=1e-12 * scale)
     np.testing.assert_allclose(got_seq, ref_seq, rtol=1e-12, atol=1e-11 * scale)
     assert (got_tok <= 0).all()
@@ -169,7 +161,7 @@ def test_torch_parity(dtype):
     got_tok, got_seq = fastlsm.sequence_logprobs(x, tok)
     lp = torch.log_softmax(torch.from_numpy(x), -1)
     ref = lp.gather(-1, torch.from_numpy(tok)[..., None])[..., 0].numpy()
-    ref64 = ref_logprobs(x, tok)[0]
+    ref64 = naive.sequence_logprobs(x, tok)[0]
     # no worse than PyTorch's own error against float64
     assert np.abs(got_tok - ref64).max() <= max(np.abs(ref - ref64).max(), 1e-15)
     np.testing.assert_allclose(got_tok, ref, **TOL[dtype])
