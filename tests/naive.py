@@ -434,7 +434,7 @@ def ulp_error(got, ref):
     return np.where(nan_got | nan_want, np.where(nan_got & nan_want, 0.0, np.inf), dist)
 
 
-# ======================================================================= sampling (fastlsm.sampling)
+# ================================================================ sampling (fastlsm.sampling)
 # Hugging Face's processors restated in float64 NumPy with full stable sorts, one row at a time.
 
 

@@ -356,14 +356,18 @@ BAD_DTYPES = [np.complex64, np.complex128, object, np.str_]  # ints: SciPy's flo
 @pytest.mark.parametrize("dtype", BAD_DTYPES)
 def test_non_float_arrays_raise_typeerror(name, dtype):
     x = np.ones((2, 3), dtype=dtype)
-    with pytest.raises(TypeError, match=r"x must be float32, float64, bfloat16 or float16, got \S+; .*astype"):
+    with pytest.raises(
+        TypeError, match=r"x must be float32, float64, bfloat16 or float16, got \S+; .*astype"
+    ):
         run(name, x)
 
 
 @pytest.mark.parametrize("name", FUNCS)
 @pytest.mark.parametrize("x", [None, "abc", {"a": 1.0}, object()], ids=lambda v: type(v).__name__)
 def test_non_arrays_raise_typeerror(name, x):
-    with pytest.raises(TypeError, match="x must be a NumPy array of float32, float64, bfloat16 or float16, got"):
+    with pytest.raises(
+        TypeError, match="x must be a NumPy array of float32, float64, bfloat16 or float16, got"
+    ):
         run(name, x)
 
 
