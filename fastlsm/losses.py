@@ -258,7 +258,7 @@ def _run(
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     lse = np.empty(n, dt) if return_lse else np.empty(0, dt)
     grad_arr = None
-    _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
+    _jit.use_threads(rows.size, n)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
         grad = np.empty((0, c), dt)
         scale, per_token = 1.0, _EMPTY

@@ -20,6 +20,8 @@ subtracted first, and ``(x - max) - log(sum)`` keeps every bit of ``x - max``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _jit
@@ -40,7 +42,8 @@ from ._validate import (
 def _elementwise(kernel, x, axis, out):
     x = float_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
-    _jit.use_threads(x.size)
+    lanes = math.prod(x.shape[a] for a in ((ax,) if isinstance(ax, int) else ax))
+    _jit.use_threads(x.size, x.size // lanes if lanes else 0)
     if out is None:
         out = fresh_output(x.shape, x.dtype)
     else:
@@ -172,7 +175,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     rows = as_rows(x, ax)
     is_view = out.flags.c_contiguous
     flat = out.reshape(-1) if is_view else np.empty(out.size, x.dtype)
-    _jit.use_threads(x.size)
+    _jit.use_threads(x.size, rows.shape[0])
     _k.logsumexp_rows(rows, flat)
     if not is_view:
         out[...] = flat.reshape(shape)
