@@ -28,6 +28,7 @@ from . import _jit
 from ._kernels import normalize as _k
 from ._kernels.memory import fresh_output
 from ._validate import (
+    FLOAT_DTYPES,
     as_rows,
     axes_index,
     check_out,
@@ -40,6 +41,17 @@ from ._validate import (
 
 
 def _elementwise(kernel, x, axis, out):
+    if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+        fast = _fast_rows(x, axis, out)
+        if fast is not None:  # the per-token call: skips the general layout handling below
+            _jit.use_threads(x.size, fast[0])
+            if out is None:
+                out = fresh_output(x.shape, x.dtype)
+            if x.ndim == 2:
+                kernel(x, out)
+            else:
+                kernel(x.reshape(fast), out.reshape(fast))
+            return out
     x = float_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
     lanes = math.prod(x.shape[a] for a in ((ax,) if isinstance(ax, int) else ax))
@@ -58,6 +70,33 @@ def _elementwise(kernel, x, axis, out):
     if not is_view:
         store_rows(out, ax, target)
     return out
+
+
+_NATIVE = frozenset(id(d) for d in FLOAT_DTYPES)
+
+
+def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
+    """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
+    path (native, aligned, C-contiguous float32/float64, not empty, the last axis, ``out``
+    of the same dtype and shape, writeable and C-contiguous, ``x`` itself or disjoint from
+    it), else None: the general path then handles (or rejects) the call."""
+    dt = x.dtype
+    nd = x.ndim
+    if id(dt) not in _NATIVE or type(axis) is not int or nd == 0 or axis not in (-1, nd - 1):
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned) or x.size == 0:
+        return None
+    if out is not None:
+        if out.dtype is not dt or out.shape != x.shape:
+            return None
+        flags = out.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        if out is not x and np.may_share_memory(x, out):  # bounds: exact for contiguous
+            return None
+    cols = x.shape[-1]
+    return x.size // cols, cols
 
 
 @_jit.public
