@@ -44,18 +44,18 @@ def _elementwise(kernel, x, axis, out):
     if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
         fast = _fast_rows(x, axis, out)
         if fast is not None:  # the per-token call: skips the general layout handling below
-            _jit.use_threads(x.size, fast[0])
+            run = _jit.launch(kernel, x.size, fast[0])
             if out is None:
                 out = fresh_output(x.shape, x.dtype)
             if x.ndim == 2:
-                kernel(x, out)
+                run(x, out)
             else:
-                kernel(x.reshape(fast), out.reshape(fast))
+                run(x.reshape(fast), out.reshape(fast))
             return out
     x = float_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
     lanes = math.prod(x.shape[a] for a in ((ax,) if isinstance(ax, int) else ax))
-    _jit.use_threads(x.size, x.size // lanes if lanes else 0)
+    run = _jit.launch(kernel, x.size, x.size // lanes if lanes else 0)
     if out is None:
         out = fresh_output(x.shape, x.dtype)
     else:
@@ -66,7 +66,7 @@ def _elementwise(kernel, x, axis, out):
         return out
     rows = as_rows(x, ax)
     target, is_view = rows_out(out, ax)
-    kernel(rows, target)
+    run(rows, target)
     if not is_view:
         store_rows(out, ax, target)
     return out
@@ -214,8 +214,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     rows = as_rows(x, ax)
     is_view = out.flags.c_contiguous
     flat = out.reshape(-1) if is_view else np.empty(out.size, x.dtype)
-    _jit.use_threads(x.size, rows.shape[0])
-    _k.logsumexp_rows(rows, flat)
+    _jit.launch(_k.logsumexp_rows, x.size, rows.shape[0])(rows, flat)
     if not is_view:
         out[...] = flat.reshape(shape)
     return out
