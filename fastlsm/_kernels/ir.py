@@ -8,9 +8,11 @@ of these facts is written once:
   a scalar or a vector type, so the same arithmetic is emitted at any width (a width-1 use
   is the scalar code of a Numba loop, which LLVM vectorizes itself);
 - LLVM intrinsics by name and type (:func:`call`: ``fma``, ``maxnum``, ``fabs``, ...);
-- memory: :func:`load`, :func:`store` (``nontemporal=True``: a streaming store),
+- memory: :func:`store` (``nontemporal=True``: a streaming store),
   :func:`masked_load` / :func:`masked_store` for tails, :func:`prefetch_l2`, :func:`sfence`;
 - array arguments: :func:`elem_ptr` (address of ``a[j]`` as a pointer to a vector).
+- dtypes: :class:`Element`, how each dtype is loaded into registers and stored back (the
+  one place a dtype enters the loops; its docstring says how to add one).
 
 Nothing here carries fast-math flags: every rounding is the one written.
 """
@@ -26,7 +28,7 @@ X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 """Streaming-store metadata and ``sfence`` are emitted on x86 only (plain stores elsewhere)."""
 
 LINE_BYTES = 64  # one cache line
-I1, I8, I32 = ir.IntType(1), ir.IntType(8), ir.IntType(32)
+I8, I32 = ir.IntType(8), ir.IntType(32)
 F32, F64 = ir.FloatType(), ir.DoubleType()
 
 
@@ -111,10 +113,6 @@ def select_gt(builder: ir.IRBuilder, v, hi):
 def elem_ptr(builder: ir.IRBuilder, data: ir.Value, j: ir.Value, ty: ir.Type) -> ir.Value:
     """Address of element ``j`` of ``data`` as a pointer to ``ty`` (a vector or a scalar)."""
     return builder.bitcast(builder.gep(data, [j]), ty.as_pointer())
-
-
-def load(builder: ir.IRBuilder, ptr: ir.Value, align: int) -> ir.Value:
-    return builder.load(ptr, align=align)
 
 
 def store(builder: ir.IRBuilder, value, ptr, align: int, nontemporal: bool = False):
