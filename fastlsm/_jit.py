@@ -25,6 +25,7 @@ import hashlib
 import os
 import sys
 import threading
+import types
 
 import numba
 from numba.core import caching
@@ -95,6 +96,8 @@ def _choose_layer() -> None:
 _state_lock = threading.Lock()
 _serialize: threading.RLock | None = None
 _layer_ready = False
+_get_count = None  # the layer's own get/set of the calling thread's count (C functions), bound
+_set_count = None  # by _ensure_layer: numba.get/set_num_threads take two locks on every call
 
 
 def _ensure_layer() -> None:
@@ -104,12 +107,17 @@ def _ensure_layer() -> None:
     when two host threads launch parallel kernels at the same time; fastlsm's own calls then
     take a process-wide lock (the user's own parallel Numba code cannot be protected).
     """
-    global _serialize, _layer_ready
+    global _serialize, _layer_ready, _get_count, _set_count
     with _state_lock:
         if _layer_ready:
             return
         _choose_layer()
         numba.get_num_threads()  # launches the layer
+        from numba.np.ufunc import parallel
+
+        # What numba.get/set_num_threads call once the layer is up (after their range check,
+        # which use_threads' counts always pass): the same per-thread count, ~5x cheaper.
+        _get_count, _set_count = parallel._get_num_threads, parallel._set_num_threads
         if numba.threading_layer() == "workqueue":
             _serialize = threading.RLock()
         _layer_ready = True
@@ -119,27 +127,29 @@ def public(fn):
     """Decorate a public function: it leaves the calling thread's Numba state as it was.
 
     fastlsm's thread count (:func:`set_num_threads`) is applied per launch by
-    :func:`use_threads`; this restores the caller's own ``numba.get_num_threads()`` on return
-    (also on error), so a user's Numba code never sees fastlsm's setting. Costs two calls of
-    ``numba.get_num_threads`` (about a microsecond).
+    :func:`use_threads`, which, the first time it changes the calling thread's
+    ``numba.get_num_threads()`` during a call, records the count it found; this restores
+    that count on return (also on error), so a user's Numba code never sees fastlsm's
+    setting. Nothing is cached between calls: the count is read afresh at every launch, so
+    a change the user makes between two calls is seen. A call that changes nothing costs no
+    Numba call at all here.
     """
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if not _layer_ready:
             _ensure_layer()
-        saved = numba.get_num_threads()
-        stack = _callers.__dict__.setdefault("stack", [])
-        stack.append(saved)
+        stack = _frames()
+        stack.append(0)  # the caller's count, once this call changes it (counts are >= 1)
         try:
             if _serialize is None:
                 return fn(*args, **kwargs)
             with _serialize:
                 return fn(*args, **kwargs)
         finally:
-            stack.pop()
-            if numba.get_num_threads() != saved:
-                numba.set_num_threads(saved)
+            saved = stack.pop()
+            if saved and _get_count() != saved:
+                _set_count(saved)
 
     return call
 
@@ -147,12 +157,25 @@ def public(fn):
 _callers = threading.local()  # per host thread: the counts public() calls will restore
 
 
+def _frames() -> list:
+    """The calling host thread's stack of :func:`public` calls (see there)."""
+    try:
+        return _callers.stack
+    except AttributeError:
+        _callers.stack = []
+        return _callers.stack
+
+
 def caller_threads() -> None:
     """Give the calling thread back its own Numba thread count before running user code
     (e.g. ``beam_search``'s ``step_fn``); the next launch applies fastlsm's count again."""
-    stack = getattr(_callers, "stack", None)
-    if stack and numba.get_num_threads() != stack[-1]:
-        numba.set_num_threads(stack[-1])
+    stack = _frames()
+    if not stack:
+        return
+    if not stack[-1]:  # unchanged so far: restore on return whatever the user code sets
+        stack[-1] = _get_count()
+    elif _get_count() != stack[-1]:
+        _set_count(stack[-1])
 
 
 # --------------------------------------------------------------------------- compile cache
@@ -222,7 +245,10 @@ def kernel(fn=None, *, parallel: bool = False, entry: bool | None = None):
       *cached* helper as opaque object code, an uncached one is inlined and optimized in
       context; the two can vectorize a reduction differently and round differently, so a
       kernel's bits would depend on what happened to be in the cache.)
-    - ``@kernel(parallel=True)``: a row-parallel entry kernel, cached.
+    - ``@kernel(parallel=True)``: a row-parallel entry kernel, cached. Its ``serial``
+      attribute is the same function compiled without ``parallel`` (cached, compiled on
+      first use): what :func:`launch` runs for a one-thread problem, which then pays no
+      parallel launch (about 0.6 us) and no thread-count change.
     - ``@kernel(entry=True)``: a serial entry kernel (called from Python or C), cached.
 
     Entry kernels are never called from other kernels.
@@ -230,9 +256,22 @@ def kernel(fn=None, *, parallel: bool = False, entry: bool | None = None):
     cache = parallel if entry is None else bool(entry)
 
     def wrap(f):
-        return numba.njit(cache=cache, nogil=True, parallel=parallel, **JIT_OPTIONS)(f)
+        compiled = numba.njit(cache=cache, nogil=True, parallel=parallel, **JIT_OPTIONS)(f)
+        if parallel:
+            compiled.serial = numba.njit(cache=True, nogil=True, **JIT_OPTIONS)(_serial_copy(f))
+        return compiled
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _serial_copy(f):
+    """``f`` as a new function object named ``<qualname>__serial`` (its own cache entry)."""
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    g.__kwdefaults__ = f.__kwdefaults__
+    g.__module__ = f.__module__
+    g.__qualname__ = f.__qualname__ + "__serial"
+    g.__doc__ = f"Serial copy of :func:`{f.__qualname__}` (see fastlsm._jit.kernel)."
+    return g
 
 
 JIT_OPTIONS = {"fastmath": set(FASTMATH), "error_model": "numpy"}
@@ -290,17 +329,45 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def use_threads(work: int) -> None:
-    """Apply the configured thread count to the calling host thread before a kernel launch.
+def _threads_for(work: int, rows: int) -> int:
+    """The one thread decision: one thread for problems smaller than ``SERIAL_WORK``
+    elements (on a shared VM a preempted worker stalls the whole parallel region for longer
+    than the work takes) and for a single row (``rows``: the row kernels give each row to
+    one thread, so a second thread would only wait), else :func:`get_num_threads`."""
+    return 1 if work < SERIAL_WORK or rows < 2 else get_num_threads()
+
+
+def use_threads(work: int, rows: int) -> None:
+    """Apply the thread count for ``work`` elements in ``rows`` rows (:func:`_threads_for`)
+    to the calling host thread before a launch of a parallel kernel.
 
     Numba's thread count is per host thread; this makes :func:`set_num_threads` global.
-    Problems smaller than ``SERIAL_WORK`` elements run on one thread: on a shared VM a
-    preempted worker stalls the whole parallel region for longer than the work takes.
     Only called inside a :func:`public` function, which restores the caller's count.
     """
-    n = 1 if work < SERIAL_WORK else get_num_threads()
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
+    _apply(_threads_for(work, rows))
+
+
+def launch(compiled, work: int, rows: int):
+    """The kernel to call for ``work`` elements in ``rows`` rows: the serial copy of a
+    parallel kernel (:func:`kernel`) when the problem gets one thread, else ``compiled``,
+    with the thread count applied (:func:`use_threads`). Same bits either way."""
+    n = _threads_for(work, rows)
+    serial = getattr(compiled, "serial", None)
+    if n == 1 and serial is not None:
+        return serial
+    _apply(n)
+    return compiled
+
+
+def _apply(n: int) -> None:
+    if _get_count is None:  # outside any public() call (e.g. a benchmark harness)
+        _ensure_layer()
+    cur = _get_count()
+    if cur != n:
+        stack = _frames()
+        if stack and not stack[-1]:
+            stack[-1] = cur  # what the enclosing public() call gives back
+        _set_count(n)
 
 
 SERIAL_WORK = 1 << 15

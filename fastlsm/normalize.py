@@ -24,6 +24,8 @@ subtracted first, and ``(x - max) - log(sum)`` keeps every bit of ``x - max``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _jit
@@ -31,6 +33,7 @@ from ._dtypes import direct, kernel_view, logits_array, output_dtype, result_dty
 from ._kernels import normalize as _k
 from ._kernels.memory import fresh_output
 from ._validate import (
+    FLOAT_DTYPES,
     as_rows,
     axes_index,
     check_out,
@@ -42,12 +45,24 @@ from ._validate import (
 
 
 def _elementwise(kernel, x, axis, out, dtype):
+    if dtype is None and type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+        fast = _fast_rows(x, axis, out)
+        if fast is not None:  # the per-token call: skips the general layout handling below
+            run = _jit.launch(kernel, x.size, fast[0])
+            if out is None:
+                out = fresh_output(x.shape, x.dtype)
+            if x.ndim == 2:
+                run(x, out)
+            else:
+                run(x.reshape(fast), out.reshape(fast))
+            return out
     x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
     odt = output_dtype(x.dtype, dtype, out)
     if not direct(x.dtype, odt):  # PyTorch's dtype=: the input is converted first
         x = x.astype(odt)
-    _jit.use_threads(x.size)
+    lanes = math.prod(x.shape[a] for a in ((ax,) if isinstance(ax, int) else ax))
+    run = _jit.launch(kernel, x.size, x.size // lanes if lanes else 0)
     if out is None:
         out = fresh_output(x.shape, odt)
     else:
@@ -58,10 +73,37 @@ def _elementwise(kernel, x, axis, out, dtype):
         return out
     rows = as_rows(x, ax)
     target, is_view = rows_out(out, ax)
-    kernel(kernel_view(rows), kernel_view(target))
+    run(kernel_view(rows), kernel_view(target))
     if not is_view:
         store_rows(out, ax, target)
     return out
+
+
+_NATIVE = frozenset(id(d) for d in FLOAT_DTYPES)
+
+
+def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
+    """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
+    path (native, aligned, C-contiguous float32/float64, not empty, the last axis, ``out``
+    of the same dtype and shape, writeable and C-contiguous, ``x`` itself or disjoint from
+    it), else None: the general path then handles (or rejects) the call."""
+    dt = x.dtype
+    nd = x.ndim
+    if id(dt) not in _NATIVE or type(axis) is not int or nd == 0 or axis not in (-1, nd - 1):
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned) or x.size == 0:
+        return None
+    if out is not None:
+        if out.dtype is not dt or out.shape != x.shape:
+            return None
+        flags = out.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        if out is not x and np.may_share_memory(x, out):  # bounds: exact for contiguous
+            return None
+    cols = x.shape[-1]
+    return x.size // cols, cols
 
 
 @_jit.public
@@ -169,6 +211,12 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
     10000.69314718056
     """
+    if type(x) is np.ndarray and out is None and keepdims is False:
+        fast = _fast_rows(x, axis, None)
+        if fast is not None:  # the per-token call, as in _elementwise
+            out = np.empty(x.shape[:-1], x.dtype)
+            _jit.launch(_k.logsumexp_rows, x.size, fast[0])(x.reshape(fast), out.reshape(-1))
+            return out
     x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
     if not isinstance(keepdims, (bool, np.bool_)):
@@ -186,8 +234,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     rows = kernel_view(as_rows(x, ax))
     is_view = out.flags.c_contiguous
     flat = out.reshape(-1) if is_view else np.empty(out.size, rdt)
-    _jit.use_threads(x.size)
-    _k.logsumexp_rows(rows, flat)
+    _jit.launch(_k.logsumexp_rows, x.size, rows.shape[0])(rows, flat)
     if not is_view:
         out[...] = flat.reshape(shape)
     return out

@@ -34,8 +34,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
-from ._kernels import sampling as _k
 from ._dtypes import float_logits
+from ._kernels import sampling as _k
 from ._validate import float_array, int_array
 
 
@@ -243,6 +243,7 @@ def _raise_status(status: np.ndarray, where) -> None:
     raise ValueError(f"{where(i)} holds NaN or +inf logits (after bias and penalties)")
 
 
+@_jit.public
 def sample(
     logits,
     *,
@@ -348,7 +349,7 @@ presence_penalty : scalar or array [B]
     id_lp = np.empty((nb, ids.shape[1]), np.float64)
     status = np.zeros(nb, np.int64)
     if nb:
-        _jit.use_threads(x2.size if nb > 1 else 0)  # one row: one block, one thread
+        _jit.use_threads(x2.size, nb)  # one row: one thread
         _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
                        logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
                        status)
@@ -366,6 +367,7 @@ presence_penalty : scalar or array [B]
     return out
 
 
+@_jit.public
 def verify_draft(
     target_logits,
     draft_tokens,
@@ -440,7 +442,7 @@ def verify_draft(
     out = np.full((nb, nk1), -1, np.int64)
     status = np.zeros(nb, np.int64)
     if nb:
-        _jit.use_threads(t.size)
+        _jit.use_threads(t.size, t.shape[0])
         dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
         _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
                        steps, ctr, num_acc, out, status)

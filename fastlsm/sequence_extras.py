@@ -49,7 +49,7 @@ def extras(x: np.ndarray, tok: np.ndarray, m: np.ndarray, top_logprobs, return_r
     top_val = np.empty((nb * nt, n), np.float64)
     top_id = np.empty((nb * nt, n), np.int64)
     if rows.size:
-        _jit.use_threads(rows.size)
+        _jit.use_threads(rows.size, rows.shape[0])
         _k.sequence_extras_rows(rows, np.ascontiguousarray(tok).reshape(-1).astype(np.int64),
                                 np.ascontiguousarray(m).reshape(-1), bool(return_rank),
                                 bool(return_entropy), tok_out, rank, ent, top_val, top_id)

@@ -144,6 +144,9 @@ def test_caller_numba_thread_count_is_unchanged_by_every_public_function(rng):
         lambda: fastlsm.nll_loss(x, t),
         lambda: fastlsm.sequence_logprobs(x[None], t[None]),
         lambda: fastlsm.beam_step(x[None], np.zeros((1, 64))),
+        lambda: fastlsm.sequence_logprobs(x[None], t[None], top_logprobs=2),
+        lambda: fastlsm.sample(x, temperature=0.7, top_p=0.9),
+        lambda: fastlsm.verify_draft(x.reshape(8, 8, 1024)[:, :3], t.reshape(8, 8)[:, :2]),
         lambda: fastlsm.cross_entropy(x, t + 5000),  # raises: the count is restored too
     ]
     seen_in_step = []
