@@ -53,9 +53,8 @@ def main(argv=None) -> int:
     def run_decoder():
         calls.clear()
         t0 = time.perf_counter()
-        fastlsm.beam_search(
-            step_fn, prompt, num_beams=k, max_new_tokens=steps, eos_token_id=eos, pad_token_id=0
-        )
+        fastlsm.beam_search(step_fn, prompt, num_beams=k, max_new_tokens=steps,
+                            eos_token_id=eos, pad_token_id=0)
         return (time.perf_counter() - t0) / len(calls)
 
     scores = np.zeros((b, k), np.float32)
@@ -75,26 +74,13 @@ def main(argv=None) -> int:
     d, kk = statistics.median(dec), statistics.median(ker)
     print(f"beam_search per step (decoder's own work): {d * 1e3:.3f} ms")
     print(f"beam_step per call (kernel alone):         {kk * 1e3:.3f} ms")
-    print(
-        f"ratio: {d / kk:.2f} (target <= 1.5)  shape B={b} K={k} V={v}, "
-        f"{steps} steps, {fastlsm.get_num_threads()} threads"
-    )
+    print(f"ratio: {d / kk:.2f} (target <= 1.5)  shape B={b} K={k} V={v}, "
+          f"{steps} steps, {fastlsm.get_num_threads()} threads")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "batch": b,
-                    "beams": k,
-                    "vocab": v,
-                    "steps": steps,
-                    "threads": fastlsm.get_num_threads(),
-                    "decoder_step_s": d,
-                    "beam_step_s": kk,
-                    "ratio": d / kk,
-                },
-                f,
-                indent=2,
-            )
+            json.dump({"batch": b, "beams": k, "vocab": v, "steps": steps,
+                       "threads": fastlsm.get_num_threads(), "decoder_step_s": d,
+                       "beam_step_s": kk, "ratio": d / kk}, f, indent=2)
     return 0
 
 

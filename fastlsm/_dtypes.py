@@ -32,12 +32,8 @@ FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
 HALF_DTYPES = (BFLOAT16, FLOAT16)
 _VIEWS = {BFLOAT16: np.dtype(np.uint16), FLOAT16: np.dtype(np.int16)}
-_NAMES = {
-    BFLOAT16: "ml_dtypes.bfloat16",
-    FLOAT16: "np.float16",
-    FLOAT32: "np.float32",
-    FLOAT64: "np.float64",
-}
+_NAMES = {BFLOAT16: "ml_dtypes.bfloat16", FLOAT16: "np.float16", FLOAT32: "np.float32",
+          FLOAT64: "np.float64"}
 
 
 def is_half(dtype) -> bool:
@@ -144,3 +140,4 @@ def widened(rows: np.ndarray) -> np.ndarray:
     if out.size:
         _half.convert_rows(kernel_view(rows), out)
     return out
+

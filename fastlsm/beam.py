@@ -139,13 +139,15 @@ def beam_step(
             b, k = divmod(int(empty), nk)
             raise ValueError(f"token_bitmask[{b}, {k}] allows no token of the {nv}")
     _jit.use_threads(x.size, nb * nk)
-    bad = _k.beam_step_rows(
-        rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp, mask
-    )
+    bad = _k.beam_step_rows(rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp,
+                            mask)
     if bad >= 0:
         b, k = divmod(int(bad), nk)
-        raise ValueError(f"logits[{b}, {k}] contains NaN or +inf; mask tokens with -inf instead")
+        raise ValueError(
+            f"logits[{b}, {k}] contains NaN or +inf; mask tokens with -inf instead"
+        )
     return scores.astype(result_dtype(x.dtype), copy=False), tokens, beams
+
 
 
 def _bitmask(value, rows: tuple, vocab: int, prefix: str = "") -> np.ndarray:
@@ -218,11 +220,8 @@ def _check_config(status: int, config: dict, prefix: str = "") -> None:
 def _token_ids(value, name: str) -> list:
     if value is None:
         return []
-    items = (
-        [value]
-        if isinstance(value, numbers.Integral) or np.ndim(value) == 0
-        else list(np.asarray(value).reshape(-1))
-    )
+    items = [value] if isinstance(value, numbers.Integral) or np.ndim(value) == 0 else list(
+        np.asarray(value).reshape(-1))
     out = []
     for v in items:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
@@ -232,24 +231,11 @@ def _token_ids(value, name: str) -> list:
 
 
 @_jit.public
-def beam_search(
-    step_fn,
-    input_ids,
-    *,
-    num_beams,
-    max_new_tokens,
-    eos_token_id,
-    pad_token_id=None,
-    length_penalty=1.0,
-    early_stopping=False,
-    num_return_sequences=1,
-    min_new_tokens=0,
-    no_repeat_ngram_size=0,
-    repetition_penalty=1.0,
-    patience=1.0,
-    renormalize=False,
-    token_bitmask=None,
-) -> BeamSearchOutput:
+def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
+                pad_token_id=None, length_penalty=1.0, early_stopping=False,
+                num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
+                repetition_penalty=1.0, patience=1.0, renormalize=False,
+                token_bitmask=None) -> BeamSearchOutput:
     """Beam-search decoding with the semantics of transformers' ``generate(num_beams=...)``.
 
     Parameters
@@ -356,8 +342,7 @@ def beam_search(
     if isinstance(early_stopping, str):
         if early_stopping != "never":
             raise ValueError(
-                f'early_stopping must be True, False or "never", got {early_stopping!r}'
-            )
+                f'early_stopping must be True, False or "never", got {early_stopping!r}')
         early = _cfg.EARLY_NEVER
     elif isinstance(early_stopping, (bool, np.bool_)):
         early = _EARLY[bool(early_stopping)]
@@ -367,15 +352,10 @@ def beam_search(
         raise TypeError(f"renormalize must be True or False, got {renormalize!r}")
     eos = np.array(_token_ids(eos_token_id, "eos_token_id"), np.int64)
     config = dict(
-        batch=nb,
-        prompt_len=lp,
-        vocab=-1,
-        num_beams=_integer(num_beams, "num_beams"),
-        max_new_tokens=_integer(max_new_tokens, "max_new_tokens"),
-        eos_ids=eos,
+        batch=nb, prompt_len=lp, vocab=-1, num_beams=_integer(num_beams, "num_beams"),
+        max_new_tokens=_integer(max_new_tokens, "max_new_tokens"), eos_ids=eos,
         pad_token_id=-1 if pad_token_id is None else _integer(pad_token_id, "pad_token_id"),
-        length_penalty=_real(length_penalty, "length_penalty"),
-        early_stopping=early,
+        length_penalty=_real(length_penalty, "length_penalty"), early_stopping=early,
         num_return_sequences=_integer(num_return_sequences, "num_return_sequences"),
         min_new_tokens=_integer(min_new_tokens, "min_new_tokens"),
         no_repeat_ngram_size=_integer(no_repeat_ngram_size, "no_repeat_ngram_size"),
@@ -442,9 +422,8 @@ def beam_search(
     out_scores = np.empty(nb * nret, np.float64)
     out_logp = np.empty((nb * nret, gmax), np.float64)
     out_len = np.empty(nb * nret, np.int64)
-    total = _k.beam_search_finalize(
-        cfg, fcfg, fstate, istate, out_seqs, out_scores, out_logp, out_len
-    )
+    total = _k.beam_search_finalize(cfg, fcfg, fstate, istate, out_seqs, out_scores, out_logp,
+                                    out_len)
     if total < 0:  # pragma: no cover - sizes are ours
         raise ValueError(f"beam search finalize failed (status {-total})")
     return BeamSearchOutput(
@@ -459,8 +438,8 @@ def beam_search(
 def _field(buf: np.ndarray, layout: np.ndarray, f: int) -> np.ndarray:
     """The view of state field ``f`` (a row of the decoder's FIELDS table) in ``buf``."""
     ndim = len(_state.FIELDS[f][2].split(","))
-    shape = tuple(int(e) for e in layout[_state.L_SHAPES + 3 * f :][:ndim])
-    return buf[layout[f] : layout[f] + math.prod(shape)].reshape(shape)
+    shape = tuple(int(e) for e in layout[_state.L_SHAPES + 3 * f:][:ndim])
+    return buf[layout[f]:layout[f] + math.prod(shape)].reshape(shape)
 
 
 def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
@@ -480,12 +459,8 @@ def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
             f"float64 logits of shape [B * num_beams, V]"
         )
     expected = f"[{nrows}, V]" if vocab is None else f"[{nrows}, {vocab}]"
-    if (
-        x.ndim != 2
-        or x.shape[0] != nrows
-        or x.shape[1] == 0
-        or (vocab is not None and x.shape[1] != vocab)
-    ):
+    if x.ndim != 2 or x.shape[0] != nrows or x.shape[1] == 0 or (
+            vocab is not None and x.shape[1] != vocab):
         raise ValueError(
             f"step {step}: step_fn returned logits of shape {x.shape}, expected {expected} "
             f"(one row per running beam, b * num_beams + k)"

@@ -263,9 +263,8 @@ def _run(
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     lse = np.empty(n, dt) if return_lse else np.empty(0, dt)
     grad_arr = None
-    run = _jit.launch(
-        _k.nll_loss_rows if loss_kind == "nll" else _k.cross_entropy_rows, rows.size, n
-    )  # before fresh_output: its page faulting runs on these threads
+    run = _jit.launch(_k.nll_loss_rows if loss_kind == "nll" else _k.cross_entropy_rows,
+                      rows.size, n)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
         grad = np.empty((0, c), x.dtype)
         scale, per_token = 1.0, _EMPTY
@@ -281,7 +280,9 @@ def _run(
     kx, kg = kernel_view(rows), kernel_view(grad)  # 16-bit data: the kernels' views
     w, tw, red = s.weight, s.token_weight, s.reduction
     if loss_kind == "nll":
-        status = run(kx, s.target, w, tw, s.ignore_index, red, scale, per_token, loss, kg, work)
+        status = run(
+            kx, s.target, w, tw, s.ignore_index, red, scale, per_token, loss, kg, work
+        )
     else:  # index or probability targets: the target array's kind
         status = run(
             kx, s.target, w, tw, s.ignore_index, eps, z, cap, red, scale, per_token,

@@ -96,17 +96,8 @@ def _check(ok, name: str, what: str, a) -> None:
         raise ValueError(f"{name} must be {what}, got {a[i]!r} (row {i})")
 
 
-def _params(
-    nb: int,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    typical_p,
-    repetition_penalty,
-    frequency_penalty,
-    presence_penalty,
-) -> np.ndarray:
+def _params(nb: int, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+            frequency_penalty, presence_penalty) -> np.ndarray:
     """The ``[B, NPARAM]`` float64 parameter table, every value checked."""
     fin = np.isfinite
     t = _per_row(temperature, "temperature", nb)
@@ -126,16 +117,8 @@ def _params(
     pp = _per_row(presence_penalty, "presence_penalty", nb)
     _check(fin(pp), "presence_penalty", "finite (0 = off)", pp)
     out = np.empty((nb, _k.NPARAM), np.float64)
-    for col, a in (
-        (_k.P_T, t),
-        (_k.P_K, k),
-        (_k.P_P, p),
-        (_k.P_MINP, mp),
-        (_k.P_TYP, ty),
-        (_k.P_REP, rp),
-        (_k.P_FREQ, fp),
-        (_k.P_PRES, pp),
-    ):
+    for col, a in ((_k.P_T, t), (_k.P_K, k), (_k.P_P, p), (_k.P_MINP, mp), (_k.P_TYP, ty),
+                   (_k.P_REP, rp), (_k.P_FREQ, fp), (_k.P_PRES, pp)):
         out[:, col] = a
     return out
 
@@ -222,31 +205,18 @@ def _random(seed, step, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     _check(steps >= 0, "step", ">= 0", steps)
     per_row = isinstance(seeds, np.ndarray)
     ctr = np.zeros(nb, np.uint64) if per_row else np.arange(nb, dtype=np.uint64)
-    return (
-        np.full(nb, seeds, np.uint64) if not per_row else seeds.astype(np.uint64),
-        np.full(nb, steps, np.uint64)
-        if not isinstance(steps, np.ndarray)
-        else steps.astype(np.uint64),
-        ctr,
-    )
+    return (np.full(nb, seeds, np.uint64) if not per_row else seeds.astype(np.uint64),
+            np.full(nb, steps, np.uint64) if not isinstance(steps, np.ndarray)
+            else steps.astype(np.uint64), ctr)
 
 
-_PARAMS = (
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-)
+_PARAMS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+           "frequency_penalty", "presence_penalty")
 """The per-row sampling parameters, in the order of ``_params``' arguments."""
 
 
-def _row_inputs(
-    nb: int, nv: int, lead: tuple, params: dict, history, logit_bias, token_bitmask, seed, step
-) -> tuple:
+def _row_inputs(nb: int, nv: int, lead: tuple, params: dict, history, logit_bias,
+                token_bitmask, seed, step) -> tuple:
     """Everything a sampling kernel takes besides the logits, checked: ``(params, history,
     bias, mask, seeds, steps, counters)``; an absent bias or mask is an empty array (one
     kernel type per dtype)."""
@@ -361,8 +331,7 @@ presence_penalty : scalar or array [B]
         history = None if history is None else np.asarray(history).reshape(1, -1)
         token_bitmask = None if token_bitmask is None else np.asarray(token_bitmask).reshape(1, -1)
     params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
-        nb, nv, (nb,), kw, history, logit_bias, token_bitmask, seed, step
-    )
+        nb, nv, (nb,), kw, history, logit_bias, token_bitmask, seed, step)
     if logprob_token_ids is None:
         ids = np.zeros((1, 0), np.int64)
     else:
@@ -381,24 +350,9 @@ presence_penalty : scalar or array [B]
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(x2.size, nb)  # one row: one thread
-        _k.sample_rows(
-            x2,
-            bias,
-            mask,
-            hist,
-            params,
-            seeds,
-            steps,
-            ctr,
-            logprobs_mode == "raw",
-            ids,
-            tokens,
-            logprobs,
-            top_tok,
-            top_lp,
-            id_lp,
-            status,
-        )
+        _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
+                       logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
+                       status)
         _raise_status(status, lambda i: "logits" if single else f"row {i} of logits")
     dt = x.dtype
     out = SampleOutput(
@@ -483,29 +437,15 @@ def verify_draft(
             )
         dl = np.ascontiguousarray(dl)
     params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
-        nb, nv, (nb, nk1), kw, history, logit_bias, token_bitmask, seed, step
-    )
+        nb, nv, (nb, nk1), kw, history, logit_bias, token_bitmask, seed, step)
     num_acc = np.zeros(nb, np.int64)
     out = np.full((nb, nk1), -1, np.int64)
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(t.size, t.shape[0])
         dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
-        _k.verify_rows(
-            np.ascontiguousarray(t),
-            dl,
-            draft,
-            bias,
-            mask,
-            hist,
-            params,
-            seeds,
-            steps,
-            ctr,
-            num_acc,
-            out,
-            status,
-        )
+        _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
+                       steps, ctr, num_acc, out, status)
         _raise_status(status, lambda i: f"row {i} of target_logits or draft_logits")
     return VerifyOutput(num_acc, out)
 

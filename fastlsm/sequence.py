@@ -11,17 +11,9 @@ from ._validate import int_array
 
 
 @_jit.public
-def sequence_logprobs(
-    logits,
-    tokens=None,
-    *,
-    mask=None,
-    labels=None,
-    ignore_index: int = -100,
-    top_logprobs: int = 0,
-    return_rank: bool = False,
-    return_entropy: bool = False,
-):
+def sequence_logprobs(logits, tokens=None, *, mask=None, labels=None, ignore_index: int = -100,
+                      top_logprobs: int = 0, return_rank: bool = False,
+                      return_entropy: bool = False):
     """Log-probability of each token and of each whole sequence.
 
     ``token_logprobs[b, t] = log_softmax(logits[b, t])[tokens[b, t]]`` (0 where ``mask`` is
@@ -111,7 +103,8 @@ def sequence_logprobs(
     if top_logprobs or return_rank or return_entropy:
         from .sequence_extras import extras
 
-        return extras(float_logits(x, "logits"), tok, m, top_logprobs, return_rank, return_entropy)
+        return extras(float_logits(x, "logits"), tok, m, top_logprobs, return_rank,
+                      return_entropy)
     tok_out = np.empty((nb, nt), np.float64)
     seq_out = np.empty(nb, np.float64)
     if x.size == 0 or nb * nt == 0:

@@ -28,14 +28,8 @@ class SequenceLogprobs(NamedTuple):
     """``[B, T, N]``: their log-probabilities (NaN where masked)."""
 
 
-def extras(
-    x: np.ndarray,
-    tok: np.ndarray,
-    m: np.ndarray,
-    top_logprobs,
-    return_rank: bool,
-    return_entropy: bool,
-) -> SequenceLogprobs:
+def extras(x: np.ndarray, tok: np.ndarray, m: np.ndarray, top_logprobs, return_rank: bool,
+           return_entropy: bool) -> SequenceLogprobs:
     """Compute the extras for checked ``x [B, T, V]``, ``tok`` and uint8 ``m`` ``[B, T]``."""
     nb, nt, nv = x.shape
     n = operator.index(top_logprobs)
@@ -56,18 +50,9 @@ def extras(
     top_id = np.empty((nb * nt, n), np.int64)
     if rows.size:
         _jit.use_threads(rows.size, rows.shape[0])
-        _k.sequence_extras_rows(
-            rows,
-            np.ascontiguousarray(tok).reshape(-1).astype(np.int64),
-            np.ascontiguousarray(m).reshape(-1),
-            bool(return_rank),
-            bool(return_entropy),
-            tok_out,
-            rank,
-            ent,
-            top_val,
-            top_id,
-        )
+        _k.sequence_extras_rows(rows, np.ascontiguousarray(tok).reshape(-1).astype(np.int64),
+                                np.ascontiguousarray(m).reshape(-1), bool(return_rank),
+                                bool(return_entropy), tok_out, rank, ent, top_val, top_id)
     dt = x.dtype
     tok_lp = tok_out.reshape(nb, nt)
     return SequenceLogprobs(

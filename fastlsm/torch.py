@@ -108,10 +108,8 @@ def _from_numpy(a, like: torch.Tensor | None = None) -> torch.Tensor:
     ``like``'s dtype (fastlsm's float32 losses of 16-bit logits: PyTorch returns the
     input's dtype)."""
     a = np.asarray(a)
-    t = (
-        torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-        if a.dtype == _BF16
-        else (torch.from_numpy(a))
+    t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == _BF16 else (
+        torch.from_numpy(a)
     )
     return t if like is None or t.dtype == like.dtype else t.to(like.dtype)
 
@@ -153,9 +151,7 @@ def _no_double_backward(name: str) -> None:
 
 
 @torch.library.custom_op(
-    "fastlsm::log_softmax",
-    mutates_args=(),
-    device_types="cpu",
+    "fastlsm::log_softmax", mutates_args=(), device_types="cpu",
     schema="(Tensor input, int dim) -> Tensor",
 )
 def _log_softmax_op(input, dim):
@@ -163,9 +159,7 @@ def _log_softmax_op(input, dim):
 
 
 @torch.library.custom_op(
-    "fastlsm::softmax",
-    mutates_args=(),
-    device_types="cpu",
+    "fastlsm::softmax", mutates_args=(), device_types="cpu",
     schema="(Tensor input, int dim) -> Tensor",
 )
 def _softmax_op(input, dim):
@@ -198,9 +192,7 @@ _softmax_op.register_autograd(_softmax_backward, setup_context=_save_output)
 
 
 @torch.library.custom_op(
-    "fastlsm::logsumexp",
-    mutates_args=(),
-    device_types="cpu",
+    "fastlsm::logsumexp", mutates_args=(), device_types="cpu",
     schema="(Tensor input, int[] dim, bool keepdim) -> Tensor",
 )
 def _logsumexp_op(input, dim, keepdim):
@@ -237,17 +229,11 @@ _logsumexp_op.register_autograd(_logsumexp_backward, setup_context=_logsumexp_se
 # ----------------------------------------------------------------------------- losses
 
 
-def _ce_kwargs(
-    dim, weight, token_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
-):
+def _ce_kwargs(dim, weight, token_weight, ignore_index, reduction, label_smoothing, z_loss,
+               softcap):
     return dict(
-        axis=dim,
-        weight=_to_numpy(weight),
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
+        axis=dim, weight=_to_numpy(weight), ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
         token_weight=_to_numpy(token_weight),
     )
 
@@ -259,28 +245,14 @@ _CE_ARGS = (
 
 
 @torch.library.custom_op(
-    "fastlsm::cross_entropy",
-    mutates_args=(),
-    device_types="cpu",
+    "fastlsm::cross_entropy", mutates_args=(), device_types="cpu",
     schema=f"({_CE_ARGS}, bool with_grad) -> (Tensor, Tensor)",
 )
-def _cross_entropy_op(
-    input,
-    target,
-    weight,
-    token_weight,
-    dim,
-    ignore_index,
-    reduction,
-    label_smoothing,
-    z_loss,
-    softcap,
-    with_grad,
-):
+def _cross_entropy_op(input, target, weight, token_weight, dim, ignore_index, reduction,
+                      label_smoothing, z_loss, softcap, with_grad):
     """Loss, and (``with_grad``) ``d loss / d input`` computed in the same pass (else empty)."""
-    kw = _ce_kwargs(
-        dim, weight, token_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
-    )
+    kw = _ce_kwargs(dim, weight, token_weight, ignore_index, reduction, label_smoothing,
+                    z_loss, softcap)
     x, t = _to_numpy(input), _to_numpy(target)
     if with_grad:
         r = _losses.cross_entropy_with_grad(x, t, **kw)
@@ -289,51 +261,25 @@ def _cross_entropy_op(
 
 
 @_cross_entropy_op.register_fake
-def _(
-    input,
-    target,
-    weight,
-    token_weight,
-    dim,
-    ignore_index,
-    reduction,
-    label_smoothing,
-    z_loss,
-    softcap,
-    with_grad,
-):
+def _(input, target, weight, token_weight, dim, ignore_index, reduction, label_smoothing,
+      z_loss, softcap, with_grad):
     grad = _grad_like(input, dim) if with_grad else input.new_empty(0)
     return _loss_like(input, dim, reduction), grad
 
 
 @torch.library.custom_op(
-    "fastlsm::cross_entropy_backward",
-    mutates_args=(),
-    device_types="cpu",
+    "fastlsm::cross_entropy_backward", mutates_args=(), device_types="cpu",
     schema=f"(Tensor grad_output, {_CE_ARGS}) -> Tensor",
 )
-def _cross_entropy_backward_op(
-    grad_output,
-    input,
-    target,
-    weight,
-    token_weight,
-    dim,
-    ignore_index,
-    reduction,
-    label_smoothing,
-    z_loss,
-    softcap,
-):
+def _cross_entropy_backward_op(grad_output, input, target, weight, token_weight, dim,
+                               ignore_index, reduction, label_smoothing, z_loss, softcap):
     """``grad_output * d loss / d input`` (per-token ``grad_output`` for ``"none"``)."""
-    kw = _ce_kwargs(
-        dim, weight, token_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
-    )
+    kw = _ce_kwargs(dim, weight, token_weight, ignore_index, reduction, label_smoothing,
+                    z_loss, softcap)
     g = _to_numpy(grad_output.contiguous())
     return _from_numpy(
-        _losses.cross_entropy_with_grad(
-            _to_numpy(input), _to_numpy(target), grad_output=g, **kw
-        ).grad
+        _losses.cross_entropy_with_grad(_to_numpy(input), _to_numpy(target), grad_output=g,
+                                        **kw).grad
     )
 
 
@@ -409,13 +355,8 @@ _NLL_ARGS = (
 def _nll_loss_op(input, target, weight, token_weight, dim, ignore_index, reduction):
     return _from_numpy(
         _losses.nll_loss(
-            _to_numpy(input),
-            _to_numpy(target),
-            axis=dim,
-            weight=_to_numpy(weight),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            token_weight=_to_numpy(token_weight),
+            _to_numpy(input), _to_numpy(target), axis=dim, weight=_to_numpy(weight),
+            ignore_index=ignore_index, reduction=reduction, token_weight=_to_numpy(token_weight),
         ),
         input,
     )
@@ -427,25 +368,15 @@ def _(input, target, weight, token_weight, dim, ignore_index, reduction):
 
 
 @torch.library.custom_op(
-    "fastlsm::nll_loss_backward",
-    mutates_args=(),
-    device_types="cpu",
+    "fastlsm::nll_loss_backward", mutates_args=(), device_types="cpu",
     schema=f"(Tensor grad_output, {_NLL_ARGS}) -> Tensor",
 )
 @_jit.public
-def _nll_loss_backward_op(
-    grad_output, input, target, weight, token_weight, dim, ignore_index, reduction
-):
+def _nll_loss_backward_op(grad_output, input, target, weight, token_weight, dim, ignore_index,
+                          reduction):
     s = _losses._setup(
-        _to_numpy(input),
-        _to_numpy(target),
-        dim,
-        _to_numpy(weight),
-        ignore_index,
-        reduction,
-        _to_numpy(token_weight),
-        "log_probs",
-        False,
+        _to_numpy(input), _to_numpy(target), dim, _to_numpy(weight), ignore_index, reduction,
+        _to_numpy(token_weight), "log_probs", False,
     )
     g = _to_numpy(grad_output.contiguous())
     _, grad = _losses._nll(s, "new", g if g.ndim else float(g))
@@ -467,7 +398,8 @@ def _nll_backward(ctx, grad_loss):
         _no_double_backward("nll_loss")
     grad_input = None
     if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.fastlsm.nll_loss_backward(grad_loss, *ctx.saved_tensors, *ctx.args)
+        grad_input = torch.ops.fastlsm.nll_loss_backward(grad_loss, *ctx.saved_tensors,
+                                                         *ctx.args)
     return (grad_input,) + (None,) * 6
 
 
@@ -487,8 +419,7 @@ def _reduction(size_average, reduce, reduction):
 
 def _check_extras(name, input, **extras):
     used = [
-        k
-        for k, v in extras.items()
+        k for k, v in extras.items()
         if v is not None and (isinstance(v, torch.Tensor) or float(v) != 0.0)
     ]
     if used:
@@ -536,36 +467,21 @@ def cross_entropy(
     """
     reduction = _reduction(size_average, reduce, reduction)
     soft = isinstance(target, torch.Tensor) and target.is_floating_point()
-    target_ok = (
-        isinstance(target, torch.Tensor)
-        and target.device.type == "cpu"
-        and (not soft or _handled(target))
+    target_ok = isinstance(target, torch.Tensor) and target.device.type == "cpu" and (
+        not soft or _handled(target)
     )
     if not (target_ok and _handled(input, weight, token_weight)):
-        _check_extras(
-            "cross_entropy", input, z_loss=z_loss, softcap=softcap, token_weight=token_weight
-        )
+        _check_extras("cross_entropy", input, z_loss=z_loss, softcap=softcap,
+                      token_weight=token_weight)
         return F.cross_entropy(
-            input,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
+            input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
             label_smoothing=label_smoothing,
         )
     dim = _class_dim(input)
     with_grad = input.requires_grad and torch.is_grad_enabled() and reduction != "none"
     loss, _ = torch.ops.fastlsm.cross_entropy(
-        input,
-        target,
-        weight,
-        token_weight,
-        dim,
-        ignore_index,
-        reduction,
-        float(label_smoothing),
-        float(z_loss),
-        None if softcap is None else float(softcap),
+        input, target, weight, token_weight, dim, ignore_index, reduction,
+        float(label_smoothing), float(z_loss), None if softcap is None else float(softcap),
         with_grad,
     )
     return loss
@@ -659,15 +575,9 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
     def forward(self, input, target, token_weight=None):
         return cross_entropy(
-            input,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            z_loss=self.z_loss,
-            softcap=self.softcap,
-            token_weight=token_weight,
+            input, target, weight=self.weight, ignore_index=self.ignore_index,
+            reduction=self.reduction, label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss, softcap=self.softcap, token_weight=token_weight,
         )
 
     def extra_repr(self) -> str:
@@ -679,12 +589,8 @@ class NLLLoss(torch.nn.NLLLoss):
 
     def forward(self, input, target, token_weight=None):
         return nll_loss(
-            input,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            token_weight=token_weight,
+            input, target, weight=self.weight, ignore_index=self.ignore_index,
+            reduction=self.reduction, token_weight=token_weight,
         )
 
 

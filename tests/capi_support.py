@@ -29,16 +29,11 @@ def _snapshot():
     root = tempfile.mkdtemp(prefix="fastlsm-capi-src-")
     atexit.register(shutil.rmtree, root, True)
     shutil.copytree(
-        os.path.join(ROOT, "fastlsm"),
-        os.path.join(root, "fastlsm"),
+        os.path.join(ROOT, "fastlsm"), os.path.join(root, "fastlsm"),
         ignore=shutil.ignore_patterns("__pycache__", "*.so"),
     )
-    shutil.copytree(
-        os.path.join(ROOT, "capi"),
-        os.path.join(root, "capi"),
-        symlinks=True,
-        ignore=shutil.ignore_patterns("build", "target"),
-    )
+    shutil.copytree(os.path.join(ROOT, "capi"), os.path.join(root, "capi"), symlinks=True,
+                    ignore=shutil.ignore_patterns("build", "target"))
     return root
 
 
@@ -85,72 +80,36 @@ def build_capi(tmp_path_factory):
     }
     build = subprocess.run(
         [sys.executable, "-m", "fastlsm.capi", "install", "--prefix", str(out)],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+        cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     if build.returncode != 0:
         raise AssertionError(f"build failed:\n{build.stdout}\n{build.stderr}")
     flags = subprocess.run(
         [sys.executable, "-m", "fastlsm.capi", "flags", "--prefix", str(out)],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+        cwd=src, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()
     exes, compile_errors = {}, {}
     for name in sorted(os.listdir(EXAMPLES)):
         if not name.endswith(".c"):
             continue
         stem = name[:-2]
-        for variant, extra in (
-            ("", []),
-            ("_asan", ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]),
-        ):
+        for variant, extra in (("", []), ("_asan", ["-g", "-fsanitize=address",
+                                                   "-fno-omit-frame-pointer"])):
             if variant and stem != "log_softmax":
                 continue
             exe = str(tmp / f"{stem}{variant}")
             cc = subprocess.run(
-                [
-                    GCC,
-                    "-std=c11",
-                    "-O1",
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    *extra,
-                    os.path.join(EXAMPLES, name),
-                    "-o",
-                    exe,
-                    *flags,
-                    "-lm",
-                    "-lpthread",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
+                [GCC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", *extra,
+                 os.path.join(EXAMPLES, name), "-o", exe, *flags, "-lm", "-lpthread"],
+                capture_output=True, text=True, check=False,
             )
             if cc.returncode == 0:
                 exes[stem + variant] = exe
             else:
                 compile_errors[stem + variant] = cc.stderr
-    _BUILT.update(
-        {
-            "dir": str(out),
-            "src": str(src),
-            "exes": exes,
-            "errors": compile_errors,
-            "flags": flags,
-            "env": env,
-            "tmp": tmp,
-            "lib": str(out / "lib"),
-            "include": str(out / "include"),
-        }
-    )
+    _BUILT.update({"dir": str(out), "src": str(src), "exes": exes, "errors": compile_errors,
+                   "flags": flags, "env": env, "tmp": tmp, "lib": str(out / "lib"),
+                   "include": str(out / "include")})
     return _BUILT
 
 
@@ -213,13 +172,11 @@ def reference(capi, calls):
 
     for _ in range(2):  # the first run compiles (and caches) what the library did not need
         proc = subprocess.run(
-            [sys.executable, "-c", _REFERENCE_SCRIPT],
-            input=pickle.dumps(calls),
-            env=capi["env"],
-            capture_output=True,
-            timeout=300,
-            check=False,
+            [sys.executable, "-c", _REFERENCE_SCRIPT], input=pickle.dumps(calls),
+            env=capi["env"], capture_output=True, timeout=300, check=False,
         )
         if proc.returncode != 0:
             raise AssertionError(proc.stderr.decode()[-4000:])
     return pickle.loads(proc.stdout)
+
+

@@ -260,9 +260,9 @@ def _beam_processors(seqs, scores, prompt_len, eos, min_new, ngram, rep, allowed
             scores[r, toks] = np.where(s < 0, s * rep, s / rep)
     if ngram > 0 and cur >= ngram:
         for r in range(n):
-            prefix = seqs[r, cur + 1 - ngram :]
+            prefix = seqs[r, cur + 1 - ngram:]
             for st in range(cur - ngram + 1):
-                w = seqs[r, st : st + ngram]
+                w = seqs[r, st:st + ngram]
                 if np.array_equal(w[:-1], prefix) and w[-1] < v:
                     scores[r, w[-1]] = -np.inf
     if cur - prompt_len < min_new:
@@ -277,24 +277,10 @@ def _topk(x, k):
     return np.take_along_axis(x, order, -1), order
 
 
-def beam_search(
-    step_fn,
-    input_ids,
-    *,
-    num_beams,
-    max_new_tokens,
-    eos_token_id,
-    pad_token_id=None,
-    length_penalty=1.0,
-    early_stopping=False,
-    num_return_sequences=1,
-    min_new_tokens=0,
-    no_repeat_ngram_size=0,
-    repetition_penalty=1.0,
-    patience=1.0,
-    renormalize=False,
-    token_bitmask=None,
-):
+def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
+                pad_token_id=None, length_penalty=1.0, early_stopping=False,
+                num_return_sequences=1, min_new_tokens=0, no_repeat_ngram_size=0,
+                repetition_penalty=1.0, patience=1.0, renormalize=False, token_bitmask=None):
     """transformers' ``_beam_search`` (generation/utils.py, transformers 5.x) and its logits
     processors, transcribed in float64 NumPy; returns ``(sequences, scores, token_logprobs,
     lengths, steps)`` as :class:`fastlsm.BeamSearchOutput` holds them. ``token_bitmask``: a
@@ -328,11 +314,8 @@ def beam_search(
         logits = np.asarray(step_fn(flat.copy(), parents), np.float64)
         v = logits.shape[1]
         mask = token_bitmask(flat.copy(), parents) if callable(token_bitmask) else token_bitmask
-        allowed = (
-            None
-            if mask is None
-            else bitmask_allowed(np.broadcast_to(mask, (nb * nk, (v + 31) // 32)), v)
-        )
+        allowed = None if mask is None else bitmask_allowed(
+            np.broadcast_to(mask, (nb * nk, (v + 31) // 32)), v)
         args = (lp, eos, min_new_tokens, no_repeat_ngram_size, repetition_penalty, allowed)
         if renormalize:
             logp = log_softmax(_beam_processors(flat, logits, *args))
@@ -373,7 +356,7 @@ def beam_search(
             best_len = ml - lp
         else:
             best_len = cur - lp
-        best = run_scores[:, 0] / best_len**length_penalty
+        best = run_scores[:, 0] / best_len ** length_penalty
         worst = np.where(is_fin, fin_scores.min(1, keepdims=True), -1e9)
         unsatisfied = unsatisfied & (best[:, None] > worst).any(1)
         if not unsatisfied.any() or (is_fin.all() and early_stopping is True) or cur >= ml:
@@ -383,7 +366,7 @@ def beam_search(
     seqs = fin_seqs[:, :r].reshape(nb * r, ml)
     lens = fin_len[:, :r].reshape(-1)
     total = lp + lens.max()
-    logps = fin_logp[:, :r].reshape(nb * r, -1)[:, : total - lp]
+    logps = fin_logp[:, :r].reshape(nb * r, -1)[:, :total - lp]
     logps = np.where(np.arange(total - lp)[None] < lens[:, None], logps, 0.0)
     return seqs[:, :total], fin_scores[:, :r].reshape(-1), logps, lens, steps
 
@@ -429,9 +412,8 @@ def round_to(ref, dtype):
             top_k = _ordinal(np.asarray(np.finfo(dtype).max, dtype))
             top = float(_from_ordinal(top_k, dtype).astype(np.float64))
             half_ulp = (top - float(_from_ordinal(top_k - 1, dtype).astype(np.float64))) / 2
-            err = np.where(
-                np.isinf(c64), np.where(np.sign(c64) * ref >= top + half_ulp, 0.0, np.inf), err
-            )
+            err = np.where(np.isinf(c64), np.where(np.sign(c64) * ref >= top + half_ulp, 0.0,
+                                                   np.inf), err)
         even = (cand.view(np.uint16) & 1) == 0
         better = (err < best_err) | ((err == best_err) & even)
         best = np.where(better, cand, best)
@@ -461,16 +443,8 @@ def _row_param(value, i):
     return a.item() if a.ndim == 0 else a[i].item()
 
 
-def sampling_logits(
-    logits,
-    *,
-    repetition_penalty=1.0,
-    frequency_penalty=0.0,
-    presence_penalty=0.0,
-    history=None,
-    logit_bias=None,
-    token_bitmask=None,
-):
+def sampling_logits(logits, *, repetition_penalty=1.0, frequency_penalty=0.0,
+                    presence_penalty=0.0, history=None, logit_bias=None, token_bitmask=None):
     """Steps 1-4 of ``fastlsm.sampling``'s order on [B, V] logits: mask, bias, penalties."""
     x = np.array(logits, dtype=np.float64)
     nb, nv = x.shape
@@ -546,18 +520,9 @@ def sampling_distribution(logits, **params):
     """Processed log-probabilities [B, V] (float64) of ``fastlsm.sample``'s parameters:
     ``log_softmax`` of the warped row, ``-inf`` where filtered; a greedy row has 0 at its
     first argmax."""
-    pre = {
-        k: params.pop(k)
-        for k in (
-            "repetition_penalty",
-            "frequency_penalty",
-            "presence_penalty",
-            "history",
-            "logit_bias",
-            "token_bitmask",
-        )
-        if k in params
-    }
+    pre = {k: params.pop(k) for k in ("repetition_penalty", "frequency_penalty",
+                                      "presence_penalty", "history", "logit_bias",
+                                      "token_bitmask") if k in params}
     x = sampling_logits(logits, **pre)
     out = np.empty_like(x)
     for i in range(x.shape[0]):

@@ -38,11 +38,8 @@ def from_bytes(a):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(
-    "opts",
-    [{}, {"label_smoothing": 0.2}, {"softcap": 3.0}, {"weight": True, "z_loss": 1e-3}],
-    ids=str,
-)
+@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.2}, {"softcap": 3.0},
+                                  {"weight": True, "z_loss": 1e-3}], ids=str)
 @pytest.mark.parametrize("soft", [False, True])
 def test_losses_accept_read_only_arguments(rng, dtype, opts, soft):
     x = (3 * rng.standard_normal((5, 7))).astype(dtype)
@@ -98,19 +95,16 @@ def test_negative_class_weights_match_the_reference(rng, reduction, label_smooth
     t = rng.integers(0, 6, 9)
     t[2] = -100
     w = np.array([1.0, -2.0, 0.5, -0.25, 0.0, 3.0])
-    loss, grad, _ = naive.cross_entropy(
-        x, t, weight=w, reduction=reduction, label_smoothing=label_smoothing
-    )
-    r = fastlsm.cross_entropy_with_grad(
-        x, t, weight=w, reduction=reduction, label_smoothing=label_smoothing
-    )
+    loss, grad, _ = naive.cross_entropy(x, t, weight=w, reduction=reduction,
+                                        label_smoothing=label_smoothing)
+    r = fastlsm.cross_entropy_with_grad(x, t, weight=w, reduction=reduction,
+                                        label_smoothing=label_smoothing)
     np.testing.assert_allclose(r.loss, loss, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(r.grad, grad, rtol=1e-12, atol=1e-13)
     lp = naive.log_softmax(x)
     nll = naive.nll_loss(lp, t, weight=w, reduction=reduction)
-    np.testing.assert_allclose(
-        fastlsm.nll_loss(lp, t, weight=w, reduction=reduction), nll, rtol=1e-12, atol=1e-13
-    )
+    np.testing.assert_allclose(fastlsm.nll_loss(lp, t, weight=w, reduction=reduction), nll,
+                               rtol=1e-12, atol=1e-13)
 
 
 def test_weighted_mean_with_zero_denominator_is_inf_or_nan_like_pytorch():
@@ -129,19 +123,11 @@ def test_weights_of_any_real_dtype_and_layout(rng):
     t = rng.integers(0, 5, 4)
     w = np.array([1, -2, 3, 0, 1])
     want = fastlsm.cross_entropy(x, t, weight=w.astype(np.float64))
-    for kind in (
-        w,
-        w.astype(np.int8),
-        w.astype(">f8"),
-        np.repeat(w, 2)[::2],
-        w.tolist(),
-        read_only(w.astype(np.float32)),
-    ):
+    for kind in (w, w.astype(np.int8), w.astype(">f8"), np.repeat(w, 2)[::2], w.tolist(),
+                 read_only(w.astype(np.float32))):
         assert same_bits(fastlsm.cross_entropy(x, t, weight=kind), want)
-    assert same_bits(
-        fastlsm.cross_entropy(x, t, weight=np.ones(5, bool)),
-        fastlsm.cross_entropy(x, t, weight=np.ones(5)),
-    )
+    assert same_bits(fastlsm.cross_entropy(x, t, weight=np.ones(5, bool)),
+                     fastlsm.cross_entropy(x, t, weight=np.ones(5)))
     with pytest.raises(TypeError, match="weight must be float32 or float64, got complex"):
         fastlsm.cross_entropy(x, t, weight=w.astype(np.complex64))
 
@@ -158,9 +144,8 @@ def test_token_weight_stays_non_negative_and_finite():
 # ----------------------------------------------------------------------------- targets
 
 
-@pytest.mark.parametrize(
-    "dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.uint64, ">i8", "<i4"]
-)
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
+                                   np.uint64, ">i8", "<i4"])
 def test_targets_and_tokens_of_any_integer_kind(rng, dtype):
     x = rng.standard_normal((2, 3, 5))
     t = rng.integers(0, 5, (2, 3))
@@ -224,9 +209,8 @@ def test_axis_none_and_tuples_like_scipy(name, axis, dtype, rng, tolerance):
     if name == "logsumexp":
         kept = fastlsm.logsumexp(x, axis=axis, keepdims=True)
         assert kept.shape == sp.logsumexp(x, axis=axis, keepdims=True).shape
-        np.testing.assert_allclose(
-            kept, sp.logsumexp(x.astype(np.float64), axis=axis, keepdims=True), **tolerance[dtype]
-        )
+        np.testing.assert_allclose(kept, sp.logsumexp(x.astype(np.float64), axis=axis,
+                                                      keepdims=True), **tolerance[dtype])
         out = np.empty(np.shape(want), dtype)
         assert fastlsm.logsumexp(x, axis=axis, out=out) is out
         np.testing.assert_allclose(out, want, **tolerance[dtype])

@@ -35,8 +35,7 @@ def compare(opts, vocab=13, seed=0, batch=3, prompt_len=3, dtype=np.float64):
     ids = rng.integers(0, vocab, (batch, prompt_len))
     got = fastlsm.beam_search(ToyModel(vocab, seed, dtype=dtype), ids, **opts)
     seqs, scores, logps, lens, steps = naive.beam_search(
-        ToyModel(vocab, seed, dtype=dtype), ids, **opts
-    )
+        ToyModel(vocab, seed, dtype=dtype), ids, **opts)
     tol = 1e-10 if dtype == np.float64 else 1e-6  # float32 rows: float32 exp, float64 sums
     assert np.array_equal(got.sequences, seqs), (got.sequences, seqs)
     np.testing.assert_allclose(got.sequences_scores, scores, rtol=tol, atol=tol)
@@ -86,12 +85,8 @@ def test_float32_logits():
 
 
 def test_larger_vocab_and_batch():
-    compare(
-        dict(BASE, num_beams=4, num_return_sequences=2, eos_token_id=[3, 4]),
-        vocab=700,
-        batch=4,
-        seed=7,
-    )
+    compare(dict(BASE, num_beams=4, num_return_sequences=2, eos_token_id=[3, 4]), vocab=700,
+            batch=4, seed=7)
 
 
 def test_step_fn_inputs_and_parents():
@@ -114,55 +109,30 @@ def test_pad_and_lengths():
     def step(ids, parents):
         return table[ids[:, -1]]
 
-    out = fastlsm.beam_search(
-        step,
-        [[2]],
-        num_beams=2,
-        max_new_tokens=4,
-        eos_token_id=0,
-        pad_token_id=9,
-        num_return_sequences=2,
-        length_penalty=0.0,
-        early_stopping=True,
-    )
+    out = fastlsm.beam_search(step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0,
+                              pad_token_id=9, num_return_sequences=2, length_penalty=0.0,
+                              early_stopping=True)
     seqs, scores, logps, lens, _ = naive.beam_search(
-        step,
-        [[2]],
-        num_beams=2,
-        max_new_tokens=4,
-        eos_token_id=0,
-        pad_token_id=9,
-        num_return_sequences=2,
-        length_penalty=0.0,
-        early_stopping=True,
-    )
+        step, [[2]], num_beams=2, max_new_tokens=4, eos_token_id=0, pad_token_id=9,
+        num_return_sequences=2, length_penalty=0.0, early_stopping=True)
     assert np.array_equal(out.sequences, seqs)
     assert out.sequences.tolist() == [[2, 0, 9], [2, 1, 0]]
     np.testing.assert_allclose(out.sequences_scores, [np.log(0.3), np.log(0.3 * 0.5)])
     assert out.lengths.tolist() == [1, 2]
-    np.testing.assert_allclose(out.token_logprobs, [[np.log(0.3), 0.0], [np.log(0.3), np.log(0.5)]])
+    np.testing.assert_allclose(out.token_logprobs, [[np.log(0.3), 0.0],
+                                                    [np.log(0.3), np.log(0.5)]])
     # scores are the length-normalized sums of the per-token log-probs
-    out = fastlsm.beam_search(
-        step,
-        [[2], [1]],
-        num_beams=2,
-        max_new_tokens=6,
-        eos_token_id=0,
-        num_return_sequences=2,
-        length_penalty=1.5,
-    )
-    np.testing.assert_allclose(
-        out.sequences_scores, out.token_logprobs.sum(1) / out.lengths**1.5, rtol=1e-12
-    )
+    out = fastlsm.beam_search(step, [[2], [1]], num_beams=2, max_new_tokens=6, eos_token_id=0,
+                              num_return_sequences=2, length_penalty=1.5)
+    np.testing.assert_allclose(out.sequences_scores,
+                               out.token_logprobs.sum(1) / out.lengths ** 1.5, rtol=1e-12)
 
 
 def test_thread_count_does_not_change_results():
     opts = dict(BASE, num_beams=4, num_return_sequences=2)
     ids = np.arange(8).reshape(4, 2)
-    a, b = (
-        at_threads(n, fastlsm.beam_search, ToyModel(300, 1, dtype=np.float32), ids, **opts)
-        for n in (1, fastlsm.get_num_threads())
-    )
+    a, b = (at_threads(n, fastlsm.beam_search, ToyModel(300, 1, dtype=np.float32), ids, **opts)
+            for n in (1, fastlsm.get_num_threads()))
     assert np.array_equal(a.sequences, b.sequences)
     assert np.array_equal(a.sequences_scores, b.sequences_scores)
     assert np.array_equal(a.token_logprobs, b.token_logprobs)
@@ -176,16 +146,8 @@ def test_logits_are_restored():
         kept.append((x, x.copy()))
         return x
 
-    fastlsm.beam_search(
-        step,
-        [[1, 1, 2]],
-        num_beams=2,
-        max_new_tokens=4,
-        eos_token_id=0,
-        repetition_penalty=1.2,
-        no_repeat_ngram_size=1,
-        min_new_tokens=3,
-    )
+    fastlsm.beam_search(step, [[1, 1, 2]], num_beams=2, max_new_tokens=4, eos_token_id=0,
+                        repetition_penalty=1.2, no_repeat_ngram_size=1, min_new_tokens=3)
     assert all(np.array_equal(a, b) for a, b in kept)
 
 
@@ -222,18 +184,14 @@ def test_bad_step_fn_results_name_the_step():
                 elif kind == "3d":
                     x = x[None]
             return x
-
         return step
 
     with pytest.raises(ValueError, match=r"step 2: .*NaN or \+inf in row 4 \(batch 1, beam 1\)"):
         fastlsm.beam_search(make(2, "nan"), [[1], [2]], **BASE)
     with pytest.raises(ValueError, match=r"step 0: .*row 1 \(batch 0, beam 1\)"):
         fastlsm.beam_search(make(0, "inf"), [[1], [2]], **BASE)
-    with pytest.raises(
-        ValueError,
-        match=r"step 1: step_fn returned logits of shape \(6, 5\), "
-        r"expected \[6, 13\]",
-    ):
+    with pytest.raises(ValueError, match=r"step 1: step_fn returned logits of shape \(6, 5\), "
+                                         r"expected \[6, 13\]"):
         fastlsm.beam_search(make(1, "shape"), [[1], [2]], **BASE)
     with pytest.raises(ValueError, match=r"step 0: .*shape \(5, 13\)"):
         fastlsm.beam_search(make(0, "rows"), [[1], [2]], **BASE)
@@ -246,18 +204,17 @@ def test_bad_step_fn_results_name_the_step():
 
 
 OPTION_ERRORS = [  # (exception, message, options changed from BASE)
-    (ValueError, "num_return_sequences=4 is larger than num_beams=3", {"num_return_sequences": 4}),
-    (
-        ValueError,
-        "num_return_sequences=4 is larger than num_beams=3",
-        {"num_return_sequences": 4, "patience": 2.0},
-    ),
+    (ValueError, "num_return_sequences=4 is larger than num_beams=3",
+     {"num_return_sequences": 4}),
+    (ValueError, "num_return_sequences=4 is larger than num_beams=3",
+     {"num_return_sequences": 4, "patience": 2.0}),
     (ValueError, "num_beams must be at least 1", {"num_beams": 0}),
     (ValueError, "max_new_tokens must be at least 1", {"max_new_tokens": 0}),
     (ValueError, "early_stopping", {"early_stopping": "always"}),
     (ValueError, "repetition_penalty must be > 0", {"repetition_penalty": 0.0}),
     (ValueError, "patience", {"patience": 0.1}),
-    (ValueError, "round\\(num_beams \\* patience\\)", {"patience": 0.5, "num_return_sequences": 3}),
+    (ValueError, "round\\(num_beams \\* patience\\)",
+     {"patience": 0.5, "num_return_sequences": 3}),
     (TypeError, "eos_token_id", {"eos_token_id": 1.5}),
     (ValueError, "length_penalty must be finite", {"length_penalty": float("nan")}),
     (ValueError, "pad_token_id must be >= 0", {"pad_token_id": -2}),
@@ -284,19 +241,8 @@ def test_argument_errors():
 
 def test_kernel_state_machine_statuses():
     cfg = np.zeros(_k.CFG_SIZE + 1, np.int64)
-    cfg[
-        [
-            _k.CFG_BATCH,
-            _k.CFG_BEAMS,
-            _k.CFG_PROMPT_LEN,
-            _k.CFG_MAX_LEN,
-            _k.CFG_CANDIDATES,
-            _k.CFG_MAX_HYPS,
-            _k.CFG_PAD,
-            _k.CFG_NUM_EOS,
-            _k.CFG_EOS,
-        ]
-    ] = [1, 2, 1, 3, 4, 2, 0, 1, 0]
+    cfg[[_k.CFG_BATCH, _k.CFG_BEAMS, _k.CFG_PROMPT_LEN, _k.CFG_MAX_LEN, _k.CFG_CANDIDATES,
+         _k.CFG_MAX_HYPS, _k.CFG_PAD, _k.CFG_NUM_EOS, _k.CFG_EOS]] = [1, 2, 1, 3, 4, 2, 0, 1, 0]
     fcfg = np.array([1.0, 1.0])
     layout = np.empty(_k.LAYOUT_SIZE, np.int64)
     assert _k.beam_search_layout(cfg, layout) == 0
@@ -313,7 +259,7 @@ def test_kernel_state_machine_statuses():
     assert ist[_k.ST_BAD_ROW] == 1 and ist[_k.ST_CUR_LEN] == 1
     assert _k.beam_search_advance(cfg, fcfg, fst, ist, table[[1, 1]].copy()) == _k.BEAM_RUNNING
     p = layout[_k.L_PARENTS]
-    assert ist[p : p + 2].tolist() == [0, 0] and ist[_k.ST_CUR_LEN] == 2
+    assert ist[p:p + 2].tolist() == [0, 0] and ist[_k.ST_CUR_LEN] == 2
     assert _k.beam_search_advance(cfg, fcfg, fst, ist, table[[2, 1]].copy()) == _k.BEAM_DONE
     assert _k.beam_search_advance(cfg, fcfg, fst, ist, table[[2, 1]].copy()) == _k.BEAM_NOT_RUNNING
     out_seqs = np.empty((2, 3), np.int64)
@@ -326,43 +272,24 @@ def test_kernel_state_machine_statuses():
     np.testing.assert_allclose(out_scores, [np.log(0.5), np.log(0.4 * 0.4) / 2])
     np.testing.assert_allclose(out_logp, [[np.log(0.5), 0.0], [np.log(0.4), np.log(0.4)]])
     assert out_len.tolist() == [1, 2]
-    assert (
-        _k.beam_search_finalize(
-            cfg, fcfg, fst, ist, out_seqs[:1], out_scores[:1], out_logp[:1], out_len[:1]
-        )
-        == 2
-    )  # R = 1: [1, 0] only
-    assert (
-        _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs, out_scores, out_logp, out_len[:1])
-        == -_k.BEAM_BAD_SHAPE
-    )
+    assert _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs[:1], out_scores[:1],
+                                   out_logp[:1], out_len[:1]) == 2  # R = 1: [1, 0] only
+    assert _k.beam_search_finalize(cfg, fcfg, fst, ist, out_seqs, out_scores, out_logp,
+                                   out_len[:1]) == -_k.BEAM_BAD_SHAPE
 
 
 def test_config_check_codes_and_messages():
     """One validator (used by Python and C): each code blames its field, every code has text."""
     from fastlsm._kernels.decoder import config as c
 
-    ok = dict(
-        batch=2,
-        prompt_len=1,
-        vocab=13,
-        num_beams=3,
-        max_new_tokens=4,
-        eos_ids=np.array([1]),
-        pad_token_id=-1,
-        length_penalty=1.0,
-        early_stopping=0,
-        num_return_sequences=2,
-        min_new_tokens=0,
-        no_repeat_ngram_size=0,
-        repetition_penalty=1.0,
-        patience=1.0,
-    )
+    ok = dict(batch=2, prompt_len=1, vocab=13, num_beams=3, max_new_tokens=4,
+              eos_ids=np.array([1]), pad_token_id=-1, length_penalty=1.0, early_stopping=0,
+              num_return_sequences=2, min_new_tokens=0, no_repeat_ngram_size=0,
+              repetition_penalty=1.0, patience=1.0)
     assert c.check_config(**ok) == c.CONFIG_OK
     assert c.check_config(**dict(ok, vocab=-1)) == c.CONFIG_OK
     bad = {
-        c.CONFIG_BATCH: dict(batch=0),
-        c.CONFIG_NUM_BEAMS: dict(num_beams=0),
+        c.CONFIG_BATCH: dict(batch=0), c.CONFIG_NUM_BEAMS: dict(num_beams=0),
         c.CONFIG_MAX_NEW_TOKENS: dict(max_new_tokens=0),
         c.CONFIG_NUM_RETURN_SEQUENCES: dict(num_return_sequences=0),
         c.CONFIG_RETURN_EXCEEDS_BEAMS: dict(num_return_sequences=4),
@@ -404,10 +331,8 @@ def test_state_table_drives_layout_and_views():
 
     cfg = np.zeros(_k.CFG_SIZE + 2, np.int64)
     fcfg = np.zeros(_k.FCFG_SIZE)
-    assert (
-        pack_config(cfg, fcfg, 2, 3, -1, 4, 5, np.array([1, 7]), -1, 1.0, 0, 2, 0, 0, 1.0, 1.5, 0)
-        == 0
-    )
+    assert pack_config(cfg, fcfg, 2, 3, -1, 4, 5, np.array([1, 7]), -1, 1.0, 0, 2, 0, 0,
+                          1.0, 1.5, 0) == 0
     d = s.dims(cfg)
     layout = np.empty(s.LAYOUT_SIZE, np.int64)
     assert s.beam_search_layout(cfg, layout) == 0
@@ -439,30 +364,19 @@ def grammar(vocab, seed, density=0.6):
     def mask(ids, parents):
         prev = ids[:, -2] if ids.shape[1] > 1 else ids[:, -1]
         return naive.pack_bitmask(table[prev, ids[:, -1]])
-
     return mask
 
 
-@pytest.mark.parametrize(
-    "opts",
-    [
-        {},
-        dict(renormalize=True),
-        dict(repetition_penalty=1.4, no_repeat_ngram_size=2),
-        dict(renormalize=True, repetition_penalty=0.8, min_new_tokens=3),
-        dict(eos_token_id=[2, 5], num_return_sequences=2, early_stopping="never"),
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("opts", [
+    {}, dict(renormalize=True), dict(repetition_penalty=1.4, no_repeat_ngram_size=2),
+    dict(renormalize=True, repetition_penalty=0.8, min_new_tokens=3),
+    dict(eos_token_id=[2, 5], num_return_sequences=2, early_stopping="never"),
+], ids=str)
 def test_token_bitmask_matches_reference(opts):
     for seed in range(2):
         compare({**BASE, **opts, "token_bitmask": grammar(13, seed)}, seed=seed)
-        compare(
-            {**BASE, **opts, "token_bitmask": grammar(40, seed, 0.2)},
-            vocab=40,
-            seed=seed,
-            dtype=np.float32,
-        )
+        compare({**BASE, **opts, "token_bitmask": grammar(40, seed, 0.2)}, vocab=40, seed=seed,
+                dtype=np.float32)
 
 
 def test_token_bitmask_fixed_and_errors():
@@ -482,14 +396,11 @@ def test_token_bitmask_fixed_and_errors():
         if ids.shape[1] == 3:
             m[4] = np.int32(-(1 << 13))  # only bits >= V = 13 set: no token allowed
         return m
-
-    with pytest.raises(
-        ValueError,
-        match=r"step 2: token_bitmask row 4 \(batch 1, beam 1\) "
-        r"allows no token of the 13",
-    ):
+    with pytest.raises(ValueError, match=r"step 2: token_bitmask row 4 \(batch 1, beam 1\) "
+                                         r"allows no token of the 13"):
         fastlsm.beam_search(ToyModel(13, 0), [[1], [2]], **BASE, token_bitmask=late_empty)
     with pytest.raises(TypeError, match="step 0: token_bitmask must be int32"):
         fastlsm.beam_search(ToyModel(13, 0), [[1]], **BASE, token_bitmask=np.ones(1))
     with pytest.raises(ValueError, match=r"step 0: token_bitmask has shape \(2, 1\)"):
-        fastlsm.beam_search(ToyModel(13, 0), [[1]], **BASE, token_bitmask=np.ones((2, 1), np.int32))
+        fastlsm.beam_search(ToyModel(13, 0), [[1]], **BASE,
+                            token_bitmask=np.ones((2, 1), np.int32))

@@ -148,12 +148,8 @@ def test_kernel_entry_writes_logprobs():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    b=st.integers(1, 3),
-    k=st.integers(1, 4),
-    v=st.integers(1, 40),
-    seed=st.integers(0, 10**6),
-    ban=st.floats(0.0, 0.9),
-    ties=st.booleans(),
+    b=st.integers(1, 3), k=st.integers(1, 4), v=st.integers(1, 40), seed=st.integers(0, 10**6),
+    ban=st.floats(0.0, 0.9), ties=st.booleans(),
 )
 def test_property_matches_reference(b, k, v, seed, ban, ties):
     rng = np.random.default_rng(seed)
@@ -193,15 +189,8 @@ def test_many_blocks_with_ties_and_masks(seed):
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
-@pytest.mark.parametrize(
-    "shape,density",
-    [
-        ((2, 3, 50), 0.5),
-        ((1, 4, BLOCK * 3 + 7), 0.3),
-        ((2, 2, BLOCK * 4), 0.002),
-        ((3, 1, 33), 0.9),
-    ],
-)
+@pytest.mark.parametrize("shape,density", [((2, 3, 50), 0.5), ((1, 4, BLOCK * 3 + 7), 0.3),
+                                           ((2, 2, BLOCK * 4), 0.002), ((3, 1, 33), 0.9)])
 def test_token_bitmask_matches_reference(dtype, rtol, shape, density):
     rng = np.random.default_rng(sum(shape))
     b, k, v = shape

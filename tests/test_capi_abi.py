@@ -78,8 +78,5 @@ def test_version_macros_match_the_package():
         assert re.search(rf"#define FASTLSM_VERSION_{name} {value}\b", text)
     assert f'#define FASTLSM_VERSION_STRING "{fastlsm.__version__}"' in text
     real, soname, link = _build.library_names()
-    assert (real, soname, link) == (
-        f"libfastlsm.so.{major}.{minor}.{patch}",
-        f"libfastlsm.so.{major}",
-        "libfastlsm.so",
-    )
+    assert (real, soname, link) == (f"libfastlsm.so.{major}.{minor}.{patch}",
+                                    f"libfastlsm.so.{major}", "libfastlsm.so")

@@ -38,35 +38,10 @@ def _store_cases():
     finite values, overflow, signed zeros, infinities, NaNs, plus random bit patterns."""
     rng = np.random.default_rng(11)
     special = np.array(
-        [
-            0x00000000,
-            0x80000000,
-            0x00000001,
-            0x807FFFFF,
-            0x00800000,
-            0x3F800000,
-            0x3F808000,
-            0x3F818000,
-            0x3F808001,
-            0x3F807FFF,
-            0x7F7F7FFF,
-            0x7F7F8000,
-            0x7F7FFFFF,
-            0x7F800000,
-            0xFF800000,
-            0x7FC00000,
-            0xFFC00001,
-            0x7F800001,
-            0x7FA00000,
-            0x477FE000,
-            0x477FEFFF,
-            0x477FF000,
-            0x33800000,
-            0x33000000,
-            0x33000001,
-            0x387FC000,
-            0x38800000,
-        ],
+        [0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x3F800000, 0x3F808000,
+         0x3F818000, 0x3F808001, 0x3F807FFF, 0x7F7F7FFF, 0x7F7F8000, 0x7F7FFFFF, 0x7F800000,
+         0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F800001, 0x7FA00000, 0x477FE000, 0x477FEFFF,
+         0x477FF000, 0x33800000, 0x33000000, 0x33000001, 0x387FC000, 0x38800000],
         dtype=np.uint32,
     )
     # every float32 just below, at and just above each halfway point of both 16-bit grids
@@ -139,22 +114,17 @@ def _conversion_bits():
 
 
 def _run_for_cpu(tmp_path, cpu, script):
-    env = dict(
-        os.environ,
-        FASTLSM_CACHE_DIR=str(tmp_path),
-        NUMBA_CPU_NAME=cpu,
-        NUMBA_CPU_FEATURES="",
-        PYTHONPATH=os.pathsep.join(sys.path),
-    )
-    return subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, check=True, timeout=300
-    ).stdout
+    env = dict(os.environ, FASTLSM_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME=cpu,
+               NUMBA_CPU_FEATURES="", PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          check=True, timeout=300).stdout
 
 
 def test_same_bits_on_an_avx2_only_cpu(tmp_path):
     """Compiled for Haswell (AVX2 + F16C, no AVX-512) the conversions give the same bits as
     for this CPU: no AVX-512 FP16/BF16 instruction decides a result."""
-    script = "import sys, test_half; sys.stdout.buffer.write(test_half._conversion_bits())"
+    script = ("import sys, test_half; "
+              "sys.stdout.buffer.write(test_half._conversion_bits())")
     assert _run_for_cpu(tmp_path, "haswell", script) == _conversion_bits()
 
 
@@ -263,8 +233,8 @@ def test_dtype_converts_first_like_pytorch(rng):
     assert got.dtype == BF16
     _assert_ulp(got, naive.log_softmax(x.astype(BF16).astype(np.float64)))
     np.testing.assert_array_equal(
-        fastlsm.softmax(x.astype(F16), dtype=np.float64),
-        fastlsm.softmax(x.astype(F16).astype(np.float64)),
+        fastlsm.softmax(x.astype(F16), dtype=np.float64), fastlsm.softmax(x.astype(F16)
+                                                                         .astype(np.float64))
     )
 
 
@@ -272,14 +242,8 @@ def test_dtype_converts_first_like_pytorch(rng):
 def test_special_values(dtype):
     inf, nan = np.inf, np.nan
     x = np.array(
-        [
-            [0.0, -inf, 1.0, -inf],
-            [-inf, -inf, -inf, -inf],
-            [0.0, nan, 1.0, 2.0],
-            [inf, 0.0, 1.0, -inf],
-            [3.0, 3.0, 3.0, 3.0],
-        ],
-        dtype,
+        [[0.0, -inf, 1.0, -inf], [-inf, -inf, -inf, -inf], [0.0, nan, 1.0, 2.0],
+         [inf, 0.0, 1.0, -inf], [3.0, 3.0, 3.0, 3.0]], dtype
     )
     x64 = x.astype(np.float64)
     ls, sm, lse = fastlsm.log_softmax(x), fastlsm.softmax(x), fastlsm.logsumexp(x)
@@ -290,7 +254,8 @@ def test_special_values(dtype):
     assert ls[0, 1] == -inf and sm[0, 1] == 0
     # V = 1 and empty
     one = np.array([[5.0], [-inf]], dtype)
-    np.testing.assert_array_equal(fastlsm.log_softmax(one).astype(np.float32), [[0.0], [nan]])
+    np.testing.assert_array_equal(fastlsm.log_softmax(one).astype(np.float32),
+                                  [[0.0], [nan]])
     np.testing.assert_array_equal(fastlsm.softmax(one).astype(np.float32), [[1.0], [nan]])
     empty = np.zeros((3, 0), dtype)
     assert fastlsm.log_softmax(empty).shape == (3, 0)
@@ -301,16 +266,8 @@ def test_special_values(dtype):
 def test_float16_extremes():
     """The float16 maximum (65504) and subnormal logits and outputs."""
     fmax = np.finfo(F16).max
-    x = np.array(
-        [
-            [fmax, 0.0, -fmax],
-            [fmax, fmax, fmax],
-            [6e-8, -6e-8, 0.0],
-            [0.0, -11.0, -16.0],
-            [0.0, -17.0, -20.0],
-        ],
-        F16,
-    )
+    x = np.array([[fmax, 0.0, -fmax], [fmax, fmax, fmax], [6e-8, -6e-8, 0.0],
+                  [0.0, -11.0, -16.0], [0.0, -17.0, -20.0]], F16)
     x64 = x.astype(np.float64)
     _assert_ulp(fastlsm.log_softmax(x), naive.log_softmax(x64))
     sm = fastlsm.softmax(x)
@@ -328,9 +285,8 @@ def test_same_bits_for_any_thread_count(dtype, rng):
     try:
         for n in (1, 2):
             fastlsm.set_num_threads(n)
-            got.append(
-                [f(x).view(np.uint16).copy() for f in (fastlsm.log_softmax, fastlsm.softmax)]
-            )
+            got.append([f(x).view(np.uint16).copy() for f in (fastlsm.log_softmax,
+                                                             fastlsm.softmax)])
             got[-1].append(fastlsm.logsumexp(x).view(np.uint32).copy())
             r = fastlsm.cross_entropy_with_grad(x, t, reduction="none", label_smoothing=0.1)
             got[-1] += [r.loss.copy(), r.grad.view(np.uint16).copy()]
@@ -361,12 +317,8 @@ def _ce_case(rng, dtype, n, c, opts):
 @HALVES
 @pytest.mark.parametrize(
     "opts",
-    [
-        {},
-        {"reduction": "none"},
-        {"reduction": "sum", "label_smoothing": 0.1},
-        {"weight": "w", "reduction": "mean"},
-    ],
+    [{}, {"reduction": "none"}, {"reduction": "sum", "label_smoothing": 0.1},
+     {"weight": "w", "reduction": "mean"}],
     ids=["mean", "none", "sum-smooth", "weighted"],
 )
 def test_cross_entropy_float32_loss_and_16_bit_grad(dtype, opts, rng, tolerance):
@@ -379,9 +331,8 @@ def test_cross_entropy_float32_loss_and_16_bit_grad(dtype, opts, rng, tolerance)
     np.testing.assert_array_equal(loss, r.loss)  # the same loss, bitwise
     assert r.grad.dtype == dtype
     _assert_ulp(r.grad, want_grad)
-    np.testing.assert_allclose(
-        r.lse, naive.logsumexp(x.astype(np.float64)), **tolerance[np.float32]
-    )
+    np.testing.assert_allclose(r.lse, naive.logsumexp(x.astype(np.float64)),
+                               **tolerance[np.float32])
     y = x.copy()
     g = fastlsm.cross_entropy_with_grad(y, t, inplace=True, **opts)
     assert g.grad is y
@@ -408,9 +359,8 @@ def test_nll_loss_and_special_rows(dtype, rng, tolerance):
     x[3, 4] = np.nan
     t = np.array([0, 3, 1, 2, 5, -100])
     loss = fastlsm.cross_entropy(x, t, reduction="none")
-    np.testing.assert_array_equal(
-        loss, fastlsm.cross_entropy(x.astype(np.float32), t, reduction="none")
-    )
+    np.testing.assert_array_equal(loss, fastlsm.cross_entropy(x.astype(np.float32), t,
+                                                              reduction="none"))
     assert loss[1] == np.inf and np.isnan(loss[2]) and np.isnan(loss[3]) and loss[5] == 0
     want, _, _ = naive.cross_entropy(x[[0, 4]].astype(np.float64), t[[0, 4]], reduction="none")
     np.testing.assert_allclose(loss[[0, 4]], want, **tolerance[np.float32])
@@ -454,9 +404,8 @@ def test_beam_step_and_search_on_16_bit_logits(dtype, rng):
 
     args = dict(num_beams=3, max_new_tokens=5, eos_token_id=7)
     half_run = fastlsm.beam_search(step, np.array([[1, 2], [3, 4]]), **args)
-    f32_run = fastlsm.beam_search(
-        lambda i, p: step(i, p, np.float32), np.array([[1, 2], [3, 4]]), **args
-    )
+    f32_run = fastlsm.beam_search(lambda i, p: step(i, p, np.float32),
+                                  np.array([[1, 2], [3, 4]]), **args)
     np.testing.assert_array_equal(half_run.sequences, f32_run.sequences)
     np.testing.assert_array_equal(half_run.sequences_scores, f32_run.sequences_scores)
 
@@ -464,11 +413,8 @@ def test_beam_step_and_search_on_16_bit_logits(dtype, rng):
 @HALVES
 @pytest.mark.parametrize(
     "opts",
-    [
-        {"softcap": 15.0, "z_loss": 1e-3},
-        {"label_smoothing": 0.2, "reduction": "none"},
-        {"softcap": 5.0, "reduction": "sum", "weight": "w"},
-    ],
+    [{"softcap": 15.0, "z_loss": 1e-3}, {"label_smoothing": 0.2, "reduction": "none"},
+     {"softcap": 5.0, "reduction": "sum", "weight": "w"}],
     ids=["softcap-z", "smooth-none", "softcap-weighted"],
 )
 def test_cross_entropy_is_the_float32_path_on_the_exact_values(dtype, opts, rng):
@@ -482,9 +428,8 @@ def test_cross_entropy_is_the_float32_path_on_the_exact_values(dtype, opts, rng)
         np.testing.assert_array_equal(got.loss, want.loss)
         np.testing.assert_array_equal(got.lse, want.lse)
         np.testing.assert_array_equal(fastlsm.cross_entropy(x, target, **opts), want.loss)
-        np.testing.assert_array_equal(
-            got.grad.view(np.uint16), want.grad.astype(dtype).view(np.uint16)
-        )
+        np.testing.assert_array_equal(got.grad.view(np.uint16),
+                                      want.grad.astype(dtype).view(np.uint16))
 
 
 @HALVES

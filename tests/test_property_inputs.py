@@ -19,28 +19,12 @@ from numba.core.errors import NumbaError
 import fastlsm
 
 SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
+    max_examples=40, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-DTYPES = [
-    np.float32,
-    np.float64,
-    np.float16,
-    np.int8,
-    np.uint8,
-    np.int16,
-    np.uint16,
-    np.int32,
-    np.uint32,
-    np.int64,
-    np.uint64,
-    np.bool_,
-    np.complex64,
-    object,
-]
+DTYPES = [np.float32, np.float64, np.float16, np.int8, np.uint8, np.int16, np.uint16,
+          np.int32, np.uint32, np.int64, np.uint64, np.bool_, np.complex64, object]
 
 
 def _read_only(a):
@@ -254,13 +238,8 @@ def test_beam_search_accepts_or_raises_cleanly(data):
         logp[:, 0] -= 1.0
         if kind is None:
             return logp
-        return (
-            kind
-            if not isinstance(kind, np.ndarray) or kind.shape != (2, vocab)
-            else logp.astype(kind.dtype)
-            if kind.dtype.kind == "f"
-            else kind
-        )
+        return kind if not isinstance(kind, np.ndarray) or kind.shape != (2, vocab) else \
+            logp.astype(kind.dtype) if kind.dtype.kind == "f" else kind
 
     ids = maybe(draw, np.array([[1, 2]]), 0.5)
     kw = {

@@ -21,16 +21,8 @@ FILTERS = [
     {"typical_p": 0.7},
     {"repetition_penalty": 1.5},
     {"frequency_penalty": 0.4, "presence_penalty": 0.3},
-    {
-        "temperature": 0.8,
-        "top_k": 40,
-        "top_p": 0.8,
-        "min_p": 0.02,
-        "typical_p": 0.9,
-        "repetition_penalty": 1.2,
-        "frequency_penalty": 0.1,
-        "presence_penalty": 0.2,
-    },
+    {"temperature": 0.8, "top_k": 40, "top_p": 0.8, "min_p": 0.02, "typical_p": 0.9,
+     "repetition_penalty": 1.2, "frequency_penalty": 0.1, "presence_penalty": 0.2},
 ]
 
 
@@ -43,7 +35,8 @@ def _history(rng, nb, nv, length=12):
 
 def _processed(x, **params):
     """All processed logprobs from fastlsm (logprob_token_ids = every token)."""
-    out = sample(x, logprob_token_ids=np.arange(x.shape[-1]), logprobs_mode="processed", **params)
+    out = sample(x, logprob_token_ids=np.arange(x.shape[-1]), logprobs_mode="processed",
+                 **params)
     return out.token_id_logprobs.astype(np.float64)
 
 
@@ -62,13 +55,9 @@ def test_processed_matches_reference(rng, dtype, params):
 
 def test_per_row_parameters(rng):
     x = rng.standard_normal((4, V)) * 2
-    params = {
-        "temperature": np.array([0.5, 1.0, 0.0, 1.3]),
-        "top_k": np.array([0, 5, 0, 50]),
-        "top_p": np.array([0.9, 1.0, 1.0, 0.5]),
-        "min_p": np.array([0.0, 0.0, 0.0, 0.05]),
-        "typical_p": np.array([1.0, 0.8, 1.0, 1.0]),
-    }
+    params = {"temperature": np.array([0.5, 1.0, 0.0, 1.3]), "top_k": np.array([0, 5, 0, 50]),
+              "top_p": np.array([0.9, 1.0, 1.0, 0.5]), "min_p": np.array([0.0, 0.0, 0.0, 0.05]),
+              "typical_p": np.array([1.0, 0.8, 1.0, 1.0])}
     got = _processed(x, **params)
     np.testing.assert_allclose(got, sampling_distribution(x, **params), rtol=1e-12, atol=1e-12)
     for i in range(4):  # each row alone, scalar parameters
@@ -100,9 +89,8 @@ def test_raw_logprobs_and_top(rng):
     np.testing.assert_allclose(out.logprobs, ref[np.arange(3), out.tokens], rtol=2e-6, atol=2e-6)
     np.testing.assert_array_equal(out.top_tokens, np.argsort(-ref, kind="stable")[:, :4])
     np.testing.assert_allclose(out.top_logprobs, np.sort(ref)[:, ::-1][:, :4], rtol=2e-6)
-    np.testing.assert_allclose(
-        out.token_id_logprobs, np.take_along_axis(ref, ids, 1), rtol=2e-6, atol=2e-6
-    )
+    np.testing.assert_allclose(out.token_id_logprobs, np.take_along_axis(ref, ids, 1),
+                               rtol=2e-6, atol=2e-6)
     assert out.logprobs.dtype == np.float32 and out.tokens.dtype == np.int64
 
 
@@ -139,9 +127,8 @@ def test_seed_batch_and_thread_invariance(rng):
     perm = rng.permutation(8)
     moved = sample(x[perm], temperature=0.9, top_p=0.95, seed=seeds[perm], step=7).tokens
     np.testing.assert_array_equal(moved, full[perm])
-    alone = [
-        sample(x[i], temperature=0.9, top_p=0.95, seed=[seeds[i]], step=7).tokens for i in range(8)
-    ]
+    alone = [sample(x[i], temperature=0.9, top_p=0.95, seed=[seeds[i]], step=7).tokens
+             for i in range(8)]
     np.testing.assert_array_equal(np.array(alone), full)
     before = fastlsm.get_num_threads()
     try:
@@ -161,11 +148,8 @@ def test_seed_batch_and_thread_invariance(rng):
     [  # Random123's known-answer vectors (kat_vectors, philox4x32 10 rounds)
         ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
         ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-        (
-            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-            (0xA4093822, 0x299F31D0),
-            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
-        ),
+        ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+         (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
     ],
 )
 def test_philox_known_answers(ctr, key, want):
@@ -279,10 +263,8 @@ def test_processed_matches_hf(rng, torch_or_skip):
 
     x = rng.standard_normal((4, V)) * 3
     hist = rng.integers(0, V, size=(4, 10))
-    cases = FILTERS[:5] + [
-        {"repetition_penalty": 1.3},
-        FILTERS[-1] | {"frequency_penalty": 0.0, "presence_penalty": 0.0},
-    ]
+    cases = FILTERS[:5] + [{"repetition_penalty": 1.3}, FILTERS[-1] | {"frequency_penalty": 0.0,
+                                                                      "presence_penalty": 0.0}]
     for params in cases:
         procs = hf_processors(params)
         scores = torch.tensor(x)

@@ -18,9 +18,8 @@ def test_extras_match_reference(rng, dtype):
     tok[1, 2] = 7
     mask = np.ones((2, 5), bool)
     mask[1, 4] = False
-    out = fastlsm.sequence_logprobs(
-        x, tok, mask=mask, top_logprobs=3, return_rank=True, return_entropy=True
-    )
+    out = fastlsm.sequence_logprobs(x, tok, mask=mask, top_logprobs=3, return_rank=True,
+                                    return_entropy=True)
     lp = log_softmax(x)
     tol = 2e-6 if dtype == np.float32 else 1e-12
     want_tok = np.where(mask, np.take_along_axis(lp, tok[..., None], -1)[..., 0], 0)
@@ -34,9 +33,8 @@ def test_extras_match_reference(rng, dtype):
     np.testing.assert_allclose(out.entropy, np.where(mask, ent, 0), rtol=tol, atol=tol)
     order = np.argsort(-lp, axis=-1, kind="stable")[..., :3]
     np.testing.assert_array_equal(out.top_tokens[mask], order[mask])
-    np.testing.assert_allclose(
-        out.top_logprobs[mask], np.take_along_axis(lp, order, -1)[mask], rtol=tol, atol=tol
-    )
+    np.testing.assert_allclose(out.top_logprobs[mask],
+                               np.take_along_axis(lp, order, -1)[mask], rtol=tol, atol=tol)
     assert out.top_tokens[0, 1, :2].tolist() == [3, 4]
     assert (out.top_tokens[1, 4] == -1).all() and np.isnan(out.top_logprobs[1, 4]).all()
     # the plain call keeps its two arrays, with the same values
@@ -49,9 +47,8 @@ def test_labels_and_ignore_index(rng):
     labels = rng.integers(0, 11, size=(2, 4))
     labels[0, 3] = -100
     a = fastlsm.sequence_logprobs(x, labels=labels, return_rank=True)
-    b = fastlsm.sequence_logprobs(
-        x, np.where(labels < 0, 0, labels), mask=labels != -100, return_rank=True
-    )
+    b = fastlsm.sequence_logprobs(x, np.where(labels < 0, 0, labels), mask=labels != -100,
+                                  return_rank=True)
     np.testing.assert_array_equal(a.token_logprobs, b.token_logprobs)
     assert a.token_logprobs[0, 3] == 0 and a.ranks[0, 3] == 0
     assert a.entropy is None and a.top_tokens is None

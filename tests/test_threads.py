@@ -139,11 +139,8 @@ def test_caller_numba_thread_count_is_unchanged_by_every_public_function(rng):
     x = rng.standard_normal((64, 1024))
     t = rng.integers(0, 1024, 64)
     calls = [
-        lambda: fastlsm.log_softmax(x),
-        lambda: fastlsm.softmax(x),
-        lambda: fastlsm.logsumexp(x),
-        lambda: fastlsm.cross_entropy(x, t),
-        lambda: fastlsm.cross_entropy_with_grad(x, t),
+        lambda: fastlsm.log_softmax(x), lambda: fastlsm.softmax(x), lambda: fastlsm.logsumexp(x),
+        lambda: fastlsm.cross_entropy(x, t), lambda: fastlsm.cross_entropy_with_grad(x, t),
         lambda: fastlsm.nll_loss(x, t),
         lambda: fastlsm.sequence_logprobs(x[None], t[None]),
         lambda: fastlsm.beam_step(x[None], np.zeros((1, 64))),
@@ -158,9 +155,8 @@ def test_caller_numba_thread_count_is_unchanged_by_every_public_function(rng):
         seen_in_step.append(numba.get_num_threads())
         return np.zeros((len(ids), 40000))  # large enough for a parallel launch
 
-    calls.append(
-        lambda: fastlsm.beam_search(step, [[1]], num_beams=2, max_new_tokens=3, eos_token_id=None)
-    )
+    calls.append(lambda: fastlsm.beam_search(step, [[1]], num_beams=2, max_new_tokens=3,
+                                             eos_token_id=None))
     for mine, theirs in ((1, 2), (2, 1)):
         fastlsm.set_num_threads(mine)
         numba.set_num_threads(theirs)
@@ -276,13 +272,8 @@ def _run_python(code, **env):
     full.update(env)
     full["PYTHONPATH"] = REPO + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.run(
-        [sys.executable, "-c", code],
-        env=full,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        [sys.executable, "-c", code], env=full, cwd=REPO, capture_output=True, text=True,
+        timeout=300, check=False,
     )
 
 
@@ -307,10 +298,8 @@ _FIRST_CALL = (
     "env, message",
     [
         ({"FASTLSM_NUM_THREADS": "two"}, "FASTLSM_NUM_THREADS='two' is not an integer"),
-        (
-            {"FASTLSM_THREADING_LAYER": "workqueue"},
-            "FASTLSM_THREADING_LAYER='workqueue' is not supported",
-        ),
+        ({"FASTLSM_THREADING_LAYER": "workqueue"},
+         "FASTLSM_THREADING_LAYER='workqueue' is not supported"),
     ],
 )
 def test_bad_environment_variable_is_a_value_error_at_the_first_call(env, message):

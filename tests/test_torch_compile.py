@@ -15,15 +15,8 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 ft = pytest.importorskip("fastlsm.torch")
 
-OPS = [
-    "log_softmax",
-    "softmax",
-    "logsumexp",
-    "cross_entropy",
-    "cross_entropy_backward",
-    "nll_loss",
-    "nll_loss_backward",
-]
+OPS = ["log_softmax", "softmax", "logsumexp", "cross_entropy", "cross_entropy_backward",
+       "nll_loss", "nll_loss_backward"]
 
 
 def _data(dtype=torch.float32, seed=0):
@@ -57,27 +50,14 @@ def _samples(name):
         elif name == "cross_entropy_backward":
             out += [
                 (torch.rand(6, 3, dtype=dtype), x, t, w, tw, 1, -100, "none", 0.1, 1e-3, 2.0),
-                (
-                    torch.tensor(2.0, dtype=dtype),
-                    x,
-                    q.detach(),
-                    None,
-                    None,
-                    1,
-                    -100,
-                    "mean",
-                    0.0,
-                    0.0,
-                    None,
-                ),
+                (torch.tensor(2.0, dtype=dtype), x, q.detach(), None, None, 1, -100, "mean",
+                 0.0, 0.0, None),
             ]
         elif name == "nll_loss":
             out += [(xg, t, w, tw, 1, -100, red) for red in ("mean", "sum", "none")]
         elif name == "nll_loss_backward":
-            out += [
-                (torch.rand(6, 3, dtype=dtype), x, t, w, None, 1, -100, "none"),
-                (torch.tensor(0.5, dtype=dtype), x, t.clamp(min=0), None, tw, 1, 0, "mean"),
-            ]
+            out += [(torch.rand(6, 3, dtype=dtype), x, t, w, None, 1, -100, "none"),
+                    (torch.tensor(0.5, dtype=dtype), x, t.clamp(min=0), None, tw, 1, 0, "mean")]
     return out
 
 
@@ -119,13 +99,8 @@ def _normalizers(lib):
 
 @pytest.mark.parametrize(
     "loss, backend",
-    [
-        (_ce, "aot_eager"),
-        (_ce_none, "aot_eager"),
-        (_nll, "aot_eager"),
-        (_normalizers, "aot_eager"),
-        (_ce, "inductor"),
-    ],
+    [(_ce, "aot_eager"), (_ce_none, "aot_eager"), (_nll, "aot_eager"),
+     (_normalizers, "aot_eager"), (_ce, "inductor")],
 )
 def test_compiled_training_step_matches_eager_pytorch(loss, backend):
     torch._dynamo.reset()
@@ -147,12 +122,8 @@ def test_compiled_training_step_matches_eager_pytorch(loss, backend):
 def test_compiled_module_losses_have_no_graph_break():
     torch._dynamo.reset()
     x, t, w, _ = _data(torch.float64)
-    modules = [
-        ft.CrossEntropyLoss(weight=w, z_loss=1e-3),
-        ft.NLLLoss(weight=w),
-        ft.LogSoftmax(dim=1),
-        ft.Softmax(dim=1),
-    ]
+    modules = [ft.CrossEntropyLoss(weight=w, z_loss=1e-3), ft.NLLLoss(weight=w),
+               ft.LogSoftmax(dim=1), ft.Softmax(dim=1)]
     for m in modules:
         args = (x, t) if isinstance(m, torch.nn.modules.loss._Loss) else (x,)
         expected = m(*args)

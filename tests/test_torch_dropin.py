@@ -18,10 +18,7 @@ ft = pytest.importorskip("fastlsm.torch")
 def test_importing_fastlsm_does_not_import_torch():
     code = "import sys, fastlsm; fastlsm.cross_entropy; print('torch' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
     )
     assert out.stdout.strip() == "False"
@@ -92,7 +89,8 @@ def test_probability_targets_match_pytorch_including_target_grad(dtype, label_sm
             loss = fn(xi, qi, weight=w, reduction=reduction, label_smoothing=label_smoothing)
             loss.sum().backward()
             res.append((loss.detach(), xi.grad, qi.grad))
-        tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+        tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-12,
+                                                                             atol=1e-14)
         for a, b in zip(*res, strict=True):
             torch.testing.assert_close(a, b, **tol)
 
@@ -114,24 +112,16 @@ def test_gradcheck_float64_with_extras():
     x, t, w = _case(3, (4, 5, 3), torch.float64)
     tw = torch.rand(4, 3, dtype=torch.float64)
     for reduction in ("mean", "none"):
-
         def f(z, reduction=reduction):
-            return ft.cross_entropy(
-                z,
-                t,
-                weight=w,
-                label_smoothing=0.1,
-                z_loss=1e-2,
-                softcap=4.0,
-                token_weight=tw,
-                reduction=reduction,
-            )
+            return ft.cross_entropy(z, t, weight=w, label_smoothing=0.1, z_loss=1e-2,
+                                    softcap=4.0, token_weight=tw, reduction=reduction)
 
         assert torch.autograd.gradcheck(f, (x.clone().requires_grad_(True),))
     q = torch.softmax(torch.randn(4, 5, 3, dtype=torch.float64), 1).requires_grad_(True)
 
     def g(z, p):
-        return ft.cross_entropy(z, p, weight=w, label_smoothing=0.2, softcap=3.0, token_weight=tw)
+        return ft.cross_entropy(z, p, weight=w, label_smoothing=0.2, softcap=3.0,
+                                token_weight=tw)
 
     assert torch.autograd.gradcheck(g, (x.clone().requires_grad_(True), q))
     assert torch.autograd.gradcheck(
@@ -145,9 +135,8 @@ def test_gradcheck_float64_with_extras():
 def test_float32_is_at_least_as_close_to_float64_as_pytorch():
     x, t, w = _case(4, (64, 1000), torch.float32)
     x = x * 5
-    exact, gexact, _ = naive.cross_entropy(
-        x.double().numpy(), t.numpy(), weight=w.double().numpy(), label_smoothing=0.1
-    )
+    exact, gexact, _ = naive.cross_entropy(x.double().numpy(), t.numpy(),
+                                           weight=w.double().numpy(), label_smoothing=0.1)
     a, ga = _run(ft.cross_entropy, x, t, weight=w, label_smoothing=0.1)
     b, gb = _run(F.cross_entropy, x, t, weight=w, label_smoothing=0.1)
     err_ours = abs(float(a) - exact)
@@ -373,7 +362,8 @@ def test_read_only_inputs_match_pytorch(reduction, soft):
     xr, tr, wr = _read_only(x), _read_only(t), _read_only(w)
     up = torch.rand(6, 3) if reduction == "none" else None
     for opts in ({}, {"label_smoothing": 0.2}):
-        a, ga = _run(ft.cross_entropy, xr, tr, weight=wr, reduction=reduction, upstream=up, **opts)
+        a, ga = _run(ft.cross_entropy, xr, tr, weight=wr, reduction=reduction, upstream=up,
+                     **opts)
         b, gb = _run(F.cross_entropy, x, t, weight=w, reduction=reduction, upstream=up, **opts)
         torch.testing.assert_close(a, b, **_tol(torch.float32))
         torch.testing.assert_close(ga, gb, **_tol(torch.float32))
@@ -432,11 +422,8 @@ def test_modules_match_pytorch():
 
 def test_double_backward_normalizers_work_and_losses_refuse():
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    for fn in (
-        lambda z: ft.log_softmax(z, 1),
-        lambda z: ft.softmax(z, 0),
-        lambda z: ft.logsumexp(z, 1),
-    ):
+    for fn in (lambda z: ft.log_softmax(z, 1), lambda z: ft.softmax(z, 0),
+               lambda z: ft.logsumexp(z, 1)):
         assert torch.autograd.gradgradcheck(fn, (x,))
     t = torch.tensor([0, 4, 2])
     for fn in (ft.cross_entropy, ft.nll_loss):

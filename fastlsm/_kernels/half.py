@@ -106,22 +106,12 @@ def narrow(builder, value, kind):
     return builder.trunc(builder.select(is_nan, quiet, rounded), _as(value, ir.I16))
 
 
-BFLOAT16 = ir.Element(
-    "bfloat16",
-    ir.I16,
-    ir.F32,
-    types.uint16,
-    widen=lambda builder, raw: widen(builder, raw, BF16),
-    narrow=lambda builder, value: narrow(builder, value, BF16),
-)
-FLOAT16 = ir.Element(
-    "float16",
-    ir.I16,
-    ir.F32,
-    types.int16,
-    widen=lambda builder, raw: widen(builder, raw, F16),
-    narrow=lambda builder, value: narrow(builder, value, F16),
-)
+BFLOAT16 = ir.Element("bfloat16", ir.I16, ir.F32, types.uint16,
+                      widen=lambda builder, raw: widen(builder, raw, BF16),
+                      narrow=lambda builder, value: narrow(builder, value, BF16))
+FLOAT16 = ir.Element("float16", ir.I16, ir.F32, types.int16,
+                     widen=lambda builder, raw: widen(builder, raw, F16),
+                     narrow=lambda builder, value: narrow(builder, value, F16))
 _ELEMENTS = {**ir.ELEMENTS, types.uint16: BFLOAT16, types.int16: FLOAT16}
 
 
@@ -131,10 +121,8 @@ def element(dtype) -> ir.Element | None:
 
 
 def _scalar_row(ty):
-    return (
-        isinstance(ty, types.Array)
-        and ty.ndim == 1
-        and (element_kind(ty.dtype) is not None or ty.dtype == types.float64)
+    return isinstance(ty, types.Array) and ty.ndim == 1 and (
+        element_kind(ty.dtype) is not None or ty.dtype == types.float64
     )
 
 

@@ -100,7 +100,8 @@ def frozen(st):
     """The row state as a tuple: per-element helpers take the tuple, not the array (an array
     argument costs a reference-count increment and decrement per call where Numba cannot
     prove them redundant: 14 ns per element measured)."""
-    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10], st[11])
+    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+            st[11])
 
 
 @kernel
@@ -134,12 +135,8 @@ def kept_e(v, j, d, e, st):
     within the typical band."""
     lo = st[S_LO]
     tie = np.int64(st[S_TIE])  # loop-invariant; int64 -> float64 has no AVX2 instruction
-    return (
-        ((v > lo) | ((v == lo) & (j >= tie)))
-        & (v > -np.inf)
-        & (e >= st[S_MINP])
-        & (typical_key(d, st) <= st[S_BAND])
-    )
+    return (((v > lo) | ((v == lo) & (j >= tie))) & (v > -np.inf)
+            & (e >= st[S_MINP]) & (typical_key(d, st) <= st[S_BAND]))
 
 
 @kernel

@@ -111,24 +111,8 @@ def logprob_outputs(src, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_
 
 
 @kernel(parallel=True)
-def sample_rows(
-    x,
-    bias,
-    mask,
-    hist,
-    params,
-    seeds,
-    steps,
-    ctr,
-    raw,
-    lp_ids,
-    tokens,
-    logprobs,
-    top_tok,
-    top_lp,
-    id_lp,
-    status,
-):
+def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
+                tokens, logprobs, top_tok, top_lp, id_lp, status):
     """Sample one token per row of ``x`` ``[B, V]`` (float32/float64, C-contiguous).
 
     bias: float64 ``[1 or B, V]`` (``[1, 0]``: none); mask: int32 ``[B, ceil(V/32)]``
@@ -166,20 +150,19 @@ def sample_rows(
                     tok = choose(r, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     if raw:
-                        logprob_outputs(
-                            x[i], st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp
-                        )
+                        logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
+                                        top_lp, id_lp)
                     else:
-                        logprob_outputs(
-                            r, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp
-                        )
+                        logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
+                                        top_lp, id_lp)
             else:
                 s = row_state(x[i], p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
                     tok = choose(x[i], st, u, eb, kb, lv, li)
                     tokens[i] = tok
-                    logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
+                    logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
+                                    top_lp, id_lp)
             status[i] = s
 
 
@@ -218,7 +201,8 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
 
 
 @kernel
-def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb, lv, li):
+def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb, lv,
+                  li):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
@@ -230,7 +214,8 @@ def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass,
 
 
 @kernel(parallel=True)
-def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr, num_acc, out, status):
+def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
+                num_acc, out, status):
     """Speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023).
 
     tl: target logits ``[B, K+1, V]``; dl: draft logits ``[B, K, V]`` of the same dtype
@@ -271,24 +256,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr, num_
             acc_n = nk
             for i in range(nk + 1):
                 mi = mask[b, i]
-                rt, s = processed_row(
-                    tl[b, i],
-                    wt,
-                    bi,
-                    mi,
-                    hist[b],
-                    draft[b],
-                    i,
-                    p,
-                    counts,
-                    st_t,
-                    cnt,
-                    mass,
-                    eb,
-                    kb,
-                    lv_t,
-                    li_t,
-                )
+                rt, s = processed_row(tl[b, i], wt, bi, mi, hist[b], draft[b], i, p, counts,
+                                      st_t, cnt, mass, eb, kb, lv_t, li_t)
                 if s != OK:
                     break
                 if i == nk:
@@ -298,24 +267,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr, num_
                 tok = draft[b, i]
                 q = 1.0
                 if has_draft:
-                    _rd, s = processed_row(
-                        dl[b, i],
-                        wd,
-                        bi,
-                        mi,
-                        hist[b],
-                        draft[b],
-                        i,
-                        p,
-                        counts,
-                        st_d,
-                        cnt,
-                        mass,
-                        eb,
-                        kb,
-                        lv_d,
-                        li_d,
-                    )
+                    _rd, s = processed_row(dl[b, i], wd, bi, mi, hist[b], draft[b], i, p,
+                                           counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
                     if s != OK:
                         break
                     q = prob(load(wd, tok), tok, st_d, wd[0])
@@ -331,9 +284,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr, num_
                 if st_t[S_T] == 0.0:
                     out[b, i] = np.int64(st_t[S_ARG])
                 else:
-                    out[b, i] = residual_pick(
-                        rt, st_t, wd, st_d, has_draft, tok, u2, eb, kb, lv_t, li_t
-                    )
+                    out[b, i] = residual_pick(rt, st_t, wd, st_d, has_draft, tok, u2, eb,
+                                              kb, lv_t, li_t)
                 acc_n = i
                 break
             if s != OK:

@@ -54,9 +54,8 @@ def row_extras(row, tok, nxt, want_rank, want_entropy, vals, ids):
 
 
 @kernel(parallel=True)
-def sequence_extras_rows(
-    x, tokens, mask, want_rank, want_entropy, tok_out, rank_out, ent_out, top_val, top_id
-):
+def sequence_extras_rows(x, tokens, mask, want_rank, want_entropy, tok_out, rank_out, ent_out,
+                         top_val, top_id):
     """Per row ``i`` of ``x`` ``[N, V]`` with ``mask[i] != 0``: ``tok_out[i]`` (logprob of
     ``tokens[i]``), ``rank_out[i]``, ``ent_out[i]``, ``top_val/top_id[i, :]``; masked rows get
     0 / 0 / 0 / (NaN, -1). Token ids are checked by the caller."""
@@ -72,15 +71,8 @@ def sequence_extras_rows(
                 top_val[i, :] = np.nan
                 top_id[i, :] = -1
                 continue
-            lp, rank, ent = row_extras(
-                x[i],
-                tokens[i],
-                x[min(i + 1, n - 1)],
-                want_rank,
-                want_entropy,
-                top_val[i],
-                top_id[i],
-            )
+            lp, rank, ent = row_extras(x[i], tokens[i], x[min(i + 1, n - 1)], want_rank,
+                                       want_entropy, top_val[i], top_id[i])
             tok_out[i] = lp
             rank_out[i] = rank
             ent_out[i] = ent

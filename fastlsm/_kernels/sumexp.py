@@ -279,12 +279,9 @@ def make_pass(spec: RowPass, name: str, doc: str):
         kinds = {k: getattr(typed.get(k), "dtype", None) for k in ("x", "out", "nxt", "po")}
         if not all(d is None or half.is_f32_math(d) for d in kinds.values()):
             return None
-        actual = replace(
-            spec,
-            src=half.element(kinds["x"]),
-            store=half.element(kinds["out"]) if spec.store else None,
-            dst=half.element(kinds["po"]) if spec.write else spec.dst,
-        )
+        actual = replace(spec, src=half.element(kinds["x"]),
+                         store=half.element(kinds["out"]) if spec.store else None,
+                         dst=half.element(kinds["po"]) if spec.write else spec.dst)
         elements = actual.arg_elements()
         if spec.prefetch:  # only its addresses are used
             elements["nxt"] = half.element(kinds["nxt"])

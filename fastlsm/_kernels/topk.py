@@ -138,7 +138,7 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
     for start in range(0, size, BLOCK):
         # Index a block view from 0 so that Numba's negative-index wraparound does not turn
         # the loads into gathers (see rows.row_shifted_sumexp).
-        xb = x[start : min(start + BLOCK, size)]
+        xb = x[start:min(start + BLOCK, size)]
         bm = ninf
         for j in range(xb.size):
             bm = fmax(bm, xb[j])
@@ -160,7 +160,7 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
     n = 0
     worst = ninf  # the cap-th best so far, once the buffer is full
     for start in range(0, size, BLOCK):
-        xb = x[start : min(start + BLOCK, size)]
+        xb = x[start:min(start + BLOCK, size)]
         if nxt is not None:  # the thread's next row streams in while this one is computed
             for j in range(start, min(start + BLOCK, nxt.size), LINE):
                 prefetch(nxt, j)
@@ -221,9 +221,8 @@ def to_logprobs(vals, toks, n, m, log_s):
 
 
 @kernel
-def merge_candidates(
-    beam_scores, row_val, row_tok, row_n, vocab, out_score, out_tok, out_beam, out_logp
-):
+def merge_candidates(beam_scores, row_val, row_tok, row_n, vocab, out_score, out_tok,
+                     out_beam, out_logp):
     """Top ``C`` candidates of one batch from its ``K`` rows' candidate lists.
 
     ``beam_scores`` float64 ``[K]``; ``row_val`` float64 ``[K, >=C]`` log-probs and
@@ -283,13 +282,11 @@ def _beam_step_block(x, beam_scores, row_val, row_tok, row_n, r0, r1, mask):
     cap = row_val.shape[1]
     for r in range(r0, r1):
         if mask is not None:
-            m, log_s, cnt = row_topk_masked(
-                x[r], cap, row_val[r], row_tok[r], bmax, eb, mask[r], xm, False
-            )
+            m, log_s, cnt = row_topk_masked(x[r], cap, row_val[r], row_tok[r], bmax, eb,
+                                            mask[r], xm, False)
         else:
-            m, log_s, cnt = row_topk_normalizer(
-                x[r], cap, row_val[r], row_tok[r], bmax, eb, x[min(r + 1, x.shape[0] - 1)]
-            )
+            m, log_s, cnt = row_topk_normalizer(x[r], cap, row_val[r], row_tok[r], bmax, eb,
+                                                x[min(r + 1, x.shape[0] - 1)])
         if log_s != log_s or m == np.inf:
             row_n[r] = -1
             continue
@@ -300,19 +297,8 @@ def _beam_step_block(x, beam_scores, row_val, row_tok, row_n, r0, r1, mask):
 
 
 @kernel(parallel=True)
-def beam_step_rows(
-    x,
-    beam_scores,
-    num_beams,
-    row_val,
-    row_tok,
-    row_n,
-    out_score,
-    out_tok,
-    out_beam,
-    out_logp,
-    mask=None,
-):
+def beam_step_rows(x, beam_scores, num_beams, row_val, row_tok, row_n, out_score, out_tok,
+                   out_beam, out_logp, mask=None):
     """One beam-search step: ``score = beam_scores + log_softmax(x)``, top ``C`` per batch.
 
     Parameters (all C-contiguous; ``N = B * K`` rows, row ``b * K + k``):
@@ -351,15 +337,6 @@ def beam_step_rows(
     for b in range(out_score.shape[0]):
         lo = b * num_beams
         hi = lo + num_beams
-        merge_candidates(
-            beam_scores[lo:hi],
-            row_val[lo:hi],
-            row_tok[lo:hi],
-            row_n[lo:hi],
-            vocab,
-            out_score[b],
-            out_tok[b],
-            out_beam[b],
-            out_logp[b],
-        )
+        merge_candidates(beam_scores[lo:hi], row_val[lo:hi], row_tok[lo:hi], row_n[lo:hi],
+                         vocab, out_score[b], out_tok[b], out_beam[b], out_logp[b])
     return np.int64(-1)

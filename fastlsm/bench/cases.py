@@ -157,13 +157,11 @@ def _sequence_logprobs(inputs: Inputs) -> dict:
 
 SAMPLING_CASES = {
     "sample_top_p": ({"temperature": 0.7, "top_p": 0.9}, [(1, 128256)], [(1, 4096)]),
-    "sample_filters": (
-        {"repetition_penalty": 1.2, "temperature": 0.8, "top_k": 50, "top_p": 0.9, "min_p": 0.05},
-        [(8, 128256)],
-        [(2, 4096)],
-    ),
+    "sample_filters": ({"repetition_penalty": 1.2, "temperature": 0.8, "top_k": 50,
+                        "top_p": 0.9, "min_p": 0.05}, [(8, 128256)], [(2, 4096)]),
     "sample_top_p_batch": ({"top_p": 0.9}, [(64, 32000)], [(8, 4096)]),
-    "sample_greedy_top5": ({"temperature": 0.0, "num_logprobs": 5}, [(1, 128256)], [(1, 4096)]),
+    "sample_greedy_top5": ({"temperature": 0.0, "num_logprobs": 5}, [(1, 128256)],
+                           [(1, 4096)]),
 }
 """Issue 12's sampling cases: fastlsm.sample parameters, default and quick shapes. Peers:
 ``hf``, Hugging Face's processors + ``torch.multinomial``; ``torch``, the same step in plain
@@ -196,12 +194,10 @@ def hf_processors(params: dict) -> list:
 def hf_sampler(torch, params: dict, history):
     """Hugging Face's equivalent of ``fastlsm.sample(x, **params)`` on a tensor ``x``."""
     if params.get("temperature", 1.0) == 0.0:
-
         def greedy(xt):
             tok = xt.argmax(-1)
             logp = torch.log_softmax(xt, -1)
             return tok, logp.gather(-1, tok[:, None]), logp.topk(params["num_logprobs"], -1)
-
         return greedy
     procs = hf_processors(params)
     gen = torch.Generator().manual_seed(0)
@@ -255,9 +251,8 @@ def _sampling(name: str) -> Setup:
     def setup(inputs: Inputs) -> dict:
         x = inputs.logits()
         b, v = x.shape
-        hist = np.random.default_rng(0).integers(
-            0, v, size=(b, 256 if "repetition_penalty" in params else 1)
-        )
+        hist = np.random.default_rng(0).integers(0, v, size=(b, 256 if "repetition_penalty"
+                                                             in params else 1))
         kw = dict(params, history=hist) if "repetition_penalty" in params else params
         p = {"fastlsm": Provider(lambda: fastlsm.sample(x, seed=1, **kw))}
         if inputs.torch is not None:

@@ -13,17 +13,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fastlsm.capi", description="Build and use fastlsm's C library."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, what in (
-        ("install", "build and install into the prefix --prefix"),
-        ("build", "the same as install (--out is --prefix)"),
-    ):
+    for name, what in (("install", "build and install into the prefix --prefix"),
+                       ("build", "the same as install (--out is --prefix)")):
         b = sub.add_parser(name, help=what)
-        b.add_argument(
-            "--prefix",
-            "--out",
-            dest="prefix",
-            help=f"installation prefix (default: {_build.default_out_dir()})",
-        )
+        b.add_argument("--prefix", "--out", dest="prefix",
+                       help=f"installation prefix (default: {_build.default_out_dir()})")
         b.add_argument("--no-check", action="store_true", help="skip the check in an empty env")
         b.add_argument("-v", "--verbose", action="store_true", help="show compiler commands")
     f = sub.add_parser("flags", help="print compile and/or link flags for a C host")

@@ -25,10 +25,8 @@ def c_constants() -> dict[str, int]:
     out = {}
     for module in (config, state):
         for name, value in vars(module).items():
-            if (
-                name.startswith(("CFG_", "FCFG_", "ST_", "BEAM_", "L_", "CONFIG_", "EARLY_"))
-                or name in ("HEADER", "LAYOUT_SIZE")
-            ) and isinstance(value, int):
+            if (name.startswith(("CFG_", "FCFG_", "ST_", "BEAM_", "L_", "CONFIG_", "EARLY_"))
+                    or name in ("HEADER", "LAYOUT_SIZE")) and isinstance(value, int):
                 out[name] = value
     out.update({"L_" + name.upper(): i for i, name in enumerate(state.NAMES)})
     return out

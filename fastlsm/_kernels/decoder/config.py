@@ -67,77 +67,57 @@ CONFIG_ERRORS = {
     CONFIG_BATCH: ("batch", "batch={batch}: there must be at least one prompt (batch >= 1)"),
     CONFIG_NUM_BEAMS: ("num_beams", "num_beams must be at least 1, got {num_beams}"),
     CONFIG_MAX_NEW_TOKENS: (
-        "max_new_tokens",
-        "max_new_tokens must be at least 1, got {max_new_tokens}",
-    ),
+        "max_new_tokens", "max_new_tokens must be at least 1, got {max_new_tokens}"),
     CONFIG_NUM_RETURN_SEQUENCES: (
         "num_return_sequences",
-        "num_return_sequences must be at least 1, got {num_return_sequences}",
-    ),
+        "num_return_sequences must be at least 1, got {num_return_sequences}"),
     CONFIG_RETURN_EXCEEDS_BEAMS: (
         "num_return_sequences",
         "num_return_sequences={num_return_sequences} is larger than num_beams={num_beams}; "
-        "ask for at most num_beams sequences or raise num_beams",
-    ),
+        "ask for at most num_beams sequences or raise num_beams"),
     CONFIG_MIN_NEW_TOKENS: (
-        "min_new_tokens",
-        "min_new_tokens must be at least 0, got {min_new_tokens}",
-    ),
+        "min_new_tokens", "min_new_tokens must be at least 0, got {min_new_tokens}"),
     CONFIG_NO_REPEAT_NGRAM_SIZE: (
         "no_repeat_ngram_size",
-        "no_repeat_ngram_size must be at least 0 (0 = off), got {no_repeat_ngram_size}",
-    ),
+        "no_repeat_ngram_size must be at least 0 (0 = off), got {no_repeat_ngram_size}"),
     CONFIG_LENGTH_PENALTY: (
-        "length_penalty",
-        "length_penalty must be finite, got {length_penalty}",
-    ),
+        "length_penalty", "length_penalty must be finite, got {length_penalty}"),
     CONFIG_REPETITION_PENALTY: (
         "repetition_penalty",
-        "repetition_penalty must be > 0 and finite (1.0 = off), got {repetition_penalty}",
-    ),
+        "repetition_penalty must be > 0 and finite (1.0 = off), got {repetition_penalty}"),
     CONFIG_EARLY_STOPPING: (
         "early_stopping",
-        'early_stopping={early_stopping} must be 0 (False, the heuristic), 1 (True) or 2 ("never")',
-    ),
+        "early_stopping={early_stopping} must be 0 (False, the heuristic), 1 (True) or "
+        "2 (\"never\")"),
     CONFIG_PATIENCE: (
         "patience",
-        "patience must be > 0 and finite (with num_beams * patience < 9e15), got {patience}",
-    ),
+        "patience must be > 0 and finite (with num_beams * patience < 9e15), got {patience}"),
     CONFIG_MAX_HYPS: (
         "patience",
         "round(num_beams * patience) hypotheses are kept (num_beams={num_beams}, "
         "patience={patience}): that must be >= 1 and >= num_return_sequences="
-        "{num_return_sequences}; raise patience or lower num_return_sequences",
-    ),
-    CONFIG_EOS_TOKEN_ID: ("eos_token_id", "eos_token_id must hold non-negative token ids"),
+        "{num_return_sequences}; raise patience or lower num_return_sequences"),
+    CONFIG_EOS_TOKEN_ID: (
+        "eos_token_id", "eos_token_id must hold non-negative token ids"),
     CONFIG_PAD_TOKEN_ID: (
         "pad_token_id",
-        "pad_token_id must be >= 0, or -1 for the default (the first EOS id), got {pad_token_id}",
-    ),
+        "pad_token_id must be >= 0, or -1 for the default (the first EOS id), got "
+        "{pad_token_id}"),
     CONFIG_VOCAB: (
         "vocab",
         "vocabulary size {vocab} is too small for num_beams={num_beams} with {num_eos} EOS "
         "id(s): beam search needs max(2, 1 + num_eos) * num_beams candidates out of "
-        "num_beams * vocab",
-    ),
+        "num_beams * vocab"),
     CONFIG_BUFFER: ("cfg", "the cfg/fcfg buffers are too short for this configuration"),
 }
 """code -> (blamed field, message template)."""
 
 CONFIG_ARGS = (
-    ("batch", "int64"),
-    ("prompt_len", "int64"),
-    ("vocab", "int64"),
-    ("num_beams", "int64"),
-    ("max_new_tokens", "int64"),
-    ("num_eos", "int64"),
-    ("pad_token_id", "int64"),
-    ("length_penalty", "float64"),
-    ("early_stopping", "int64"),
-    ("num_return_sequences", "int64"),
-    ("min_new_tokens", "int64"),
-    ("no_repeat_ngram_size", "int64"),
-    ("repetition_penalty", "float64"),
+    ("batch", "int64"), ("prompt_len", "int64"), ("vocab", "int64"), ("num_beams", "int64"),
+    ("max_new_tokens", "int64"), ("num_eos", "int64"), ("pad_token_id", "int64"),
+    ("length_penalty", "float64"), ("early_stopping", "int64"),
+    ("num_return_sequences", "int64"), ("min_new_tokens", "int64"),
+    ("no_repeat_ngram_size", "int64"), ("repetition_penalty", "float64"),
     ("patience", "float64"),
 )
 """Names and types of the values a message template may use (``num_eos`` = len(eos_ids))."""
@@ -174,22 +154,9 @@ def max_hyps(num_beams, patience):
 
 
 @kernel
-def _check(
-    batch,
-    prompt_len,
-    vocab,
-    num_beams,
-    max_new_tokens,
-    eos_ids,
-    pad_token_id,
-    length_penalty,
-    early_stopping,
-    num_return_sequences,
-    min_new_tokens,
-    no_repeat_ngram_size,
-    repetition_penalty,
-    patience,
-):
+def _check(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+           length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+           no_repeat_ngram_size, repetition_penalty, patience):
     """:func:`check_config` (a helper: entry kernels never call entry kernels)."""
     num_eos = eos_ids.shape[0]
     if batch < 1:
@@ -228,22 +195,9 @@ def _check(
 
 
 @kernel(entry=True)
-def check_config(
-    batch,
-    prompt_len,
-    vocab,
-    num_beams,
-    max_new_tokens,
-    eos_ids,
-    pad_token_id,
-    length_penalty,
-    early_stopping,
-    num_return_sequences,
-    min_new_tokens,
-    no_repeat_ngram_size,
-    repetition_penalty,
-    patience,
-):
+def check_config(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+                 length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                 no_repeat_ngram_size, repetition_penalty, patience):
     """Validate a beam-search configuration: CONFIG_OK (0) or the CONFIG_* code of the fault.
 
     Integers are int64, ``length_penalty``, ``repetition_penalty`` and ``patience`` float64,
@@ -251,66 +205,25 @@ def check_config(
     is skipped; check again once it is). Sizes (negative counts, overflow) are the caller's;
     checks run in the order of the CONFIG_* codes and the first failing one is returned.
     """
-    return _check(
-        batch,
-        prompt_len,
-        vocab,
-        num_beams,
-        max_new_tokens,
-        eos_ids,
-        pad_token_id,
-        length_penalty,
-        early_stopping,
-        num_return_sequences,
-        min_new_tokens,
-        no_repeat_ngram_size,
-        repetition_penalty,
-        patience,
-    )
+    return _check(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+                  length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                  no_repeat_ngram_size, repetition_penalty, patience)
 
 
 @kernel(entry=True)
-def pack_config(
-    cfg,
-    fcfg,
-    batch,
-    prompt_len,
-    vocab,
-    num_beams,
-    max_new_tokens,
-    eos_ids,
-    pad_token_id,
-    length_penalty,
-    early_stopping,
-    num_return_sequences,
-    min_new_tokens,
-    no_repeat_ngram_size,
-    repetition_penalty,
-    patience,
-    renormalize,
-):
+def pack_config(cfg, fcfg, batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids,
+                pad_token_id, length_penalty, early_stopping, num_return_sequences,
+                min_new_tokens, no_repeat_ngram_size, repetition_penalty, patience,
+                renormalize):
     """:func:`check_config`, then on success fill ``cfg`` (int64 ``[>= CFG_SIZE + num_eos]``)
     and ``fcfg`` (float64 ``[>= FCFG_SIZE]``). Returns the status; buffers untouched on error.
 
     ``pad_token_id == -1`` becomes the first EOS id (-1 without EOS ids); ``renormalize`` is
     nonzero for CTranslate2's order (bans and penalty before normalizing).
     """
-    status = _check(
-        batch,
-        prompt_len,
-        vocab,
-        num_beams,
-        max_new_tokens,
-        eos_ids,
-        pad_token_id,
-        length_penalty,
-        early_stopping,
-        num_return_sequences,
-        min_new_tokens,
-        no_repeat_ngram_size,
-        repetition_penalty,
-        patience,
-    )
+    status = _check(batch, prompt_len, vocab, num_beams, max_new_tokens, eos_ids, pad_token_id,
+                    length_penalty, early_stopping, num_return_sequences, min_new_tokens,
+                    no_repeat_ngram_size, repetition_penalty, patience)
     if status != CONFIG_OK:
         return status
     num_eos = eos_ids.shape[0]

@@ -72,8 +72,8 @@ def beam_search_init(cfg, fcfg, input_ids, fstate, istate):
         return np.int64(BEAM_BAD_SHAPE)
     st = state_views(lay, fstate, istate)
     for r in range(d.rows):
-        st.seqs[r, : d.prompt_len] = input_ids[r // d.beams]
-        st.seqs[r, d.prompt_len :] = cfg[CFG_PAD]
+        st.seqs[r, :d.prompt_len] = input_ids[r // d.beams]
+        st.seqs[r, d.prompt_len:] = cfg[CFG_PAD]
         st.run_logp[r] = 0.0
         st.beam_scores[r] = 0.0 if r % d.beams == 0 else DEAD
         st.parents[r] = -1
@@ -90,22 +90,8 @@ def beam_search_init(cfg, fcfg, input_ids, fstate, istate):
 
 
 @kernel
-def _candidates_block(
-    logits,
-    seqs,
-    cur,
-    cfg,
-    fcfg,
-    spec_tok,
-    spec_kind,
-    spec_val,
-    row_val,
-    row_tok,
-    row_n,
-    r0,
-    r1,
-    mask,
-):
+def _candidates_block(logits, seqs, cur, cfg, fcfg, spec_tok, spec_kind, spec_val, row_val,
+                      row_tok, row_n, r0, r1, mask):
     """:func:`~.steps.row_candidates` of rows ``[r0, r1)``, in order, with one scratch."""
     bmax, eb, xm = row_scratch(logits.shape[1], logits, mask is not None)
     for r in range(r0, r1):
@@ -113,22 +99,9 @@ def _candidates_block(
             mrow = mask[r]
         else:
             mrow = None
-        row_n[r] = row_candidates(
-            logits[r],
-            seqs[r],
-            cur,
-            cfg,
-            fcfg,
-            spec_tok[r],
-            spec_kind[r],
-            spec_val[r],
-            row_val[r],
-            row_tok[r],
-            bmax,
-            eb,
-            xm,
-            mrow,
-        )
+        row_n[r] = row_candidates(logits[r], seqs[r], cur, cfg, fcfg, spec_tok[r],
+                                  spec_kind[r], spec_val[r], row_val[r], row_tok[r], bmax,
+                                  eb, xm, mrow)
 
 
 @kernel(parallel=True)
@@ -157,11 +130,8 @@ def beam_search_advance(cfg, fcfg, fstate, istate, logits, mask=None):
         return np.int64(BEAM_NOT_RUNNING)
     d = dims(cfg)
     vocab = logits.shape[1]
-    if (
-        logits.shape[0] != d.rows
-        or d.cands > d.beams * vocab
-        or (istate[ST_VOCAB] >= 0 and istate[ST_VOCAB] != vocab)
-    ):
+    if logits.shape[0] != d.rows or d.cands > d.beams * vocab or (istate[ST_VOCAB] >= 0
+                                                                  and istate[ST_VOCAB] != vocab):
         return np.int64(BEAM_BAD_SHAPE)
     if mask is not None:
         if mask.shape[0] != d.rows or mask.shape[1] != (vocab + 31) // 32:
@@ -181,22 +151,8 @@ def beam_search_advance(cfg, fcfg, fstate, istate, logits, mask=None):
     nchunk = row_chunks(nrows)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nrows)
-        _candidates_block(
-            logits,
-            seqs,
-            cur,
-            cfg,
-            fcfg,
-            spec_tok,
-            spec_kind,
-            spec_val,
-            row_val,
-            row_tok,
-            row_n,
-            r0,
-            r1,
-            mask,
-        )
+        _candidates_block(logits, seqs, cur, cfg, fcfg, spec_tok, spec_kind, spec_val,
+                          row_val, row_tok, row_n, r0, r1, mask)
     for r in range(d.rows):
         if row_n[r] < 0:
             istate[ST_BAD_ROW] = r
@@ -208,17 +164,9 @@ def beam_search_advance(cfg, fcfg, fstate, istate, logits, mask=None):
     for b in range(d.batch):
         lo = b * d.beams
         hi = lo + d.beams
-        merge_candidates(
-            st.beam_scores[lo:hi],
-            row_val[lo:hi],
-            row_tok[lo:hi],
-            row_n[lo:hi],
-            vocab,
-            st.cand_score[b],
-            st.cand_tok[b],
-            st.cand_beam[b],
-            st.cand_logp[b],
-        )
+        merge_candidates(st.beam_scores[lo:hi], row_val[lo:hi], row_tok[lo:hi], row_n[lo:hi],
+                         vocab, st.cand_score[b], st.cand_tok[b], st.cand_beam[b],
+                         st.cand_logp[b])
         select_running(st, cfg, d, b, cur, last)
         insert_finished(st, cfg, fcfg, d, b, cur, last, step)
         commit_rows(st, d, b, cur)
@@ -253,16 +201,9 @@ def beam_search_finalize(cfg, fcfg, fstate, istate, out_seqs, out_scores, out_lo
     d = dims(cfg)
     nr = out_scores.shape[0] // d.batch
     nout = d.batch * nr
-    if (
-        nr < 1
-        or nr > d.hyps
-        or out_scores.shape[0] != nout
-        or out_seqs.shape[0] != nout
-        or out_seqs.shape[1] != d.max_len
-        or out_logp.shape[0] != nout
-        or out_logp.shape[1] != d.max_new
-        or out_len.shape[0] != nout
-    ):
+    if (nr < 1 or nr > d.hyps or out_scores.shape[0] != nout or out_seqs.shape[0] != nout
+            or out_seqs.shape[1] != d.max_len or out_logp.shape[0] != nout
+            or out_logp.shape[1] != d.max_new or out_len.shape[0] != nout):
         return np.int64(-BEAM_BAD_SHAPE)
     st = state_views(lay, fstate, istate)
     lp = d.prompt_len
@@ -277,10 +218,10 @@ def beam_search_finalize(cfg, fcfg, fstate, istate, out_seqs, out_scores, out_lo
                 slot = st.hyp_id[b, r] % d.hyps
                 length = st.hyp_len[b, slot]
                 out_scores[o] = st.hyp_score[b, r]
-                out_seqs[o, lp : lp + length] = st.hyp_tok[b, slot, :length]
+                out_seqs[o, lp:lp + length] = st.hyp_tok[b, slot, :length]
                 out_logp[o, :length] = st.hyp_logp[b, slot, :length]
             out_len[o] = length
             longest = max(longest, length)
-            out_seqs[o, lp + length :] = cfg[CFG_PAD]
+            out_seqs[o, lp + length:] = cfg[CFG_PAD]
             out_logp[o, length:] = 0.0
     return np.int64(lp + longest)

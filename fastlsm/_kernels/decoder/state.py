@@ -40,35 +40,35 @@ from .config import (
 )
 
 Dims = namedtuple(
-    "Dims", ["batch", "beams", "prompt_len", "max_len", "max_new", "rows", "cands", "hyps", "spec"]
-)
+    "Dims", ["batch", "beams", "prompt_len", "max_len", "max_new", "rows", "cands", "hyps",
+             "spec"])
 """The sizes a field's shape is written in (see the module docstring)."""
 
 FIELDS = (
     # name           dtype      shape                     meaning
-    ("seqs", "int64", "rows, max_len", "running sequences, prompt included"),
-    ("seqs_tmp", "int64", "rows, max_len", "scratch: the next step's sequences"),
-    ("parents", "int64", "rows", "row each beam continues (-1: start)"),
-    ("hyp_id", "int64", "batch, hyps", "finished, best first: arrival*H+slot"),
-    ("hyp_tok", "int64", "batch, hyps, max_new", "generated tokens, by slot"),
-    ("hyp_len", "int64", "batch, hyps", "generated lengths (EOS in), by slot"),
-    ("hyp_count", "int64", "batch", "number of finished hypotheses"),
-    ("done", "int64", "batch", "1 once the batch item cannot improve"),
-    ("row_n", "int64", "rows", "scratch: candidates of each row"),
-    ("row_tok", "int64", "rows, cands", "scratch: their tokens"),
-    ("cand_tok", "int64", "batch, cands", "scratch: a batch item's candidates"),
-    ("cand_beam", "int64", "batch, cands", "scratch: their beams"),
-    ("spec_tok", "int64", "rows, spec", "scratch: banned/penalized tokens"),
-    ("spec_kind", "int64", "rows, spec", "scratch: ban or penalty"),
-    ("beam_scores", "float64", "rows", "running scores (sum of log-probs)"),
-    ("run_logp", "float64", "rows, max_new", "per-token log-probs of the beams"),
-    ("run_logp_tmp", "float64", "rows, max_new", "scratch: the next step's"),
-    ("hyp_score", "float64", "batch, hyps", "finished scores, ranked with hyp_id"),
-    ("hyp_logp", "float64", "batch, hyps, max_new", "per-token log-probs, by slot"),
-    ("row_val", "float64", "rows, cands", "scratch: each row's candidate logps"),
-    ("cand_score", "float64", "batch, cands", "scratch: a batch item's candidates"),
-    ("cand_logp", "float64", "batch, cands", "scratch: their log-probs"),
-    ("spec_val", "float64", "rows, spec", "scratch: banned/penalized logits"),
+    ("seqs",         "int64",   "rows, max_len",          "running sequences, prompt included"),
+    ("seqs_tmp",     "int64",   "rows, max_len",          "scratch: the next step's sequences"),
+    ("parents",      "int64",   "rows",                   "row each beam continues (-1: start)"),
+    ("hyp_id",       "int64",   "batch, hyps",            "finished, best first: arrival*H+slot"),
+    ("hyp_tok",      "int64",   "batch, hyps, max_new",   "generated tokens, by slot"),
+    ("hyp_len",      "int64",   "batch, hyps",            "generated lengths (EOS in), by slot"),
+    ("hyp_count",    "int64",   "batch",                  "number of finished hypotheses"),
+    ("done",         "int64",   "batch",                  "1 once the batch item cannot improve"),
+    ("row_n",        "int64",   "rows",                   "scratch: candidates of each row"),
+    ("row_tok",      "int64",   "rows, cands",            "scratch: their tokens"),
+    ("cand_tok",     "int64",   "batch, cands",           "scratch: a batch item's candidates"),
+    ("cand_beam",    "int64",   "batch, cands",           "scratch: their beams"),
+    ("spec_tok",     "int64",   "rows, spec",             "scratch: banned/penalized tokens"),
+    ("spec_kind",    "int64",   "rows, spec",             "scratch: ban or penalty"),
+    ("beam_scores",  "float64", "rows",                   "running scores (sum of log-probs)"),
+    ("run_logp",     "float64", "rows, max_new",          "per-token log-probs of the beams"),
+    ("run_logp_tmp", "float64", "rows, max_new",          "scratch: the next step's"),
+    ("hyp_score",    "float64", "batch, hyps",            "finished scores, ranked with hyp_id"),
+    ("hyp_logp",     "float64", "batch, hyps, max_new",   "per-token log-probs, by slot"),
+    ("row_val",      "float64", "rows, cands",            "scratch: each row's candidate logps"),
+    ("cand_score",   "float64", "batch, cands",           "scratch: a batch item's candidates"),
+    ("cand_logp",    "float64", "batch, cands",           "scratch: their log-probs"),
+    ("spec_val",     "float64", "rows, spec",             "scratch: banned/penalized logits"),
 )
 """(name, dtype, shape, meaning) of every state array, in buffer order."""
 
@@ -83,14 +83,9 @@ LAYOUT_SIZE = L_SHAPES + 3 * len(FIELDS)
 
 _FLOAT = np.array([dtype == "float64" for _, dtype, _, _ in FIELDS], np.bool_)
 _ONE = len(Dims._fields)  # index of the constant extent 1 in a dims vector
-_SHAPE = np.array(
-    [
-        [Dims._fields.index(d.strip()) for d in shape.split(",")]
-        + [_ONE] * (3 - len(shape.split(",")))
-        for _, _, shape, _ in FIELDS
-    ],
-    np.int64,
-)
+_SHAPE = np.array([[Dims._fields.index(d.strip()) for d in shape.split(",")]
+                   + [_ONE] * (3 - len(shape.split(","))) for _, _, shape, _ in FIELDS],
+                  np.int64)
 
 # istate header
 ST_CUR_LEN = 0  # current sequence length (prompt included)
@@ -119,17 +114,9 @@ def dims(cfg):
     nk = cfg[CFG_BEAMS]
     lp = cfg[CFG_PROMPT_LEN]
     ml = cfg[CFG_MAX_LEN]
-    return Dims(
-        batch=nb,
-        beams=nk,
-        prompt_len=lp,
-        max_len=ml,
-        max_new=ml - lp,
-        rows=nb * nk,
-        cands=cfg[CFG_CANDIDATES],
-        hyps=cfg[CFG_MAX_HYPS],
-        spec=2 * ml + cfg[CFG_NUM_EOS],
-    )
+    return Dims(batch=nb, beams=nk, prompt_len=lp, max_len=ml, max_new=ml - lp, rows=nb * nk,
+                cands=cfg[CFG_CANDIDATES], hyps=cfg[CFG_MAX_HYPS],
+                spec=2 * ml + cfg[CFG_NUM_EOS])
 
 
 @kernel(entry=True)
@@ -139,21 +126,12 @@ def beam_search_layout(cfg, layout):
     See the module docstring for its contents. Returns 0, or BEAM_BAD_SHAPE for an invalid
     configuration (``layout`` then unspecified).
     """
-    if (
-        cfg.shape[0] < CFG_SIZE
-        or cfg[CFG_NUM_EOS] < 0
-        or cfg.shape[0] < CFG_SIZE + cfg[CFG_NUM_EOS]
-    ):
+    if cfg.shape[0] < CFG_SIZE or cfg[CFG_NUM_EOS] < 0 or cfg.shape[0] < CFG_SIZE + cfg[
+            CFG_NUM_EOS]:
         return np.int64(BEAM_BAD_SHAPE)
     d = dims(cfg)
-    if (
-        d.batch < 1
-        or d.beams < 1
-        or d.prompt_len < 0
-        or d.max_new < 1
-        or d.cands < d.beams
-        or d.hyps < 1
-    ):
+    if (d.batch < 1 or d.beams < 1 or d.prompt_len < 0 or d.max_new < 1 or d.cands < d.beams
+            or d.hyps < 1):
         return np.int64(BEAM_BAD_SHAPE)
     extent = np.ones(_ONE + 1, np.int64)
     for j in range(_ONE):
@@ -180,7 +158,7 @@ def beam_search_layout(cfg, layout):
 @kernel
 def _view1(buf, lay, f):
     o = lay[f]
-    return buf[o : o + lay[L_SHAPES + 3 * f]]
+    return buf[o:o + lay[L_SHAPES + 3 * f]]
 
 
 @kernel
@@ -188,7 +166,7 @@ def _view2(buf, lay, f):
     o = lay[f]
     a = lay[L_SHAPES + 3 * f]
     b = lay[L_SHAPES + 3 * f + 1]
-    return buf[o : o + a * b].reshape((a, b))
+    return buf[o:o + a * b].reshape((a, b))
 
 
 @kernel
@@ -197,7 +175,7 @@ def _view3(buf, lay, f):
     a = lay[L_SHAPES + 3 * f]
     b = lay[L_SHAPES + 3 * f + 1]
     c = lay[L_SHAPES + 3 * f + 2]
-    return buf[o : o + a * b * c].reshape((a, b, c))
+    return buf[o:o + a * b * c].reshape((a, b, c))
 
 
 @kernel
@@ -237,9 +215,6 @@ def checked_layout(cfg, fcfg, fst, ist):
     lay = np.empty(LAYOUT_SIZE, np.int64)
     if beam_search_layout(cfg, lay) != 0:
         return False, lay
-    ok = (
-        fcfg.shape[0] >= FCFG_SIZE
-        and ist.shape[0] >= lay[L_INT_SIZE]
-        and fst.shape[0] >= lay[L_FLOAT_SIZE]
-    )
+    ok = (fcfg.shape[0] >= FCFG_SIZE and ist.shape[0] >= lay[L_INT_SIZE]
+          and fst.shape[0] >= lay[L_FLOAT_SIZE])
     return ok, lay

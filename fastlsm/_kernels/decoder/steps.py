@@ -86,9 +86,8 @@ def _processed(v, kind, renorm, rep):
 
 
 @kernel
-def row_candidates(
-    x, seq, cur_len, cfg, fcfg, spec_tok, spec_kind, spec_val, row_val, row_tok, bmax, eb, xm, mask
-):
+def row_candidates(x, seq, cur_len, cfg, fcfg, spec_tok, spec_kind, spec_val, row_val,
+                   row_tok, bmax, eb, xm, mask):
     """Process one running row: bans and penalty, fused normalizer + top-C, restore.
 
     ``mask``: the row's int32 token bitmask, or None. Returns the number of candidates
@@ -116,7 +115,8 @@ def row_candidates(
                     match = False
                     break
             if match:
-                ns = _mark(x, seq[st + ngram - 1], _BAN, mask, spec_tok, spec_kind, spec_val, ns)
+                ns = _mark(x, seq[st + ngram - 1], _BAN, mask, spec_tok, spec_kind, spec_val,
+                           ns)
     if rep != 1.0:
         for j in range(cur_len):
             ns = _mark(x, seq[j], _PENALTY, mask, spec_tok, spec_kind, spec_val, ns)
@@ -197,9 +197,8 @@ def select_running(st, cfg, d, b, cur, last):
             i += 1
         while j < nc and not _ends(cfg, last, tok_c[j]):
             j += 1
-        if i < nc and (
-            j >= nc or score_c[i] > score_c[j] + DEAD or (score_c[i] == score_c[j] + DEAD and i < j)
-        ):
+        if i < nc and (j >= nc or score_c[i] > score_c[j] + DEAD
+                       or (score_c[i] == score_c[j] + DEAD and i < j)):
             c = i
             score = score_c[c]
             i += 1
@@ -246,12 +245,12 @@ def insert_finished(st, cfg, fcfg, d, b, cur, last, step):
         st.hyp_count[b] = insert_ranked(scores, ids, n, nh, score, hid)
         parent = lo + st.cand_beam[b, c]
         st.hyp_len[b, slot] = gen + 1
-        st.hyp_tok[b, slot, :gen] = st.seqs[parent, d.prompt_len : cur]
+        st.hyp_tok[b, slot, :gen] = st.seqs[parent, d.prompt_len:cur]
         st.hyp_logp[b, slot, :gen] = st.run_logp[parent, :gen]
         st.hyp_tok[b, slot, gen] = st.cand_tok[b, c]
         st.hyp_logp[b, slot, gen] = st.cand_logp[b, c]
-        st.hyp_tok[b, slot, gen + 1 :] = cfg[CFG_PAD]
-        st.hyp_logp[b, slot, gen + 1 :] = 0.0
+        st.hyp_tok[b, slot, gen + 1:] = cfg[CFG_PAD]
+        st.hyp_logp[b, slot, gen + 1:] = 0.0
 
 
 @kernel
@@ -259,8 +258,8 @@ def commit_rows(st, d, b, cur):
     """Batch item ``b``'s new running beams replace the old ones."""
     gen = cur - d.prompt_len
     for r in range(b * d.beams, (b + 1) * d.beams):
-        st.seqs[r, : cur + 1] = st.seqs_tmp[r, : cur + 1]
-        st.run_logp[r, : gen + 1] = st.run_logp_tmp[r, : gen + 1]
+        st.seqs[r, :cur + 1] = st.seqs_tmp[r, :cur + 1]
+        st.run_logp[r, :gen + 1] = st.run_logp_tmp[r, :gen + 1]
 
 
 # ============================================================================ 3. stopping
@@ -292,3 +291,4 @@ def stopping_test(st, cfg, fcfg, d, cur):
         if not (st.done[b] != 0 or (early == EARLY_TRUE and st.hyp_count[b] == nh)):
             all_done = False
     return all_done
+
