@@ -82,6 +82,15 @@ def int_array(x, name: str) -> np.ndarray:
 _I64_MAX = np.iinfo(np.int64).max
 
 
+def int_array_of_shape(x, name: str, shape: tuple, context: str) -> np.ndarray:
+    """:func:`int_array` of exactly ``shape``, else a ``ValueError`` naming both shapes
+    (``context``: what the shape follows from, e.g. "logits of shape [2, 3, 5]")."""
+    a = int_array(x, name)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}, but {context} need {name} of shape {shape}")
+    return a
+
+
 def class_weights(w, shape: tuple, name: str, what: str) -> np.ndarray:
     """A private, flat, C-contiguous float64 copy of real-valued weights of ``shape``.
 

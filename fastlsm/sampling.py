@@ -36,7 +36,7 @@ import numpy as np
 from . import _jit
 from ._dtypes import float_logits
 from ._kernels import sampling as _k
-from ._validate import float_array, int_array
+from ._validate import float_array, int_array, int_array_of_shape
 
 
 class SampleOutput(NamedTuple):
@@ -421,12 +421,9 @@ def verify_draft(
     nk = nk1 - 1
     if nv == 0:
         raise ValueError("target_logits have an empty vocabulary axis (V = 0)")
-    draft = int_array(draft_tokens, "draft_tokens")
-    if draft.shape != (nb, nk):
-        raise ValueError(
-            f"draft_tokens must have shape [B, k] = {[nb, nk]} for target_logits of shape "
-            f"{list(t.shape)}, got {draft.shape}"
-        )
+    draft = int_array_of_shape(
+        draft_tokens, "draft_tokens", (nb, nk), f"target_logits of shape [B, k+1, V] = {t.shape}"
+    )
     draft = _ids(draft, "draft_tokens", "[B, k]", nv, padding=False)
     dl = None
     if draft_logits is not None:

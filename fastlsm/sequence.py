@@ -7,7 +7,7 @@ import numpy as np
 from . import _jit
 from ._dtypes import float_logits, kernel_view, logits_array, result_dtype
 from ._kernels import sequence as _k
-from ._validate import int_array
+from ._validate import int_array, int_array_of_shape
 
 
 @_jit.public
@@ -82,12 +82,7 @@ def sequence_logprobs(logits, tokens=None, *, mask=None, labels=None, ignore_ind
         tokens = np.where(mask, lab, 0)
     elif tokens is None:
         raise TypeError("sequence_logprobs() needs tokens (or labels)")
-    tok = int_array(tokens, "tokens")
-    if tok.shape != (nb, nt):
-        raise ValueError(
-            f"tokens has shape {tok.shape}, but logits of shape {x.shape} need tokens of "
-            f"shape {(nb, nt)}"
-        )
+    tok = int_array_of_shape(tokens, "tokens", (nb, nt), f"logits of shape {x.shape}")
     if mask is None:
         m = np.ones((nb, nt), np.uint8)
     else:

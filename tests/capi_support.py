@@ -42,10 +42,13 @@ CAPI = os.path.join(SNAPSHOT or ROOT, "capi")  # Makefile, examples/, fuzz/
 EXAMPLES = os.path.join(CAPI, "examples")
 
 
-def _run(cmd, *, env=None, timeout=240, check=True):
-    """Run ``cmd`` in an empty environment (plus ``env``); return the CompletedProcess."""
+def _run(cmd, *, env=None, timeout=240, check=True, cwd=None):
+    """Run ``cmd`` in an empty environment (plus ``env``), in ``cwd``; return the
+    CompletedProcess (an AssertionError with its output when ``check`` and it failed)."""
     full = ["env", "-i", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        full, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{cmd} exited with {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"

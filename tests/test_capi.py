@@ -363,15 +363,7 @@ def test_python_host_can_load_the_library(capi):
     )
     env = dict(capi["env"])
     env.pop("PYTHONPATH")  # the library adds the package to sys.path itself
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _run([sys.executable, "-c", code], env=env)
     status, *values = proc.stdout.split()
     assert status == "0"
     got = np.array([float.fromhex(v) for v in values], np.float32)

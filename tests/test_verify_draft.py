@@ -91,7 +91,10 @@ def test_seeded_rows_independent_of_batch(rng):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"draft_tokens": np.zeros((2, 2), int)}, r"draft_tokens must have shape \[B, k\]"),
+        (
+            {"draft_tokens": np.zeros((2, 2), int)},
+            r"draft_tokens has shape \(2, 2\), but target_logits of shape \[B, k\+1, V\]",
+        ),
         ({"draft_tokens": np.full((2, K), V)}, "draft_tokens"),
         ({"draft_logits": np.zeros((2, K + 1, V))}, "draft_logits must have shape"),
         ({"temperature": -1.0}, "temperature"),
