@@ -213,6 +213,14 @@ def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass,
     return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
 
 
+@kernel
+def _distribution_scratch(nv):
+    """Per-block scratch of one processed distribution: its float64 row, row state and
+    candidate list (values, ids)."""
+    return (np.empty(nv, np.float64), np.empty(NSTATE, np.float64),
+            np.empty(LIST_CAP, np.float64), np.empty(LIST_CAP, np.int64))
+
+
 @kernel(parallel=True)
 def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 num_acc, out, status):
@@ -234,19 +242,13 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
     nchunk = row_chunks(nb)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        wt = np.empty(nv, np.float64)
-        wd = np.empty(nv, np.float64)
+        wt, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
+        wd, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
         counts = np.zeros(nv, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
-        st_t = np.empty(NSTATE, np.float64)
-        st_d = np.empty(NSTATE, np.float64)
         eb = np.empty(CHUNK, np.float64)
         kb = np.empty(CHUNK, np.int32)
-        lv_t = np.empty(LIST_CAP, np.float64)
-        li_t = np.empty(LIST_CAP, np.int64)
-        lv_d = np.empty(LIST_CAP, np.float64)
-        li_d = np.empty(LIST_CAP, np.int64)
         for b in range(r0, r1):
             p = params[b]
             bi = bias[min(b, bias.shape[0] - 1)]
