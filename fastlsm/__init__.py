@@ -7,6 +7,7 @@ Public API (NumPy arrays in and out):
   (``fastlsm.losses``; PyTorch autograd drop-in: ``import fastlsm.torch``)
 - :func:`sequence_logprobs` (``fastlsm.sequence``), :func:`beam_step`, :func:`beam_search`
   (``fastlsm.beam``)
+- :func:`sample`, :func:`verify_draft` (``fastlsm.sampling``)
 - :func:`set_num_threads`, :func:`get_num_threads`
 
 C ABI: ``python -m fastlsm.capi build --out DIR`` (see ``capi/fastlsm.h``).
@@ -27,12 +28,15 @@ from .losses import (
     nll_loss,
 )
 from .normalize import log_softmax, logsumexp, softmax
+from .sampling import SampleOutput, VerifyOutput, sample, verify_draft
 from .sequence import sequence_logprobs
 
 __all__ = [
     "BeamSearchOutput",
     "CrossEntropyResult",
     "InvalidTargetError",
+    "SampleOutput",
+    "VerifyOutput",
     "__version__",
     "beam_search",
     "beam_step",
@@ -42,7 +46,9 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "nll_loss",
+    "sample",
     "sequence_logprobs",
     "set_num_threads",
     "softmax",
+    "verify_draft",
 ]

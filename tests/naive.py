@@ -198,10 +198,11 @@ def nll_loss(
 
 def bitmask_allowed(mask, vocab):
     """bool ``[rows, vocab]`` of an int32 token bitmask ``[rows, ceil(vocab / 32)]`` (bit
-    ``j % 32`` of word ``j // 32`` set = token ``j`` allowed: xgrammar's layout)."""
+    ``j % 32`` of word ``j // 32`` set = token ``j`` allowed: xgrammar's layout); a 1-D mask
+    row gives a 1-D ``[vocab]``."""
     m = np.asarray(mask).astype(np.int64) & 0xFFFFFFFF
     j = np.arange(vocab)
-    return ((m[:, j // 32] >> (j % 32)) & 1).astype(bool)
+    return ((m[..., j // 32] >> (j % 32)) & 1).astype(bool)
 
 
 def pack_bitmask(allowed):
@@ -352,3 +353,109 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
     logps = fin_logp[:, :r].reshape(nb * r, -1)[:, :total - lp]
     logps = np.where(np.arange(total - lp)[None] < lens[:, None], logps, 0.0)
     return seqs[:, :total], fin_scores[:, :r].reshape(-1), logps, lens, steps
+
+
+# ======================================================================= sampling (fastlsm.sampling)
+# Hugging Face's processors restated in float64 NumPy with full stable sorts, one row at a time.
+
+
+def _row_param(value, i):
+    a = np.asarray(value)
+    return a.item() if a.ndim == 0 else a[i].item()
+
+
+def sampling_logits(logits, *, repetition_penalty=1.0, frequency_penalty=0.0,
+                    presence_penalty=0.0, history=None, logit_bias=None, token_bitmask=None):
+    """Steps 1-4 of ``fastlsm.sampling``'s order on [B, V] logits: mask, bias, penalties."""
+    x = np.array(logits, dtype=np.float64)
+    nb, nv = x.shape
+    for i in range(nb):
+        if token_bitmask is not None:
+            x[i, ~bitmask_allowed(token_bitmask[i], nv)] = -np.inf
+        if logit_bias is not None:
+            if isinstance(logit_bias, dict):
+                for j, b in logit_bias.items():
+                    x[i, j] += b
+            else:
+                bias = np.asarray(logit_bias, np.float64)
+                x[i] += bias if bias.ndim == 1 else bias[i]
+        if history is not None:
+            h = np.asarray(history[i])
+            ids, counts = np.unique(h[h >= 0], return_counts=True)
+            rp = _row_param(repetition_penalty, i)
+            v = x[i, ids]
+            v = np.where(v < 0, v * rp, v / rp)
+            v = v - _row_param(frequency_penalty, i) * counts - _row_param(presence_penalty, i)
+            x[i, ids] = v
+    return x
+
+
+def _softmax1(s):
+    with np.errstate(all="ignore"):
+        e = np.exp(s - np.max(s))
+        return e / e.sum()
+
+
+def warp_row(s, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0):
+    """HF's warpers in generate's order on one float64 row, ``-inf`` where filtered
+    (``min_tokens_to_keep=1``). ``temperature == 0``: only the first argmax stays."""
+    s = np.array(s, dtype=np.float64)
+    if temperature == 0:
+        out = np.full_like(s, -np.inf)
+        j = int(np.argmax(s))
+        out[j] = s[j]
+        return out
+    s = s / temperature
+    if top_k > 0:
+        k = min(top_k, s.size)
+        kth = np.sort(s)[::-1][k - 1]
+        s = np.where(s < kth, -np.inf, s)
+    if top_p < 1.0:
+        order = np.argsort(s, kind="stable")
+        cum = np.cumsum(_softmax1(s[order]))
+        remove = cum <= 1 - top_p
+        remove[-1] = False
+        s[order[remove]] = -np.inf
+    if min_p > 0.0:
+        p = _softmax1(s)
+        remove = p < min_p * p.max()
+        remove[np.argmax(p)] = False
+        s = np.where(remove, -np.inf, s)
+    if typical_p < 1.0:
+        with np.errstate(all="ignore"):
+            lp = s - np.max(s)
+            lp = lp - np.log(np.exp(lp).sum())
+            p = np.exp(lp)
+            ent = -np.nansum(lp * p)
+            key = np.abs(-lp - ent)
+        order = np.argsort(key, kind="stable")
+        cum = np.cumsum(_softmax1(s[order]))
+        last = min(int(np.sum(cum < typical_p)), s.size - 1)
+        remove = key[order] > key[order][last]
+        remove[0] = False
+        s[order[remove]] = -np.inf
+    return s
+
+
+def sampling_distribution(logits, **params):
+    """Processed log-probabilities [B, V] (float64) of ``fastlsm.sample``'s parameters:
+    ``log_softmax`` of the warped row, ``-inf`` where filtered; a greedy row has 0 at its
+    first argmax."""
+    pre = {k: params.pop(k) for k in ("repetition_penalty", "frequency_penalty",
+                                      "presence_penalty", "history", "logit_bias",
+                                      "token_bitmask") if k in params}
+    x = sampling_logits(logits, **pre)
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        w = warp_row(x[i], **{k: _row_param(v, i) for k, v in params.items()})
+        if _row_param(params.get("temperature", 1.0), i) == 0:
+            out[i] = np.where(np.isfinite(w), 0.0, -np.inf)
+        else:
+            out[i] = log_softmax(w)
+    return out
+
+
+def verify_first_token_distribution(target_logits, **params):
+    """The distribution of the first emitted token of speculative verification: the target's
+    processed distribution at position 0, whatever the draft."""
+    return np.exp(sampling_distribution(np.asarray(target_logits)[:, 0], **params))

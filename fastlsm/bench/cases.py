@@ -153,6 +153,128 @@ def _sequence_logprobs(inputs: Inputs) -> dict:
     return p
 
 
+# --------------------------------------------------------------------------- sampling
+
+SAMPLING_CASES = {
+    "sample_top_p": ({"temperature": 0.7, "top_p": 0.9}, [(1, 128256)], [(1, 4096)]),
+    "sample_filters": ({"repetition_penalty": 1.2, "temperature": 0.8, "top_k": 50,
+                        "top_p": 0.9, "min_p": 0.05}, [(8, 128256)], [(2, 4096)]),
+    "sample_top_p_batch": ({"top_p": 0.9}, [(64, 32000)], [(8, 4096)]),
+    "sample_greedy_top5": ({"temperature": 0.0, "num_logprobs": 5}, [(1, 128256)],
+                           [(1, 4096)]),
+}
+"""Issue 12's sampling cases: fastlsm.sample parameters, default and quick shapes. Peers:
+``hf``, Hugging Face's processors + ``torch.multinomial``; ``torch``, the same step in plain
+PyTorch (greedy: argmax + log_softmax + topk); ``sample_filters`` gets a 256-token history
+per row."""
+
+
+def hf_sampler(torch, params: dict, history):
+    """Hugging Face's equivalent of ``fastlsm.sample(x, **params)`` on a tensor ``x``."""
+    if params.get("temperature", 1.0) == 0.0:
+        def greedy(xt):
+            tok = xt.argmax(-1)
+            logp = torch.log_softmax(xt, -1)
+            return tok, logp.gather(-1, tok[:, None]), logp.topk(params["num_logprobs"], -1)
+        return greedy
+    from transformers.generation import logits_process as lp
+
+    procs = []
+    if params.get("repetition_penalty", 1.0) != 1.0:
+        procs.append(lp.RepetitionPenaltyLogitsProcessor(params["repetition_penalty"]))
+    if params.get("temperature", 1.0) != 1.0:
+        procs.append(lp.TemperatureLogitsWarper(params["temperature"]))
+    if params.get("top_k", 0):
+        procs.append(lp.TopKLogitsWarper(params["top_k"]))
+    if params.get("top_p", 1.0) < 1.0:
+        procs.append(lp.TopPLogitsWarper(params["top_p"]))
+    if params.get("min_p", 0.0) > 0.0:
+        procs.append(lp.MinPLogitsWarper(params["min_p"]))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.from_numpy(history)
+
+    def sampled(xt):
+        scores = xt
+        for proc in procs:
+            scores = proc(ids, scores)
+        return torch.multinomial(torch.softmax(scores, -1), 1, generator=gen)
+
+    return sampled
+
+
+def torch_sampler(torch, params: dict, history):
+    """The same step in plain PyTorch (vLLM's style: one sort for top-p), the ``torch`` peer;
+    for greedy rows PyTorch's argmax + log_softmax + topk."""
+    t = params.get("temperature", 1.0)
+    if t == 0.0:
+        return hf_sampler(torch, params, history)
+    k, top_p, min_p = params.get("top_k", 0), params.get("top_p", 1.0), params.get("min_p", 0.0)
+    rp = params.get("repetition_penalty", 1.0)
+    ids = torch.from_numpy(history)
+    gen = torch.Generator().manual_seed(0)
+
+    def sampled(xt):
+        x = xt
+        if rp != 1.0:
+            seen = x.gather(1, ids)
+            x = x.scatter(1, ids, torch.where(seen < 0, seen * rp, seen / rp))
+        if t != 1.0:
+            x = x / t
+        if k:
+            x = x.masked_fill(x < x.topk(k, -1).values[:, -1:], -float("inf"))
+        if top_p < 1.0:
+            sx, si = x.sort(-1, descending=True)
+            p = sx.softmax(-1)
+            drop = (p.cumsum(-1) - p) >= top_p
+            x = x.scatter(1, si, sx.masked_fill(drop, -float("inf")))
+        probs = x.softmax(-1)
+        if min_p > 0.0:
+            probs = probs.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), 0.0)
+        return torch.multinomial(probs, 1, generator=gen)
+
+    return sampled
+
+
+def _sampling(name: str) -> Setup:
+    params = SAMPLING_CASES[name][0]
+
+    def setup(inputs: Inputs) -> dict:
+        x = inputs.logits()
+        b, v = x.shape
+        hist = np.random.default_rng(0).integers(0, v, size=(b, 256 if "repetition_penalty"
+                                                             in params else 1))
+        kw = dict(params, history=hist) if "repetition_penalty" in params else params
+        p = {"fastlsm": Provider(lambda: fastlsm.sample(x, seed=1, **kw))}
+        if inputs.torch is not None:
+            xt = inputs.tensor(x)
+            plain = torch_sampler(inputs.torch, params, hist)
+            p["torch"] = Provider(lambda: plain(xt))
+            if params.get("temperature", 1.0) != 0.0:
+                try:
+                    run = hf_sampler(inputs.torch, params, hist)
+                except ImportError:  # transformers missing: no hf peer
+                    return p
+                p["hf"] = Provider(lambda: run(xt))
+        return p
+
+    return setup
+
+
+def _sampling_spec(name: str) -> KernelSpec:
+    _params, default, quick = SAMPLING_CASES[name]
+    return KernelSpec(
+        name,
+        "sampling",
+        label=name,
+        ceiling="read",
+        nbytes=lambda s, i: math.prod(s) * i,  # the logits, read once
+        setup=_sampling(name),
+        requires=("sample",),
+        shapes={"default": default, "quick": quick},
+        dtypes=("float32", "float64"),
+    )
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -213,5 +335,6 @@ KERNELS = [
         setup=_sequence_logprobs,
         requires=("sequence_logprobs",),
     ),
+    *(_sampling_spec(name) for name in SAMPLING_CASES),
 ]
 """Every benchmarked kernel, in table order."""

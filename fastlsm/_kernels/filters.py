@@ -1,0 +1,409 @@
+"""The filters of a sampler (top-k, top-p, min-p, typical-p) as exact thresholds on the row
+state, found without sorting the row (``select``), and :func:`row_state`, which applies them
+in Hugging Face generate's order.
+
+Row mode: each filter is one bucket histogram of the kept tokens' sort key, then a gather and
+sort of the one bucket where the running count or mass crosses the target. List mode: after
+a top-k that keeps at most ``LIST_CAP`` tokens, the kept tokens are copied once into a
+candidate list (id order) and the later filters, the mass and the pick run over the list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import kernel
+from .math import flog
+from .rows import row_max
+from .rowstate import (
+    BAD_VALUE,
+    CHUNK,
+    LIST_CAP,
+    NO_TOKEN,
+    OK,
+    P_K,
+    P_MINP,
+    P_P,
+    P_T,
+    P_TYP,
+    S_ARG,
+    S_BAND,
+    S_C,
+    S_IT,
+    S_LO,
+    S_LOGZ,
+    S_M,
+    S_MINP,
+    S_NL,
+    S_T,
+    S_TIE,
+    S_Z,
+    chunk_pass,
+    frozen,
+    kept,
+    kept_e,
+    kept_mass,
+    load,
+    pick,
+    shifted,
+    token_mass,
+    typical_key,
+)
+from .select import NB, SCALE, bucket, crossing, push_top, sort_asc, sort_desc
+
+
+@kernel
+def histogram(r, st, typical, cnt, mass, eb, kb):
+    """Counts and masses ``exp(d)`` of the kept tokens per bucket of their key."""
+    cnt[:] = 0
+    mass[:] = 0.0
+    s = frozen(st)
+    for c0 in range(0, r.size, CHUNK):
+        n = min(CHUNK, r.size - c0)
+        chunk_pass(r, c0, s, typical, eb[:n], kb[:n])
+        for j in range(n):
+            b = kb[j]
+            if b >= 0:
+                cnt[b] += 1
+                mass[b] += eb[j]
+
+
+@kernel
+def gather(r, st, typical, b, n, eb, kb):
+    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b``.
+
+    For the descending-probability key the bucket is a range of logits: a plain compare
+    loop finds the tokens in that range (widened by a relative 1e-6 against rounding), and
+    only those get the exact bucket test."""
+    vals = np.empty(n, np.float64)
+    ids = np.empty(n, np.int64)
+    i = 0
+    s = frozen(st)
+    if typical:
+        for c0 in range(0, r.size, CHUNK):
+            m = min(CHUNK, r.size - c0)
+            chunk_pass(r, c0, s, typical, eb[:m], kb[:m])
+            for j in range(m):
+                if kb[j] == b and i < n:
+                    vals[i] = load(r, c0 + j)
+                    ids[i] = c0 + j
+                    i += 1
+        return vals, ids
+    t = st[S_T]
+    hi = st[S_M] - (b / SCALE) * t
+    lo = st[S_M] - ((b + 1) / SCALE) * t if b < NB - 1 else -np.inf
+    pad = 1e-6 * (abs(st[S_M]) + abs(hi) + t)
+    hi += pad
+    lo -= pad
+    proto = r[0]
+    for j in range(r.size):
+        v = load(r, j)
+        if v >= lo and v <= hi:
+            d = shifted(v, s, proto)
+            if kept_e(v, j, d, token_mass(d, proto), s) and bucket(min(-d, NB)) == b and i < n:
+                vals[i] = v
+                ids[i] = j
+                i += 1
+    return vals, ids
+
+
+@kernel
+def apply_top_k(r, st, k, cnt, mass, eb, kb):
+    """Keep the tokens at least as large as the k-th largest (HF: all ties kept); returns
+    the kept mass (bucket order)."""
+    histogram(r, st, False, cnt, mass, eb, kb)
+    b, before = crossing(cnt, np.float64(k))
+    if b < 0:  # fewer than k tokens allowed: nothing to remove
+        st[S_NL] = cnt.sum()
+        return mass.sum()
+    vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
+    order = np.empty(vals.size, np.int64)
+    sort_desc(vals, ids, vals.size, order)
+    kth = vals[order[k - np.int64(before) - 1]]
+    st[S_LO] = kth
+    st[S_TIE] = 0.0
+    z = mass[:b].sum()  # the kept mass: buckets above, then bucket b's tokens >= kth
+    count = cnt[:b].sum()
+    for i in range(vals.size):
+        if vals[order[i]] >= kth:
+            z += token_mass(shifted(vals[order[i]], st, r[0]), r[0])
+            count += 1
+    st[S_NL] = count
+    return z
+
+
+@kernel
+def apply_top_p(r, st, top_p, cnt, mass, eb, kb):
+    """Keep the tokens whose mass strictly above them (descending probability, equal values
+    by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always.
+    Returns the kept mass (bucket order, then the bucket of the cut in sorted order)."""
+    histogram(r, st, False, cnt, mass, eb, kb)
+    target = top_p * mass.sum()
+    b, before = crossing(mass, target)
+    if b < 0:
+        return mass.sum()
+    vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
+    order = np.empty(vals.size, np.int64)
+    sort_desc(vals, ids, vals.size, order)
+    acc = before
+    last = order[0]
+    for i in range(vals.size):
+        o = order[i]
+        if not acc < target:
+            break
+        last = o
+        acc += token_mass(shifted(vals[o], st, r[0]), r[0])
+    st[S_LO] = vals[last]
+    st[S_TIE] = np.float64(ids[last])
+    return acc
+
+
+@kernel
+def apply_typical(r, st, mass_p, cnt, mass, eb, kb):
+    """HF's typical-p: the tokens closest to the entropy (by ``|d - E[d]|``) holding
+    ``mass_p``, all ties of the last one included."""
+    z = 0.0
+    zd = 0.0
+    s = frozen(st)
+    for j in range(r.size):
+        v = load(r, j)
+        if kept(v, j, s, r[0]):
+            d = shifted(v, s, r[0])
+            e = token_mass(d, r[0])
+            z += e
+            zd += e * d
+    st[S_C] = zd / z
+    histogram(r, st, True, cnt, mass, eb, kb)
+    target = mass_p * mass.sum()
+    b, before = crossing(mass, target)
+    if b < 0:  # rounding: HF's clamp to the last position keeps everything
+        return
+    vals, _ids = gather(r, st, True, b, cnt[b], eb, kb)
+    n = vals.size
+    keys = np.empty(n, np.float64)
+    for i in range(n):
+        keys[i] = typical_key(shifted(vals[i], st, r[0]), st)
+    order = np.empty(n, np.int64)
+    sort_asc(keys, n, order)
+    acc = before
+    band = keys[order[n - 1]]
+    for i in range(n):
+        o = order[i]
+        acc += token_mass(shifted(vals[o], st, r[0]), r[0])
+        if acc >= target:
+            band = keys[o]
+            break
+    st[S_BAND] = band
+
+
+STRIDE = 16  # every 16th token estimates where the k-th largest lies
+
+
+@kernel
+def small_top_k(r, st, k, lv, li):
+    """Top-k for small ``k`` without a histogram: the ``(2k/16 + 8)``-th largest of every
+    16th logit is, with high probability, below the k-th largest of the row; the tokens
+    above it (one compare pass) go to the candidate list, where the k-th largest is found
+    by one sort. Sets ``st``'s threshold and returns the list size, or 0 when the estimate
+    missed (fewer than ``k`` or more than the list holds): then the caller takes the
+    histogram path. The result never depends on the estimate, only the speed does."""
+    nv = r.size
+    ns = (nv + STRIDE - 1) // STRIDE
+    kk = 2 * k // STRIDE + 8
+    if kk >= ns // 2 or 4 * k > lv.size:
+        return 0
+    best = np.empty(kk, np.float64)
+    bid = np.empty(kk, np.int64)
+    count = 0
+    for i in range(ns):
+        count = push_top(best, bid, count, load(r, i * STRIDE), i)
+    t0 = best[kk - 1]
+    if not t0 > -np.inf:
+        return 0
+    n = 0
+    for j in range(nv):
+        v = load(r, j)
+        if v >= t0:
+            if n == lv.size:
+                return 0
+            lv[n] = v
+            li[n] = j
+            n += 1
+    if n < k:
+        return 0
+    order = np.empty(n, np.int64)
+    sort_desc(lv[:n], li[:n], n, order)
+    kth = lv[order[k - 1]]
+    st[S_LO] = kth
+    st[S_TIE] = 0.0
+    m = 0
+    for i in range(n):  # keep the entries >= kth, in id order
+        if lv[i] >= kth:
+            lv[m] = lv[i]
+            li[m] = li[i]
+            m += 1
+    return m
+
+
+@kernel
+def collect(r, st, lv, li):
+    """Copy the kept tokens (values, ids; id order) into ``lv`` / ``li``; returns their
+    number (at most ``lv.size``)."""
+    lo = st[S_LO]
+    n = 0
+    for j in range(r.size):
+        v = load(r, j)
+        if v >= lo and v > -np.inf and n < lv.size:
+            lv[n] = v
+            li[n] = j
+            n += 1
+    return n
+
+
+@kernel
+def list_masses(lv, li, n, st, e):
+    """``e[i]`` = the kept mass of list entry ``i`` (0 if not kept); returns their sum in
+    list (id) order."""
+    s = frozen(st)
+    z = 0.0
+    for i in range(n):
+        v = lv[i]
+        e[i] = token_mass(shifted(v, s, lv[0]), lv[0]) if kept(v, li[i], s, lv[0]) else 0.0
+        z += e[i]
+    return z
+
+
+@kernel
+def list_top_p(lv, li, n, st, top_p, e):
+    """:func:`apply_top_p` over a candidate list (one sort of at most ``LIST_CAP``)."""
+    z = list_masses(lv, li, n, st, e)
+    order = np.empty(n, np.int64)
+    sort_desc(lv[:n], li[:n], n, order)
+    target = top_p * z
+    acc = 0.0
+    last = order[0]
+    for i in range(n):
+        o = order[i]
+        if not acc < target:
+            break
+        last = o
+        acc += e[o]
+    st[S_LO] = lv[last]
+    st[S_TIE] = np.float64(li[last])
+
+
+@kernel
+def list_typical(lv, li, n, st, mass_p, e):
+    """:func:`apply_typical` over a candidate list."""
+    z = list_masses(lv, li, n, st, e)
+    zd = 0.0
+    for i in range(n):
+        if e[i] > 0.0:
+            zd += e[i] * shifted(lv[i], st, lv[0])
+    st[S_C] = zd / z
+    keys = np.empty(n, np.float64)
+    for i in range(n):
+        keys[i] = typical_key(shifted(lv[i], st, lv[0]), st) if e[i] > 0.0 else np.inf
+    order = np.empty(n, np.int64)
+    sort_asc(keys, n, order)
+    target = mass_p * z
+    acc = 0.0
+    for i in range(n):
+        o = order[i]
+        acc += e[o]
+        if acc >= target:
+            st[S_BAND] = keys[o]
+            return
+
+
+@kernel
+def list_pick(lv, li, n, st, u):
+    """Inverse CDF over the candidate list in id order (the order of its mass ``Z``)."""
+    s = frozen(st)
+    target = u * st[S_Z]
+    acc = 0.0
+    last = li[0]
+    for i in range(n):
+        v = lv[i]
+        if kept(v, li[i], s, lv[0]):
+            acc += token_mass(shifted(v, s, lv[0]), lv[0])
+            last = li[i]
+            if acc > target:
+                return np.int64(li[i])
+    return np.int64(last)
+
+
+@kernel
+def choose(r, st, u, eb, kb, lv, li):
+    """The sampled token for uniform ``u``: from the candidate list if the row has one."""
+    n = np.int64(st[S_NL])
+    if st[S_T] > 0.0 and n > 0:
+        return list_pick(lv, li, n, st, u)
+    return pick(r, st, u, eb, kb)
+
+
+@kernel
+def row_state(r, p, st, cnt, mass, eb, kb, lv, li):
+    """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status."""
+    nv = r.size
+    bad = 0
+    for j in range(nv):
+        v = load(r, j)
+        if not v < np.inf:  # NaN or +inf
+            bad += 1
+    if bad:
+        return BAD_VALUE
+    m = np.float64(row_max(r))
+    if m == -np.inf:
+        return NO_TOKEN
+    arg = 0
+    while load(r, arg) != m:
+        arg += 1
+    st[S_M] = m
+    st[S_ARG] = arg
+    st[S_LO] = -np.inf
+    st[S_TIE] = 0.0
+    st[S_MINP] = 0.0
+    st[S_C] = 0.0
+    st[S_BAND] = np.inf
+    st[S_T] = p[P_T]
+    st[S_IT] = 1.0 / p[P_T] if p[P_T] > 0.0 else 0.0
+    if not st[S_IT] < np.inf:  # a denormal temperature: 1 / T overflows; the limit is greedy
+        st[S_T] = 0.0
+        st[S_IT] = 0.0
+    if st[S_T] == 0.0:
+        st[S_Z] = 1.0
+        st[S_LOGZ] = 0.0
+        return OK
+    st[S_NL] = 0.0
+    k = np.int64(p[P_K])
+    z = -1.0  # the kept mass, when a filter found it on the way (else one more pass)
+    if 0 < k < nv:
+        n = small_top_k(r, st, k, lv, li)
+        if n == 0:  # no small candidate set: the histogram path
+            z = apply_top_k(r, st, k, cnt, mass, eb, kb)
+            if st[S_NL] <= min(LIST_CAP, lv.size):
+                n = collect(r, st, lv, li)
+        if n > 0:
+            st[S_NL] = n
+            e = np.empty(n, np.float64)
+            if p[P_P] < 1.0:
+                list_top_p(lv, li, n, st, p[P_P], e)
+            st[S_MINP] = p[P_MINP]
+            if p[P_TYP] < 1.0:
+                list_typical(lv, li, n, st, p[P_TYP], e)
+            z = list_masses(lv, li, n, st, e)
+            st[S_Z] = z
+            st[S_LOGZ] = flog(z)
+            return OK
+        st[S_NL] = 0.0
+    if p[P_P] < 1.0:
+        z = apply_top_p(r, st, p[P_P], cnt, mass, eb, kb)
+    st[S_MINP] = p[P_MINP]
+    if p[P_TYP] < 1.0:
+        apply_typical(r, st, p[P_TYP], cnt, mass, eb, kb)
+    if p[P_MINP] > 0.0 or p[P_TYP] < 1.0 or not z > 0.0:
+        z = kept_mass(r, st, eb, kb)
+    st[S_Z] = z
+    st[S_LOGZ] = flog(z)
+    return OK

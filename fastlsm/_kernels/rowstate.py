@@ -1,0 +1,237 @@
+"""The processed row of a sampler and the state that describes its kept set.
+
+A row's processed logits ``r`` are the logits themselves, or (bitmask, bias, penalties) a
+row buffer written by :func:`materialize`. The kept set after every filter is a few float64
+numbers, the row state (fields ``S_*``): ``max``, argmax, a value threshold with a tie rule
+(top-k, top-p), the min-p ratio, the typical-p band, and the kept mass ``Z``. One predicate
+(:func:`kept_e`) and one mass (:func:`token_mass` of :func:`shifted`) serve every pass, so the
+sums that find a threshold and those that pick a token see the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import kernel
+from .math import fexp_sum, like, neumaier_add, neumaier_result
+from .rows import block_sum
+from .select import NB, bucket
+
+# columns of the per-row parameter array
+P_T, P_K, P_P, P_MINP, P_TYP, P_REP, P_FREQ, P_PRES = range(8)
+NPARAM = 8
+# fields of a row state
+S_T, S_M, S_ARG, S_LO, S_TIE, S_MINP, S_C, S_BAND, S_Z, S_LOGZ, S_IT, S_NL = range(12)
+NSTATE = 12
+LIST_CAP = 4096
+"""After top-k, a kept set this small is copied into a candidate list (values and ids, in id
+order) and the later filters, the mass and the pick run over the list instead of the row."""
+
+OK = 0
+NO_TOKEN = 1  # every token masked or -inf
+BAD_VALUE = 2  # a NaN or +inf among the processed logits
+
+
+@kernel
+def load(row, j):
+    """The one place that reads a logit: element ``j`` of ``row`` as float64."""
+    return np.float64(row[j])
+
+
+@kernel
+def allowed(mask, j):
+    """Bit ``j % 32`` of word ``j // 32`` of an int32 bitmask row (set = allowed)."""
+    return (np.int64(mask[j >> 5]) >> (j & 31)) & 1 == 1
+
+
+@kernel
+def penalized(v, count, p):
+    """A logit seen ``count > 0`` times in the history: HF's repetition penalty, then OpenAI's
+    frequency and presence penalties."""
+    rep = p[P_REP]
+    if rep != 1.0:
+        v = v * rep if v < 0.0 else v / rep
+    return v - p[P_FREQ] * count - p[P_PRES]
+
+
+@kernel
+def needs_buffer(bias, mask, nhist, p):
+    """Whether the processed row differs from the logits (then it is materialized)."""
+    pen = p[P_REP] != 1.0 or p[P_FREQ] != 0.0 or p[P_PRES] != 0.0
+    return bias.size > 0 or mask.size > 0 or (nhist > 0 and pen)
+
+
+@kernel
+def materialize(x, out, bias, mask, hist, extra, nextra, p, counts):
+    """``out`` = the processed logits of row ``x`` (steps 1-4 of the order, in float64, stored
+    in ``out``'s dtype: the logits' for sampling, float64 for verification): masked tokens
+    ``-inf`` (``mask`` of size 0: none), ``bias`` added (a float64 row; size 0: none), then
+    the penalties for every token of ``hist`` (ids ``< 0`` are padding) and of
+    ``extra[:nextra]``. ``counts`` is an int32 row of zeros (left zero)."""
+    for j in range(x.size):
+        out[j] = load(x, j)
+    if bias.size > 0:
+        for j in range(x.size):
+            out[j] = out[j] + bias[j]
+    if mask.size > 0:
+        for j in range(x.size):
+            if not allowed(mask, j):
+                out[j] = -np.inf
+    if not (p[P_REP] != 1.0 or p[P_FREQ] != 0.0 or p[P_PRES] != 0.0):
+        return
+    for h in hist:
+        if h >= 0:
+            counts[h] += 1
+    for i in range(nextra):
+        counts[extra[i]] += 1
+    for h in hist:
+        if h >= 0 and counts[h] > 0:
+            out[h] = penalized(out[h], counts[h], p)
+            counts[h] = 0
+    for i in range(nextra):
+        h = extra[i]
+        if counts[h] > 0:
+            out[h] = penalized(out[h], counts[h], p)
+            counts[h] = 0
+
+
+@kernel
+def frozen(st):
+    """The row state as a tuple: per-element helpers take the tuple, not the array (an array
+    argument costs a reference-count increment and decrement per call where Numba cannot
+    prove them redundant: 14 ns per element measured)."""
+    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+            st[11])
+
+
+@kernel
+def shifted(v, st, proto):
+    """``d = (v - max) * (1 / temperature)``, the log of a token's unnormalized probability,
+    in the precision of the row (``proto`` is one of its elements): float32 rows vectorize
+    twice as wide. A multiplication: a vector division costs 2 cycles per element here."""
+    return like(proto, like(proto, v) - like(proto, st[S_M])) * like(proto, st[S_IT])
+
+
+@kernel
+def typical_key(d, st):
+    """Distance of a token's surprisal from the entropy: ``|-log p - H| = |d - E[d]|``."""
+    return abs(d - st[S_C])
+
+
+@kernel
+def token_mass(d, proto):
+    """``exp(d)`` (``d <= 0``) as float64, computed in the precision of the row (``proto`` is
+    one of its elements) by the exp of sum terms (``math.fexp_sum``: float32 rows use the
+    float32 core, whose terms below ``exp(-87)`` count as ``exp(-87)``; float64 rows the
+    float64 one). The one place a token's probability mass is formed."""
+    return np.float64(fexp_sum(like(proto, d)))
+
+
+@kernel
+def kept_e(v, j, d, e, st):
+    """The filters of a sampled row (``T > 0``), branch-free: ``d = shifted(v)``, ``e =
+    exp(d)``. Above the threshold ``lo`` (equal to it: ids from ``tie`` on), ``e >= min_p``
+    (``MinPLogitsWarper``: ``p < min_p * max(p)`` removed, and ``max(p)`` is ``exp(0)``),
+    within the typical band."""
+    lo = st[S_LO]
+    tie = np.int64(st[S_TIE])  # loop-invariant; int64 -> float64 has no AVX2 instruction
+    return (((v > lo) | ((v == lo) & (j >= tie))) & (v > -np.inf)
+            & (e >= st[S_MINP]) & (typical_key(d, st) <= st[S_BAND]))
+
+
+@kernel
+def kept(v, j, st, proto):
+    """Whether token ``j`` with processed logit ``v`` survives every filter of ``st``."""
+    if st[S_T] == 0.0:
+        return np.float64(j) == st[S_ARG]
+    d = shifted(v, st, proto)
+    return kept_e(v, j, d, token_mass(d, proto), st)
+
+
+CHUNK = 1024  # tokens per block of a pass: their masses and buckets sit in L1 scratch
+
+
+@kernel
+def chunk_pass(r, c0, st, typical, eb, kb):
+    """For tokens ``c0 + j`` of a chunk (``j < eb.size``): ``eb[j]`` = the kept mass
+    ``exp(d)`` (0 if not kept) and ``kb[j]`` = the bucket of the key (-1 if not kept). One
+    vectorizable loop (``st`` a tuple from :func:`frozen`, ``T > 0``)."""
+    rc = r[c0 : c0 + eb.size]  # a view indexed from 0: plain vector loads
+    proto = rc[0]
+    for j in range(eb.size):
+        v = load(rc, j)
+        d = shifted(v, st, proto)
+        e = token_mass(d, proto)
+        ok = kept_e(v, c0 + j, d, e, st)
+        key = min(typical_key(d, st) if typical else -d, NB)
+        eb[j] = e if ok else 0.0
+        kb[j] = np.int32(bucket(key)) if ok else np.int32(-1)
+
+
+@kernel
+def kept_mass(r, st, eb, kb):
+    """``sum(exp(d))`` over the kept tokens: chunk sums (``block_sum``, fixed order) added
+    with Neumaier's compensation, in id order (the order of :func:`pick`)."""
+    s = frozen(st)
+    z = 0.0
+    comp = 0.0
+    for c0 in range(0, r.size, CHUNK):
+        n = min(CHUNK, r.size - c0)
+        chunk_pass(r, c0, s, False, eb[:n], kb[:n])
+        z, comp = neumaier_add(z, comp, block_sum(eb[:n]))
+    return neumaier_result(z, comp)
+
+
+@kernel
+def prob(v, j, st, proto):
+    """The processed probability of token ``j`` with processed logit ``v``."""
+    if not kept(v, j, st, proto):
+        return 0.0
+    if st[S_T] == 0.0:
+        return 1.0
+    return token_mass(shifted(v, st, proto), proto) / st[S_Z]
+
+
+@kernel
+def processed_logprob(v, j, st, proto):
+    """log of the processed probability of token ``j`` with processed logit ``v``."""
+    if not kept(v, j, st, proto):
+        return -np.inf
+    if st[S_T] == 0.0:
+        return 0.0
+    return (v - st[S_M]) * st[S_IT] - st[S_LOGZ]  # float64 d for the output
+
+
+@kernel
+def pick(r, st, u, eb, kb):
+    """Inverse CDF: the first kept token (id order) whose cumulative mass exceeds ``u * Z``.
+
+    Whole chunks are skipped by their sums, accumulated exactly as :func:`kept_mass` forms
+    ``Z``; the chunk where the target falls is walked token by token."""
+    if st[S_T] == 0.0:
+        return np.int64(st[S_ARG])
+    s = frozen(st)
+    target = u * st[S_Z]
+    z = 0.0
+    comp = 0.0
+    last = np.int64(st[S_ARG])
+    for c0 in range(0, r.size, CHUNK):
+        n = min(CHUNK, r.size - c0)
+        chunk_pass(r, c0, s, False, eb[:n], kb[:n])
+        cs = block_sum(eb[:n])
+        base = neumaier_result(z, comp)
+        if base + cs > target:
+            acc = base
+            for j in range(n):
+                if kb[j] >= 0:
+                    acc += eb[j]
+                    last = c0 + j
+                    if acc > target:
+                        return np.int64(last)
+        elif cs > 0.0:
+            for j in range(n - 1, -1, -1):
+                if kb[j] >= 0:
+                    last = c0 + j
+                    break
+        z, comp = neumaier_add(z, comp, cs)
+    return last

@@ -1,0 +1,285 @@
+"""Fused sampling and speculative-draft verification over ``[rows, V]`` logits.
+
+Entry kernels for Python and the C ABI: :func:`sample_rows`, :func:`verify_rows`.
+
+Per row, in Hugging Face generate's order (see ``fastlsm.sampling`` for the table):
+
+1. the processed logits ``r``: the row itself when nothing modifies it, else one pass into a
+   float64 row buffer (:func:`materialize`): token bitmask (``-inf``), logit bias, repetition
+   penalty, frequency/presence penalties over the history;
+2. the row state (:func:`row_state`), a few float64 numbers that describe the kept set and
+   its mass exactly, without sorting the row: ``max``, argmax, a value threshold with a
+   tie rule (top-k, top-p), the min-p ratio and the typical-p band, found by bucket
+   histograms (``select``);
+3. one uniform from Philox (keyed by the row's seed, counter ``(step, row, draw)``), and the
+   token by inverse CDF over the kept tokens in id order (:func:`pick`).
+
+``d = (r - max) / temperature`` is computed by one function (:func:`shifted`) everywhere, and
+each kept token's mass ``exp(d)`` by one exp (:func:`token_mass`), so the sums that
+find a threshold and those that pick a token see the same numbers. Every loop runs in token
+order or bucket order: the same bits for any thread count.
+
+Kernels never raise: a row with no allowed token or with NaN / ``+inf`` gets a nonzero
+status (:data:`NO_TOKEN`, :data:`BAD_VALUE`) and its outputs are not written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .._jit import kernel
+from .filters import choose, row_state
+from .philox import uniform
+from .rows import chunk_rows, row_chunks, row_lse
+from .rowstate import (  # noqa: F401  (the parameter columns and statuses are the ABI)
+    BAD_VALUE,
+    CHUNK,
+    LIST_CAP,
+    NO_TOKEN,
+    NPARAM,
+    NSTATE,
+    OK,
+    P_FREQ,
+    P_K,
+    P_MINP,
+    P_P,
+    P_PRES,
+    P_REP,
+    P_T,
+    P_TYP,
+    S_ARG,
+    S_T,
+    frozen,
+    kept,
+    load,
+    materialize,
+    needs_buffer,
+    prob,
+    processed_logprob,
+)
+from .select import NB, push_top
+
+
+@kernel
+def top_n(src, st, raw, vals, ids):
+    """The ``vals.size`` best tokens of ``src`` into ``vals/ids``, best first, ties to the lower
+    id (raw: by logit; processed: kept tokens by logit, then the others as ``-inf``)."""
+    if vals.size == 0:
+        return
+    count = 0
+    s = frozen(st)
+    for j in range(src.size):
+        v = load(src, j)
+        if not raw and not kept(v, j, s, src[0]):
+            v = -np.inf
+        count = push_top(vals, ids, count, v, j)
+
+
+@kernel
+def logprob_outputs(src, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp):
+    """Chosen, top-N and requested log-probabilities of row ``i``. ``raw``: ``src`` is the
+    logits row, under ``log_softmax``; else ``src`` is the processed row, under the kept
+    distribution of ``st``."""
+    lse = row_lse(src, src[:0]) if raw else 0.0
+    nt = top_tok.shape[1]
+    row = lp_ids[min(i, lp_ids.shape[0] - 1)]
+    vals = np.empty(nt, np.float64)
+    ids = np.empty(nt, np.int64)
+    top_n(src, st, raw, vals, ids)
+    for n in range(nt + 1 + row.size):
+        j = tok if n == 0 else (ids[n - 1] if n <= nt else row[n - 1 - nt])
+        v = load(src, j)
+        lp = v - lse if raw else processed_logprob(v, j, st, src[0])
+        if n == 0:
+            logprobs[i] = lp
+        elif n <= nt:
+            top_tok[i, n - 1] = j
+            top_lp[i, n - 1] = lp
+        else:
+            id_lp[i, n - 1 - nt] = lp
+
+
+@kernel(parallel=True)
+def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
+                tokens, logprobs, top_tok, top_lp, id_lp, status):
+    """Sample one token per row of ``x`` ``[B, V]`` (float32/float64, C-contiguous).
+
+    bias: float64 ``[1 or B, V]`` (``[1, 0]``: none); mask: int32 ``[B, ceil(V/32)]``
+    (``[B, 0]``: none); hist:
+    int64 ``[B, L]`` (``-1`` padding, ids checked by the caller); params: float64
+    ``[B, NPARAM]``; seeds, steps, ctr: uint64 ``[B]`` (Philox key, counter words 0-1 and 2);
+    raw: bool; lp_ids: int64 ``[1 or B, M]``. Outputs: tokens int64 ``[B]``, logprobs
+    ``[B]``, top_tok int64 ``[B, N]``, top_lp ``[B, N]``, id_lp ``[B, M]``, status int64
+    ``[B]`` (:data:`OK` or the row's error; its outputs are then not written).
+    """
+    nb, nv = x.shape
+    nchunk = row_chunks(nb)
+    buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
+    for c in prange(nchunk):
+        r0, r1 = chunk_rows(c, nchunk, nb)
+        work = np.empty(nv if buffered else 0, x.dtype)  # only rows that need it
+        counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
+        cnt = np.empty(NB, np.int64)
+        mass = np.empty(NB, np.float64)
+        st = np.empty(NSTATE, np.float64)
+        eb = np.empty(CHUNK, np.float64)
+        kb = np.empty(CHUNK, np.int32)
+        lv = np.empty(LIST_CAP, x.dtype)  # candidate list in the row's dtype
+        li = np.empty(LIST_CAP, np.int64)
+        for i in range(r0, r1):
+            p = params[i]
+            bi = bias[min(i, bias.shape[0] - 1)]
+            mi = mask[i]
+            if needs_buffer(bi, mi, hist.shape[1], p):
+                materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
+                r = work
+                s = row_state(r, p, st, cnt, mass, eb, kb, lv, li)
+                if s == OK:
+                    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
+                    tok = choose(r, st, u, eb, kb, lv, li)
+                    tokens[i] = tok
+                    if raw:
+                        logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
+                                        top_lp, id_lp)
+                    else:
+                        logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
+                                        top_lp, id_lp)
+            else:
+                s = row_state(x[i], p, st, cnt, mass, eb, kb, lv, li)
+                if s == OK:
+                    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
+                    tok = choose(x[i], st, u, eb, kb, lv, li)
+                    tokens[i] = tok
+                    logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
+                                    top_lp, id_lp)
+            status[i] = s
+
+
+@kernel
+def draft_prob(rd, st_d, has_draft, tok, j):
+    """The draft's probability of token ``j``: one-hot at ``tok`` without draft logits."""
+    if not has_draft:
+        return 1.0 if j == tok else 0.0
+    return prob(load(rd, j), j, st_d, rd[0])
+
+
+@kernel
+def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
+    """A token from ``max(0, p - q)`` normalized (``q`` from :func:`draft_prob`); from ``p``
+    when the residual has no mass (``p == q`` up to rounding)."""
+    s_t = frozen(st_t)
+    s_d = frozen(st_d)
+    total = 0.0
+    for j in range(rt.size):
+        q = draft_prob(rd, s_d, has_draft, tok, j)
+        total += max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
+    if not total > 0.0:
+        return choose(rt, st_t, u, eb, kb, lv, li)
+    target = u * total
+    acc = 0.0
+    last = -1
+    for j in range(rt.size):
+        q = draft_prob(rd, s_d, has_draft, tok, j)
+        w = max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
+        if w > 0.0:
+            acc += w
+            last = j
+            if acc > target:
+                return np.int64(j)
+    return np.int64(last)
+
+
+@kernel
+def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb, lv,
+                  li):
+    """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
+    state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
+    if needs_buffer(bias, mask, hist.size + i, p):
+        materialize(x, work, bias, mask, hist, draft, i, p, counts)
+        return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
+    for j in range(x.size):  # one row type for both branches: a float64 copy
+        work[j] = load(x, j)
+    return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
+
+
+@kernel(parallel=True)
+def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
+                num_acc, out, status):
+    """Speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023).
+
+    tl: target logits ``[B, K+1, V]``; dl: draft logits ``[B, K, V]`` of the same dtype
+    (``[B, 0, V]``: a deterministic draft); draft: int64 ``[B, K]`` (ids checked by the
+    caller); bias, hist, params, seeds, steps, ctr as in :func:`sample_rows` (the penalties
+    at position ``i`` count
+    ``hist[b]`` and ``draft[b, :i]``); mask: int32 ``[B, K+1, W]`` (``W = 0``: none). Outputs:
+    num_acc int64 ``[B]``, out int64 ``[B, K+1]`` (accepted tokens, then the corrected or
+    bonus token, then -1), status int64 ``[B]``. Draws: ``2i`` accepts position ``i``,
+    ``2i + 1`` samples its correction, ``2K`` the bonus token.
+    """
+    nb = tl.shape[0]
+    nk = draft.shape[1]
+    nv = tl.shape[2]
+    has_draft = dl.shape[1] > 0
+    nchunk = row_chunks(nb)
+    for c in prange(nchunk):
+        r0, r1 = chunk_rows(c, nchunk, nb)
+        wt = np.empty(nv, np.float64)
+        wd = np.empty(nv, np.float64)
+        counts = np.zeros(nv, np.int32)
+        cnt = np.empty(NB, np.int64)
+        mass = np.empty(NB, np.float64)
+        st_t = np.empty(NSTATE, np.float64)
+        st_d = np.empty(NSTATE, np.float64)
+        eb = np.empty(CHUNK, np.float64)
+        kb = np.empty(CHUNK, np.int32)
+        lv_t = np.empty(LIST_CAP, np.float64)
+        li_t = np.empty(LIST_CAP, np.int64)
+        lv_d = np.empty(LIST_CAP, np.float64)
+        li_d = np.empty(LIST_CAP, np.int64)
+        for b in range(r0, r1):
+            p = params[b]
+            bi = bias[min(b, bias.shape[0] - 1)]
+            s = OK
+            for n in range(nk + 1):
+                out[b, n] = -1
+            acc_n = nk
+            for i in range(nk + 1):
+                mi = mask[b, i]
+                rt, s = processed_row(tl[b, i], wt, bi, mi, hist[b], draft[b], i, p, counts,
+                                      st_t, cnt, mass, eb, kb, lv_t, li_t)
+                if s != OK:
+                    break
+                if i == nk:
+                    u = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * nk))
+                    out[b, i] = choose(rt, st_t, u, eb, kb, lv_t, li_t)
+                    break
+                tok = draft[b, i]
+                q = 1.0
+                if has_draft:
+                    _rd, s = processed_row(dl[b, i], wd, bi, mi, hist[b], draft[b], i, p,
+                                           counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
+                    if s != OK:
+                        break
+                    q = prob(load(wd, tok), tok, st_d, wd[0])
+                u = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * i))
+                if st_t[S_T] == 0.0:
+                    accept = tok == st_t[S_ARG]
+                else:
+                    accept = u * q < prob(load(rt, tok), tok, st_t, rt[0])
+                if accept:
+                    out[b, i] = tok
+                    continue
+                u2 = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * i + 1))
+                if st_t[S_T] == 0.0:
+                    out[b, i] = np.int64(st_t[S_ARG])
+                else:
+                    out[b, i] = residual_pick(rt, st_t, wd, st_d, has_draft, tok, u2, eb,
+                                              kb, lv_t, li_t)
+                acc_n = i
+                break
+            if s != OK:
+                for n in range(nk + 1):
+                    out[b, n] = -1
+            num_acc[b] = acc_n
+            status[b] = s

@@ -1,0 +1,439 @@
+"""Fused token sampling with logprobs, and speculative-draft verification.
+
+Processors run in Hugging Face generate's order, each exactly as its HF class computes it:
+
+====  =====================  ==================================================================
+step  parameter              effect on the row (``v`` = logit)
+====  =====================  ==================================================================
+1     ``token_bitmask``      ``v = -inf`` where bit ``j % 32`` of word ``j // 32`` is 0
+2     ``logit_bias``         ``v += bias[j]``
+3     ``repetition_penalty`` tokens in ``history``: ``v * rp`` if ``v < 0`` else ``v / rp``
+                             (``RepetitionPenaltyLogitsProcessor``)
+4     ``frequency_penalty``, tokens in ``history``: ``v -= fp * count + pp`` (OpenAI)
+      ``presence_penalty``
+5     ``temperature``        ``v / T``; ``T == 0``: greedy (argmax, lowest id on ties)
+6     ``top_k``              keep ``v >= `` the k-th largest (``TopKLogitsWarper``; ties kept)
+7     ``top_p``              keep the smallest top set of mass ``>= top_p``
+                             (``TopPLogitsWarper``; equal logits: higher ids first)
+8     ``min_p``              drop ``p < min_p * max(p)`` (``MinPLogitsWarper``)
+9     ``typical_p``          keep the tokens nearest the entropy, mass ``>= typical_p``
+                             (``TypicalLogitsWarper``)
+====  =====================  ==================================================================
+
+Every filter keeps at least one token (HF's ``min_tokens_to_keep=1``). The token is then
+drawn by inverse CDF over the kept tokens in id order, with one float64 uniform from
+Philox4x32-10 keyed by ``(seed, step, row)``: the same seed gives the same token in any batch,
+with any thread count, in any process.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _jit
+from ._kernels import sampling as _k
+from ._validate import float_array, int_array
+
+
+class SampleOutput(NamedTuple):
+    """Result of :func:`sample` (``B`` rows; without the row axis for 1-D logits)."""
+
+    tokens: np.ndarray
+    """int64 ``[B]``: the sampled token of each row."""
+    logprobs: np.ndarray
+    """``[B]`` (the logits' dtype): the sampled tokens' log-probabilities."""
+    top_tokens: np.ndarray | None
+    """int64 ``[B, num_logprobs]``, best first, ties to the lower id (None if not asked)."""
+    top_logprobs: np.ndarray | None
+    """``[B, num_logprobs]``: their log-probabilities."""
+    token_id_logprobs: np.ndarray | None
+    """``[B, M]``: log-probabilities of ``logprob_token_ids`` (None if not asked)."""
+
+
+class VerifyOutput(NamedTuple):
+    """Result of :func:`verify_draft`."""
+
+    num_accepted: np.ndarray
+    """int64 ``[B]``: how many draft tokens were accepted (0..k)."""
+    tokens: np.ndarray
+    """int64 ``[B, k+1]``: the accepted draft tokens, then one corrected or bonus token,
+    then -1 padding (``num_accepted + 1`` tokens per row are valid)."""
+
+
+_SCALAR_TYPES = (int, float, np.integer, np.floating)
+
+
+def _per_row(value, name: str, nb: int, *, integer: bool = False):
+    """A scalar parameter as a Python number, a ``[B]`` one as a float64 (or int64) array."""
+    if isinstance(value, _SCALAR_TYPES) and not isinstance(value, (bool, np.bool_)):
+        if integer and not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer scalar or a [B] array, got {value!r}")
+        return int(value) if integer else float(value)
+    a = np.asarray(value)
+    if a.dtype.kind not in ("iu" if integer else "iuf") or a.dtype == np.bool_:
+        kind = "integer" if integer else "real"
+        raise TypeError(f"{name} must be a {kind} scalar or a [B] array, got {a.dtype}")
+    if a.ndim == 0:
+        return _per_row(a.item(), name, nb, integer=integer)
+    if a.shape != (nb,):
+        raise ValueError(f"{name} must be a scalar or an array of shape [{nb}], got {a.shape}")
+    return a.astype(np.int64 if integer else np.float64)
+
+
+def _check(ok, name: str, what: str, a) -> None:
+    """Raise unless ``ok`` (a bool for a scalar ``a``, a bool array for an array ``a``)."""
+    if isinstance(ok, (bool, np.bool_)):
+        if not ok:
+            raise ValueError(f"{name} must be {what}, got {a!r}")
+        return
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name} must be {what}, got {a[i]!r} (row {i})")
+
+
+def _params(nb: int, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+            frequency_penalty, presence_penalty) -> np.ndarray:
+    """The ``[B, NPARAM]`` float64 parameter table, every value checked."""
+    fin = np.isfinite
+    t = _per_row(temperature, "temperature", nb)
+    _check(fin(t) & (t >= 0), "temperature", "finite and >= 0 (0 = greedy)", t)
+    k = _per_row(top_k, "top_k", nb, integer=True)
+    _check(k >= 0, "top_k", ">= 0 (0 = off)", k)
+    p = _per_row(top_p, "top_p", nb)
+    _check((p > 0) & (p <= 1), "top_p", "in (0, 1] (1 = off)", p)
+    mp = _per_row(min_p, "min_p", nb)
+    _check((mp >= 0) & (mp <= 1), "min_p", "in [0, 1] (0 = off)", mp)
+    ty = _per_row(typical_p, "typical_p", nb)
+    _check((ty > 0) & (ty <= 1), "typical_p", "in (0, 1] (1 = off)", ty)
+    rp = _per_row(repetition_penalty, "repetition_penalty", nb)
+    _check(fin(rp) & (rp > 0), "repetition_penalty", "finite and > 0 (1 = off)", rp)
+    fp = _per_row(frequency_penalty, "frequency_penalty", nb)
+    _check(fin(fp), "frequency_penalty", "finite (0 = off)", fp)
+    pp = _per_row(presence_penalty, "presence_penalty", nb)
+    _check(fin(pp), "presence_penalty", "finite (0 = off)", pp)
+    out = np.empty((nb, _k.NPARAM), np.float64)
+    for col, a in ((_k.P_T, t), (_k.P_K, k), (_k.P_P, p), (_k.P_MINP, mp), (_k.P_TYP, ty),
+                   (_k.P_REP, rp), (_k.P_FREQ, fp), (_k.P_PRES, pp)):
+        out[:, col] = a
+    return out
+
+
+def _ids(x, name: str, shape_hint: str, nv: int, *, padding: bool) -> np.ndarray:
+    """Token ids as C-contiguous int64, each in ``[0, V)`` (or -1 when ``padding``)."""
+    a = int_array(x, name).astype(np.int64)
+    lo = -1 if padding else 0
+    bad = np.argwhere((a < lo) | (a >= nv))
+    if bad.size:
+        at = tuple(int(i) for i in bad[0])
+        what = "-1 (padding) or a token id in" if padding else "a token id in"
+        raise ValueError(
+            f"{name}{list(at)} = {int(a[at])}: each entry of {name} {shape_hint} must be "
+            f"{what} [0, {nv})"
+        )
+    return np.ascontiguousarray(a)
+
+
+def _history(history, nb: int, nv: int) -> np.ndarray:
+    if history is None:
+        return np.zeros((nb, 0), np.int64)
+    h = int_array(history, "history")
+    if h.ndim != 2 or h.shape[0] != nb:
+        raise ValueError(f"history must have shape [B={nb}, L] (-1 = padding), got {h.shape}")
+    return _ids(h, "history", "[B, L]", nv, padding=True)
+
+
+def _bias(logit_bias, nb: int, nv: int) -> np.ndarray | None:
+    if logit_bias is None:
+        return None
+    if isinstance(logit_bias, dict):
+        dense = np.zeros((1, nv), np.float64)
+        for key, val in logit_bias.items():
+            try:
+                j = operator.index(key)
+            except TypeError:
+                raise TypeError(f"logit_bias keys must be token ids (int), got {key!r}") from None
+            if not 0 <= j < nv:
+                raise ValueError(f"logit_bias has token id {j}, outside the vocabulary [0, {nv})")
+            dense[0, j] = float(val)
+    else:
+        dense = float_array(logit_bias, "logit_bias").astype(np.float64)
+        if dense.shape == (nv,):
+            dense = dense.reshape(1, nv)
+        elif dense.shape != (nb, nv):
+            raise ValueError(
+                f"logit_bias must have shape [V={nv}] or [B={nb}, V], or be a dict "
+                f"{{token_id: bias}}; got {dense.shape}"
+            )
+    if not np.all(np.isfinite(dense) | (dense == -np.inf)):
+        raise ValueError("logit_bias must hold finite values or -inf (never NaN or +inf)")
+    return np.ascontiguousarray(dense)
+
+
+def _bitmask(token_bitmask, lead: tuple, nv: int) -> np.ndarray | None:
+    if token_bitmask is None:
+        return None
+    m = np.asarray(token_bitmask)
+    words = (nv + 31) // 32
+    if m.dtype == np.uint32:
+        m = m.view(np.int32)
+    if m.dtype != np.int32:
+        raise TypeError(
+            f"token_bitmask must be int32 (xgrammar / llguidance layout), got {m.dtype}"
+        )
+    want = lead + (words,)
+    if m.shape != want and m.shape == lead[:1] + (words,):
+        m = np.broadcast_to(m[:, None, :], want)
+    if m.shape != want:
+        raise ValueError(
+            f"token_bitmask must have shape {list(want)} (ceil(V / 32) = {words} words per "
+            f"row, bit j % 32 of word j // 32 = token j allowed), got {m.shape}"
+        )
+    return np.ascontiguousarray(m)
+
+
+def _random(seed, step, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Philox keys and counters: ``(seed[row], step[row])`` for per-row seeds, ``(seed, step,
+    row index)`` for a scalar seed."""
+    seeds = _per_row(seed, "seed", nb, integer=True)
+    steps = _per_row(step, "step", nb, integer=True)
+    _check(seeds >= 0, "seed", ">= 0", seeds)
+    _check(steps >= 0, "step", ">= 0", steps)
+    per_row = isinstance(seeds, np.ndarray)
+    ctr = np.zeros(nb, np.uint64) if per_row else np.arange(nb, dtype=np.uint64)
+    return (np.full(nb, seeds, np.uint64) if not per_row else seeds.astype(np.uint64),
+            np.full(nb, steps, np.uint64) if not isinstance(steps, np.ndarray)
+            else steps.astype(np.uint64), ctr)
+
+
+def _raise_status(status: np.ndarray, where) -> None:
+    if not status.any():  # OK is 0
+        return
+    bad = np.flatnonzero(status != _k.OK)
+    i = int(bad[0])
+    if status[i] == _k.NO_TOKEN:
+        raise ValueError(
+            f"{where(i)} has no allowed token: its token_bitmask allows none of the "
+            f"vocabulary, or every allowed logit is -inf"
+        )
+    raise ValueError(f"{where(i)} holds NaN or +inf logits (after bias and penalties)")
+
+
+def sample(
+    logits,
+    *,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    typical_p=1.0,
+    repetition_penalty=1.0,
+    frequency_penalty=0.0,
+    presence_penalty=0.0,
+    history=None,
+    logit_bias=None,
+    token_bitmask=None,
+    seed=0,
+    step=0,
+    num_logprobs: int = 0,
+    logprob_token_ids=None,
+    logprobs_mode: str = "raw",
+) -> SampleOutput:
+    """Sample one token per row, with its logprob, the top alternatives and named tokens'.
+
+    Parameters
+    ----------
+    logits : array_like, float32 or float64, shape [B, V] or [V]
+    temperature, top_k, top_p, min_p, typical_p, repetition_penalty, frequency_penalty, \
+presence_penalty : scalar or array [B]
+        Per-row sampling parameters, applied in the order of the table in
+        ``fastlsm.sampling``. Off values: ``top_k=0``, ``top_p=1``, ``min_p=0``,
+        ``typical_p=1``, ``repetition_penalty=1``, penalties 0. ``temperature=0``: greedy.
+    history : int array [B, L], optional
+        Previous tokens of each row (prompt and generated), ``-1`` as padding: the penalties'
+        counts.
+    logit_bias : float array [V] or [B, V], or dict {token_id: bias}, optional
+    token_bitmask : int32 array [B, ceil(V / 32)], optional
+        Allowed tokens (bit ``j % 32`` of word ``j // 32``), as xgrammar and llguidance
+        produce them.
+    seed, step : int or int array [B]
+        Philox key and counter. A scalar seed is combined with the row index; per-row seeds
+        are not, so a request keeps its stream wherever it sits in the batch.
+    num_logprobs : int
+        How many top alternatives to return per row (``top_tokens``, ``top_logprobs``).
+    logprob_token_ids : int array [M] or [B, M], optional
+        Tokens whose log-probabilities to return (``token_id_logprobs``).
+    logprobs_mode : {"raw", "processed"}
+        ``"raw"``: under ``log_softmax(logits)``; ``"processed"``: under the distribution
+        sampled from (``-inf`` where filtered; a greedy row gives 0 for its token).
+
+    Returns
+    -------
+    SampleOutput
+        ``tokens`` int64, ``logprobs`` / ``top_logprobs`` / ``token_id_logprobs`` in the
+        logits' dtype (computed in float64).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or parameter values, token ids outside ``[0, V)`` (history ``-1`` is
+        padding), a row with no allowed token, NaN or ``+inf`` logits.
+    TypeError
+        Non-float logits, non-integer ids, a bitmask that is not int32.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlsm
+    >>> out = fastlsm.sample(np.log(np.array([[0.7, 0.2, 0.1]])), temperature=0, num_logprobs=2)
+    >>> out.tokens, out.top_tokens, np.exp(out.top_logprobs).round(6)
+    (array([0]), array([[0, 1]]), array([[0.7, 0.2]]))
+    """
+    x = float_array(logits, "logits")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"logits must have shape [B, V] or [V], got {x.shape}")
+    single = x.ndim == 1
+    x2 = np.ascontiguousarray(x.reshape(1, -1) if single else x)
+    nb, nv = x2.shape
+    if nv == 0:
+        raise ValueError("logits have an empty vocabulary axis (V = 0): no token to sample")
+    if logprobs_mode not in ("raw", "processed"):
+        raise ValueError(f"logprobs_mode must be 'raw' or 'processed', got {logprobs_mode!r}")
+    nlp = operator.index(num_logprobs)
+    if not 0 <= nlp <= nv:
+        raise ValueError(f"num_logprobs must be in [0, V={nv}], got {nlp}")
+    params = _params(nb, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+                     frequency_penalty, presence_penalty)
+    hist = _history(None if history is None else np.asarray(history).reshape(nb, -1)
+                    if single else history, nb, nv)
+    bias = _bias(logit_bias, nb, nv)
+    mask = _bitmask(None if token_bitmask is None else np.asarray(token_bitmask).reshape(
+        nb, -1) if single else token_bitmask, (nb,), nv)
+    seeds, steps, ctr = _random(seed, step, nb)
+    if logprob_token_ids is None:
+        ids = np.zeros((1, 0), np.int64)
+    else:
+        ids = _ids(logprob_token_ids, "logprob_token_ids", "[M] or [B, M]", nv, padding=False)
+        if ids.ndim == 1:
+            ids = ids.reshape(1, -1)
+        elif ids.ndim != 2 or ids.shape[0] != nb:
+            raise ValueError(
+                f"logprob_token_ids must have shape [M] or [B={nb}, M], got {ids.shape}"
+            )
+    tokens = np.empty(nb, np.int64)
+    logprobs = np.empty(nb, np.float64)
+    top_tok = np.empty((nb, nlp), np.int64)
+    top_lp = np.empty((nb, nlp), np.float64)
+    id_lp = np.empty((nb, ids.shape[1]), np.float64)
+    status = np.zeros(nb, np.int64)
+    if nb:
+        _jit.use_threads(x2.size if nb > 1 else 0)  # one row: one block, one thread
+        bias = np.zeros((1, 0), np.float64) if bias is None else bias  # one kernel type
+        mask = np.zeros((nb, 0), np.int32) if mask is None else mask
+        _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
+                       logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
+                       status)
+        _raise_status(status, lambda i: "logits" if single else f"row {i} of logits")
+    dt = x.dtype
+    out = SampleOutput(
+        tokens,
+        logprobs.astype(dt),
+        top_tok if nlp else None,
+        top_lp.astype(dt) if nlp else None,
+        id_lp.astype(dt) if logprob_token_ids is not None else None,
+    )
+    if single:
+        out = SampleOutput(*(None if a is None else a[0] for a in out))
+    return out
+
+
+def verify_draft(
+    target_logits,
+    draft_tokens,
+    *,
+    draft_logits=None,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    typical_p=1.0,
+    repetition_penalty=1.0,
+    frequency_penalty=0.0,
+    presence_penalty=0.0,
+    history=None,
+    logit_bias=None,
+    token_bitmask=None,
+    seed=0,
+    step=0,
+) -> VerifyOutput:
+    """Verify ``k`` draft tokens against the target model: speculative rejection sampling.
+
+    Position ``i`` accepts draft token ``t`` with probability ``min(1, p(t) / q(t))`` (``p``:
+    the target's processed distribution at ``i``, ``q``: the draft's, under the same
+    parameters); the first rejection emits a token from ``max(0, p - q)`` normalized and
+    stops; when all ``k`` are accepted, a bonus token is drawn from position ``k``. The
+    emitted tokens follow the target's processed distribution exactly (Leviathan et al.
+    2023, Chen et al. 2023). ``draft_logits=None`` is a deterministic draft (``q`` one-hot):
+    accept with probability ``p(t)``, correct from ``p`` without ``t``. A greedy row
+    (``temperature == 0``) accepts while the draft equals the target's argmax.
+
+    Parameters
+    ----------
+    target_logits : float array [B, k+1, V]
+    draft_tokens : int array [B, k]
+    draft_logits : float array [B, k, V], optional
+    temperature ... logit_bias : as in :func:`sample`
+        The penalties at position ``i`` count ``history`` and ``draft_tokens[:, :i]``.
+    token_bitmask : int32 array [B, ceil(V/32)] or [B, k+1, ceil(V/32)], optional
+    seed, step : as in :func:`sample`
+
+    Returns
+    -------
+    VerifyOutput
+        ``num_accepted`` int64 [B], ``tokens`` int64 [B, k+1] padded with -1.
+    """
+    t = float_array(target_logits, "target_logits")
+    if t.ndim != 3 or t.shape[1] < 1:
+        raise ValueError(f"target_logits must have shape [B, k+1, V], got {t.shape}")
+    nb, nk1, nv = t.shape
+    nk = nk1 - 1
+    if nv == 0:
+        raise ValueError("target_logits have an empty vocabulary axis (V = 0)")
+    draft = int_array(draft_tokens, "draft_tokens")
+    if draft.shape != (nb, nk):
+        raise ValueError(
+            f"draft_tokens must have shape [B, k] = {[nb, nk]} for target_logits of shape "
+            f"{list(t.shape)}, got {draft.shape}"
+        )
+    draft = _ids(draft, "draft_tokens", "[B, k]", nv, padding=False)
+    dl = None
+    if draft_logits is not None:
+        dl = float_array(draft_logits, "draft_logits")
+        if dl.shape != (nb, nk, nv):
+            raise ValueError(
+                f"draft_logits must have shape [B, k, V] = {[nb, nk, nv]}, got {dl.shape}"
+            )
+        dl = np.ascontiguousarray(dl)
+    params = _params(nb, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+                     frequency_penalty, presence_penalty)
+    hist = _history(history, nb, nv)
+    bias = _bias(logit_bias, nb, nv)
+    mask = _bitmask(token_bitmask, (nb, nk1), nv)
+    seeds, steps, ctr = _random(seed, step, nb)
+    num_acc = np.zeros(nb, np.int64)
+    out = np.full((nb, nk1), -1, np.int64)
+    status = np.zeros(nb, np.int64)
+    if nb:
+        _jit.use_threads(t.size)
+        bias = np.zeros((1, 0), np.float64) if bias is None else bias  # one kernel type
+        mask = np.zeros((nb, nk1, 0), np.int32) if mask is None else mask
+        dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
+        _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
+                       steps, ctr, num_acc, out, status)
+        _raise_status(status, lambda i: f"row {i} of target_logits or draft_logits")
+    return VerifyOutput(num_acc, out)
+
+
+__all__ = ["SampleOutput", "VerifyOutput", "sample", "verify_draft"]
