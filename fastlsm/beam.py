@@ -10,11 +10,11 @@ import operator
 import numpy as np
 
 from . import _jit
+from ._dtypes import is_half, logits_array, result_dtype, widened
 from ._kernels import beam as _k
 from ._kernels import bitmask as _bitmask_kernels
 from ._kernels.decoder import config as _cfg
 from ._kernels.decoder import state as _state
-from ._validate import float_array
 
 
 def _integer(value, name: str) -> int:
@@ -94,7 +94,7 @@ def beam_step(
     >>> np.exp(scores).round(3), tokens, beams
     (array([[0.3 , 0.3 , 0.15, 0.1 ]]), array([[0, 2, 1, 0]]), array([[0, 1, 0, 1]]))
     """
-    x = float_array(logits, "logits")
+    x = logits_array(logits, "logits")
     if x.ndim != 3:
         raise ValueError(f"logits must have shape [B, K, V], got {x.ndim} dimensions {x.shape}")
     nb, nk, nv = x.shape
@@ -123,7 +123,7 @@ def beam_step(
     tokens = np.empty((nb, cap), np.int64)
     beams = np.empty((nb, cap), np.int64)
     if nb == 0:
-        return scores.astype(x.dtype), tokens, beams
+        return scores.astype(result_dtype(x.dtype)), tokens, beams
     logp = np.empty((nb, cap), np.float64)
     row_val = np.empty((nb * nk, cap), np.float64)
     row_tok = np.empty((nb * nk, cap), np.int64)
@@ -136,6 +136,8 @@ def beam_step(
         if empty >= 0:
             b, k = divmod(int(empty), nk)
             raise ValueError(f"token_bitmask[{b}, {k}] allows no token of the {nv}")
+    if is_half(x.dtype):  # the float32 kernel on a widened copy
+        rows = widened(rows)
     _jit.use_threads(x.size)
     bad = _k.beam_step_rows(rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp,
                             mask)
@@ -144,7 +146,7 @@ def beam_step(
         raise ValueError(
             f"logits[{b}, {k}] contains NaN or +inf; mask tokens with -inf instead"
         )
-    return (scores if x.dtype == np.float64 else scores.astype(x.dtype)), tokens, beams
+    return scores.astype(result_dtype(x.dtype), copy=False), tokens, beams
 
 
 
@@ -449,6 +451,8 @@ def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
             f"step {step}: step_fn must return a NumPy array of logits, got "
             f"{type(out).__name__} ({exc})"
         ) from None
+    if is_half(x.dtype):  # 16-bit logits: searched as their exact float32 values
+        x = x.astype(np.float32)
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(
             f"step {step}: step_fn returned logits of dtype {x.dtype}; return float32 or "

@@ -27,6 +27,10 @@ probability targets, exactly like PyTorch. When every target is ignored the mean
 (0/0), as in PyTorch; ``"sum"`` is then 0. Class weights may be any real values, as in
 PyTorch: a denominator of 0 gives ``±inf`` or NaN.
 
+bfloat16 and float16 logits are computed in float32: losses and ``lse`` are float32, the
+gradient is of the logits' dtype (each value rounded once; ``inplace=True`` writes it over
+the 16-bit logits).
+
 Scalar results (``"mean"``/``"sum"``) are 0-d arrays of the logits' dtype; ``"none"`` gives
 an array shaped like the target (for probability targets: the logits' shape without the
 class axis). All sums are accumulated in float64, per row then serially in row order, so
@@ -43,9 +47,10 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
+from ._dtypes import is_half, kernel_view, logits_array, result_dtype
 from ._kernels import cross_entropy as _k
 from ._kernels.memory import fresh_output
-from ._validate import as_rows, axis_index, class_weights, float_array
+from ._validate import as_rows, axis_index, class_weights
 
 __all__ = [
     "CrossEntropyResult",
@@ -160,7 +165,7 @@ _EMPTY = np.empty(0, np.float64)
 def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, name, soft_ok):
     red = _reduction(reduction)
     ignore = _ignore_index(ignore_index)
-    x = float_array(logits, name)
+    x = logits_array(logits, name)
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the classes), got a scalar")
     ax = axis_index(axis, x.ndim)
@@ -172,7 +177,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
         t = np.asarray(target)
     else:
         raise TypeError(f"target must be a NumPy array, got {type(target).__name__}")
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or is_half(t.dtype):
         if not soft_ok:
             raise TypeError(
                 f"target must hold class indices (int32 or int64) for nll_loss, got {t.dtype}; "
@@ -185,7 +190,7 @@ def _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, 
                 f"{outer}"
             )
         soft = True
-        tgt = as_rows(np.asarray(t, dtype=x.dtype), ax)
+        tgt = as_rows(np.asarray(t, dtype=result_dtype(x.dtype)), ax)
     elif t.dtype.kind in "iu":
         if t.shape != outer:
             raise ValueError(
@@ -227,7 +232,7 @@ def _grad_output(grad_output, s: _Setup) -> tuple[float, np.ndarray]:
         grad_output, (bool, np.bool_)
     ):
         return float(grad_output), _EMPTY
-    g = float_array(grad_output, "grad_output")
+    g = logits_array(grad_output, "grad_output")
     if g.ndim == 0:
         return float(g), _EMPTY
     if s.reduction != _k.NONE:
@@ -253,14 +258,14 @@ def _run(
     """
     x, rows = s.x, s.rows
     n, c = rows.shape
-    dt = x.dtype
+    dt = result_dtype(x.dtype)  # of the loss and lse; the gradient is of x's dtype
     loss = np.empty(n if s.reduction == _k.NONE else 1, dt)
     work = np.empty(n) if s.reduction != _k.NONE else _EMPTY
     lse = np.empty(n, dt) if return_lse else np.empty(0, dt)
     grad_arr = None
     _jit.use_threads(rows.size)  # before fresh_output: its page faulting runs on these threads
     if grad_mode is None:
-        grad = np.empty((0, c), dt)
+        grad = np.empty((0, c), x.dtype)
         scale, per_token = 1.0, _EMPTY
     else:
         scale, per_token = _grad_output(grad_output, s)
@@ -268,18 +273,19 @@ def _run(
             grad = rows  # a view of x, or the private copy stored back below
             grad_arr = x
         else:
-            moved = fresh_output(s.outer + (c,), dt)
+            moved = fresh_output(s.outer + (c,), x.dtype)
             grad = moved.reshape(n, c)
             grad_arr = moved if s.ax == x.ndim - 1 else np.moveaxis(moved, -1, s.ax)
+    kx, kg = kernel_view(rows), kernel_view(grad)  # 16-bit data: the kernels' views
     w, tw, red = s.weight, s.token_weight, s.reduction
     if loss_kind == "nll":
         status = _k.nll_loss_rows(
-            rows, s.target, w, tw, s.ignore_index, red, scale, per_token, loss, grad, work
+            kx, s.target, w, tw, s.ignore_index, red, scale, per_token, loss, kg, work
         )
     else:  # index or probability targets: the target array's kind
         status = _k.cross_entropy_rows(
-            rows, s.target, w, tw, s.ignore_index, eps, z, cap, red, scale, per_token,
-            loss, lse, grad, work,
+            kx, s.target, w, tw, s.ignore_index, eps, z, cap, red, scale, per_token,
+            loss, lse, kg, work,
         )  # fmt: skip
     if status >= 0:
         _raise_bad_target(s, int(status))
@@ -293,8 +299,8 @@ def _run(
 def _check_inplace(logits, s: _Setup) -> None:
     if not isinstance(logits, np.ndarray) or logits is not s.x:
         raise TypeError(
-            "inplace=True needs logits as a native-byte-order float32 or float64 NumPy "
-            "array (the gradient is written over it); pass inplace=False otherwise"
+            "inplace=True needs logits as a native-byte-order float32, float64, bfloat16 or "
+            "float16 NumPy array (the gradient is written over it); pass inplace=False otherwise"
         )
     if not logits.flags.writeable:
         raise ValueError("inplace=True needs writeable logits; pass inplace=False or a copy")
@@ -323,13 +329,13 @@ def cross_entropy(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64
+    logits : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16
         Unnormalized scores, any shape with the classes along ``axis``; any byte order and
         layout, read-only arrays included. Integer logits: ``TypeError`` (as in PyTorch).
     target : array_like
         Class indices (any integer dtype, the logits' shape without ``axis``; bool is
         refused) or class probabilities (float, the logits' shape; cast to the logits'
-        dtype). Read-only is fine.
+        dtype, float32 for 16-bit logits). Read-only is fine.
     axis : int, optional
         The class axis. Default -1; ``axis=1`` is PyTorch's ``[N, C, d1, ..., dK]`` layout.
     weight : array_like, optional
@@ -354,7 +360,8 @@ def cross_entropy(
     Returns
     -------
     ndarray
-        0-d array of the logits' dtype for ``"mean"``/``"sum"``; target-shaped for ``"none"``.
+        0-d array of the logits' dtype (float32 for bfloat16/float16 logits) for
+        ``"mean"``/``"sum"``; target-shaped for ``"none"``.
 
     Raises
     ------

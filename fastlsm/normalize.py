@@ -1,4 +1,8 @@
-"""log_softmax, softmax and logsumexp along any axis of float32/float64 arrays.
+"""log_softmax, softmax and logsumexp along any axis of float32/float64/bfloat16/float16 arrays.
+
+bfloat16 and float16 inputs are computed in float32 (see ``fastlsm/_dtypes.py``):
+log_softmax and softmax return the input's dtype (each value rounded once) unless
+``dtype=np.float32`` or a float32 ``out`` is given; logsumexp returns float32.
 
 Special values (identical to PyTorch; see tests/test_normalize.py):
 
@@ -23,13 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
+from ._dtypes import direct, kernel_view, logits_array, output_dtype, result_dtype
 from ._kernels import normalize as _k
 from ._kernels.memory import fresh_output
 from ._validate import (
     as_rows,
     axes_index,
     check_out,
-    float_array,
     overlaps,
     reduced_shape,
     rows_out,
@@ -37,53 +41,61 @@ from ._validate import (
 )
 
 
-def _elementwise(kernel, x, axis, out):
-    x = float_array(x, "x", integers=True)
+def _elementwise(kernel, x, axis, out, dtype):
+    x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
+    odt = output_dtype(x.dtype, dtype, out)
+    if not direct(x.dtype, odt):  # PyTorch's dtype=: the input is converted first
+        x = x.astype(odt)
     _jit.use_threads(x.size)
     if out is None:
-        out = fresh_output(x.shape, x.dtype)
+        out = fresh_output(x.shape, odt)
     else:
-        check_out(out, x.shape, x.dtype)
+        check_out(out, x.shape, odt)
         if overlaps(x, out):  # partial overlap: read from a private copy
             x = x.copy()
     if x.size == 0:
         return out
     rows = as_rows(x, ax)
     target, is_view = rows_out(out, ax)
-    kernel(rows, target)
+    kernel(kernel_view(rows), kernel_view(target))
     if not is_view:
         store_rows(out, ax, target)
     return out
 
 
 @_jit.public
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x, axis=-1, *, out=None, dtype=None):
     """Logarithm of softmax along ``axis``: ``x - logsumexp(x, axis, keepdims=True)``.
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16
         Logits, any shape, byte order and layout; read-only arrays are fine. Integer and
         bool arrays, lists and scalars are computed in float64 (SciPy's convention; SciPy
-        itself gives float16 for int8/uint8/bool). float16 and complex: ``TypeError``.
+        itself gives float16 for int8/uint8/bool). Complex: ``TypeError``.
     axis : int, tuple of ints or None, optional
         Axis to normalize (negative counts from the end), as ``scipy.special`` reads it: a
         tuple normalizes over every element those axes span, ``None`` over the whole array
         (0-d input included). Default: the last axis (SciPy's default is ``None``).
     out : ndarray, optional
-        Where to write the result: same shape and dtype as ``x``, any memory layout. May be
-        ``x`` itself (in place). The only argument that must be writeable.
+        Where to write the result: same shape as ``x``, any memory layout; ``x``'s dtype,
+        or float32 for bfloat16/float16 ``x``. May be ``x`` itself (in place). The only
+        argument that must be writeable.
+    dtype : dtype, optional
+        The result's dtype (PyTorch's ``dtype=``). ``np.float32`` for bfloat16/float16 ``x``
+        is computed from the 16-bit values directly; any other dtype than ``x``'s converts
+        ``x`` to it first. Default: ``out``'s dtype, else ``x``'s.
 
     Returns
     -------
     ndarray
-        Same shape and dtype as ``x`` (``out`` if given).
+        Same shape as ``x``, of ``dtype`` (``out`` if given).
 
     Raises
     ------
     TypeError
-        Non-numeric, float16 or complex ``x``; ``out`` not an ndarray or of another dtype;
+        Non-numeric or complex ``x``; ``out`` not an ndarray or of another dtype;
         an axis that is not an integer.
     ValueError
         ``out`` of another shape or read-only; a repeated axis; ``numpy.exceptions.AxisError``
@@ -104,14 +116,15 @@ def log_softmax(x, axis=-1, *, out=None):
     >>> fastlsm.log_softmax(np.array([0.0, -np.inf], dtype=np.float32))
     array([  0., -inf], dtype=float32)
     """
-    return _elementwise(_k.log_softmax_rows, x, axis, out)
+    return _elementwise(_k.log_softmax_rows, x, axis, out, dtype)
 
 
 @_jit.public
-def softmax(x, axis=-1, *, out=None):
+def softmax(x, axis=-1, *, out=None, dtype=None):
     """Softmax along ``axis``: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
-    Same parameters, layouts and special values as :func:`log_softmax`; ``out`` may be ``x``.
+    Same parameters, dtypes, layouts and special values as :func:`log_softmax`; ``out`` may
+    be ``x``.
 
     Examples
     --------
@@ -119,7 +132,7 @@ def softmax(x, axis=-1, *, out=None):
     >>> fastlsm.softmax(np.array([1e30, 0.0, -np.inf]))
     array([1., 0., 0.])
     """
-    return _elementwise(_k.softmax_rows, x, axis, out)
+    return _elementwise(_k.softmax_rows, x, axis, out, dtype)
 
 
 @_jit.public
@@ -128,21 +141,21 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16
         Input, any shape; accepted kinds as :func:`log_softmax` (integers: float64).
     axis : int, tuple of ints or None, optional
         Axes to reduce, as ``scipy.special.logsumexp`` (``None``: all). Default: the last.
     keepdims : bool, optional
         Keep the reduced axis with length 1.
     out : ndarray, optional
-        Where to write the result: the reduced shape and ``x``'s dtype.
+        Where to write the result: the reduced shape and the result's dtype.
 
     Returns
     -------
     ndarray
-        ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``), ``x``'s dtype. A
-        0-d array when every axis is reduced (SciPy returns a NumPy scalar). Errors as
-        :func:`log_softmax`.
+        ``x.shape`` without ``axis`` (or with 1 there when ``keepdims``): ``x``'s dtype,
+        float32 for bfloat16/float16 ``x``. A 0-d array when every axis is reduced (SciPy
+        returns a NumPy scalar). Errors as :func:`log_softmax`.
 
     Notes
     -----
@@ -156,22 +169,23 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
     10000.69314718056
     """
-    x = float_array(x, "x", integers=True)
+    x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"keepdims must be True or False, got {keepdims!r}")
     shape = reduced_shape(x.shape, ax, keepdims)
+    rdt = result_dtype(x.dtype)
     if out is None:
-        out = np.empty(shape, x.dtype)
+        out = np.empty(shape, rdt)
     else:
-        check_out(out, shape, x.dtype)
+        check_out(out, shape, rdt)
         if np.shares_memory(x, out):  # results would overwrite rows not yet read
             x = x.copy()
     if out.size == 0:
         return out
-    rows = as_rows(x, ax)
+    rows = kernel_view(as_rows(x, ax))
     is_view = out.flags.c_contiguous
-    flat = out.reshape(-1) if is_view else np.empty(out.size, x.dtype)
+    flat = out.reshape(-1) if is_view else np.empty(out.size, rdt)
     _jit.use_threads(x.size)
     _k.logsumexp_rows(rows, flat)
     if not is_view:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
+from ._dtypes import kernel_view, logits_array, result_dtype
 from ._kernels import sequence as _k
-from ._validate import float_array, int_array
+from ._validate import int_array
 
 
 @_jit.public
@@ -19,7 +20,7 @@ def sequence_logprobs(logits, tokens, *, mask=None):
 
     Parameters
     ----------
-    logits : array_like, float32 or float64, shape [B, T, V]
+    logits : array_like, float32, float64, bfloat16 or float16, shape [B, T, V]
         Scores for each position (the logits that *predict* ``tokens[b, t]``: for a causal
         language model, the model output shifted by one).
     tokens : array_like of int, shape [B, T]
@@ -29,8 +30,8 @@ def sequence_logprobs(logits, tokens, *, mask=None):
 
     Returns
     -------
-    token_logprobs : ndarray, shape [B, T], the logits' dtype
-    seq_logprobs : ndarray, shape [B], the logits' dtype
+    token_logprobs : ndarray, shape [B, T], the logits' dtype (float32 for 16-bit logits)
+    seq_logprobs : ndarray, shape [B], the logits' dtype (float32 for 16-bit logits)
 
     Raises
     ------
@@ -56,7 +57,7 @@ def sequence_logprobs(logits, tokens, *, mask=None):
     >>> np.exp(tok).round(6), float(np.exp(seq[0]).round(6))
     (array([[0.5, 0.8]]), 0.4)
     """
-    x = float_array(logits, "logits")
+    x = logits_array(logits, "logits")
     if x.ndim != 3:
         raise ValueError(f"logits must have shape [B, T, V], got {x.ndim} dimensions {x.shape}")
     nb, nt, nv = x.shape
@@ -85,8 +86,8 @@ def sequence_logprobs(logits, tokens, *, mask=None):
             raise ValueError("logits have an empty vocabulary axis (V = 0): no token is valid")
         tok_out[...] = 0.0
         seq_out[...] = 0.0
-        return tok_out.astype(x.dtype), seq_out.astype(x.dtype)
-    rows = np.ascontiguousarray(x).reshape(nb * nt, nv)
+        return tok_out.astype(result_dtype(x.dtype)), seq_out.astype(result_dtype(x.dtype))
+    rows = kernel_view(np.ascontiguousarray(x).reshape(nb * nt, nv))
     flat_tok = np.ascontiguousarray(tok).reshape(-1)
     _jit.use_threads(x.size)
     bad = _k.sequence_logprobs_rows(rows, flat_tok, m.reshape(-1), nt, tok_out.reshape(-1), seq_out)
@@ -98,4 +99,4 @@ def sequence_logprobs(logits, tokens, *, mask=None):
         )
     if x.dtype == np.float64:
         return tok_out, seq_out
-    return tok_out.astype(x.dtype), seq_out.astype(x.dtype)
+    return tok_out.astype(result_dtype(x.dtype)), seq_out.astype(result_dtype(x.dtype))

@@ -459,3 +459,66 @@ def verify_first_token_distribution(target_logits, **params):
     """The distribution of the first emitted token of speculative verification: the target's
     processed distribution at position 0, whatever the draft."""
     return np.exp(sampling_distribution(np.asarray(target_logits)[:, 0], **params))
+
+
+# ------------------------------------------------------------------ 16-bit data (issue 11)
+# bfloat16 / float16 results are checked in ulps of their dtype against the float64
+# reference computed from the 16-bit input values and then correctly rounded to that dtype.
+
+
+def _ordinal(a):
+    """Each 16-bit value's position on the number line of its dtype (+0 and -0 both 0):
+    neighbouring values differ by 1, ``inf`` is one step past the largest finite value."""
+    b = np.asarray(a).view(np.uint16).astype(np.int64)
+    return np.where(b & 0x8000, -(b & 0x7FFF), b)
+
+
+def _from_ordinal(k, dtype):
+    bits = np.where(k < 0, 0x8000 | -k, k).astype(np.uint16)
+    return bits.view(dtype)
+
+
+def round_to(ref, dtype):
+    """float64 ``ref`` rounded to the 16-bit ``dtype`` to nearest, ties to even, in one step.
+
+    (Converting through float32 can round twice.) Candidates are the value a conversion
+    gives and its two neighbours; the nearest to ``ref`` wins, an exact tie goes to the even
+    bit pattern. Differences are exact in float64 (each candidate is within a factor 2 of
+    ``ref``). NaN stays NaN; beyond the largest finite value rounding follows IEEE (to inf
+    from half an ulp past it).
+    """
+    ref = np.asarray(ref, np.float64)
+    with np.errstate(all="ignore"):
+        guess = ref.astype(np.float32).astype(dtype)
+    k = _ordinal(guess)
+    best, best_err = guess, np.full(ref.shape, np.inf)
+    inf_k = int(_ordinal(np.asarray(np.inf, dtype)))
+    for step in (-1, 0, 1):
+        cand = _from_ordinal(np.clip(k + step, -inf_k, inf_k), dtype)
+        c64 = cand.astype(np.float64)
+        with np.errstate(all="ignore"):
+            err = np.abs(c64 - ref)
+        if np.isinf(c64).any():  # inf is nearest from half an ulp past the maximum on
+            top_k = _ordinal(np.asarray(np.finfo(dtype).max, dtype))
+            top = float(_from_ordinal(top_k, dtype).astype(np.float64))
+            half_ulp = (top - float(_from_ordinal(top_k - 1, dtype).astype(np.float64))) / 2
+            err = np.where(np.isinf(c64), np.where(np.sign(c64) * ref >= top + half_ulp, 0.0,
+                                                   np.inf), err)
+        even = (cand.view(np.uint16) & 1) == 0
+        better = (err < best_err) | ((err == best_err) & even)
+        best = np.where(better, cand, best)
+        best_err = np.where(better, err, best_err)
+    zero = np.where(np.signbit(ref), np.asarray(-0.0, dtype), np.asarray(0.0, dtype))
+    best = np.where(best.astype(np.float64) == 0, zero, best)  # a zero keeps ref's sign
+    return np.where(np.isnan(ref), np.asarray(np.nan, dtype), best).astype(dtype)
+
+
+def ulp_error(got, ref):
+    """Distance in ulps of ``got``'s 16-bit dtype between ``got`` and ``round_to(ref)``:
+    0 for equal values (and for NaN against NaN), ``inf`` when one of them is NaN and the
+    other is not."""
+    got = np.asarray(got)
+    want = round_to(ref, got.dtype)
+    nan_got, nan_want = np.isnan(got.astype(np.float32)), np.isnan(want.astype(np.float32))
+    dist = np.abs(_ordinal(got) - _ordinal(want)).astype(np.float64)
+    return np.where(nan_got | nan_want, np.where(nan_got & nan_want, 0.0, np.inf), dist)

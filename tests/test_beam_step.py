@@ -121,7 +121,7 @@ def test_shape_and_option_errors():
         fastlsm.beam_step(x, np.zeros((2, 3)), num_candidates=0)
     with pytest.raises(TypeError, match="integer"):
         fastlsm.beam_step(x, np.zeros((2, 3)), num_candidates=2.5)
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
         fastlsm.beam_step(x.astype(np.int32), np.zeros((2, 3)))
 
 

@@ -122,7 +122,7 @@ def test_errors_name_the_position():
         fastlsm.sequence_logprobs(x, np.zeros((2, 3), np.int64), mask=np.ones((3, 2), bool))
     with pytest.raises(TypeError, match="boolean"):
         fastlsm.sequence_logprobs(x, np.zeros((2, 3), np.int64), mask=np.ones((2, 3)))
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
         fastlsm.sequence_logprobs(x.astype(np.int64), np.zeros((2, 3), np.int64))
     with pytest.raises(TypeError, match="integer"):
         fastlsm.sequence_logprobs(x, np.zeros((2, 3)))

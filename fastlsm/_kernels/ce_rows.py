@@ -12,7 +12,8 @@ Every row goes through the exp-sum row pass of :mod:`.rows` (float32: :mod:`.sum
   ``x``, which stays intact until then (also when ``grad`` is ``x``).
 
 Weighted sums (label smoothing, probability targets) are taken first, in float64, in
-index order: ``grad`` may be the logits.
+index order: ``grad`` may be the logits. ``x`` may be a 16-bit row (read through
+:func:`.half.load_element` and the row pass's elements); ``g`` is then a float32 row buffer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
+from .half import load_element
 from .math import fexp, flog, like, radd, softcap
 from .rows import capped_sumexp, exp_store_sum, row_max, row_shifted_sumexp
 
@@ -97,10 +99,10 @@ def weighted_dsum(v, m, w, cap):
     s = 0.0
     if w.size == 0:
         for j in range(v.size):
-            s = radd(s, np.float64(_y(v[j], cap) - m))
+            s = radd(s, np.float64(_y(load_element(v, j), cap) - m))
     else:
         for j in range(v.size):
-            s = radd(s, w[j] * np.float64(_y(v[j], cap) - m))
+            s = radd(s, w[j] * np.float64(_y(load_element(v, j), cap) - m))
     return s
 
 
@@ -115,7 +117,7 @@ def weighted_q(v, q, w, m, keep, add, cap):
         if hw:
             wq *= np.float64(w[j])
         sb = radd(sb, wq)
-        tb = radd(tb, wq * np.float64(_y(v[j], cap) - m))
+        tb = radd(tb, wq * np.float64(_y(load_element(v, j), cap) - m))
     return sb, tb
 
 
@@ -178,7 +180,7 @@ def grad_capped(x, g, m, c1, ck, ca, q, w, cap):
         else:
             xb = x[b0 : b0 + BLOCK]
             for j in range(gb.size):
-                y, slope = softcap(xb[j], cap)
+                y, slope = softcap(load_element(xb, j), cap)
                 gb[j] = (fexp(y - m) * c1 - cwb[j]) * slope
 
 
@@ -192,7 +194,7 @@ def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
     """
     c = x.size
     hw = weight.size > 0
-    xt = x[t]
+    xt = load_element(x, t)
     m = row_max_capped(x, cap)
     smooth = eps > 0.0
     sd = weighted_dsum(x, m, weight, cap) if smooth else 0.0

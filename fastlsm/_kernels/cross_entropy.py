@@ -4,7 +4,10 @@ Layout contract (as in :mod:`fastlsm._kernels.normalize`): ``logits`` is a C-con
 ``[rows, cols]`` float32/float64 array with the class axis last; every output is
 caller-allocated and C-contiguous; ``grad`` may be ``logits`` itself (in place). Optional
 arrays are passed as size-0 arrays of the right number of dimensions (``np.empty(0)``,
-``np.empty((0, 0), dtype)``): that is how "absent" / ``NULL`` is spelled.
+``np.empty((0, 0), dtype)``): that is how "absent" / ``NULL`` is spelled. 16-bit logits
+(bfloat16/float16, as their :mod:`.half` views) are read directly and computed in float32;
+their gradient is computed in a per-thread float32 row buffer and rounded once into the
+16-bit ``grad`` (:func:`.half.grad_row`); loss, lse and probability targets are float32.
 
 Entry functions (the C ABI wraps exactly these; they take only arrays and scalars, never
 raise and never allocate anything of the logits' size):
@@ -52,6 +55,7 @@ from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
+from .half import grad_row, load_element, row_buffer, store_element, store_grad
 from .rows import chunk_rows, row_chunks
 
 NONE = 0
@@ -260,6 +264,7 @@ def cross_entropy_rows(
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
+        buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
         for i in range(r0, r1):
             ignored, t = row_target(target, i, ignore_index)
             nxt = logits[min(i + 1, n - 1)]
@@ -271,8 +276,9 @@ def cross_entropy_rows(
                     zero_row(grad[i])
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
-                g = grad[i] if want_grad else no_grad
+                g = grad_row(grad, i, no_grad, buf, want_grad)
                 v, ls = counted_row(logits[i], t, g, want_grad, weight, wsum, eps, z, cap, a, nxt)
+                store_grad(g, grad, i, want_grad)
                 v *= tw
                 if want_lse:
                     lse[i] = ls
@@ -342,12 +348,12 @@ def nll_loss_rows(
             if t != ignore_index:
                 tw = np.float64(token_weight[i]) if htw else 1.0
                 wt = np.float64(weight[t]) if hw else 1.0
-                v = -tw * wt * np.float64(log_probs[i, t])
+                v = -tw * wt * np.float64(load_element(log_probs[i], t))
             if want_grad:
                 zero_row(grad[i])
                 if t != ignore_index:
                     a = np.float64(grad_output[i]) if per_token else scale
-                    grad[i, t] = -a * tw * wt
+                    store_element(grad[i], t, -a * tw * wt)
             _keep_loss(reduction, loss, work, i, v)
     _finish_reduction(reduction, work, n, den, loss)
     return np.int64(-1)

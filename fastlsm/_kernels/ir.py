@@ -28,7 +28,7 @@ X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 """Streaming-store metadata and ``sfence`` are emitted on x86 only (plain stores elsewhere)."""
 
 LINE_BYTES = 64  # one cache line
-I8, I32 = ir.IntType(8), ir.IntType(32)
+I1, I8, I16, I32 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32)
 F32, F64 = ir.FloatType(), ir.DoubleType()
 
 

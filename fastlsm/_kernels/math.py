@@ -467,7 +467,7 @@ def like(x, v):
 def _like_impl(x, v):
     if isinstance(x, types.Array):
         x = x.dtype
-    if x == types.float32:
+    if x in (types.float32, types.uint16, types.int16):  # 16-bit rows: float32 math
         return lambda x, v: np.float32(v)
     if x == types.float64:
         return lambda x, v: np.float64(v)

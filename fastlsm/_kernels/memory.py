@@ -31,7 +31,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .._jit import kernel
-from . import ir
+from . import half, ir
 
 STREAM_MIN_BYTES = 1 << 22
 """Outputs of at least this many bytes (in total, per kernel call) are written with streaming
@@ -95,14 +95,16 @@ def _stream(divide):
             isinstance(src, types.Array)
             and isinstance(dst, types.Array)
             and src.ndim == dst.ndim == 1
-            and src.dtype == dst.dtype
-            and isinstance(dst.dtype, types.Float)
             and src.layout == dst.layout == "C"
             and isinstance(nontemporal, types.Boolean)
+            and half.element(src.dtype) is not None
+            and half.element(dst.dtype) is not None
+            and half.element(src.dtype).reg == half.element(dst.dtype).reg
         )
         if not ok:
             return None
-        dtype = dst.dtype
+        elems = (half.element(src.dtype), half.element(dst.dtype))
+        dtype = types.float32 if elems[0].reg == ir.F32 else types.float64
 
         def codegen(context, builder, signature, args):
             src_v, dst_v, a_v, s_v, b_v, nt = args
@@ -114,12 +116,10 @@ def _stream(divide):
             dst_a = context.make_array(signature.args[1])(context, builder, dst_v)
             intp = context.get_value_type(types.intp)
             n = builder.extract_value(dst_a.shape, 0)
-            itemsize = dtype.bitwidth // 8
-            width = ir.LINE_BYTES // itemsize
+            width = ir.LINE_BYTES // (dtype.bitwidth // 8)
             vec = [ir.splat(builder, v, width) for v in scal]
-            head = ir.head_to_line(builder, dst_a.data, n, itemsize, intp)
-            el = ir.ELEMENTS[dtype]
-            src_p, dst_p = (el, src_a.data), (el, dst_a.data)
+            head = ir.head_to_line(builder, dst_a.data, n, elems[1].itemsize, intp)
+            src_p, dst_p = (elems[0], src_a.data), (elems[1], dst_a.data)
             zero = llvm_ir.Constant(intp, 0)
             write_scalar_ir(builder, src_p, dst_p, zero, head, scal, divide, intp)
             with builder.if_else(nt) as (streaming, plain):

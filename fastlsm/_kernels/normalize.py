@@ -31,12 +31,11 @@ SciPy's results).
 
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
-from numba.core import types
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
+from .half import is_f32_math, scratch
 from .math import flog, like
 from .memory import store_fence, stream_affine, stream_divide, streams
 from .rows import chunk_rows, exp_store_sum, row_chunks, row_lse, row_max, row_shifted_sumexp
@@ -72,7 +71,7 @@ def _sumexp_write_prev64(x, m, nxt, px, po, a, b, nontemporal):
 
 @overload(sumexp_write_prev, jit_options=JIT_OPTIONS)
 def _sumexp_write_prev_impl(x, m, nxt, px, po, a, b, nontemporal):
-    return _sumexp_write_prev32 if x.dtype == types.float32 else _sumexp_write_prev64
+    return _sumexp_write_prev32 if is_f32_math(x.dtype) else _sumexp_write_prev64
 
 
 def exp_store_write_prev(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
@@ -99,7 +98,7 @@ def _exp_store_write_prev64(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
 
 @overload(exp_store_write_prev, jit_options=JIT_OPTIONS)
 def _exp_store_write_prev_impl(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
-    return _exp_store_write_prev32 if x.dtype == types.float32 else _exp_store_write_prev64
+    return _exp_store_write_prev32 if is_f32_math(x.dtype) else _exp_store_write_prev64
 
 
 @kernel
@@ -149,7 +148,7 @@ def softmax_block(x, out, c, nchunk):
     rows, cols = x.shape
     r0, r1 = chunk_rows(c, nchunk, rows)
     nt = streams(out.size * out.itemsize)
-    buf = np.empty((2, cols), x.dtype)
+    buf = scratch((2, cols), x)
     s_prev = 1.0
     zero = like(x, 0.0)
     for i in range(r0, r1):

@@ -24,6 +24,7 @@ from numba.extending import intrinsic, overload
 
 from .._jit import JIT_OPTIONS, kernel
 from . import ir
+from .half import is_f32_math, load_element
 from .math import (
     SUM_LO_D,
     fexp,
@@ -78,7 +79,7 @@ def row_max(x):
     """Maximum of a 1-D row ignoring NaN (NaN reaches the result through the exp sum)."""
     m = like(x, -np.inf)
     for j in range(x.size):
-        m = fmax(m, x[j])
+        m = fmax(m, load_element(x, j))
     return m
 
 
@@ -277,7 +278,7 @@ def block_sumexp(xb, m, eb, nb):
 
 @overload(block_sumexp, jit_options=JIT_OPTIONS)
 def _block_sumexp_impl(xb, m, eb, nb):
-    if xb.dtype == types.float32:
+    if is_f32_math(xb.dtype):
         return lambda xb, m, eb, nb: sumexp_f32(xb, m, nb)
     return lambda xb, m, eb, nb: _mapped_sum(xb, m, 0.0, eb, nb)
 
@@ -296,7 +297,7 @@ def row_shifted_sumexp(x, m, nxt):
 
 @overload(row_shifted_sumexp, jit_options=JIT_OPTIONS)
 def _row_shifted_sumexp_impl(x, m, nxt):
-    if x.dtype == types.float32:
+    if is_f32_math(x.dtype):
         return lambda x, m, nxt: sumexp_f32(x, m, nxt)
     return lambda x, m, nxt: _mapped_sum(x, m, 0.0, _scratch(x), nxt)
 
@@ -310,7 +311,7 @@ def capped_sumexp(x, m, cap, nxt):
 
 @overload(capped_sumexp, jit_options=JIT_OPTIONS)
 def _capped_sumexp_impl(x, m, cap, nxt):
-    if x.dtype == types.float32:
+    if is_f32_math(x.dtype):
         return lambda x, m, cap, nxt: sumexp_softcap_f32(
             x, m, np.float32(1.0 / cap), np.float32(cap), nxt
         )
@@ -328,7 +329,7 @@ def exp_store_sum(x, m, out, nxt, prefetching=True):
 
 @overload(exp_store_sum, jit_options=JIT_OPTIONS)
 def _exp_store_sum_impl(x, m, out, nxt, prefetching=True):
-    if x.dtype == types.float32:
+    if is_f32_math(x.dtype):
 
         def impl32(x, m, out, nxt, prefetching=True):
             if prefetching:
@@ -353,12 +354,12 @@ def row_lse(x, nxt):
     m = row_max(x)
     if m == -np.inf:  # empty, or only -inf and NaN (maxnum skips NaN)
         for j in range(x.size):
-            if x[j] != x[j]:
+            if load_element(x, j) != load_element(x, j):
                 return np.nan
         return -np.inf
     if m == np.inf:  # +inf, or NaN if the row also holds a NaN (maxnum skips NaN)
         for j in range(x.size):
-            if x[j] != x[j]:
+            if load_element(x, j) != load_element(x, j):
                 return np.nan
         return np.inf
     return flog(row_shifted_sumexp(x, m, nxt)) + m

@@ -19,6 +19,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
+from .half import load_element
 from .rows import chunk_rows, row_chunks, row_max, row_shifted_sumexp
 
 
@@ -32,7 +33,7 @@ def row_token_logprob(row, tok, nxt):
     if not abs(m) < np.inf:  # all -inf, or a +inf: the whole row is NaN in log_softmax
         return np.nan
     s = row_shifted_sumexp(row, m, nxt)  # NaN anywhere in the row reaches s
-    return (np.float64(row[tok]) - np.float64(m)) - math.log(s)
+    return (np.float64(load_element(row, tok)) - np.float64(m)) - math.log(s)
 
 
 @kernel(parallel=True)
@@ -40,7 +41,8 @@ def sequence_logprobs_rows(x, tokens, mask, seq_len, tok_out, seq_out):
     """Token log-probabilities and their per-sequence sums.
 
     Parameters (all C-contiguous):
-        x:        float32/float64 ``[N, V]`` logits, ``N = B * seq_len`` (row ``b * T + t``).
+        x:        float32/float64 ``[N, V]`` logits, or bfloat16/float16 ones as their
+                  :mod:`.half` views; ``N = B * seq_len`` (row ``b * T + t``).
         tokens:   int32/int64 ``[N]`` token ids.
         mask:     uint8 ``[N]``; 0 marks padding (not read, not checked, contributes 0).
         seq_len:  int64 ``T`` (> 0), the number of positions per sequence.

@@ -42,13 +42,13 @@ maximum is ``+inf`` before summing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir as llvm_ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from . import ir
+from . import half, ir
 from .math import exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
 from .memory import affine_ir, write_affine_ir, write_scalar_ir
 
@@ -192,7 +192,8 @@ def _emit(spec: RowPass, context, builder, args):
                 na = args["nxt"]
                 end = builder.add(base, llvm_ir.Constant(intp, CHUNK))
                 in_next = builder.icmp_signed("<=", end, builder.extract_value(na.shape, 0))
-                fetch_base = builder.select(in_next, na.data, xa.data)
+                own = builder.bitcast(xa.data, na.data.type)  # (a prefetch never faults)
+                fetch_base = builder.select(in_next, na.data, own)
             accs = [zero32] * ACCS
             for i in range(INNER):
                 for k in range(ACCS):
@@ -253,11 +254,15 @@ def _emit(spec: RowPass, context, builder, args):
 
 
 def make_pass(spec: RowPass, name: str, doc: str):
-    """The Numba intrinsic running ``spec`` (arguments as :meth:`RowPass.arg_names`)."""
-    names = spec.arg_names()
-    elements = spec.arg_elements()
+    """The Numba intrinsic running ``spec`` (arguments as :meth:`RowPass.arg_names`).
 
-    def fits(name, ty):
+    The elements of ``x``, ``out``, ``nxt`` and ``po`` are those of the arrays passed (any dtype
+    computed in float32: float32, bfloat16 or float16 rows, see :mod:`.half`): one intrinsic
+    serves them all, and its loop is compiled for each combination.
+    """
+    names = spec.arg_names()
+
+    def fits(name, ty, elements):
         if name in elements:
             return (
                 isinstance(ty, types.Array)
@@ -268,9 +273,19 @@ def make_pass(spec: RowPass, name: str, doc: str):
         return isinstance(ty, (types.Float, types.Integer))
 
     def typer(typingctx, *argtys):
-        if len(argtys) != len(names) or not all(
-            fits(k, t) for k, t in zip(names, argtys, strict=True)
-        ):
+        if len(argtys) != len(names):
+            return None
+        typed = dict(zip(names, argtys, strict=True))
+        kinds = {k: getattr(typed.get(k), "dtype", None) for k in ("x", "out", "nxt", "po")}
+        if not all(d is None or half.is_f32_math(d) for d in kinds.values()):
+            return None
+        actual = replace(spec, src=half.element(kinds["x"]),
+                         store=half.element(kinds["out"]) if spec.store else None,
+                         dst=half.element(kinds["po"]) if spec.write else spec.dst)
+        elements = actual.arg_elements()
+        if spec.prefetch:  # only its addresses are used
+            elements["nxt"] = half.element(kinds["nxt"])
+        if not all(fits(k, t, elements) for k, t in typed.items()):
             return None
 
         def codegen(context, builder, signature, values):
@@ -285,7 +300,7 @@ def make_pass(spec: RowPass, name: str, doc: str):
                 return context.cast(builder, pair[0], pair[1], types.float32)
 
             args["f32"] = f32
-            return _emit(spec, context, builder, args)
+            return _emit(actual, context, builder, args)
 
         return types.float64(*argtys), codegen
 

@@ -1,0 +1,131 @@
+"""Element dtypes of the public API and how kernels see them: the one place for 16-bit facts.
+
+Kernels compute in float32 for float32, bfloat16 and float16 data and in float64 for float64.
+16-bit arrays reach them as integer views of their bits (no copy), whose dtype names the
+element kind (``fastlsm/_kernels/half.py`` loads and stores them):
+
+============================  ===============  ==========================================
+array dtype                   kernel view      float results (lse, losses, scores)
+============================  ===============  ==========================================
+``ml_dtypes.bfloat16``        ``uint16``       float32
+``np.float16``                ``int16``        float32
+``np.float32``                itself           float32
+``np.float64``                itself           float64
+============================  ===============  ==========================================
+
+Elementwise results (log_softmax, softmax, the cross-entropy gradient) are of the input's
+dtype by default: a 16-bit output holds each float32 result rounded once to nearest, ties to
+even.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from ._kernels import half as _half
+from ._validate import float_array
+
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+FLOAT16 = np.dtype(np.float16)
+FLOAT32 = np.dtype(np.float32)
+FLOAT64 = np.dtype(np.float64)
+HALF_DTYPES = (BFLOAT16, FLOAT16)
+_VIEWS = {BFLOAT16: np.dtype(np.uint16), FLOAT16: np.dtype(np.int16)}
+_NAMES = {BFLOAT16: "ml_dtypes.bfloat16", FLOAT16: "np.float16", FLOAT32: "np.float32",
+          FLOAT64: "np.float64"}
+
+
+def is_half(dtype) -> bool:
+    """Whether ``dtype`` is bfloat16 or float16."""
+    return np.dtype(dtype) in HALF_DTYPES
+
+
+def result_dtype(dtype) -> np.dtype:
+    """The dtype of float results computed from data of ``dtype``: float32 for the 16-bit
+    dtypes (their math is float32), else ``dtype`` itself."""
+    dtype = np.dtype(dtype)
+    return FLOAT32 if dtype in HALF_DTYPES else dtype
+
+
+def kernel_view(a: np.ndarray) -> np.ndarray:
+    """``a`` as a kernel takes it: a 16-bit array as a view of its bits (``uint16`` for
+    bfloat16, ``int16`` for float16), any other array unchanged."""
+    view = _VIEWS.get(a.dtype)
+    if view is None:
+        return a
+    if a.dtype == FLOAT16 and not _half.float16_native():
+        raise TypeError(
+            "float16 data needs a CPU with float16 conversions (x86 F16C), and Numba's "
+            "target CPU (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) has none; convert with "
+            "x.astype(np.float32), or unset NUMBA_CPU_NAME"
+        )
+    return a.view(view)
+
+
+def dtype_name(dtype) -> str:
+    """How to spell ``dtype`` in an error message (``np.float32``, ``ml_dtypes.bfloat16``)."""
+    dtype = np.dtype(dtype)
+    return _NAMES.get(dtype, f"np.{dtype.name}")
+
+
+def logits_array(x, name: str, *, integers: bool = False) -> np.ndarray:
+    """``x`` as a float64, float32, bfloat16 or float16 ndarray (native byte order), else
+    the ``TypeError`` of :func:`fastlsm._validate.float_array` (``integers``: as there)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype in HALF_DTYPES:
+            return x
+        if x.dtype.kind == "f" and not x.dtype.isnative and x.dtype.itemsize == 2:
+            return x.astype(FLOAT16)
+    try:
+        return float_array(x, name, integers=integers)
+    except TypeError as e:
+        raise TypeError(
+            str(e).replace("float32 or float64", "float32, float64, bfloat16 or float16", 1)
+        ) from None
+
+
+def output_dtype(x_dtype, dtype, out) -> np.dtype:
+    """The dtype of an elementwise result (log_softmax, softmax) of ``x_dtype`` data:
+    ``dtype`` if given, else ``out``'s dtype if given, else ``x_dtype``.
+
+    A 16-bit input gives either its own dtype or float32 (computed from the same input);
+    other combinations are computed from ``x`` converted to the result dtype first (PyTorch's
+    ``dtype=``). ``TypeError`` for a non-float ``dtype`` or a ``dtype``/``out`` mismatch.
+    """
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be a NumPy float dtype, got {dtype!r}") from None
+        if dtype not in (FLOAT64, FLOAT32, *HALF_DTYPES):
+            raise TypeError(
+                f"dtype must be np.float32, np.float64, ml_dtypes.bfloat16 or np.float16, "
+                f"got {dtype}"
+            )
+        if isinstance(out, np.ndarray) and out.dtype != dtype:
+            raise TypeError(
+                f"out has dtype {out.dtype} but dtype={dtype_name(dtype)} was asked; "
+                f"pass one of them"
+            )
+        return dtype
+    if isinstance(out, np.ndarray) and direct(x_dtype, out.dtype):
+        return out.dtype
+    return np.dtype(x_dtype)
+
+
+def direct(x_dtype, out_dtype) -> bool:
+    """Whether a kernel reads ``x_dtype`` data and writes ``out_dtype`` results directly
+    (same dtype, or 16-bit in and float32 out); otherwise ``x`` is converted first."""
+    x_dtype, out_dtype = np.dtype(x_dtype), np.dtype(out_dtype)
+    return x_dtype == out_dtype or (x_dtype in HALF_DTYPES and out_dtype == FLOAT32)
+
+
+def widened(rows: np.ndarray) -> np.ndarray:
+    """A float32 copy of C-contiguous ``[N, C]`` 16-bit ``rows`` (exact): the input of a
+    float32 kernel for a family without 16-bit loads."""
+    out = np.empty(rows.shape, FLOAT32)
+    if out.size:
+        _half.convert_rows(kernel_view(rows), out)
+    return out
+
