@@ -161,23 +161,25 @@ static void copy_rows(void *dst, int64_t dst_stride, const void *src, int64_t sr
 }
 
 /* Padded rows (options->row_stride > cols): packed copies of the logits, probability
- * targets and gradient buffer that the kernel works on instead. */
+ * targets (elements of `telem` bytes: the float results' type) and gradient buffer that the
+ * kernel works on instead. */
 typedef struct {
     void *logits, *target, *grad;
 } packed;
 
 static int pack(const char *fname, packed *pk, const void **logits, const void **target,
-                void **grad, int probs, int64_t rows, int64_t cols, int64_t stride, size_t elem)
+                void **grad, int probs, int64_t rows, int64_t cols, int64_t stride, size_t elem,
+                size_t telem)
 {
-    const size_t bytes = (size_t)(rows * cols > 0 ? rows * cols : 1) * elem;
+    const size_t count = (size_t)(rows * cols > 0 ? rows * cols : 1), bytes = count * elem;
     const int inplace = *grad == (const void *)*logits;
     pk->logits = malloc(bytes);
-    pk->target = probs ? malloc(bytes) : NULL;
+    pk->target = probs ? malloc(count * telem) : NULL;
     pk->grad = *grad && !inplace ? malloc(bytes) : NULL;
     if (!pk->logits || (probs && !pk->target) || (*grad && !inplace && !pk->grad))
         return out_of_memory(fname);
     copy_rows(pk->logits, cols, *logits, stride, rows, cols, elem);
-    if (probs) copy_rows(pk->target, cols, *target, stride, rows, cols, elem);
+    if (probs) copy_rows(pk->target, cols, *target, stride, rows, cols, telem);
     *logits = pk->logits;
     if (probs) *target = pk->target;
     if (*grad) *grad = inplace ? pk->logits : pk->grad;
@@ -217,9 +219,9 @@ static int loss_any(const char *fname, int dt, int nll, const void *logits, cons
     const int per_row = o.reduction == FASTLSM_REDUCTION_NONE;
     const int64_t stride = o.row_stride ? o.row_stride : cols;
     int64_t span;
-    if (stride < cols || (rows > 0 && (checked_size(rows - 1, stride, elem, &span) != 0 ||
+    if (stride < cols || (rows > 0 && (checked_size(rows - 1, stride, f64 ? 8 : 4, &span) != 0 ||
                                        span > INT64_MAX - cols ||
-                                       checked_size(span + cols, 1, elem, &span) != 0)))
+                                       checked_size(span + cols, 1, f64 ? 8 : 4, &span) != 0)))
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: row_stride=%lld: it must be 0 (packed) or "
                     ">= cols=%lld, and rows * row_stride must fit in memory", fname,
                     (long long)o.row_stride, (long long)cols);
@@ -231,7 +233,7 @@ static int loss_any(const char *fname, int dt, int nll, const void *logits, cons
                      &own_go)) ||
         (!probs && (st = as_i64(fname, target, is32, rows, &ids, &own_ids))) ||
         (stride != cols && (st = pack(fname, &pk, &logits, &target, &grad, probs, rows, cols,
-                                      stride, elem))) ||
+                                      stride, elem, f64 ? 8 : 4))) ||
         (st = begin(fname, nll ? KID_nll_loss(dt) : probs ? KID_cross_entropy_probs(dt)
                     : KID_cross_entropy(dt), n, &fn)))
         goto done;

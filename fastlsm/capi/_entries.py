@@ -42,10 +42,12 @@ from typing import NamedTuple
 import numba
 import numpy as np
 from numba import carray, cfunc, types
+from numba.extending import overload
 
 from .. import _jit
 from .._kernels import beam as _beam
 from .._kernels import cross_entropy as _ce
+from .._kernels import half as _half
 from .._kernels import normalize as _norm
 from .._kernels import sampling as _samp
 from .._kernels import sequence as _seq
@@ -196,6 +198,26 @@ def _beam_store(status, scores, tokens, beams, cand_scores, cand_tokens, cand_be
     return status
 
 
+def float_rows(x):
+    """``x`` ``[N, C]`` as a float kernel reads it: 16-bit rows widened (exactly) into a
+    float32 copy, float32/float64 rows themselves (``fastlsm.beam_step`` does the same)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(float_rows, jit_options=_jit.JIT_OPTIONS)
+def _float_rows_impl(x):
+    if x.dtype in (types.uint16, types.int16):
+
+        def widen(x):
+            out = np.empty(x.shape, np.float32)
+            for i in range(x.shape[0]):
+                _half.convert(x[i], out[i])
+            return out
+
+        return widen
+    return lambda x: x
+
+
 def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_tokens,
               cand_beams):
     n = batch * beams
@@ -206,7 +228,7 @@ def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_t
     sc = np.empty((batch, cap), np.float64)
     tk = np.empty((batch, cap), np.int64)
     bm = np.empty((batch, cap), np.int64)
-    st = KERNEL(carray(logits, (n, vocab)), bs, beams, np.empty((n, cap), np.float64),
+    st = KERNEL(float_rows(carray(logits, (n, vocab))), bs, beams, np.empty((n, cap), np.float64),
                 np.empty((n, cap), np.int64), np.empty(n, np.int64), sc, tk, bm,
                 np.empty((batch, cap), np.float64))
     return _beam_store(st, sc, tk, bm, cand_scores, cand_tokens, cand_beams)
@@ -352,7 +374,7 @@ F64 = Dtype("f64", "double", "double", "double", 1)
 BF16 = Dtype("bf16", "uint16_t", "float", "uint16_t", 2)
 F16 = Dtype("f16", "int16_t", "float", "uint16_t", 3)
 FLOATS = (F32, F64)
-ALL = FLOATS  # + (BF16, F16) once the 16-bit kernels are merged
+ALL = (F32, F64, BF16, F16)
 
 
 class Entry(NamedTuple):
@@ -437,7 +459,7 @@ ENTRIES = (
            "int reduction, R *loss, P *grad)"),
            f"int fastlsm_cross_entropy_ex_S({_CE_API})"), ALL),
     Entry("cross_entropy_probs",
-          f"int64_t (const T *logits, const T *target, int64_t rows, int64_t cols, {_OPT}, "
+          f"int64_t (const T *logits, const R *target, int64_t rows, int64_t cols, {_OPT}, "
           f"{_CE_OPTS}, {_CE_OUT})",
           cross_entropy_probs, _PROBS_KERNEL, (), ALL),
     Entry("nll_loss",

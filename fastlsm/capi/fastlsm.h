@@ -1,5 +1,6 @@
 /*
- * fastlsm.h - C ABI of fastlsm: fused log-softmax, cross-entropy and beam-search kernels.
+ * fastlsm.h - C ABI of fastlsm: fused log-softmax, cross-entropy, beam-search and sampling
+ * kernels.
  *
  * Install (on the machine that runs the host: this also compiles and caches every kernel):
  *
@@ -37,6 +38,12 @@
  * - Treat unknown non-zero status codes as failures; fastlsm_strerror() handles any value.
  * - FASTLSM_VERSION_NUMBER (compile time) and fastlsm_version_number() (run time) tell the
  *   header and the library apart: the library must not be older than the header.
+ * - Entry points come in dtype variants named by suffix: _f32 (float), _f64 (double),
+ *   _bf16 and _f16 (16-bit logits as uint16_t bits, see "16-bit data"); _i32_ in a name
+ *   means int32_t token ids (llama_token) where the plain name takes int64_t. A variant,
+ *   once published, is never removed within a major version.
+ * - Structs (fastlsm_cross_entropy_options, fastlsm_beam_search_config,
+ *   fastlsm_sample_params) may hold optional pointers: NULL always means "not given".
  *
  * Environment (all optional): FASTLSM_NUM_THREADS (initial thread count),
  * FASTLSM_CACHE_DIR (compiled-kernel cache; default: the one warmed by `build`),
@@ -146,8 +153,9 @@ FASTLSM_API int fastlsm_cross_entropy_f64(const double *logits, const int64_t *t
 typedef enum fastlsm_target_type {
     FASTLSM_TARGET_INT64 = 0, /* class indices, int64_t [rows] */
     FASTLSM_TARGET_INT32 = 1, /* class indices, int32_t [rows] (e.g. llama_token) */
-    FASTLSM_TARGET_PROBS = 2  /* class probabilities, the logits' type, [rows, cols]
-                                 (cross-entropy only; rows need not sum to 1) */
+    FASTLSM_TARGET_PROBS = 2  /* class probabilities, the logits' type (float for 16-bit
+                                 logits), [rows, cols] (cross-entropy only; rows need not
+                                 sum to 1) */
 } fastlsm_target_type;
 
 typedef struct fastlsm_cross_entropy_options {
@@ -325,6 +333,94 @@ FASTLSM_API int fastlsm_beam_search_i32_f64(const fastlsm_beam_search_config *co
                                             int64_t *sequences, int64_t *lengths,
                                             double *sequence_scores, double *token_logprobs,
                                             int64_t *out_width);
+
+/* ------------------------------------------------------------------ 16-bit data
+ * Every entry point above except the beam-search decoder and the samplers has _bf16 and
+ * _f16 variants taking 16-bit logits as `const uint16_t *`, each element the bits of one
+ * value:
+ *   _f16:  IEEE 754 binary16 (sign 1, exponent 5, fraction 10 bits; subnormals, +-inf,
+ *          NaN, largest finite 65504), C23 _Float16 / __fp16 / numpy.float16 bits;
+ *   _bf16: bfloat16, the top 16 bits of an IEEE binary32 float (sign 1, exponent 8,
+ *          fraction 7 bits): (uint16_t)(float_bits >> 16) truncates, the library rounds
+ *          to nearest even (ml_dtypes.bfloat16 / torch.bfloat16 / __bf16 bits).
+ * The math is float32 (each element widened exactly). Outputs as in the Python API:
+ * log_softmax / softmax and the cross-entropy / NLL gradient are 16-bit of the input's kind
+ * (each value rounded once, to nearest, ties to even; grad may equal logits: in place);
+ * logsumexp, losses, lse, sequence and beam scores are float, and so are the other float
+ * arguments (class_weight, token_weight, grad_output, label_smoothing, beam_scores) and
+ * probability targets (FASTLSM_TARGET_PROBS: float [rows, cols]). */
+
+FASTLSM_API int fastlsm_log_softmax_bf16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                         int64_t cols);
+FASTLSM_API int fastlsm_log_softmax_f16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                        int64_t cols);
+FASTLSM_API int fastlsm_softmax_bf16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                     int64_t cols);
+FASTLSM_API int fastlsm_softmax_f16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                    int64_t cols);
+FASTLSM_API int fastlsm_logsumexp_bf16(const uint16_t *x, float *out, int64_t rows,
+                                       int64_t cols);
+FASTLSM_API int fastlsm_logsumexp_f16(const uint16_t *x, float *out, int64_t rows,
+                                      int64_t cols);
+FASTLSM_API int fastlsm_cross_entropy_bf16(const uint16_t *logits, const int64_t *target,
+                                           int64_t rows, int64_t cols,
+                                           const float *class_weight, int64_t ignore_index,
+                                           float label_smoothing, int reduction, float *loss,
+                                           uint16_t *grad);
+FASTLSM_API int fastlsm_cross_entropy_f16(const uint16_t *logits, const int64_t *target,
+                                          int64_t rows, int64_t cols, const float *class_weight,
+                                          int64_t ignore_index, float label_smoothing,
+                                          int reduction, float *loss, uint16_t *grad);
+FASTLSM_API int fastlsm_cross_entropy_ex_bf16(const uint16_t *logits, const void *target,
+                                              int target_type, int64_t rows, int64_t cols,
+                                              const float *class_weight,
+                                              const float *token_weight,
+                                              const float *grad_output,
+                                              const fastlsm_cross_entropy_options *options,
+                                              float *loss, float *lse, uint16_t *grad);
+FASTLSM_API int fastlsm_cross_entropy_ex_f16(const uint16_t *logits, const void *target,
+                                             int target_type, int64_t rows, int64_t cols,
+                                             const float *class_weight,
+                                             const float *token_weight,
+                                             const float *grad_output,
+                                             const fastlsm_cross_entropy_options *options,
+                                             float *loss, float *lse, uint16_t *grad);
+FASTLSM_API int fastlsm_nll_loss_bf16(const uint16_t *log_probs, const void *target,
+                                      int target_type, int64_t rows, int64_t cols,
+                                      const float *class_weight, const float *token_weight,
+                                      const float *grad_output,
+                                      const fastlsm_cross_entropy_options *options, float *loss,
+                                      uint16_t *grad);
+FASTLSM_API int fastlsm_nll_loss_f16(const uint16_t *log_probs, const void *target,
+                                     int target_type, int64_t rows, int64_t cols,
+                                     const float *class_weight, const float *token_weight,
+                                     const float *grad_output,
+                                     const fastlsm_cross_entropy_options *options, float *loss,
+                                     uint16_t *grad);
+FASTLSM_API int fastlsm_sequence_logprobs_bf16(const uint16_t *logits, const int64_t *tokens,
+                                               const uint8_t *mask, int64_t batch,
+                                               int64_t steps, int64_t vocab,
+                                               float *token_logprobs, float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_f16(const uint16_t *logits, const int64_t *tokens,
+                                              const uint8_t *mask, int64_t batch, int64_t steps,
+                                              int64_t vocab, float *token_logprobs,
+                                              float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_bf16(const uint16_t *logits,
+                                                   const int32_t *tokens, const uint8_t *mask,
+                                                   int64_t batch, int64_t steps, int64_t vocab,
+                                                   float *token_logprobs, float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_f16(const uint16_t *logits, const int32_t *tokens,
+                                                  const uint8_t *mask, int64_t batch,
+                                                  int64_t steps, int64_t vocab,
+                                                  float *token_logprobs, float *seq_logprobs);
+FASTLSM_API int fastlsm_beam_step_bf16(const uint16_t *logits, const float *beam_scores,
+                                       int64_t batch, int64_t beams, int64_t vocab,
+                                       int64_t num_candidates, float *cand_scores,
+                                       int64_t *cand_tokens, int64_t *cand_beams);
+FASTLSM_API int fastlsm_beam_step_f16(const uint16_t *logits, const float *beam_scores,
+                                      int64_t batch, int64_t beams, int64_t vocab,
+                                      int64_t num_candidates, float *cand_scores,
+                                      int64_t *cand_tokens, int64_t *cand_beams);
 
 /* ------------------------------------------------------------------ sampling
  * fastlsm.sample and fastlsm.verify_draft (see their docstrings and the README's processor
