@@ -30,12 +30,14 @@ from .losses import (
 from .normalize import log_softmax, logsumexp, softmax
 from .sampling import SampleOutput, VerifyOutput, sample, verify_draft
 from .sequence import sequence_logprobs
+from .sequence_extras import SequenceLogprobs
 
 __all__ = [
     "BeamSearchOutput",
     "CrossEntropyResult",
     "InvalidTargetError",
     "SampleOutput",
+    "SequenceLogprobs",
     "VerifyOutput",
     "__version__",
     "beam_search",

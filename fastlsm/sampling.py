@@ -209,6 +209,26 @@ def _random(seed, step, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             else steps.astype(np.uint64), ctr)
 
 
+_PARAMS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+           "frequency_penalty", "presence_penalty")
+"""The per-row sampling parameters, in the order of ``_params``' arguments."""
+
+
+def _row_inputs(nb: int, nv: int, lead: tuple, params: dict, history, logit_bias,
+                token_bitmask, seed, step) -> tuple:
+    """Everything a sampling kernel takes besides the logits, checked: ``(params, history,
+    bias, mask, seeds, steps, counters)``; an absent bias or mask is an empty array (one
+    kernel type per dtype)."""
+    table = _params(nb, *(params[k] for k in _PARAMS))
+    hist = _history(history, nb, nv)
+    bias = _bias(logit_bias, nb, nv)
+    mask = _bitmask(token_bitmask, lead, nv)
+    seeds, steps, ctr = _random(seed, step, nb)
+    bias = np.zeros((1, 0), np.float64) if bias is None else bias
+    mask = np.zeros(lead + (0,), np.int32) if mask is None else mask
+    return table, hist, bias, mask, seeds, steps, ctr
+
+
 def _raise_status(status: np.ndarray, where) -> None:
     if not status.any():  # OK is 0
         return
@@ -291,6 +311,7 @@ presence_penalty : scalar or array [B]
     >>> out.tokens, out.top_tokens, np.exp(out.top_logprobs).round(6)
     (array([0]), array([[0, 1]]), array([[0.7, 0.2]]))
     """
+    kw = {k: v for k, v in locals().items() if k in _PARAMS}
     x = float_array(logits, "logits")
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must have shape [B, V] or [V], got {x.shape}")
@@ -304,14 +325,11 @@ presence_penalty : scalar or array [B]
     nlp = operator.index(num_logprobs)
     if not 0 <= nlp <= nv:
         raise ValueError(f"num_logprobs must be in [0, V={nv}], got {nlp}")
-    params = _params(nb, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
-                     frequency_penalty, presence_penalty)
-    hist = _history(None if history is None else np.asarray(history).reshape(nb, -1)
-                    if single else history, nb, nv)
-    bias = _bias(logit_bias, nb, nv)
-    mask = _bitmask(None if token_bitmask is None else np.asarray(token_bitmask).reshape(
-        nb, -1) if single else token_bitmask, (nb,), nv)
-    seeds, steps, ctr = _random(seed, step, nb)
+    if single:
+        history = None if history is None else np.asarray(history).reshape(1, -1)
+        token_bitmask = None if token_bitmask is None else np.asarray(token_bitmask).reshape(1, -1)
+    params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
+        nb, nv, (nb,), kw, history, logit_bias, token_bitmask, seed, step)
     if logprob_token_ids is None:
         ids = np.zeros((1, 0), np.int64)
     else:
@@ -330,8 +348,6 @@ presence_penalty : scalar or array [B]
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(x2.size if nb > 1 else 0)  # one row: one block, one thread
-        bias = np.zeros((1, 0), np.float64) if bias is None else bias  # one kernel type
-        mask = np.zeros((nb, 0), np.int32) if mask is None else mask
         _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
                        logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
                        status)
@@ -394,6 +410,7 @@ def verify_draft(
     VerifyOutput
         ``num_accepted`` int64 [B], ``tokens`` int64 [B, k+1] padded with -1.
     """
+    kw = {k: v for k, v in locals().items() if k in _PARAMS}
     t = float_array(target_logits, "target_logits")
     if t.ndim != 3 or t.shape[1] < 1:
         raise ValueError(f"target_logits must have shape [B, k+1, V], got {t.shape}")
@@ -416,19 +433,13 @@ def verify_draft(
                 f"draft_logits must have shape [B, k, V] = {[nb, nk, nv]}, got {dl.shape}"
             )
         dl = np.ascontiguousarray(dl)
-    params = _params(nb, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
-                     frequency_penalty, presence_penalty)
-    hist = _history(history, nb, nv)
-    bias = _bias(logit_bias, nb, nv)
-    mask = _bitmask(token_bitmask, (nb, nk1), nv)
-    seeds, steps, ctr = _random(seed, step, nb)
+    params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
+        nb, nv, (nb, nk1), kw, history, logit_bias, token_bitmask, seed, step)
     num_acc = np.zeros(nb, np.int64)
     out = np.full((nb, nk1), -1, np.int64)
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(t.size)
-        bias = np.zeros((1, 0), np.float64) if bias is None else bias  # one kernel type
-        mask = np.zeros((nb, nk1, 0), np.int32) if mask is None else mask
         dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
         _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
                        steps, ctr, num_acc, out, status)

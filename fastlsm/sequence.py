@@ -11,7 +11,9 @@ from ._validate import int_array
 
 
 @_jit.public
-def sequence_logprobs(logits, tokens, *, mask=None):
+def sequence_logprobs(logits, tokens=None, *, mask=None, labels=None, ignore_index: int = -100,
+                      top_logprobs: int = 0, return_rank: bool = False,
+                      return_entropy: bool = False):
     """Log-probability of each token and of each whole sequence.
 
     ``token_logprobs[b, t] = log_softmax(logits[b, t])[tokens[b, t]]`` (0 where ``mask`` is
@@ -27,6 +29,17 @@ def sequence_logprobs(logits, tokens, *, mask=None):
         Token ids in ``[0, V)`` (anything at masked positions, e.g. -100 or a pad id).
     mask : array_like of bool, shape [B, T], optional
         False marks padding: not read, not checked, contributes 0. Default: all True.
+    labels : array_like of int, shape [B, T], optional
+        Instead of ``tokens`` and ``mask``: the token ids, ``ignore_index`` where masked.
+    top_logprobs : int, optional
+        With N > 0, also the N most likely tokens per position and their logprobs.
+    return_rank, return_entropy : bool, optional
+        Also the rank of each token (how many tokens have a strictly larger logit: 0 is
+        lm-eval-harness's ``is_greedy``) and each position's entropy.
+
+    With any of ``top_logprobs``, ``return_rank``, ``return_entropy`` the result is a
+    ``SequenceLogprobs`` (``token_logprobs, sequence_logprobs, ranks, entropy, top_tokens,
+    top_logprobs``; None where not asked) computed in the same single pass per row.
 
     Returns
     -------
@@ -61,6 +74,14 @@ def sequence_logprobs(logits, tokens, *, mask=None):
     if x.ndim != 3:
         raise ValueError(f"logits must have shape [B, T, V], got {x.ndim} dimensions {x.shape}")
     nb, nt, nv = x.shape
+    if labels is not None:
+        if tokens is not None or mask is not None:
+            raise ValueError("pass either labels (with ignore_index) or tokens (and mask)")
+        lab = int_array(labels, "labels")
+        mask = lab != ignore_index
+        tokens = np.where(mask, lab, 0)
+    elif tokens is None:
+        raise TypeError("sequence_logprobs() needs tokens (or labels)")
     tok = int_array(tokens, "tokens")
     if tok.shape != (nb, nt):
         raise ValueError(
@@ -79,6 +100,10 @@ def sequence_logprobs(logits, tokens, *, mask=None):
         if m.shape != (nb, nt):
             raise ValueError(f"mask has shape {m.shape}, but tokens have shape {(nb, nt)}")
         m = np.array(m, dtype=np.uint8, order="C")  # private: one kernel signature
+    if top_logprobs or return_rank or return_entropy:
+        from .sequence_extras import extras
+
+        return extras(x, tok, m, top_logprobs, return_rank, return_entropy)
     tok_out = np.empty((nb, nt), np.float64)
     seq_out = np.empty(nb, np.float64)
     if x.size == 0 or nb * nt == 0:

@@ -255,25 +255,18 @@ def test_bad_types_and_values(rng):
 
 def test_processed_matches_hf(rng, torch_or_skip):
     torch = torch_or_skip
-    lp = pytest.importorskip("transformers.generation.logits_process")
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"transformers is not available: {e}")
+    from fastlsm.bench.cases import hf_processors
+
     x = rng.standard_normal((4, V)) * 3
     hist = rng.integers(0, V, size=(4, 10))
     cases = FILTERS[:5] + [{"repetition_penalty": 1.3}, FILTERS[-1] | {"frequency_penalty": 0.0,
                                                                       "presence_penalty": 0.0}]
     for params in cases:
-        procs = []
-        if params.get("repetition_penalty", 1.0) != 1.0:
-            procs.append(lp.RepetitionPenaltyLogitsProcessor(params["repetition_penalty"]))
-        if params.get("temperature", 1.0) != 1.0:
-            procs.append(lp.TemperatureLogitsWarper(params["temperature"]))
-        if params.get("top_k", 0):
-            procs.append(lp.TopKLogitsWarper(params["top_k"]))
-        if params.get("top_p", 1.0) < 1.0:
-            procs.append(lp.TopPLogitsWarper(params["top_p"]))
-        if params.get("min_p", 0.0) > 0.0:
-            procs.append(lp.MinPLogitsWarper(params["min_p"]))
-        if params.get("typical_p", 1.0) < 1.0:
-            procs.append(lp.TypicalLogitsWarper(params["typical_p"]))
+        procs = hf_processors(params)
         scores = torch.tensor(x)
         ids = torch.tensor(hist)
         for proc in procs:
@@ -298,3 +291,19 @@ def test_example_runs(torch_or_skip, capsys):
     out = capsys.readouterr().out
     assert out.count("logprobs.content[:2]") == 3
     assert "accepted" in out
+
+
+def test_top_tokens_across_chunks(rng):
+    """Rows longer than a chunk (1024): skipped chunks never hide a top token or a tie."""
+    x = rng.standard_normal((2, 5000))
+    x[:, [4000, 10, 2500]] = 9.0  # ties in three chunks: ids in increasing order
+    x[1, 4999] = 9.5
+    for mode in ("raw", "processed"):
+        out = sample(x, temperature=0.5, top_k=3, num_logprobs=4, logprobs_mode=mode)
+        want = np.argsort(-x, axis=1, kind="stable")[:, :4]
+        if mode == "processed":  # top_k=3 keeps the three 9.0 (row 0), 9.5 and 9.0s (row 1)
+            assert out.top_tokens[0, :3].tolist() == [10, 2500, 4000]
+            assert out.top_logprobs[0, 3] == -np.inf and out.top_tokens[0, 3] == 0
+            assert out.top_tokens[1].tolist() == [4999, 10, 2500, 4000]
+        else:
+            np.testing.assert_array_equal(out.top_tokens, want)

@@ -31,7 +31,7 @@ from numba import prange
 from .._jit import kernel
 from .filters import choose, row_state
 from .philox import uniform
-from .rows import chunk_rows, row_chunks, row_lse
+from .rows import chunk_rows, row_chunks, row_lse, row_max
 from .rowstate import (  # noqa: F401  (the parameter columns and statuses are the ABI)
     BAD_VALUE,
     CHUNK,
@@ -64,16 +64,26 @@ from .select import NB, push_top
 @kernel
 def top_n(src, st, raw, vals, ids):
     """The ``vals.size`` best tokens of ``src`` into ``vals/ids``, best first, ties to the lower
-    id (raw: by logit; processed: kept tokens by logit, then the others as ``-inf``)."""
-    if vals.size == 0:
+    id (raw: by logit; processed: kept tokens by logit, then the others as ``-inf``).
+
+    Once the list is full, a chunk whose maximum (one vectorized pass) is not above the
+    list's last value is skipped: nothing in it can enter, and the key of a token is never
+    above its logit."""
+    nt = vals.size
+    if nt == 0:
         return
     count = 0
     s = frozen(st)
-    for j in range(src.size):
-        v = load(src, j)
-        if not raw and not kept(v, j, s, src[0]):
-            v = -np.inf
-        count = push_top(vals, ids, count, v, j)
+    for c0 in range(0, src.size, CHUNK):
+        seg = src[c0 : c0 + CHUNK]
+        if count == nt and not np.float64(row_max(seg)) > vals[nt - 1]:
+            continue
+        for jj in range(seg.size):
+            j = c0 + jj
+            v = load(seg, jj)
+            if not raw and not kept(v, j, s, src[0]):
+                v = -np.inf
+            count = push_top(vals, ids, count, v, j)
 
 
 @kernel

@@ -169,14 +169,10 @@ PyTorch (greedy: argmax + log_softmax + topk); ``sample_filters`` gets a 256-tok
 per row."""
 
 
-def hf_sampler(torch, params: dict, history):
-    """Hugging Face's equivalent of ``fastlsm.sample(x, **params)`` on a tensor ``x``."""
-    if params.get("temperature", 1.0) == 0.0:
-        def greedy(xt):
-            tok = xt.argmax(-1)
-            logp = torch.log_softmax(xt, -1)
-            return tok, logp.gather(-1, tok[:, None]), logp.topk(params["num_logprobs"], -1)
-        return greedy
+def hf_processors(params: dict) -> list:
+    """Hugging Face's logits processors for ``fastlsm.sample``'s parameters, in generate's
+    order (repetition penalty, temperature, top-k, top-p, min-p, typical-p); those at their
+    off values are left out, as generate does."""
     from transformers.generation import logits_process as lp
 
     procs = []
@@ -190,6 +186,20 @@ def hf_sampler(torch, params: dict, history):
         procs.append(lp.TopPLogitsWarper(params["top_p"]))
     if params.get("min_p", 0.0) > 0.0:
         procs.append(lp.MinPLogitsWarper(params["min_p"]))
+    if params.get("typical_p", 1.0) < 1.0:
+        procs.append(lp.TypicalLogitsWarper(params["typical_p"]))
+    return procs
+
+
+def hf_sampler(torch, params: dict, history):
+    """Hugging Face's equivalent of ``fastlsm.sample(x, **params)`` on a tensor ``x``."""
+    if params.get("temperature", 1.0) == 0.0:
+        def greedy(xt):
+            tok = xt.argmax(-1)
+            logp = torch.log_softmax(xt, -1)
+            return tok, logp.gather(-1, tok[:, None]), logp.topk(params["num_logprobs"], -1)
+        return greedy
+    procs = hf_processors(params)
     gen = torch.Generator().manual_seed(0)
     ids = torch.from_numpy(history)
 
