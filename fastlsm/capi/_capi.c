@@ -3,12 +3,14 @@
  *
  * Each wrapper validates its arguments without touching Python, starts the runtime, picks
  * the serial or the parallel kernel (pick) and translates the kernel's result. Wrappers for
- * both dtypes share one implementation taking `f64` (0: float, 1: double) and void
- * pointers; KCALL picks the generated function-pointer type for the dtype.
+ * every dtype share one implementation taking `dt` (a generated DT_* value) and void
+ * pointers; the generated KID_<name>(dt) and KCALL_<name>(dt, fn, ...) pick the entry and
+ * its function-pointer type, FASTLSM_DTYPES_<name>(X) instantiates the public wrappers.
  */
 
-#define KCALL(name, f64, fn, ...) \
-    ((f64) ? ((name##_f64_fn)(fn))(__VA_ARGS__) : ((name##_f32_fn)(fn))(__VA_ARGS__))
+/* Bytes of one element of dtype `dt`; float results (loss, lse, scores) are double only for
+ * DT_F64 (float for the others, 16-bit included). */
+static size_t dt_size(int dt) { return dt == DT_F64 ? 8 : dt == DT_F32 ? 4 : 2; }
 
 /* The runtime, fault injection and the kernel `id` for a problem of `work` elements. */
 static int begin(const char *fname, int id, int64_t work, void **fn)
@@ -97,16 +99,16 @@ static int rows_check(const char *fname, const void *x, const void *out, int64_t
     return FASTLSM_OK;
 }
 
-#define ROWS_ENTRY(name, S, T)                                                             \
-    FASTLSM_API int fastlsm_##name##_##S(const T *x, T *out, int64_t rows, int64_t cols)  \
+#define ROWS_ENTRY(name, S, X, OUT)                                                         \
+    FASTLSM_API int fastlsm_##name##_##S(X x, OUT out, int64_t rows, int64_t cols)        \
     {                                                                                      \
         static const char fname[] = "fastlsm_" #name "_" #S;                              \
         int64_t n;                                                                         \
         void *fn;                                                                          \
-        int st = rows_check(fname, x, out, rows, cols, sizeof(T), &n);                     \
+        int st = rows_check(fname, x, out, rows, cols, sizeof *x, &n);                     \
         if (!st) st = begin(fname, K_##name##_##S, n, &fn);                                \
         if (st || rows == 0) return st;                                                    \
-        int64_t r = ((name##_##S##_fn)fn)(x, out, rows, cols);                             \
+        int64_t r = ((name##_##S##_fn)fn)((const void *)x, (void *)out, rows, cols);       \
         return r == -1 ? FASTLSM_OK : unexpected(fname, r);                               \
     }
 
@@ -159,23 +161,25 @@ static void copy_rows(void *dst, int64_t dst_stride, const void *src, int64_t sr
 }
 
 /* Padded rows (options->row_stride > cols): packed copies of the logits, probability
- * targets and gradient buffer that the kernel works on instead. */
+ * targets (elements of `telem` bytes: the float results' type) and gradient buffer that the
+ * kernel works on instead. */
 typedef struct {
     void *logits, *target, *grad;
 } packed;
 
 static int pack(const char *fname, packed *pk, const void **logits, const void **target,
-                void **grad, int probs, int64_t rows, int64_t cols, int64_t stride, size_t elem)
+                void **grad, int probs, int64_t rows, int64_t cols, int64_t stride, size_t elem,
+                size_t telem)
 {
-    const size_t bytes = (size_t)(rows * cols > 0 ? rows * cols : 1) * elem;
+    const size_t count = (size_t)(rows * cols > 0 ? rows * cols : 1), bytes = count * elem;
     const int inplace = *grad == (const void *)*logits;
     pk->logits = malloc(bytes);
-    pk->target = probs ? malloc(bytes) : NULL;
+    pk->target = probs ? malloc(count * telem) : NULL;
     pk->grad = *grad && !inplace ? malloc(bytes) : NULL;
     if (!pk->logits || (probs && !pk->target) || (*grad && !inplace && !pk->grad))
         return out_of_memory(fname);
     copy_rows(pk->logits, cols, *logits, stride, rows, cols, elem);
-    if (probs) copy_rows(pk->target, cols, *target, stride, rows, cols, elem);
+    if (probs) copy_rows(pk->target, cols, *target, stride, rows, cols, telem);
     *logits = pk->logits;
     if (probs) *target = pk->target;
     if (*grad) *grad = inplace ? pk->logits : pk->grad;
@@ -183,7 +187,7 @@ static int pack(const char *fname, packed *pk, const void **logits, const void *
 }
 
 /* Cross-entropy (nll = 0) or NLL (nll = 1) with every option; see fastlsm.h. */
-static int loss_any(const char *fname, int f64, int nll, const void *logits, const void *target,
+static int loss_any(const char *fname, int dt, int nll, const void *logits, const void *target,
                     int ttype, int64_t rows, int64_t cols, const void *class_weight,
                     const void *token_weight, const void *grad_output,
                     const fastlsm_cross_entropy_options *options, void *loss, void *lse,
@@ -202,7 +206,9 @@ static int loss_any(const char *fname, int f64, int nll, const void *logits, con
                     nll ? "log_probs" : "logits");
     if (!target) return fail(FASTLSM_ERR_NULL_POINTER, "%s: target is NULL", fname);
     if (!loss) return fail(FASTLSM_ERR_NULL_POINTER, "%s: loss is NULL", fname);
-    if (checked_size(rows, cols, f64 ? 8 : 4, &n) != 0) return bad_sizes(fname, rows, cols);
+    const size_t elem = dt_size(dt);
+    const int f64 = dt == DT_F64;
+    if (checked_size(rows, cols, elem, &n) != 0) return bad_sizes(fname, rows, cols);
     if ((st = read_struct(fname, "options", &o, options, sizeof o)) != 0) return st;
     if (ttype < 0 || ttype > (nll ? FASTLSM_TARGET_INT32 : FASTLSM_TARGET_PROBS))
         return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: target_type=%d is not a "
@@ -212,11 +218,10 @@ static int loss_any(const char *fname, int f64, int nll, const void *logits, con
     const int probs = ttype == FASTLSM_TARGET_PROBS, is32 = ttype == FASTLSM_TARGET_INT32;
     const int per_row = o.reduction == FASTLSM_REDUCTION_NONE;
     const int64_t stride = o.row_stride ? o.row_stride : cols;
-    const size_t elem = f64 ? 8 : 4;
     int64_t span;
-    if (stride < cols || (rows > 0 && (checked_size(rows - 1, stride, elem, &span) != 0 ||
+    if (stride < cols || (rows > 0 && (checked_size(rows - 1, stride, f64 ? 8 : 4, &span) != 0 ||
                                        span > INT64_MAX - cols ||
-                                       checked_size(span + cols, 1, elem, &span) != 0)))
+                                       checked_size(span + cols, 1, f64 ? 8 : 4, &span) != 0)))
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: row_stride=%lld: it must be 0 (packed) or "
                     ">= cols=%lld, and rows * row_stride must fit in memory", fname,
                     (long long)o.row_stride, (long long)cols);
@@ -228,23 +233,22 @@ static int loss_any(const char *fname, int f64, int nll, const void *logits, con
                      &own_go)) ||
         (!probs && (st = as_i64(fname, target, is32, rows, &ids, &own_ids))) ||
         (stride != cols && (st = pack(fname, &pk, &logits, &target, &grad, probs, rows, cols,
-                                      stride, elem))) ||
-        (st = begin(fname, nll ? (f64 ? K_nll_loss_f64 : K_nll_loss_f32)
-                    : probs ? (f64 ? K_cross_entropy_probs_f64 : K_cross_entropy_probs_f32)
-                    : (f64 ? K_cross_entropy_f64 : K_cross_entropy_f32), n, &fn)))
+                                      stride, elem, f64 ? 8 : 4))) ||
+        (st = begin(fname, nll ? KID_nll_loss(dt) : probs ? KID_cross_entropy_probs(dt)
+                    : KID_cross_entropy(dt), n, &fn)))
         goto done;
     const double scale = go && !per_row ? go[0] : 1.0;
     const int64_t n_go = go && per_row ? rows : 0, n_w = w ? cols : 0, n_tw = tw ? rows : 0;
     const int64_t grad_rows = grad ? rows : 0;
     if (nll)
-        r = KCALL(nll_loss, f64, fn, logits, ids, rows, cols, w, n_w, tw, n_tw,
+        r = KCALL_nll_loss(dt, fn, logits, ids, rows, cols, w, n_w, tw, n_tw,
                   o.ignore_index, o.reduction, scale, go, n_go, loss, grad, grad_rows);
     else if (probs)
-        r = KCALL(cross_entropy_probs, f64, fn, logits, target, rows, cols, w, n_w, tw, n_tw,
+        r = KCALL_cross_entropy_probs(dt, fn, logits, target, rows, cols, w, n_w, tw, n_tw,
                   o.label_smoothing, o.z_loss, o.softcap, o.reduction, scale, go, n_go, loss,
                   lse, lse ? rows : 0, grad, grad_rows);
     else
-        r = KCALL(cross_entropy, f64, fn, logits, ids, rows, cols, w, n_w, tw, n_tw,
+        r = KCALL_cross_entropy(dt, fn, logits, ids, rows, cols, w, n_w, tw, n_tw,
                   o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction, scale,
                   go, n_go, loss, lse, lse ? rows : 0, grad, grad_rows);
     if (r >= 0 && r < rows && !probs)
@@ -262,46 +266,45 @@ done:
     return st;
 }
 
-#define LOSS_ENTRIES(S, T)                                                                    \
-    FASTLSM_API int fastlsm_cross_entropy_##S(const T *logits, const int64_t *target,        \
+#define LOSS_ENTRIES(S, P, R, DT)                                                             \
+    FASTLSM_API int fastlsm_cross_entropy_##S(const P *logits, const int64_t *target,        \
                                               int64_t rows, int64_t cols,                     \
-                                              const T *class_weight, int64_t ignore_index,    \
-                                              T label_smoothing, int reduction, T *loss,      \
-                                              T *grad)                                        \
+                                              const R *class_weight, int64_t ignore_index,    \
+                                              R label_smoothing, int reduction, R *loss,      \
+                                              P *grad)                                        \
     {                                                                                         \
         fastlsm_cross_entropy_options o = fastlsm_cross_entropy_default_options();           \
         o.ignore_index = ignore_index;                                                        \
         o.label_smoothing = label_smoothing;                                                  \
         o.reduction = reduction;                                                              \
-        return loss_any("fastlsm_cross_entropy_" #S, sizeof(T) == 8, 0, logits, target,      \
+        return loss_any("fastlsm_cross_entropy_" #S, DT, 0, logits, target,                  \
                         FASTLSM_TARGET_INT64, rows, cols, class_weight, NULL, NULL, &o, loss, \
                         NULL, grad);                                                          \
     }                                                                                         \
     FASTLSM_API int fastlsm_cross_entropy_ex_##S(                                             \
-        const T *logits, const void *target, int target_type, int64_t rows, int64_t cols,    \
-        const T *class_weight, const T *token_weight, const T *grad_output,                  \
-        const fastlsm_cross_entropy_options *options, T *loss, T *lse, T *grad)              \
+        const P *logits, const void *target, int target_type, int64_t rows, int64_t cols,    \
+        const R *class_weight, const R *token_weight, const R *grad_output,                  \
+        const fastlsm_cross_entropy_options *options, R *loss, R *lse, P *grad)              \
     {                                                                                         \
-        return loss_any("fastlsm_cross_entropy_ex_" #S, sizeof(T) == 8, 0, logits, target,   \
-                        target_type, rows, cols, class_weight, token_weight, grad_output,     \
-                        options, loss, lse, grad);                                            \
+        return loss_any("fastlsm_cross_entropy_ex_" #S, DT, 0, logits, target, target_type,  \
+                        rows, cols, class_weight, token_weight, grad_output, options, loss,   \
+                        lse, grad);                                                           \
     }                                                                                         \
     FASTLSM_API int fastlsm_nll_loss_##S(                                                     \
-        const T *log_probs, const void *target, int target_type, int64_t rows, int64_t cols, \
-        const T *class_weight, const T *token_weight, const T *grad_output,                  \
-        const fastlsm_cross_entropy_options *options, T *loss, T *grad)                      \
+        const P *log_probs, const void *target, int target_type, int64_t rows, int64_t cols, \
+        const R *class_weight, const R *token_weight, const R *grad_output,                  \
+        const fastlsm_cross_entropy_options *options, R *loss, P *grad)                      \
     {                                                                                         \
-        return loss_any("fastlsm_nll_loss_" #S, sizeof(T) == 8, 1, log_probs, target,        \
-                        target_type, rows, cols, class_weight, token_weight, grad_output,     \
-                        options, loss, NULL, grad);                                           \
+        return loss_any("fastlsm_nll_loss_" #S, DT, 1, log_probs, target, target_type, rows, \
+                        cols, class_weight, token_weight, grad_output, options, loss, NULL,   \
+                        grad);                                                                \
     }
 
-LOSS_ENTRIES(f32, float)
-LOSS_ENTRIES(f64, double)
+FASTLSM_DTYPES_cross_entropy(LOSS_ENTRIES)
 
 /* ------------------------------------------------------------------ sequence scoring */
 
-static int sequence_any(const char *fname, int f64, const void *logits, const void *tokens,
+static int sequence_any(const char *fname, int dt, const void *logits, const void *tokens,
                         int is32, const uint8_t *mask, int64_t batch, int64_t steps,
                         int64_t vocab, void *token_logprobs, void *seq_logprobs)
 {
@@ -313,14 +316,14 @@ static int sequence_any(const char *fname, int f64, const void *logits, const vo
     if (!logits) return fail(FASTLSM_ERR_NULL_POINTER, "%s: logits is NULL", fname);
     if (!tokens) return fail(FASTLSM_ERR_NULL_POINTER, "%s: tokens is NULL", fname);
     if (!seq_logprobs) return fail(FASTLSM_ERR_NULL_POINTER, "%s: seq_logprobs is NULL", fname);
-    if (checked_size(batch, steps, 8, &bt) != 0 || checked_size(bt, vocab, f64 ? 8 : 4, &n))
+    if (checked_size(batch, steps, 8, &bt) != 0 || checked_size(bt, vocab, dt_size(dt), &n))
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: batch=%lld, steps=%lld, vocab=%lld: sizes "
                     "must be >= 0 and their product must fit in memory", fname,
                     (long long)batch, (long long)steps, (long long)vocab);
     if ((st = as_i64(fname, tokens, is32, bt, &ids, &own)) ||
-        (st = begin(fname, f64 ? K_sequence_logprobs_f64 : K_sequence_logprobs_f32, n, &fn)))
+        (st = begin(fname, KID_sequence_logprobs(dt), n, &fn)))
         goto done;
-    r = KCALL(sequence_logprobs, f64, fn, logits, ids, mask, mask != NULL, batch, steps, vocab,
+    r = KCALL_sequence_logprobs(dt, fn, logits, ids, mask, mask != NULL, batch, steps, vocab,
               token_logprobs, token_logprobs != NULL, seq_logprobs);
     if (r >= 0 && r < bt)
         st = fail(FASTLSM_ERR_INVALID_TARGET, "%s: tokens[%lld, %lld] = %lld is outside the "
@@ -335,25 +338,23 @@ done:
     return st;
 }
 
-#define SEQ_ENTRY(S, T, I, ID, is32)                                                          \
-    FASTLSM_API int fastlsm_sequence_logprobs_##I##S(const T *logits, const ID *tokens,      \
+#define SEQ_ENTRY(S, P, R, DT, I, ID, is32)                                                   \
+    FASTLSM_API int fastlsm_sequence_logprobs_##I##S(const P *logits, const ID *tokens,      \
                                                      const uint8_t *mask, int64_t batch,      \
                                                      int64_t steps, int64_t vocab,            \
-                                                     T *token_logprobs, T *seq_logprobs)      \
+                                                     R *token_logprobs, R *seq_logprobs)      \
     {                                                                                         \
-        return sequence_any("fastlsm_sequence_logprobs_" #I #S, sizeof(T) == 8, logits,      \
-                            tokens, is32, mask, batch, steps, vocab, token_logprobs,          \
-                            seq_logprobs);                                                    \
+        return sequence_any("fastlsm_sequence_logprobs_" #I #S, DT, logits, tokens, is32,    \
+                            mask, batch, steps, vocab, token_logprobs, seq_logprobs);         \
     }
+#define SEQ_ENTRIES(S, P, R, DT) \
+    SEQ_ENTRY(S, P, R, DT, , int64_t, 0) SEQ_ENTRY(S, P, R, DT, i32_, int32_t, 1)
 
-SEQ_ENTRY(f32, float, , int64_t, 0)
-SEQ_ENTRY(f64, double, , int64_t, 0)
-SEQ_ENTRY(f32, float, i32_, int32_t, 1)
-SEQ_ENTRY(f64, double, i32_, int32_t, 1)
+FASTLSM_DTYPES_sequence_logprobs(SEQ_ENTRIES)
 
 /* ------------------------------------------------------------------ beam step */
 
-static int beam_step_any(const char *fname, int f64, const void *logits, const void *beam_scores,
+static int beam_step_any(const char *fname, int dt, const void *logits, const void *beam_scores,
                          int64_t batch, int64_t beams, int64_t vocab, int64_t num_candidates,
                          void *cand_scores, int64_t *cand_tokens, int64_t *cand_beams)
 {
@@ -365,8 +366,9 @@ static int beam_step_any(const char *fname, int f64, const void *logits, const v
     if (!cand_scores || !cand_tokens || !cand_beams)
         return fail(FASTLSM_ERR_NULL_POINTER, "%s: cand_%s is NULL", fname,
                     !cand_scores ? "scores" : !cand_tokens ? "tokens" : "beams");
+    const int f64 = dt == DT_F64;
     if (checked_size(batch, beams, f64 ? 8 : 4, &bk) != 0 ||
-        checked_size(bk, vocab, f64 ? 8 : 4, &n) != 0 || checked_size(beams, vocab, 1, &kv) ||
+        checked_size(bk, vocab, dt_size(dt), &n) != 0 || checked_size(beams, vocab, 1, &kv) ||
         checked_size(batch, num_candidates < 0 ? -1 : num_candidates, 8, &bc) != 0)
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: batch=%lld, beams=%lld, vocab=%lld, "
                     "num_candidates=%lld: sizes must be >= 0 and their products must fit in "
@@ -385,9 +387,9 @@ static int beam_step_any(const char *fname, int f64, const void *logits, const v
             return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: beam_scores[%lld] is NaN or +inf; "
                         "use -inf for a dead beam", fname, (long long)i);
     }
-    int st = begin(fname, f64 ? K_beam_step_f64 : K_beam_step_f32, n, &fn);
+    int st = begin(fname, KID_beam_step(dt), n, &fn);
     if (st || batch == 0) return st;
-    r = KCALL(beam_step, f64, fn, logits, beam_scores, batch, beams, vocab, num_candidates,
+    r = KCALL_beam_step(dt, fn, logits, beam_scores, batch, beams, vocab, num_candidates,
               cand_scores, cand_tokens, cand_beams);
     if (r >= 0 && r < bk)
         return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: logits[%lld, %lld] contains NaN or "
@@ -396,19 +398,340 @@ static int beam_step_any(const char *fname, int f64, const void *logits, const v
     return r == -1 ? FASTLSM_OK : unexpected(fname, r);
 }
 
-#define BEAM_STEP_ENTRY(S, T)                                                                 \
-    FASTLSM_API int fastlsm_beam_step_##S(const T *logits, const T *beam_scores,             \
+#define BEAM_STEP_ENTRY(S, P, R, DT)                                                          \
+    FASTLSM_API int fastlsm_beam_step_##S(const P *logits, const R *beam_scores,             \
                                           int64_t batch, int64_t beams, int64_t vocab,        \
-                                          int64_t num_candidates, T *cand_scores,             \
+                                          int64_t num_candidates, R *cand_scores,             \
                                           int64_t *cand_tokens, int64_t *cand_beams)          \
     {                                                                                         \
-        return beam_step_any("fastlsm_beam_step_" #S, sizeof(T) == 8, logits, beam_scores,   \
-                             batch, beams, vocab, num_candidates, cand_scores, cand_tokens,   \
-                             cand_beams);                                                     \
+        return beam_step_any("fastlsm_beam_step_" #S, DT, logits, beam_scores, batch, beams, \
+                             vocab, num_candidates, cand_scores, cand_tokens, cand_beams);    \
     }
 
-BEAM_STEP_ENTRY(f32, float)
-BEAM_STEP_ENTRY(f64, double)
+FASTLSM_DTYPES_beam_step(BEAM_STEP_ENTRY)
+
+/* ------------------------------------------------------------------ sampling */
+
+FASTLSM_API fastlsm_sample_params fastlsm_sample_default_params(void)
+{
+    NEW_STRUCT(fastlsm_sample_params, p);
+    p.temperature = 1.0;
+    p.top_p = 1.0;
+    p.typical_p = 1.0;
+    p.repetition_penalty = 1.0;
+    p.logprobs_mode = FASTLSM_LOGPROBS_RAW;
+    p.logit_bias_rows = 1;
+    return p;
+}
+
+/* The range of each sampling parameter (the rules of fastlsm.sampling._params). */
+typedef struct {
+    const char *name, *array, *what;
+    int col;
+    double lo, hi;
+    int lo_open, hi_open;
+} param_rule;
+
+static const param_rule sample_rules[] = {
+    {"temperature", "temperatures", "finite and >= 0 (0 = greedy)", SAMPLE_P_T, 0, HUGE_VAL,
+     0, 1},
+    {"top_k", "top_ks", ">= 0 (0 = off)", SAMPLE_P_K, 0, HUGE_VAL, 0, 0},
+    {"top_p", "top_ps", "in (0, 1] (1 = off)", SAMPLE_P_P, 0, 1, 1, 0},
+    {"min_p", "min_ps", "in [0, 1] (0 = off)", SAMPLE_P_MINP, 0, 1, 0, 0},
+    {"typical_p", "typical_ps", "in (0, 1] (1 = off)", SAMPLE_P_TYP, 0, 1, 1, 0},
+    {"repetition_penalty", "repetition_penalties", "finite and > 0 (1 = off)", SAMPLE_P_REP,
+     0, HUGE_VAL, 1, 1},
+    {"frequency_penalty", "frequency_penalties", "finite (0 = off)", SAMPLE_P_FREQ, -HUGE_VAL,
+     HUGE_VAL, 1, 1},
+    {"presence_penalty", "presence_penalties", "finite (0 = off)", SAMPLE_P_PRES, -HUGE_VAL,
+     HUGE_VAL, 1, 1},
+};
+
+/* What both samplers hand their kernel, checked and converted from the caller's. */
+typedef struct {
+    fastlsm_sample_params p;
+    double *table;                 /* [rows, SAMPLE_NPARAM] */
+    uint64_t *seeds, *steps, *ctr; /* [rows] each */
+    const int64_t *hist;           /* [rows, history_len] */
+    int64_t *own_hist;
+    int64_t bias_rows, mask_words;
+} sampler;
+
+static void sampler_free(sampler *s)
+{
+    free(s->table), free(s->seeds), free(s->steps), free(s->ctr), free(s->own_hist);
+}
+
+/* `n` ids in [lo, vocab) (lo = -1: -1 is padding), else FASTLSM_ERR_INVALID_TARGET naming
+ * the first bad one as [i, j] of a [*, cols] array. */
+static int check_ids(const char *fname, const char *what, const void *ids, int is32, int64_t n,
+                     int64_t cols, int64_t lo, int64_t vocab)
+{
+    for (int64_t i = 0; i < n; i++) {
+        int64_t v = id_at(ids, is32, i);
+        if (v < lo || v >= vocab)
+            return fail(FASTLSM_ERR_INVALID_TARGET, "%s: %s[%lld, %lld] = %lld must be %s "
+                        "[0, %lld)", fname, what, (long long)(i / cols), (long long)(i % cols),
+                        (long long)v, lo < 0 ? "-1 (padding) or a token id in" :
+                        "a token id in", (long long)vocab);
+    }
+    return FASTLSM_OK;
+}
+
+static int sampler_setup(const char *fname, sampler *s, const fastlsm_sample_params *params,
+                         const void *history, int is32, int64_t history_len, int64_t rows,
+                         int64_t vocab)
+{
+    memset(s, 0, sizeof *s);
+    s->p = fastlsm_sample_default_params();
+    const fastlsm_sample_params *p = &s->p;
+    int64_t tmp;
+    int st;
+    if ((st = read_struct(fname, "params", &s->p, params, sizeof s->p)) != 0) return st;
+    if (history_len < 0 || checked_size(rows, history_len, 8, &tmp) != 0)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: history_len=%lld must be >= 0 (0: no "
+                    "history) and rows * history_len must fit in memory", fname,
+                    (long long)history_len);
+    if (history_len > 0 && !history)
+        return fail(FASTLSM_ERR_NULL_POINTER, "%s: history is NULL but history_len = %lld",
+                    fname, (long long)history_len);
+    if (p->logprobs_mode != FASTLSM_LOGPROBS_RAW && p->logprobs_mode != FASTLSM_LOGPROBS_PROCESSED)
+        return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->logprobs_mode=%d is not a "
+                    "fastlsm_logprobs_mode (0 raw, 1 processed)", fname, p->logprobs_mode);
+    if (p->num_logprobs < 0 || p->num_logprobs > vocab)
+        return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->num_logprobs must be in [0, "
+                    "V=%lld], got %lld", fname, (long long)vocab, (long long)p->num_logprobs);
+    s->bias_rows = p->logit_bias ? p->logit_bias_rows : 0;
+    if (p->logit_bias && p->logit_bias_rows != 1 && p->logit_bias_rows != rows)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: params->logit_bias_rows=%lld must be 1 "
+                    "(one bias for every row) or rows=%lld", fname,
+                    (long long)p->logit_bias_rows, (long long)rows);
+    for (int64_t i = 0; i < s->bias_rows * vocab; i++) {
+        double b = p->logit_bias[i];
+        if (b != b || b == HUGE_VAL)
+            return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->logit_bias[%lld, %lld] is "
+                        "%g: logit_bias must hold finite values or -inf (never NaN or +inf)",
+                        fname, (long long)(i / vocab), (long long)(i % vocab), b);
+    }
+    s->mask_words = p->token_bitmask ? (vocab + 31) / 32 : 0;
+    const size_t n = (size_t)(rows > 0 ? rows : 1);
+    s->table = malloc(n * SAMPLE_NPARAM * sizeof *s->table);
+    s->seeds = malloc(n * sizeof *s->seeds);
+    s->steps = malloc(n * sizeof *s->steps);
+    s->ctr = malloc(n * sizeof *s->ctr);
+    if (!s->table || !s->seeds || !s->steps || !s->ctr) return out_of_memory(fname);
+    const double scalar[] = {p->temperature, (double)p->top_k, p->top_p, p->min_p,
+                             p->typical_p, p->repetition_penalty, p->frequency_penalty,
+                             p->presence_penalty};
+    const double *array[] = {p->temperatures, NULL, p->top_ps, p->min_ps, p->typical_ps,
+                             p->repetition_penalties, p->frequency_penalties,
+                             p->presence_penalties};
+    for (size_t k = 0; k < sizeof sample_rules / sizeof *sample_rules; k++) {
+        const param_rule *r = &sample_rules[k];
+        const int per_row = k == 1 ? p->top_ks != NULL : array[k] != NULL;
+        for (int64_t i = 0; i < (per_row ? rows : 1); i++) {
+            double v = !per_row ? scalar[k] : k == 1 ? (double)p->top_ks[i] : array[k][i];
+            int ok = (r->lo_open ? v > r->lo : v >= r->lo) &&
+                     (r->hi_open ? v < r->hi : v <= r->hi);
+            if (!ok && per_row)
+                return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->%s must be %s, got %g "
+                            "(row %lld)", fname, r->array, r->what, v, (long long)i);
+            if (!ok)
+                return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->%s must be %s, got %g",
+                            fname, r->name, r->what, v);
+        }
+        for (int64_t i = 0; i < rows; i++)
+            s->table[i * SAMPLE_NPARAM + r->col] =
+                !per_row ? scalar[k] : k == 1 ? (double)p->top_ks[i] : array[k][i];
+    }
+    /* Philox key and counter: (seed[row], step[row]) with per-row seeds, (seed, step, row
+     * index) with one seed, as fastlsm.sample. */
+    for (int64_t i = 0; i < rows; i++) {
+        s->seeds[i] = p->seeds ? p->seeds[i] : p->seed;
+        s->steps[i] = p->steps ? p->steps[i] : p->step;
+        s->ctr[i] = p->seeds ? 0 : (uint64_t)i;
+    }
+    if ((st = check_ids(fname, "history", history, is32, rows * history_len,
+                        history_len ? history_len : 1, -1, vocab)) != 0)
+        return st;
+    return as_i64(fname, history, is32, rows * history_len, &s->hist, &s->own_hist);
+}
+
+static int sample_failed(const char *fname, const char *what, int64_t r, const int64_t *status,
+                         int64_t rows)
+{
+    if (r < 0 || r >= rows) return unexpected(fname, r);
+    if (status[r] == SAMPLE_NO_TOKEN)
+        return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: row %lld of %s has no allowed token: "
+                    "its token_bitmask allows none of the vocabulary, or every allowed logit "
+                    "is -inf", fname, (long long)r, what);
+    return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: row %lld of %s holds NaN or +inf logits "
+                "(after bias and penalties)", fname, (long long)r, what);
+}
+
+static void narrow_ids(void *dst, const int64_t *src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) ((int32_t *)dst)[i] = (int32_t)src[i];
+}
+
+static int sample_any(const char *fname, int dt, int is32, const void *logits, int64_t rows,
+                      int64_t vocab, const fastlsm_sample_params *params, const void *history,
+                      int64_t history_len, const void *lp_ids, int64_t lp_rows, int64_t lp_cols,
+                      void *tokens, void *logprobs, void *top_tokens, void *top_logprobs,
+                      void *id_logprobs)
+{
+    sampler s;
+    int64_t n, r, *status = NULL, *own_lp_ids = NULL, *tok64 = NULL, *top64 = NULL;
+    const int64_t *ids = NULL;
+    void *fn, *own_lp = NULL;
+    int st;
+    CLEAR_ERROR();
+    memset(&s, 0, sizeof s);
+    if (!logits) return fail(FASTLSM_ERR_NULL_POINTER, "%s: logits is NULL", fname);
+    if (!tokens) return fail(FASTLSM_ERR_NULL_POINTER, "%s: tokens is NULL", fname);
+    if (checked_size(rows, vocab, dt_size(dt), &n) != 0) return bad_sizes(fname, rows, vocab);
+    if (vocab == 0)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: vocab = 0: there is no token to sample",
+                    fname);
+    if (lp_cols < 0 || (lp_cols > 0 && lp_rows != 1 && lp_rows != rows))
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: token_ids_rows=%lld, num_token_ids=%lld: "
+                    "logprob_token_ids is [1 or rows, num_token_ids], num_token_ids >= 0",
+                    fname, (long long)lp_rows, (long long)lp_cols);
+    if (lp_cols > 0 && !lp_ids)
+        return fail(FASTLSM_ERR_NULL_POINTER, "%s: logprob_token_ids is NULL but "
+                    "num_token_ids = %lld", fname, (long long)lp_cols);
+    if (lp_cols > 0 && !id_logprobs)
+        return fail(FASTLSM_ERR_NULL_POINTER, "%s: token_id_logprobs is NULL but "
+                    "num_token_ids = %lld", fname, (long long)lp_cols);
+    if (lp_cols == 0) lp_rows = 1;
+    if ((st = sampler_setup(fname, &s, params, history, is32, history_len, rows, vocab)))
+        goto done;
+    const int64_t nt = s.p.num_logprobs;
+    if (nt > 0 && (!top_tokens || !top_logprobs)) {
+        st = fail(FASTLSM_ERR_NULL_POINTER, "%s: %s is NULL but params->num_logprobs = %lld",
+                  fname, !top_tokens ? "top_tokens" : "top_logprobs", (long long)nt);
+        goto done;
+    }
+    if ((st = check_ids(fname, "logprob_token_ids", lp_ids, is32, lp_rows * lp_cols,
+                        lp_cols ? lp_cols : 1, 0, vocab)) ||
+        (st = as_i64(fname, lp_ids, is32, lp_rows * lp_cols, &ids, &own_lp_ids)) ||
+        (st = begin(fname, KID_sample(dt), rows > 1 ? n : 0, &fn)))
+        goto done;
+    const size_t rn = (size_t)(rows > 0 ? rows : 1);
+    status = malloc(rn * sizeof *status);
+    own_lp = logprobs ? NULL : malloc(rn * 8);
+    tok64 = is32 ? malloc(rn * sizeof *tok64) : NULL;
+    top64 = is32 && nt ? malloc(rn * (size_t)nt * sizeof *top64) : NULL;
+    if (!status || (!logprobs && !own_lp) || (is32 && !tok64) || (is32 && nt && !top64)) {
+        st = out_of_memory(fname);
+        goto done;
+    }
+    if (rows == 0) goto done;
+    r = KCALL_sample(dt, fn, logits, rows, vocab, s.p.logit_bias, s.bias_rows,
+                     s.p.token_bitmask, s.mask_words, s.hist, history_len, s.table, s.seeds,
+                     s.steps, s.ctr, s.p.logprobs_mode == FASTLSM_LOGPROBS_RAW, ids, lp_rows,
+                     lp_cols, is32 ? tok64 : tokens, logprobs ? logprobs : own_lp,
+                     is32 ? (void *)top64 : top_tokens, top_logprobs, nt, id_logprobs, status);
+    if (r != -1) {
+        st = sample_failed(fname, "logits", r, status, rows);
+        goto done;
+    }
+    if (is32) {
+        narrow_ids(tokens, tok64, rows);
+        narrow_ids(top_tokens, top64, rows * nt);
+    }
+done:
+    sampler_free(&s);
+    free(status), free(own_lp_ids), free(tok64), free(top64), free(own_lp);
+    return st;
+}
+
+#define SAMPLE_ENTRY(S, P, R, DT, I, ID, is32)                                                \
+    FASTLSM_API int fastlsm_sample_##I##S(                                                    \
+        const P *logits, int64_t rows, int64_t vocab, const fastlsm_sample_params *params,   \
+        const ID *history, int64_t history_len, const ID *logprob_token_ids,                 \
+        int64_t token_ids_rows, int64_t num_token_ids, ID *tokens, R *logprobs,              \
+        ID *top_tokens, R *top_logprobs, R *token_id_logprobs)                               \
+    {                                                                                         \
+        return sample_any("fastlsm_sample_" #I #S, DT, is32, logits, rows, vocab, params,    \
+                          history, history_len, logprob_token_ids, token_ids_rows,            \
+                          num_token_ids, tokens, logprobs, top_tokens, top_logprobs,          \
+                          token_id_logprobs);                                                 \
+    }
+#define SAMPLE_ENTRIES(S, P, R, DT) \
+    SAMPLE_ENTRY(S, P, R, DT, , int64_t, 0) SAMPLE_ENTRY(S, P, R, DT, i32_, int32_t, 1)
+
+FASTLSM_DTYPES_sample(SAMPLE_ENTRIES)
+
+static int verify_any(const char *fname, int dt, int is32, const void *target_logits,
+                      const void *draft_logits, const void *draft_tokens, int64_t rows,
+                      int64_t k, int64_t vocab, const fastlsm_sample_params *params,
+                      const void *history, int64_t history_len, int64_t *num_accepted,
+                      void *tokens)
+{
+    sampler s;
+    int64_t n, k1, r, *status = NULL, *own_draft = NULL, *out64 = NULL;
+    const int64_t *draft = NULL;
+    void *fn;
+    int st;
+    CLEAR_ERROR();
+    memset(&s, 0, sizeof s);
+    if (!target_logits) return fail(FASTLSM_ERR_NULL_POINTER, "%s: target_logits is NULL", fname);
+    if (!draft_tokens && k > 0)
+        return fail(FASTLSM_ERR_NULL_POINTER, "%s: draft_tokens is NULL", fname);
+    if (!num_accepted) return fail(FASTLSM_ERR_NULL_POINTER, "%s: num_accepted is NULL", fname);
+    if (!tokens) return fail(FASTLSM_ERR_NULL_POINTER, "%s: tokens is NULL", fname);
+    if (k < 0 || k == INT64_MAX || checked_size(rows, k + 1, 8, &k1) != 0 ||
+        checked_size(k1, vocab, dt_size(dt), &n) != 0)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: rows=%lld, k=%lld, vocab=%lld: sizes must "
+                    "be >= 0 and rows * (k + 1) * vocab must fit in memory", fname,
+                    (long long)rows, (long long)k, (long long)vocab);
+    if (vocab == 0)
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: vocab = 0: there is no token to sample",
+                    fname);
+    if ((st = sampler_setup(fname, &s, params, history, is32, history_len, rows, vocab)) ||
+        (st = check_ids(fname, "draft_tokens", draft_tokens, is32, rows * k, k ? k : 1, 0,
+                        vocab)) ||
+        (st = as_i64(fname, draft_tokens, is32, rows * k, &draft, &own_draft)) ||
+        (st = begin(fname, KID_verify_draft(dt), n, &fn)))
+        goto done;
+    const size_t rn = (size_t)(rows > 0 ? rows : 1);
+    status = malloc(rn * sizeof *status);
+    out64 = is32 ? malloc(rn * (size_t)(k + 1) * sizeof *out64) : NULL;
+    if (!status || (is32 && !out64)) {
+        st = out_of_memory(fname);
+        goto done;
+    }
+    if (rows == 0) goto done;
+    r = KCALL_verify_draft(dt, fn, target_logits, draft_logits, draft_logits != NULL, draft,
+                           rows, k, vocab, s.p.logit_bias, s.bias_rows, s.p.token_bitmask,
+                           s.mask_words, s.hist, history_len, s.table, s.seeds, s.steps,
+                           s.ctr, num_accepted, is32 ? out64 : tokens, status);
+    if (r != -1) {
+        st = sample_failed(fname, "target_logits or draft_logits", r, status, rows);
+        goto done;
+    }
+    if (is32) narrow_ids(tokens, out64, rows * (k + 1));
+done:
+    sampler_free(&s);
+    free(status), free(own_draft), free(out64);
+    return st;
+}
+
+#define VERIFY_ENTRY(S, P, R, DT, I, ID, is32)                                                \
+    FASTLSM_API int fastlsm_verify_draft_##I##S(                                              \
+        const P *target_logits, const P *draft_logits, const ID *draft_tokens, int64_t rows, \
+        int64_t k, int64_t vocab, const fastlsm_sample_params *params, const ID *history,    \
+        int64_t history_len, int64_t *num_accepted, ID *tokens)                              \
+    {                                                                                         \
+        return verify_any("fastlsm_verify_draft_" #I #S, DT, is32, target_logits,            \
+                          draft_logits, draft_tokens, rows, k, vocab, params, history,        \
+                          history_len, num_accepted, tokens);                                 \
+    }
+#define VERIFY_ENTRIES(S, P, R, DT) \
+    VERIFY_ENTRY(S, P, R, DT, , int64_t, 0) VERIFY_ENTRY(S, P, R, DT, i32_, int32_t, 1)
+
+FASTLSM_DTYPES_verify_draft(VERIFY_ENTRIES)
 
 /* ------------------------------------------------------------------ beam-search decoder */
 
@@ -548,7 +871,7 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
         if (rc != 0)
             CLEANUP(FASTLSM_ERR_INVALID_ARGUMENT, "%s: step %lld: the step callback returned "
                     "%d", fname, (long long)s, rc);
-        int64_t status = KCALL(beam_advance, is_f64, pick(adv_id, rows * vocab), cfg, cfg_len,
+        int64_t status = KCALL_beam_advance(is_f64, pick(adv_id, rows * vocab), cfg, cfg_len,
                                fcfg, fstate, fsize, istate, isize, logits, rows, vocab);
         if (status == BEAM_DONE) break;
         if (status == BEAM_BAD_LOGITS) {

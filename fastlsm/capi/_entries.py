@@ -42,11 +42,14 @@ from typing import NamedTuple
 import numba
 import numpy as np
 from numba import carray, cfunc, types
+from numba.extending import overload
 
 from .. import _jit
 from .._kernels import beam as _beam
 from .._kernels import cross_entropy as _ce
+from .._kernels import half as _half
 from .._kernels import normalize as _norm
+from .._kernels import sampling as _samp
 from .._kernels import sequence as _seq
 from .._kernels.decoder import config as _config
 
@@ -195,6 +198,26 @@ def _beam_store(status, scores, tokens, beams, cand_scores, cand_tokens, cand_be
     return status
 
 
+def float_rows(x):
+    """``x`` ``[N, C]`` as a float kernel reads it: 16-bit rows widened (exactly) into a
+    float32 copy, float32/float64 rows themselves (``fastlsm.beam_step`` does the same)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(float_rows, jit_options=_jit.JIT_OPTIONS)
+def _float_rows_impl(x):
+    if x.dtype in (types.uint16, types.int16):
+
+        def widen(x):
+            out = np.empty(x.shape, np.float32)
+            for i in range(x.shape[0]):
+                _half.convert(x[i], out[i])
+            return out
+
+        return widen
+    return lambda x: x
+
+
 def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_tokens,
               cand_beams):
     n = batch * beams
@@ -205,10 +228,87 @@ def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_t
     sc = np.empty((batch, cap), np.float64)
     tk = np.empty((batch, cap), np.int64)
     bm = np.empty((batch, cap), np.int64)
-    st = KERNEL(carray(logits, (n, vocab)), bs, beams, np.empty((n, cap), np.float64),
+    st = KERNEL(float_rows(carray(logits, (n, vocab))), bs, beams, np.empty((n, cap), np.float64),
                 np.empty((n, cap), np.int64), np.empty(n, np.int64), sc, tk, bm,
                 np.empty((batch, cap), np.float64))
     return _beam_store(st, sc, tk, bm, cand_scores, cand_tokens, cand_beams)
+
+
+@_jit.kernel
+def _sample_inputs(rows, vocab, bias, bias_rows, mask, mask_words, hist, hist_len, params,
+                   seeds, steps, ctr):
+    """The arrays both samplers take (a bias of 0 rows is absent: ``[1, 0]``)."""
+    return (carray(bias, (max(bias_rows, 1), vocab if bias_rows > 0 else 0)),
+            carray(hist, (rows, hist_len)), carray(params, (rows, _samp.NPARAM)),
+            carray(seeds, (rows,)), carray(steps, (rows,)), carray(ctr, (rows,)))
+
+
+@_jit.kernel
+def _first_bad(status):
+    """-1 if every row's status is OK, else the first failing row."""
+    for i in range(status.size):
+        if status[i] != _samp.OK:
+            return np.int64(i)
+    return np.int64(-1)
+
+
+@_jit.kernel
+def _sample_store(r, tk, lp, tt, tl, il, tokens, logprobs, top_tok, top_lp, id_lp):
+    """Copy the results into the caller's outputs (only when every row succeeded)."""
+    if r >= 0:
+        return r
+    nb, nt, nm = tk.size, tt.shape[1], il.shape[1]
+    t, o = carray(tokens, (nb,)), carray(logprobs, (nb,))
+    a, b, c = carray(top_tok, (nb, nt)), carray(top_lp, (nb, nt)), carray(id_lp, (nb, nm))
+    for i in range(nb):
+        t[i] = tk[i]
+        o[i] = lp[i]
+        for j in range(nt):
+            a[i, j] = tt[i, j]
+            b[i, j] = tl[i, j]
+        for j in range(nm):
+            c[i, j] = il[i, j]
+    return r
+
+
+def sample(x, rows, vocab, bias, bias_rows, mask, mask_words, hist, hist_len, params, seeds,
+           steps, ctr, raw, lp_ids, lp_rows, lp_cols, tokens, logprobs, top_tok, top_lp,
+           num_top, id_lp, status):
+    b, h, p, sd, sp, ct = _sample_inputs(rows, vocab, bias, bias_rows, mask, mask_words, hist,
+                                         hist_len, params, seeds, steps, ctr)
+    st = carray(status, (rows,))
+    tk, lp = np.empty(rows, np.int64), np.empty(rows, np.float64)
+    tt, tl = np.empty((rows, num_top), np.int64), np.empty((rows, num_top), np.float64)
+    il = np.empty((rows, lp_cols), np.float64)
+    KERNEL(carray(x, (rows, vocab)), b, carray(mask, (rows, mask_words)), h, p, sd, sp, ct,
+           raw != 0, carray(lp_ids, (lp_rows, lp_cols)), tk, lp, tt, tl, il, st)
+    return _sample_store(_first_bad(st), tk, lp, tt, tl, il, tokens, logprobs, top_tok,
+                         top_lp, id_lp)
+
+
+@_jit.kernel
+def _verify_store(r, na, out, num_acc, tokens):
+    """Copy the results into the caller's outputs (only when every row succeeded)."""
+    if r >= 0:
+        return r
+    a, t = carray(num_acc, na.shape), carray(tokens, out.shape)
+    for i in range(na.size):
+        a[i] = na[i]
+        for j in range(out.shape[1]):
+            t[i, j] = out[i, j]
+    return r
+
+
+def verify_draft(tl, dl, has_draft, draft, rows, k, vocab, bias, bias_rows, mask, mask_words,
+                 hist, hist_len, params, seeds, steps, ctr, num_acc, out, status):
+    b, h, p, sd, sp, ct = _sample_inputs(rows, vocab, bias, bias_rows, mask, mask_words, hist,
+                                         hist_len, params, seeds, steps, ctr)
+    st = carray(status, (rows,))
+    na, o = np.zeros(rows, np.int64), np.full((rows, k + 1), -1, np.int64)
+    KERNEL(carray(tl, (rows, k + 1, vocab)), carray(dl, (rows, k if has_draft else 0, vocab)),
+           carray(draft, (rows, k)), b, carray(mask, (rows, k + 1, mask_words)), h, p, sd, sp,
+           ct, na, o, st)
+    return _verify_store(_first_bad(st), na, o, num_acc, out)
 
 
 # The decoder (fastlsm_beam_search_*) drives the state machine of fastlsm.beam_search:
@@ -253,16 +353,42 @@ def beam_finalize(cfg, cfg_len, fcfg, fstate, fsize, istate, isize, out_seqs, ou
 # --------------------------------------------------------------------------- the table
 
 
+class Dtype(NamedTuple):
+    """One element dtype of the ABI: the entry points' suffix and three C types.
+
+    ``T``: the elements as the kernel sees them (16-bit data as integer views of its bits:
+    ``uint16_t`` for bfloat16, ``int16_t`` for float16, see ``fastlsm/_dtypes.py``); ``R``:
+    float results (lse, losses, scores, weights: float32 for the 16-bit dtypes); ``P``: the
+    elements in the public prototypes (``uint16_t`` bits for both 16-bit dtypes).
+    """
+
+    suffix: str
+    T: str
+    R: str
+    P: str
+    code: int  # the C side's DT_* value (element size and dispatch)
+
+
+F32 = Dtype("f32", "float", "float", "float", 0)
+F64 = Dtype("f64", "double", "double", "double", 1)
+BF16 = Dtype("bf16", "uint16_t", "float", "uint16_t", 2)
+F16 = Dtype("f16", "int16_t", "float", "uint16_t", 3)
+FLOATS = (F32, F64)
+ALL = (F32, F64, BF16, F16)
+
+
 class Entry(NamedTuple):
     """One kernel entry point of the C ABI.
 
     ``name``: the C side's key (``K_<name>``, typedef ``<name>_fn``); ``csig``: its C
-    signature, ``T`` standing for the logits' C type; ``template`` and ``kernel``: what it
-    runs (a parallel kernel also gets its serial copy); ``public``: the prototypes of
-    ``fastlsm.h`` whose C wrappers call it (``T``/``S`` expand as in csig); ``dtypes``:
-    ``(suffix, C type)`` pairs, one entry point each (``()``: one, untyped); ``wrap``:
+    signature (``T``, ``R`` as in :class:`Dtype`); ``template`` and ``kernel``: what it runs
+    (a parallel kernel also gets its serial copy); ``public``: the prototypes of
+    ``fastlsm.h`` whose C wrappers call it (``S``, ``P``, ``R`` expand as in :class:`Dtype`);
+    ``dtypes``: :class:`Dtype` s, one entry point each (``()``: one, untyped); ``wrap``:
     ``"rows"`` generates the C wrapper too (``ROWS_ENTRY`` of ``_capi.c``: x, out, rows,
     cols), so a row-shaped entry point is this row plus its prototype in ``fastlsm.h``.
+    Hand-written wrappers are instantiated once per dtype by the generated
+    ``FASTLSM_DTYPES_<name>(X)`` (``X(S, P, R, DT)`` for each of ``dtypes``).
     """
 
     name: str
@@ -270,75 +396,105 @@ class Entry(NamedTuple):
     template: Callable
     kernel: Callable
     public: tuple = ()
-    dtypes: tuple = (("f32", "float"), ("f64", "double"))
+    dtypes: tuple = FLOATS
     wrap: str = ""
 
 
 _ROWS = "int64_t (const T *x, T *out, int64_t rows, int64_t cols)"
+_REDUCE = "int64_t (const T *x, R *out, int64_t rows, int64_t cols)"
 _OPT = "const double *weight, int64_t n_weight, const double *token_weight, int64_t n_token"
 _GRAD = "double grad_scale, const double *grad_output, int64_t n_grad_output"
 _LOSS = "int64_t reduction, " + _GRAD
 _CE_OPTS = "double label_smoothing, double z_loss, double softcap, " + _LOSS
-_CE_OUT = "T *loss, T *lse, int64_t n_lse, T *grad, int64_t grad_rows"
+_CE_OUT = "R *loss, R *lse, int64_t n_lse, T *grad, int64_t grad_rows"
 _CE_API = (
-    "const T *logits, const void *target, int target_type, int64_t rows, int64_t cols, "
-    "const T *class_weight, const T *token_weight, const T *grad_output, "
-    "const fastlsm_cross_entropy_options *options, T *loss, T *lse, T *grad"
+    "const P *logits, const void *target, int target_type, int64_t rows, int64_t cols, "
+    "const R *class_weight, const R *token_weight, const R *grad_output, "
+    "const fastlsm_cross_entropy_options *options, R *loss, R *lse, P *grad"
 )
 _DEC = "const int64_t *cfg, int64_t cfg_len, const double *fcfg"
 _STATE = "double *fstate, int64_t fsize, int64_t *istate, int64_t isize"
 _STEP_FN = ("fastlsm_step_fn_S step, void *user_data, int64_t *sequences, int64_t *lengths, "
             "T *sequence_scores, T *token_logprobs, int64_t *out_width")
+_SEQ_API = ("const P *logits, const I *tokens, const uint8_t *mask, int64_t batch, "
+            "int64_t steps, int64_t vocab, R *token_logprobs, R *seq_logprobs")
+_SAMPLE_IN = ("const double *bias, int64_t bias_rows, const int32_t *mask, int64_t mask_words, "
+              "const int64_t *hist, int64_t hist_len, const double *params, "
+              "const uint64_t *seeds, const uint64_t *steps, const uint64_t *ctr")
+_SAMPLE_API = ("const P *logits, int64_t rows, int64_t vocab, "
+               "const fastlsm_sample_params *params, const I *history, int64_t history_len, "
+               "const I *logprob_token_ids, int64_t token_ids_rows, int64_t num_token_ids, "
+               "I *tokens, R *logprobs, I *top_tokens, R *top_logprobs, "
+               "R *token_id_logprobs")
+_VERIFY_API = ("const P *target_logits, const P *draft_logits, const I *draft_tokens, "
+               "int64_t rows, int64_t k, int64_t vocab, const fastlsm_sample_params *params, "
+               "const I *history, int64_t history_len, int64_t *num_accepted, I *tokens")
+
+
+def _ids(*protos: str) -> tuple:
+    """Each prototype with int64_t ids (``I``), then with int32_t ids (``_i32_`` names)."""
+    out = [p.replace("const I *", "const int64_t *").replace("I *", "int64_t *")
+           for p in protos]
+    out += [re.sub(r"(fastlsm_\w+?)_S\(", r"\1_i32_S(", p).replace(
+        "const I *", "const int32_t *").replace("I *", "int32_t *") for p in protos]
+    return tuple(out)
+
 
 ENTRIES = (
     Entry("log_softmax", _ROWS, rows_out, _norm.log_softmax_rows,
-          ("int fastlsm_log_softmax_S(const T *x, T *out, int64_t rows, int64_t cols)",),
-          wrap="rows"),
+          ("int fastlsm_log_softmax_S(const P *x, P *out, int64_t rows, int64_t cols)",),
+          ALL, wrap="rows"),
     Entry("softmax", _ROWS, rows_out, _norm.softmax_rows,
-          ("int fastlsm_softmax_S(const T *x, T *out, int64_t rows, int64_t cols)",),
-          wrap="rows"),
-    Entry("logsumexp", _ROWS, rows_reduce, _norm.logsumexp_rows,
-          ("int fastlsm_logsumexp_S(const T *x, T *out, int64_t rows, int64_t cols)",),
-          wrap="rows"),
+          ("int fastlsm_softmax_S(const P *x, P *out, int64_t rows, int64_t cols)",),
+          ALL, wrap="rows"),
+    Entry("logsumexp", _REDUCE, rows_reduce, _norm.logsumexp_rows,
+          ("int fastlsm_logsumexp_S(const P *x, R *out, int64_t rows, int64_t cols)",),
+          ALL, wrap="rows"),
     Entry("cross_entropy",
           f"int64_t (const T *logits, const int64_t *target, int64_t rows, int64_t cols, {_OPT}, "
           f"int64_t ignore_index, {_CE_OPTS}, {_CE_OUT})",
           cross_entropy, _ce.cross_entropy_rows,
-          (("int fastlsm_cross_entropy_S(const T *logits, const int64_t *target, int64_t rows, "
-           "int64_t cols, const T *class_weight, int64_t ignore_index, T label_smoothing, "
-           "int reduction, T *loss, T *grad)"),
-           f"int fastlsm_cross_entropy_ex_S({_CE_API})")),
+          (("int fastlsm_cross_entropy_S(const P *logits, const int64_t *target, int64_t rows, "
+           "int64_t cols, const R *class_weight, int64_t ignore_index, R label_smoothing, "
+           "int reduction, R *loss, P *grad)"),
+           f"int fastlsm_cross_entropy_ex_S({_CE_API})"), ALL),
     Entry("cross_entropy_probs",
-          f"int64_t (const T *logits, const T *target, int64_t rows, int64_t cols, {_OPT}, "
+          f"int64_t (const T *logits, const R *target, int64_t rows, int64_t cols, {_OPT}, "
           f"{_CE_OPTS}, {_CE_OUT})",
-          cross_entropy_probs, _PROBS_KERNEL),
+          cross_entropy_probs, _PROBS_KERNEL, (), ALL),
     Entry("nll_loss",
           f"int64_t (const T *log_probs, const int64_t *target, int64_t rows, int64_t cols, "
-          f"{_OPT}, int64_t ignore_index, {_LOSS}, T *loss, T *grad, int64_t grad_rows)",
+          f"{_OPT}, int64_t ignore_index, {_LOSS}, R *loss, T *grad, int64_t grad_rows)",
           nll_loss, _ce.nll_loss_rows,
-          (("int fastlsm_nll_loss_S(const T *log_probs, const void *target, int target_type, "
-           "int64_t rows, int64_t cols, const T *class_weight, const T *token_weight, "
-           "const T *grad_output, const fastlsm_cross_entropy_options *options, T *loss, "
-           "T *grad)"),)),
+          (("int fastlsm_nll_loss_S(const P *log_probs, const void *target, int target_type, "
+           "int64_t rows, int64_t cols, const R *class_weight, const R *token_weight, "
+           "const R *grad_output, const fastlsm_cross_entropy_options *options, R *loss, "
+           "P *grad)"),), ALL),
     Entry("sequence_logprobs",
           "int64_t (const T *logits, const int64_t *tokens, const uint8_t *mask, "
-          "int64_t has_mask, int64_t batch, int64_t steps, int64_t vocab, T *token_logprobs, "
-          "int64_t has_token, T *seq_logprobs)",
+          "int64_t has_mask, int64_t batch, int64_t steps, int64_t vocab, R *token_logprobs, "
+          "int64_t has_token, R *seq_logprobs)",
           sequence_logprobs, _seq.sequence_logprobs_rows,
-          (("int fastlsm_sequence_logprobs_S(const T *logits, const int64_t *tokens, "
-           "const uint8_t *mask, int64_t batch, int64_t steps, int64_t vocab, "
-           "T *token_logprobs, T *seq_logprobs)"),
-           ("int fastlsm_sequence_logprobs_i32_S(const T *logits, const int32_t *tokens, "
-           "const uint8_t *mask, int64_t batch, int64_t steps, int64_t vocab, "
-           "T *token_logprobs, T *seq_logprobs)"))),
+          _ids(f"int fastlsm_sequence_logprobs_S({_SEQ_API})"), ALL),
     Entry("beam_step",
-          "int64_t (const T *logits, const T *beam_scores, int64_t batch, int64_t beams, "
-          "int64_t vocab, int64_t num_candidates, T *cand_scores, int64_t *cand_tokens, "
+          "int64_t (const T *logits, const R *beam_scores, int64_t batch, int64_t beams, "
+          "int64_t vocab, int64_t num_candidates, R *cand_scores, int64_t *cand_tokens, "
           "int64_t *cand_beams)",
           beam_step, _beam.beam_step_rows,
-          (("int fastlsm_beam_step_S(const T *logits, const T *beam_scores, int64_t batch, "
-           "int64_t beams, int64_t vocab, int64_t num_candidates, T *cand_scores, "
-           "int64_t *cand_tokens, int64_t *cand_beams)"),)),
+          (("int fastlsm_beam_step_S(const P *logits, const R *beam_scores, int64_t batch, "
+           "int64_t beams, int64_t vocab, int64_t num_candidates, R *cand_scores, "
+           "int64_t *cand_tokens, int64_t *cand_beams)"),), ALL),
+    Entry("sample",
+          f"int64_t (const T *x, int64_t rows, int64_t vocab, {_SAMPLE_IN}, int64_t raw, "
+          "const int64_t *lp_ids, int64_t lp_rows, int64_t lp_cols, int64_t *tokens, "
+          "R *logprobs, int64_t *top_tok, R *top_lp, int64_t num_top, R *id_lp, "
+          "int64_t *status)",
+          sample, _samp.sample_rows, _ids(f"int fastlsm_sample_S({_SAMPLE_API})")),
+    Entry("verify_draft",
+          "int64_t (const T *tl, const T *dl, int64_t has_draft, const int64_t *draft, "
+          f"int64_t rows, int64_t k, int64_t vocab, {_SAMPLE_IN}, int64_t *num_acc, "
+          "int64_t *out, int64_t *status)",
+          verify_draft, _samp.verify_rows, _ids(f"int fastlsm_verify_draft_S({_VERIFY_API})")),
     Entry("beam_pack_config",
           "int64_t (int64_t *cfg, int64_t cfg_len, double *fcfg, int64_t batch, "
           "int64_t prompt_len, int64_t vocab, int64_t num_beams, int64_t max_new_tokens, "
@@ -380,20 +536,32 @@ LIBRARY_PROTOTYPES = (
     "int fastlsm_max_threads(void)",
     "fastlsm_cross_entropy_options fastlsm_cross_entropy_default_options(void)",
     "fastlsm_beam_search_config fastlsm_beam_search_default_config(void)",
+    "fastlsm_sample_params fastlsm_sample_default_params(void)",
 )
 """Public functions that call no kernel (defined in ``_capi.c`` alone)."""
 
 
-def _expand(text: str, suffix: str, ctype: str) -> str:
-    return re.sub(r"\bS\b", suffix, re.sub(r"\bT\b", ctype, re.sub(r"_S\b", "_" + suffix, text)))
+def _expand(text: str, dt: Dtype) -> str:
+    """``text`` for dtype ``dt``: ``_S`` / ``S`` -> suffix, ``T``, ``R``, ``P`` -> C types."""
+    text = re.sub(r"_S\b", "_" + dt.suffix, text)
+    return re.sub(r"\b([SPRT])\b", lambda m: {"S": dt.suffix, "T": dt.T, "R": dt.R,
+                                               "P": dt.P}[m.group(1)], text)
+
+
+_UNTYPED = Dtype("", "", "", "", -1)
+
+
+def _keyed(e: Entry):
+    """``(key, dtype)`` of each entry point of ``e`` (``name_<suffix>``, or ``name``)."""
+    for dt in e.dtypes or (_UNTYPED,):
+        yield (f"{e.name}_{dt.suffix}" if dt.suffix else e.name), dt
 
 
 def variants():
     """``(key, C signature, Python function to compile)`` for every registered cfunc."""
     for e in ENTRIES:
-        for suffix, ctype in e.dtypes or (("", ""),):
-            key = f"{e.name}_{suffix}" if suffix else e.name
-            csig = _expand(e.csig, suffix, ctype)
+        for key, dt in _keyed(e):
+            csig = _expand(e.csig, dt)
             if e.kernel.targetoptions.get("parallel"):
                 yield key + "_par", csig, bind(e.template, key + "_par", e.kernel)
                 yield key + "_ser", csig, bind(e.template, key + "_ser", serial_copy(e.kernel))
@@ -406,14 +574,14 @@ def public_prototypes() -> list[str]:
     out = list(LIBRARY_PROTOTYPES)
     for e in ENTRIES:
         for proto in e.public:
-            out += [_expand(proto, s, t) for s, t in e.dtypes]
+            out += [_expand(proto, dt) for dt in e.dtypes]
     return out
 
 
 _C_TYPES = {
     "int64_t": types.int64, "int32_t": types.int32, "double": types.float64,
     "float": types.float32, "uint8_t": types.uint8, "uint16_t": types.uint16,
-    "void": types.voidptr,
+    "int16_t": types.int16, "uint64_t": types.uint64, "void": types.voidptr,
 }
 
 
@@ -432,24 +600,58 @@ def numba_sig(csig: str):
     return _C_TYPES[ret](*[_ctype(p) for p in params.split(",")])
 
 
+def _param_types(proto: str) -> list[str]:
+    """The C types of a prototype's parameters (``const P *x`` -> ``const P *``)."""
+    params = re.fullmatch(r"[^(]*\((.*)\)", proto).group(1).split(",")
+    return [re.sub(r"\s*\w+$", "", p.strip()).replace(" *", " *") for p in params]
+
+
+def _dispatch(e: Entry) -> list[str]:
+    """The per-dtype macros of a typed entry: ``FASTLSM_DTYPES_<name>(X)`` (``X(S, P, R,
+    DT)`` per dtype, to instantiate a hand-written wrapper), ``KID_<name>(dt)`` (the entry
+    id of a ``DT_*`` value) and ``KCALL_<name>(dt, fn, ...)`` (a call through its type)."""
+    *rest, last = e.dtypes
+    name = e.name
+    kid = f"K_{name}_{last.suffix}"
+    call = f"(({name}_{last.suffix}_fn)(fn))(__VA_ARGS__)"
+    for d in reversed(rest):
+        kid = f"(dt) == DT_{d.suffix.upper()} ? K_{name}_{d.suffix} : {kid}"
+        call = f"(dt) == DT_{d.suffix.upper()} ? (({name}_{d.suffix}_fn)(fn))(__VA_ARGS__) : {call}"
+    return [f"#define FASTLSM_DTYPES_{name}(X) " + " ".join(
+                f"X({d.suffix}, {d.P}, {d.R}, DT_{d.suffix.upper()})" for d in e.dtypes),
+            f"#define KID_{name}(dt) ({kid})", f"#define KCALL_{name}(dt, fn, ...) ({call})"]
+
+
+def _constants() -> list[str]:
+    """``#define`` s the C wrappers share with the kernels (one source: the kernel modules)."""
+    names = ("NPARAM", "P_T", "P_K", "P_P", "P_MINP", "P_TYP", "P_REP", "P_FREQ", "P_PRES",
+             "OK", "NO_TOKEN", "BAD_VALUE")
+    return [f"#define SAMPLE_{n} {int(getattr(_samp, n))}" for n in names]
+
+
 def c_table() -> str:
-    """C text pasted before ``_capi.c``: public prototypes, entry enum, names and typedefs."""
+    """C text pasted before ``_capi.c``: public prototypes, entry enum, names, typedefs, the
+    per-dtype instantiation macros and the constants shared with the kernels."""
     keys, wrappers = [], []
     lines = ["/* Generated from fastlsm/capi/_entries.py ENTRIES: do not edit. */",
              "#include <stdint.h>", '#include "fastlsm.h"']
     lines += [f"FASTLSM_API {p};" for p in public_prototypes()]
+    lines += [f"#define DT_{d.suffix.upper()} {d.code}" for d in ALL]
     for e in ENTRIES:
-        for suffix, ctype in e.dtypes or (("", ""),):
-            key = f"{e.name}_{suffix}" if suffix else e.name
+        for key, dt in _keyed(e):
             keys.append(key)
             if e.wrap == "rows":
-                wrappers.append(f"ROWS_ENTRY({e.name}, {suffix}, {ctype})")
-            ret, params = re.fullmatch(r"(\w+) \((.*)\)", _expand(e.csig, suffix, ctype)).groups()
+                x, out = _param_types(_expand(e.public[0], dt))[:2]
+                wrappers.append(f"ROWS_ENTRY({e.name}, {dt.suffix}, {x}, {out})")
+            ret, params = re.fullmatch(r"(\w+) \((.*)\)", _expand(e.csig, dt)).groups()
             lines.append(f"typedef {ret} (*{key}_fn)({params});")
+        if e.dtypes:
+            lines += _dispatch(e)
     lines.append("enum { " + ", ".join(f"K_{k}" for k in keys) + ", E_COUNT };")
     lines.append("static const char *const entry_names[E_COUNT] = {"
                  + ", ".join(f'"{k}"' for k in keys) + "};")
     lines.append("#define FASTLSM_ROWS_WRAPPERS " + " ".join(wrappers))
+    lines += _constants()
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 /*
- * fastlsm.h - C ABI of fastlsm: fused log-softmax, cross-entropy and beam-search kernels.
+ * fastlsm.h - C ABI of fastlsm: fused log-softmax, cross-entropy, beam-search and sampling
+ * kernels.
  *
  * Install (on the machine that runs the host: this also compiles and caches every kernel):
  *
@@ -37,6 +38,12 @@
  * - Treat unknown non-zero status codes as failures; fastlsm_strerror() handles any value.
  * - FASTLSM_VERSION_NUMBER (compile time) and fastlsm_version_number() (run time) tell the
  *   header and the library apart: the library must not be older than the header.
+ * - Entry points come in dtype variants named by suffix: _f32 (float), _f64 (double),
+ *   _bf16 and _f16 (16-bit logits as uint16_t bits, see "16-bit data"); _i32_ in a name
+ *   means int32_t token ids (llama_token) where the plain name takes int64_t. A variant,
+ *   once published, is never removed within a major version.
+ * - Structs (fastlsm_cross_entropy_options, fastlsm_beam_search_config,
+ *   fastlsm_sample_params) may hold optional pointers: NULL always means "not given".
  *
  * Environment (all optional): FASTLSM_NUM_THREADS (initial thread count),
  * FASTLSM_CACHE_DIR (compiled-kernel cache; default: the one warmed by `build`),
@@ -146,8 +153,9 @@ FASTLSM_API int fastlsm_cross_entropy_f64(const double *logits, const int64_t *t
 typedef enum fastlsm_target_type {
     FASTLSM_TARGET_INT64 = 0, /* class indices, int64_t [rows] */
     FASTLSM_TARGET_INT32 = 1, /* class indices, int32_t [rows] (e.g. llama_token) */
-    FASTLSM_TARGET_PROBS = 2  /* class probabilities, the logits' type, [rows, cols]
-                                 (cross-entropy only; rows need not sum to 1) */
+    FASTLSM_TARGET_PROBS = 2  /* class probabilities, the logits' type (float for 16-bit
+                                 logits), [rows, cols] (cross-entropy only; rows need not
+                                 sum to 1) */
 } fastlsm_target_type;
 
 typedef struct fastlsm_cross_entropy_options {
@@ -325,6 +333,215 @@ FASTLSM_API int fastlsm_beam_search_i32_f64(const fastlsm_beam_search_config *co
                                             int64_t *sequences, int64_t *lengths,
                                             double *sequence_scores, double *token_logprobs,
                                             int64_t *out_width);
+
+/* ------------------------------------------------------------------ 16-bit data
+ * Every entry point above except the beam-search decoder and the samplers has _bf16 and
+ * _f16 variants taking 16-bit logits as `const uint16_t *`, each element the bits of one
+ * value:
+ *   _f16:  IEEE 754 binary16 (sign 1, exponent 5, fraction 10 bits; subnormals, +-inf,
+ *          NaN, largest finite 65504), C23 _Float16 / __fp16 / numpy.float16 bits;
+ *   _bf16: bfloat16, the top 16 bits of an IEEE binary32 float (sign 1, exponent 8,
+ *          fraction 7 bits): (uint16_t)(float_bits >> 16) truncates, the library rounds
+ *          to nearest even (ml_dtypes.bfloat16 / torch.bfloat16 / __bf16 bits).
+ * The math is float32 (each element widened exactly). Outputs as in the Python API:
+ * log_softmax / softmax and the cross-entropy / NLL gradient are 16-bit of the input's kind
+ * (each value rounded once, to nearest, ties to even; grad may equal logits: in place);
+ * logsumexp, losses, lse, sequence and beam scores are float, and so are the other float
+ * arguments (class_weight, token_weight, grad_output, label_smoothing, beam_scores) and
+ * probability targets (FASTLSM_TARGET_PROBS: float [rows, cols]). */
+
+FASTLSM_API int fastlsm_log_softmax_bf16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                         int64_t cols);
+FASTLSM_API int fastlsm_log_softmax_f16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                        int64_t cols);
+FASTLSM_API int fastlsm_softmax_bf16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                     int64_t cols);
+FASTLSM_API int fastlsm_softmax_f16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                    int64_t cols);
+FASTLSM_API int fastlsm_logsumexp_bf16(const uint16_t *x, float *out, int64_t rows,
+                                       int64_t cols);
+FASTLSM_API int fastlsm_logsumexp_f16(const uint16_t *x, float *out, int64_t rows,
+                                      int64_t cols);
+FASTLSM_API int fastlsm_cross_entropy_bf16(const uint16_t *logits, const int64_t *target,
+                                           int64_t rows, int64_t cols,
+                                           const float *class_weight, int64_t ignore_index,
+                                           float label_smoothing, int reduction, float *loss,
+                                           uint16_t *grad);
+FASTLSM_API int fastlsm_cross_entropy_f16(const uint16_t *logits, const int64_t *target,
+                                          int64_t rows, int64_t cols, const float *class_weight,
+                                          int64_t ignore_index, float label_smoothing,
+                                          int reduction, float *loss, uint16_t *grad);
+FASTLSM_API int fastlsm_cross_entropy_ex_bf16(const uint16_t *logits, const void *target,
+                                              int target_type, int64_t rows, int64_t cols,
+                                              const float *class_weight,
+                                              const float *token_weight,
+                                              const float *grad_output,
+                                              const fastlsm_cross_entropy_options *options,
+                                              float *loss, float *lse, uint16_t *grad);
+FASTLSM_API int fastlsm_cross_entropy_ex_f16(const uint16_t *logits, const void *target,
+                                             int target_type, int64_t rows, int64_t cols,
+                                             const float *class_weight,
+                                             const float *token_weight,
+                                             const float *grad_output,
+                                             const fastlsm_cross_entropy_options *options,
+                                             float *loss, float *lse, uint16_t *grad);
+FASTLSM_API int fastlsm_nll_loss_bf16(const uint16_t *log_probs, const void *target,
+                                      int target_type, int64_t rows, int64_t cols,
+                                      const float *class_weight, const float *token_weight,
+                                      const float *grad_output,
+                                      const fastlsm_cross_entropy_options *options, float *loss,
+                                      uint16_t *grad);
+FASTLSM_API int fastlsm_nll_loss_f16(const uint16_t *log_probs, const void *target,
+                                     int target_type, int64_t rows, int64_t cols,
+                                     const float *class_weight, const float *token_weight,
+                                     const float *grad_output,
+                                     const fastlsm_cross_entropy_options *options, float *loss,
+                                     uint16_t *grad);
+FASTLSM_API int fastlsm_sequence_logprobs_bf16(const uint16_t *logits, const int64_t *tokens,
+                                               const uint8_t *mask, int64_t batch,
+                                               int64_t steps, int64_t vocab,
+                                               float *token_logprobs, float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_f16(const uint16_t *logits, const int64_t *tokens,
+                                              const uint8_t *mask, int64_t batch, int64_t steps,
+                                              int64_t vocab, float *token_logprobs,
+                                              float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_bf16(const uint16_t *logits,
+                                                   const int32_t *tokens, const uint8_t *mask,
+                                                   int64_t batch, int64_t steps, int64_t vocab,
+                                                   float *token_logprobs, float *seq_logprobs);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_f16(const uint16_t *logits, const int32_t *tokens,
+                                                  const uint8_t *mask, int64_t batch,
+                                                  int64_t steps, int64_t vocab,
+                                                  float *token_logprobs, float *seq_logprobs);
+FASTLSM_API int fastlsm_beam_step_bf16(const uint16_t *logits, const float *beam_scores,
+                                       int64_t batch, int64_t beams, int64_t vocab,
+                                       int64_t num_candidates, float *cand_scores,
+                                       int64_t *cand_tokens, int64_t *cand_beams);
+FASTLSM_API int fastlsm_beam_step_f16(const uint16_t *logits, const float *beam_scores,
+                                      int64_t batch, int64_t beams, int64_t vocab,
+                                      int64_t num_candidates, float *cand_scores,
+                                      int64_t *cand_tokens, int64_t *cand_beams);
+
+/* ------------------------------------------------------------------ sampling
+ * fastlsm.sample and fastlsm.verify_draft (see their docstrings and the README's processor
+ * table): token bitmask, logit bias, repetition / frequency / presence penalties over the
+ * history, temperature, top-k, top-p, min-p, typical-p, in Hugging Face generate's order,
+ * then one Philox4x32-10 draw per row. Results equal the Python API's bit for bit for the
+ * same parameters, seed and step. Get the parameters from fastlsm_sample_default_params()
+ * (which sets struct_size) and change the fields you need. */
+
+typedef enum fastlsm_logprobs_mode {
+    FASTLSM_LOGPROBS_RAW = 0,      /* logprobs under log_softmax(logits) (the model's) */
+    FASTLSM_LOGPROBS_PROCESSED = 1 /* under the distribution sampled from (-inf: filtered) */
+} fastlsm_logprobs_mode;
+
+typedef struct fastlsm_sample_params {
+    size_t struct_size;        /* sizeof(fastlsm_sample_params) */
+    /* One value for every row (each overridden by its per-row array below, if not NULL). */
+    double temperature;        /* finite, >= 0; 0 = greedy (argmax, lowest id); default 1 */
+    int64_t top_k;             /* >= 0, 0 = off; default 0 */
+    double top_p;              /* in (0, 1], 1 = off; default 1 */
+    double min_p;              /* in [0, 1], 0 = off; default 0 */
+    double typical_p;          /* in (0, 1], 1 = off; default 1 */
+    double repetition_penalty; /* finite, > 0, 1 = off; default 1 */
+    double frequency_penalty;  /* finite, 0 = off; default 0 */
+    double presence_penalty;   /* finite, 0 = off; default 0 */
+    uint64_t seed;             /* Philox key; with one seed the counter holds the row index */
+    uint64_t step;             /* Philox counter (the decoding position); default 0 */
+    int64_t num_logprobs;      /* top alternatives per row, in [0, vocab]; default 0 */
+    int logprobs_mode;         /* a fastlsm_logprobs_mode; default FASTLSM_LOGPROBS_RAW */
+    /* Per-row values [rows], or NULL (the scalar above for every row). */
+    const double *temperatures;
+    const int64_t *top_ks;
+    const double *top_ps;
+    const double *min_ps;
+    const double *typical_ps;
+    const double *repetition_penalties;
+    const double *frequency_penalties;
+    const double *presence_penalties;
+    const uint64_t *seeds;     /* per-request seeds: the key is (seeds[row], step[row]), the
+                                  row index is not used, so a request samples the same
+                                  token wherever it sits in the batch */
+    const uint64_t *steps;
+    /* Optional inputs (NULL: none). */
+    const double *logit_bias;     /* [logit_bias_rows, vocab], finite or -inf: added to the
+                                     logits */
+    int64_t logit_bias_rows;      /* 1 (one bias for every row, the default) or rows */
+    const int32_t *token_bitmask; /* [rows, ceil(vocab / 32)] (verify_draft: [rows, k + 1,
+                                     ceil(vocab / 32)]): bit j % 32 of word j / 32 set = token
+                                     j allowed (xgrammar / llguidance layout) */
+} fastlsm_sample_params;
+
+FASTLSM_API fastlsm_sample_params fastlsm_sample_default_params(void);
+
+/* One token per row of logits [rows, vocab] (vocab >= 1). history [rows, history_len]: the
+ * previous tokens of each row (-1 = padding; ids in [0, vocab)), the penalties' counts, or
+ * NULL with history_len 0. logprob_token_ids [token_ids_rows (1 or rows), num_token_ids]:
+ * tokens whose logprobs to report, or NULL with num_token_ids 0. Outputs: tokens [rows];
+ * logprobs [rows] (the chosen tokens') or NULL; top_tokens / top_logprobs
+ * [rows, num_logprobs], best first, ties to the lower id (NULL when num_logprobs is 0);
+ * token_id_logprobs [rows, num_token_ids]. A row with no allowed token or with NaN / +inf
+ * logits is FASTLSM_ERR_INVALID_ARGUMENT naming the row; bad ids FASTLSM_ERR_INVALID_TARGET. */
+FASTLSM_API int fastlsm_sample_f32(const float *logits, int64_t rows, int64_t vocab,
+                                   const fastlsm_sample_params *params, const int64_t *history,
+                                   int64_t history_len, const int64_t *logprob_token_ids,
+                                   int64_t token_ids_rows, int64_t num_token_ids,
+                                   int64_t *tokens, float *logprobs, int64_t *top_tokens,
+                                   float *top_logprobs, float *token_id_logprobs);
+FASTLSM_API int fastlsm_sample_f64(const double *logits, int64_t rows, int64_t vocab,
+                                   const fastlsm_sample_params *params, const int64_t *history,
+                                   int64_t history_len, const int64_t *logprob_token_ids,
+                                   int64_t token_ids_rows, int64_t num_token_ids,
+                                   int64_t *tokens, double *logprobs, int64_t *top_tokens,
+                                   double *top_logprobs, double *token_id_logprobs);
+/* The same with int32_t ids (llama.cpp's llama_token) for history and the outputs. */
+FASTLSM_API int fastlsm_sample_i32_f32(const float *logits, int64_t rows, int64_t vocab,
+                                       const fastlsm_sample_params *params,
+                                       const int32_t *history, int64_t history_len,
+                                       const int32_t *logprob_token_ids, int64_t token_ids_rows,
+                                       int64_t num_token_ids, int32_t *tokens, float *logprobs,
+                                       int32_t *top_tokens, float *top_logprobs,
+                                       float *token_id_logprobs);
+FASTLSM_API int fastlsm_sample_i32_f64(const double *logits, int64_t rows, int64_t vocab,
+                                       const fastlsm_sample_params *params,
+                                       const int32_t *history, int64_t history_len,
+                                       const int32_t *logprob_token_ids, int64_t token_ids_rows,
+                                       int64_t num_token_ids, int32_t *tokens, double *logprobs,
+                                       int32_t *top_tokens, double *top_logprobs,
+                                       double *token_id_logprobs);
+
+/* Speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023) of k draft
+ * tokens [rows, k] against target_logits [rows, k + 1, vocab]; draft_logits [rows, k, vocab]
+ * or NULL (a deterministic draft). params as for fastlsm_sample_* (num_logprobs and
+ * logprobs_mode unused); the penalties at position i count history and draft_tokens[:, :i].
+ * Outputs: num_accepted [rows] (0..k), tokens [rows, k + 1]: the accepted draft tokens, then
+ * one corrected or bonus token, then -1. */
+FASTLSM_API int fastlsm_verify_draft_f32(const float *target_logits, const float *draft_logits,
+                                         const int64_t *draft_tokens, int64_t rows, int64_t k,
+                                         int64_t vocab, const fastlsm_sample_params *params,
+                                         const int64_t *history, int64_t history_len,
+                                         int64_t *num_accepted, int64_t *tokens);
+FASTLSM_API int fastlsm_verify_draft_f64(const double *target_logits,
+                                         const double *draft_logits,
+                                         const int64_t *draft_tokens, int64_t rows, int64_t k,
+                                         int64_t vocab, const fastlsm_sample_params *params,
+                                         const int64_t *history, int64_t history_len,
+                                         int64_t *num_accepted, int64_t *tokens);
+/* The same with int32_t ids for draft_tokens, history and tokens. */
+FASTLSM_API int fastlsm_verify_draft_i32_f32(const float *target_logits,
+                                             const float *draft_logits,
+                                             const int32_t *draft_tokens, int64_t rows,
+                                             int64_t k, int64_t vocab,
+                                             const fastlsm_sample_params *params,
+                                             const int32_t *history, int64_t history_len,
+                                             int64_t *num_accepted, int32_t *tokens);
+FASTLSM_API int fastlsm_verify_draft_i32_f64(const double *target_logits,
+                                             const double *draft_logits,
+                                             const int32_t *draft_tokens, int64_t rows,
+                                             int64_t k, int64_t vocab,
+                                             const fastlsm_sample_params *params,
+                                             const int32_t *history, int64_t history_len,
+                                             int64_t *num_accepted, int32_t *tokens);
 
 #ifdef __cplusplus
 }
