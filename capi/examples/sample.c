@@ -118,14 +118,8 @@ int main(void)
     print_i64("untouched", untouched, ROWS);
 
     /* 5. A struct from an older header (only the scalar fields): accepted, the rest defaults. */
-    fastlsm_sample_params old = fastlsm_sample_default_params();
+    fastlsm_sample_params old = p; /* the settings of call 1, then cut to the old size */
     old.struct_size = offsetof(fastlsm_sample_params, temperatures);
-    old.temperature = 0.8;
-    old.top_p = 0.9;
-    old.repetition_penalty = 1.2;
-    old.seed = 7;
-    old.step = 2;
-    old.num_logprobs = TOP;
     CHECK(fastlsm_sample_f32(x, ROWS, VOCAB, &old, history, HIST, ids, 1, NIDS, tokens, lp, top,
                              top_lp, id_lp));
     print_i64("old_tokens", tokens, ROWS);
