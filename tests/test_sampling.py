@@ -239,7 +239,7 @@ def test_bad_parameters(rng, kwargs, match):
 
 
 def test_bad_types_and_values(rng):
-    with pytest.raises(TypeError, match="logits must be float32 or float64"):
+    with pytest.raises(TypeError, match="logits must be float32, float64, bfloat16 or float16"):
         sample(np.zeros((2, 3), np.int64))
     with pytest.raises(TypeError, match="token_bitmask must be int32"):
         sample(np.zeros((2, 40)), token_bitmask=np.zeros((2, 2), np.int64))
