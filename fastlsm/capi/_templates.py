@@ -46,13 +46,7 @@ def serial_copy(dispatcher):
     Its globals are the kernel module's, so it calls the same row functions with the same JIT
     policy; its own qualified name gives it its own cache entry.
     """
-    f = dispatcher.py_func
-    g = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-    g.__kwdefaults__ = f.__kwdefaults__
-    g.__module__ = f.__module__
-    g.__qualname__ = f.__qualname__ + "__serial"
-    g.__doc__ = f"Serial copy of :func:`{f.__qualname__}` (see fastlsm.capi._templates)."
-    return _jit.kernel(g)
+    return _jit.kernel(_jit._serial_copy(dispatcher.py_func))
 
 
 # --------------------------------------------------------------------------- templates
