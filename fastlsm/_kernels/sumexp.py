@@ -49,7 +49,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from . import half, ir
-from .math import exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
+from .math import SUM_LO_F, exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
 from .memory import affine_ir, write_affine_ir, write_scalar_ir
 
 WIDTH = 16  # float32 lanes per vector: one AVX-512 register, two AVX2 registers
@@ -169,16 +169,40 @@ def _emit(spec: RowPass, context, builder, args):
             v, _slope = softcap_ir(builder, v, inv_vec, cap_vec)  # the slope is not emitted
         return builder.fsub(v, m_vec)
 
+    lo_vec = ir.const(f32vec, SUM_LO_F)
+    lanes_int = llvm_ir.IntType(WIDTH)
+
     def term(d, j, mask=None):
-        """The sum term of ``d`` (and the stored exponential, when ``store``)."""
+        """The sum term of ``d`` (and the stored exponential, when ``store``).
+
+        Storing: where every lane has ``d >= -87`` (nearly always) the output value is the
+        sum term itself (:func:`.math.exp_sum_ir`, bitwise :func:`.math.exp_out_ir` there);
+        a vector with a lane below takes the full output exp (denormals, 0) and derives
+        its terms from it. The same bits either way, about a third fewer instructions.
+        """
+        fast = exp_sum_ir(builder, d)
         if spec.store is None:
-            return exp_sum_ir(builder, d)
-        e = exp_out_ir(builder, d)
+            return fast
+        low = builder.fcmp_ordered("<", d, lo_vec)
+        any_low = builder.icmp_unsigned(
+            "!=", builder.bitcast(low, lanes_int), llvm_ir.Constant(lanes_int, 0)
+        )
+        entry = builder.block
+        with builder.if_then(any_low, likely=False):
+            e_slow = exp_out_ir(builder, d)
+            t_slow = sum_term_from_out_ir(builder, d, e_slow)
+            slow = builder.block
+        e = builder.phi(f32vec)
+        e.add_incoming(fast, entry)
+        e.add_incoming(e_slow, slow)
+        t = builder.phi(f32vec)
+        t.add_incoming(fast, entry)
+        t.add_incoming(t_slow, slow)
         if mask is None:
             spec.store.store(builder, e, args["out"].data, j)
         else:
             spec.store.store_masked(builder, e, args["out"].data, j, mask)
-        return sum_term_from_out_ir(builder, d, e)
+        return t
 
     def flush(k, acc32):
         acc = acc64[k]
