@@ -26,7 +26,7 @@ from numba.extending import overload
 from .._jit import JIT_OPTIONS, kernel
 from .half import load_element
 from .math import fexp, flog, like, radd, softcap
-from .rows import capped_sumexp, exp_store_sum, row_max, row_shifted_sumexp
+from .rows import capped_sumexp, exp_store_sum, row_max_ahead, row_shifted_sumexp
 
 BLOCK = 2048
 """Gradient loops with per-class constants run in blocks of this many elements (an L1-sized
@@ -51,12 +51,14 @@ def zero_row(g):
 
 
 @kernel
-def row_max_capped(x, cap):
-    """``max(y)``, ``y = softcap(x)`` when ``cap > 0`` (increasing: cap the maximum of x)."""
-    m = row_max(x)
+def row_max_capped(x, cap, nxt):
+    """``(max(y), rest)``, ``y = softcap(x)`` when ``cap > 0`` (increasing: cap the maximum
+    of x); the pass prefetches the head of ``nxt`` (:func:`.rows.row_max_ahead`), ``rest``
+    is the part left for the exp-sum pass to prefetch."""
+    m, k = row_max_ahead(x, nxt)
     if cap > 0.0:
         m = softcap(m, cap)[0]
-    return m
+    return m, nxt[k:]
 
 
 @kernel
@@ -82,7 +84,7 @@ def row_sum(x, m, cap, g, store, nxt):
 @kernel
 def capped_lse(x, cap, nxt):
     """log-sum-exp of the (softcapped) row in float64, storing nothing."""
-    m = row_max_capped(x, cap)
+    m, nxt = row_max_capped(x, cap, nxt)
     # row_sum's non-storing branches, without a store target: x may be a read-only array
     s = capped_sumexp(x, m, cap, nxt) if cap > 0.0 else row_shifted_sumexp(x, m, nxt)
     return finish_lse(m, flog(s))
@@ -195,7 +197,7 @@ def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
     c = x.size
     hw = weight.size > 0
     xt = load_element(x, t)
-    m = row_max_capped(x, cap)
+    m, nxt = row_max_capped(x, cap, nxt)
     smooth = eps > 0.0
     sd = weighted_dsum(x, m, weight, cap) if smooth else 0.0
     s = row_sum(x, m, cap, g, want_grad, nxt)
@@ -238,7 +240,7 @@ def probs_row(x, q, g, want_grad, weight, eps, z, cap, a, nxt):
     ``g`` may alias ``x`` (never ``q``).
     """
     c = x.size
-    m = row_max_capped(x, cap)
+    m, nxt = row_max_capped(x, cap, nxt)
     keep = 1.0 - eps
     add = eps / c
     big_s, big_t = weighted_q(x, q, weight, m, keep, add, cap)  # before x may be overwritten

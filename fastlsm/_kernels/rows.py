@@ -5,6 +5,7 @@ inputs are ``[rows, cols]`` with the class axis last; outputs are caller-allocat
 
 - :func:`row_chunks` / :func:`chunk_rows`: the one way rows are split across threads;
 - :func:`row_max`: ``max(x)`` ignoring NaN (vectorized ``llvm.maxnum``);
+- :func:`row_max_ahead`: the same maximum while prefetching the head of the next row;
 - :func:`block_sum`: a float64 sum of an array in a fixed order written out in IR;
 - :func:`row_shifted_sumexp` / :func:`block_sumexp`: ``sum(exp(x - m))``, the sum-only row
   pass (float32: :data:`.sumexp.SUM`; float64: an exp map into an L1 scratch chunk and a
@@ -23,7 +24,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from .._jit import JIT_OPTIONS, kernel
-from . import ir
+from . import half, ir
 from .half import is_f32_math, load_element
 from .math import (
     SUM_LO_D,
@@ -81,6 +82,89 @@ def row_max(x):
     for j in range(x.size):
         m = fmax(m, load_element(x, j))
     return m
+
+
+AHEAD_GROUP = 8
+"""Lines of a row read by :func:`row_max_ahead` per line of the next row it prefetches."""
+_MAX_ACCS = 4  # independent maxnum accumulators
+
+
+@intrinsic
+def row_max_ahead(typingctx, x, nxt):
+    """``(m, k)``: :func:`row_max` of ``x`` (the same value) while prefetching into L2 the
+    first ``k`` elements of ``nxt`` (the row this thread computes next), one line per
+    :data:`AHEAD_GROUP` lines read, ``k`` about ``x.size / AHEAD_GROUP`` (bounded by
+    ``nxt.size``).
+
+    The exp-sum pass that follows prefetches the rest, ``nxt[k:]``: the next row streams
+    in during both passes, so memory never idles while this (cache-resident) pass runs.
+    One 64-byte line per vector, :data:`_MAX_ACCS` accumulators, a masked tail.
+    """
+    if not (
+        isinstance(x, types.Array) and isinstance(nxt, types.Array)
+        and x.ndim == nxt.ndim == 1 and x.layout == nxt.layout == "C"
+        and x.dtype == nxt.dtype and half.element(x.dtype) is not None
+    ):
+        return None
+    el = half.element(x.dtype)
+    scalar = types.float64 if el.reg == ir.F64 else types.float32
+    rty = types.Tuple((scalar, types.intp))
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        na = context.make_array(signature.args[1])(context, builder, args[1])
+        intp = context.get_value_type(types.intp)
+        lanes = ir.LINE_BYTES // el.itemsize
+        vty = ir.vec(el.reg, lanes)
+        ninf = ir.const(vty, float("-inf"))
+        n = builder.extract_value(xa.shape, 0)
+        nn = builder.extract_value(na.shape, 0)
+        c = lambda v: llvm_ir.Constant(intp, v)  # noqa: E731
+        accs = [cgutils.alloca_once_value(builder, ninf) for _ in range(_MAX_ACCS)]
+
+        def take(k, j):
+            acc = accs[k]
+            v = el.load(builder, xa.data, j, lanes)
+            builder.store(ir.call(builder, "maxnum", [builder.load(acc), v]), acc)
+
+        group = lanes * AHEAD_GROUP
+        ngroup = builder.sdiv(n, c(group))
+        own = builder.bitcast(xa.data, na.data.type)  # (a prefetch never faults)
+        with cgutils.for_range(builder, ngroup, intp=intp) as loop:
+            base = builder.mul(loop.index, c(group))
+            at = builder.mul(loop.index, c(lanes))
+            inside = builder.icmp_signed("<", at, nn)
+            ir.prefetch_l2(builder, builder.select(inside, builder.gep(na.data, [at]),
+                                                   builder.gep(own, [at])))
+            for g in range(AHEAD_GROUP):
+                take(g % _MAX_ACCS, builder.add(base, c(g * lanes)))
+        start = builder.mul(ngroup, c(group))
+        nvec = builder.sdiv(builder.sub(n, start), c(lanes))
+        with cgutils.for_range(builder, nvec, intp=intp) as loop:
+            take(0, builder.add(start, builder.mul(loop.index, c(lanes))))
+        j = builder.add(start, builder.mul(nvec, c(lanes)))
+        with builder.if_then(builder.icmp_signed("<", j, n)):
+            mask = ir.lane_mask(builder, builder.sub(n, j), lanes)
+            v = builder.select(mask, el.load_masked(builder, xa.data, j, mask), ninf)
+            builder.store(ir.call(builder, "maxnum", [builder.load(accs[1]), v]), accs[1])
+        v = [builder.load(a) for a in accs]
+        v = ir.call(builder, "maxnum", [ir.call(builder, "maxnum", [v[0], v[1]]),
+                                        ir.call(builder, "maxnum", [v[2], v[3]])])
+        width = lanes
+        while width > 1:
+            h = width // 2
+            lo = builder.shuffle_vector(v, v, llvm_ir.Constant(
+                llvm_ir.VectorType(ir.I32, h), list(range(h))))
+            hi = builder.shuffle_vector(v, v, llvm_ir.Constant(
+                llvm_ir.VectorType(ir.I32, h), list(range(h, width))))
+            v = ir.call(builder, "maxnum", [lo, hi])
+            width = h
+        m = builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
+        k = builder.mul(ngroup, c(lanes))
+        k = builder.select(builder.icmp_signed("<", k, nn), k, nn)
+        return context.make_tuple(builder, rty, [m, k])
+
+    return rty(x, nxt), codegen
 
 
 _SUM_VECTORS = 4  # independent accumulators (hide add latency)
@@ -351,7 +435,7 @@ def row_lse(x, nxt):
     A row holding ``+inf`` gives ``+inf``; a NaN anywhere gives NaN (PyTorch's results).
     ``nxt``: the next row, prefetched meanwhile.
     """
-    m = row_max(x)
+    m, k = row_max_ahead(x, nxt)
     if m == -np.inf:  # empty, or only -inf and NaN (maxnum skips NaN)
         for j in range(x.size):
             if load_element(x, j) != load_element(x, j):
@@ -362,4 +446,4 @@ def row_lse(x, nxt):
             if load_element(x, j) != load_element(x, j):
                 return np.nan
         return np.inf
-    return flog(row_shifted_sumexp(x, m, nxt)) + m
+    return flog(row_shifted_sumexp(x, m, nxt[k:])) + m
