@@ -13,7 +13,8 @@ inputs are ``[rows, cols]`` with the class axis last; outputs are caller-allocat
 - :func:`capped_sumexp`: the same sum over softcapped logits;
 - :func:`exp_store_sum`: the same sum (the same bits) while storing ``exp(x - m)`` as output
   values (float32: :data:`.sumexp.STORE`);
-- :func:`row_lse`: log-sum-exp of a row with PyTorch's special values.
+- :func:`row_lse`: log-sum-exp of a row with PyTorch's special values; :func:`lse_rows` the
+  same for a block of rows, pipelined (:func:`sumexp_next_max`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from .math import (
     softcap,
 )
 from .memory import prefetch
-from .sumexp import expsum_store_f32, expsum_store_only_f32, sumexp_f32, sumexp_softcap_f32
+from .sumexp import (
+    expsum_store_f32,
+    expsum_store_next_max_f32,
+    expsum_store_only_f32,
+    sumexp_f32,
+    sumexp_next_max_f32,
+    sumexp_softcap_f32,
+)
 
 # ----------------------------------------------------------------------------- threads
 
@@ -428,6 +436,62 @@ def _exp_store_sum_impl(x, m, out, nxt, prefetching=True):
     return impl64
 
 
+def sumexp_next_max(x, m, nxt):
+    """``(row_shifted_sumexp(x, m, .), row_max(nxt))`` (the same bits and value), the
+    next row's maximum taken while this row is summed: float32-computed rows as long as
+    ``nxt`` load it in the exp-sum loop itself (:data:`.sumexp.SUM_NEXT_MAX`), so the next
+    row streams in from memory (demand loads, which the hardware prefetchers follow)
+    while this one's exponentials are computed from cache; otherwise the two in sequence.
+
+    Measured (one thread, [2048, 32000] float32 logsumexp): 12.2 GB/s, against 8.8 GB/s
+    for a max pass then a sum pass prefetching the next row into L2 (software prefetches
+    hold the core's few L1 miss buffers: about 10 GB/s per core at most).
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(sumexp_next_max, jit_options=JIT_OPTIONS)
+def _sumexp_next_max_impl(x, m, nxt):
+    if is_f32_math(x.dtype):
+
+        def impl32(x, m, nxt):
+            if nxt.size == x.size:
+                return sumexp_next_max_f32(x, m, nxt)
+            return sumexp_f32(x, m, nxt), row_max(nxt)
+
+        return impl32
+    return lambda x, m, nxt: (_mapped_sum(x, m, 0.0, _scratch(x), nxt), row_max(nxt))
+
+
+def exp_store_next_max(x, m, out, nxt):
+    """``(exp_store_sum(x, m, out, ., False), row_max(nxt))`` (the same bits and value), as
+    :func:`sumexp_next_max` (:data:`.sumexp.STORE_NEXT_MAX`); ``out`` may be ``x``."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(exp_store_next_max, jit_options=JIT_OPTIONS)
+def _exp_store_next_max_impl(x, m, out, nxt):
+    if is_f32_math(x.dtype):
+
+        def impl32(x, m, out, nxt):
+            if nxt.size == x.size:
+                return expsum_store_next_max_f32(x, m, out, nxt)
+            return expsum_store_only_f32(x, m, out), row_max(nxt)
+
+        return impl32
+    return lambda x, m, out, nxt: (exp_store_sum(x, m, out, nxt, False), row_max(nxt))
+
+
+@kernel
+def lse_special(x, m):
+    """log-sum-exp of a row whose maximum ``m`` (NaN skipped) is infinite: ``-inf`` (empty
+    or all ``-inf``) or ``+inf``, NaN if the row holds a NaN (PyTorch's results)."""
+    for j in range(x.size):
+        if load_element(x, j) != load_element(x, j):
+            return np.nan
+    return np.float64(m)
+
+
 @kernel
 def row_lse(x, nxt):
     """log-sum-exp of one row as float64 (``-inf`` for an empty or all ``-inf`` row).
@@ -436,14 +500,26 @@ def row_lse(x, nxt):
     ``nxt``: the next row, prefetched meanwhile.
     """
     m, k = row_max_ahead(x, nxt)
-    if m == -np.inf:  # empty, or only -inf and NaN (maxnum skips NaN)
-        for j in range(x.size):
-            if load_element(x, j) != load_element(x, j):
-                return np.nan
-        return -np.inf
-    if m == np.inf:  # +inf, or NaN if the row also holds a NaN (maxnum skips NaN)
-        for j in range(x.size):
-            if load_element(x, j) != load_element(x, j):
-                return np.nan
-        return np.inf
+    if abs(m) == np.inf:
+        return lse_special(x, m)
     return flog(row_shifted_sumexp(x, m, nxt[k:])) + m
+
+
+@kernel
+def lse_rows(x, out, r0, r1):
+    """``out[i] = row_lse(x[i])`` for rows ``r0 <= i < r1`` of 2-D ``x`` (the same bits), as
+    a pipeline: each row's exp-sum pass also takes the next row's maximum
+    (:func:`sumexp_next_max`)."""
+    if r1 <= r0:
+        return
+    m = row_max(x[r0])
+    for i in range(r0, r1):
+        xi = x[i]
+        nxt = x[i + 1] if i + 1 < r1 else xi
+        if abs(m) == np.inf:
+            out[i] = lse_special(xi, m)
+            m = row_max(nxt)
+        else:
+            s, m_next = sumexp_next_max(xi, m, nxt)
+            out[i] = flog(s) + m
+            m = m_next
