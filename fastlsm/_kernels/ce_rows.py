@@ -24,8 +24,9 @@ import numpy as np
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
-from .half import load_element
+from .half import convert, load_element, store_element
 from .math import fexp, flog, like, radd, softcap
+from .memory import stream_affine
 from .rows import capped_sumexp, exp_store_next_max, row_max, sumexp_next_max
 
 BLOCK = 2048
@@ -41,6 +42,20 @@ def same_buffer(a, b):
 @overload(same_buffer, jit_options=JIT_OPTIONS)
 def _same_buffer_impl(a, b):
     return lambda a, b: a.ctypes.data == b.ctypes.data
+
+
+def finish_grad(g, dest):
+    """The gradient row ``g`` into ``dest``, the row of ``grad``: nothing when they are one
+    array (float32/float64 gradients are computed in place), else rounded once into the
+    16-bit row (:func:`.half.convert`)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(finish_grad, jit_options=JIT_OPTIONS)
+def _finish_grad_impl(g, dest):
+    if g.dtype == dest.dtype:
+        return lambda g, dest: None
+    return lambda g, dest: convert(g, dest)
 
 
 @kernel
@@ -188,13 +203,16 @@ def grad_capped(x, g, m, c1, ck, ca, q, w, cap):
 
 
 @kernel
-def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
     """One counted row with class-index target ``t``, ``mx = max(x)``. Returns ``(loss,
     lse, max(nxt))`` (float64, float64, the logits' compute type).
 
     ``loss`` is the per-token loss before ``token_weight``; the gradient, scaled by ``a``,
-    is written to ``g`` when ``want_grad``. ``g`` may alias ``x``: the target logit and the
-    smoothing sum are read before anything is written. ``nxt`` is the thread's next row.
+    is written to ``dest`` (the row of ``grad``) when ``want_grad``, computed in ``g``
+    (``dest`` itself, or a float32 buffer for a 16-bit ``dest``; without weights or
+    softcap the last pass writes ``dest`` directly). ``g`` may alias ``x``: the target
+    logit and the smoothing sum are read before anything is written. ``nxt`` is the
+    thread's next row.
     """
     c = x.size
     hw = weight.size > 0
@@ -226,15 +244,20 @@ def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
         gt = a * (pt * big_a - (1.0 - eps) * wt - ((eps / c) * wtc if smooth else 0.0))
         if cap > 0.0:
             grad_capped(x, g, m, c1, zero, c2, x[:0], wg, cap)
-            gt *= np.float64(softcap(xt, cap)[1])
-        else:
+            g[t] = like(m, gt * np.float64(softcap(xt, cap)[1]))
+            finish_grad(g, dest)
+        elif wg.size > 0:
             grad_from_exp(g, c1, zero, c2, x[:0], wg)
-        g[t] = like(m, gt)
+            g[t] = like(m, gt)
+            finish_grad(g, dest)
+        else:  # grad_from_exp's bits ((e - 0) * c1 - c2), written once into dest (IR, zmm)
+            stream_affine(g, dest, zero, c1, c2, False)
+            store_element(dest, t, like(m, gt))
     return loss, lse, mx_next
 
 
 @kernel
-def probs_row(x, q, g, want_grad, weight, eps, z, cap, a, nxt, mx):
+def probs_row(x, q, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx):
     """One row with probability target ``q`` (smoothed inside). Returns ``(loss, lse,
     max(nxt))`` as :func:`index_row`.
 
@@ -261,4 +284,5 @@ def probs_row(x, q, g, want_grad, weight, eps, z, cap, a, nxt, mx):
             grad_capped(x, g, m, c1, ck, ca, q, weight, cap)
         else:
             grad_from_exp(g, c1, ck, ca, q, weight)
+        finish_grad(g, dest)
     return loss, lse, mx_next

@@ -56,7 +56,7 @@ from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
-from .half import grad_row, load_element, row_buffer, store_element, store_grad
+from .half import grad_row, load_element, row_buffer, store_element
 from .math import like
 from .rows import chunk_rows, row_chunks, row_max
 
@@ -181,21 +181,25 @@ def _row_target_impl(target, i, ignore_index):
     return lambda target, i, ignore_index: (False, target[i])
 
 
-def counted_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+def counted_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
     """``(loss, lse, max(nxt))`` of a counted row: :func:`.ce_rows.index_row` for a class index,
     :func:`.ce_rows.probs_row` for a probability row."""
     raise NotImplementedError("compiled only")
 
 
 @overload(counted_row, jit_options=JIT_OPTIONS)
-def _counted_row_impl(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+def _counted_row_impl(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
     if isinstance(t, types.Integer):
-        return lambda x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx: index_row(
-            x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx
-        )
-    return lambda x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx: probs_row(
-        x, t, g, want_grad, weight, eps, z, cap, a, nxt, mx
-    )
+
+        def index(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+            return index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx)
+
+        return index
+
+    def probs(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+        return probs_row(x, t, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx)
+
+    return probs
 
 
 @kernel(parallel=True)
@@ -284,10 +288,10 @@ def cross_entropy_rows(
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
                 g = grad_row(grad, i, no_grad, buf, want_grad)
+                dest = grad[i] if want_grad else no_grad  # where g ends (g itself unless 16-bit)
                 v, ls, mx = counted_row(
-                    logits[i], t, g, want_grad, weight, wsum, eps, z, cap, a, nxt, mx
+                    logits[i], t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx
                 )
-                store_grad(g, grad, i, want_grad)
                 v *= tw
                 if want_lse:
                     lse[i] = ls
