@@ -296,6 +296,28 @@ def test_same_bits_for_any_thread_count(dtype, rng):
         np.testing.assert_array_equal(a, b)
 
 
+@HALVES
+@pytest.mark.parametrize("cols", [1000, 700_001], ids=["plain", "streamed"])
+def test_special_rows_beside_finite_rows_keep_the_bits_of_each_row_alone(dtype, cols, rng):
+    """The pipelined passes round a row without the NaN case when its maximum and sum are
+    finite (bfloat16); rows with a NaN, a +inf or only -inf beside them must still give the
+    bits each row gets alone (one-row calls write through the general rounding), NaN
+    payloads included."""
+    x = (4 * rng.standard_normal((6, cols))).astype(np.float32)
+    x[:, ::7] = -np.inf
+    x[1, cols // 2] = np.nan
+    x[3, 5] = np.inf
+    x[4] = -np.inf
+    x = x.astype(dtype)
+    x.view(np.uint16)[2, 3] = 0x7FA1 if dtype == BF16 else 0x7D01  # a NaN with a payload
+    for f in (fastlsm.log_softmax, fastlsm.softmax):
+        got = f(x)
+        for i in range(x.shape[0]):
+            want = f(x[i : i + 1])
+            assert got[i : i + 1].tobytes() == want.tobytes(), (f.__name__, i)
+        assert np.isnan(got[1:5].astype(np.float32)).all()
+
+
 # ------------------------------------------------------------------ losses, sequences, beams
 
 

@@ -90,9 +90,11 @@ def widen(builder, raw, kind):
     raise ValueError(f"not a 16-bit element kind: {kind}")
 
 
-def narrow(builder, value, kind):
+def narrow(builder, value, kind, finite=False):
     """The 16-bit patterns (``i16`` or a vector) of float32 ``value`` rounded to ``kind``,
-    to nearest, ties to even (see the module docstring for NaN)."""
+    to nearest, ties to even (see the module docstring for NaN). ``finite``: no lane is
+    NaN (the caller's guarantee), so bfloat16 skips its NaN case (3 of ~10 instructions
+    per vector; the same bits for every other value, infinities included)."""
     if kind == F16:
         return builder.bitcast(builder.fptrunc(value, _as(value, _HALF)), _as(value, ir.I16))
     if kind != BF16:
@@ -101,6 +103,8 @@ def narrow(builder, value, kind):
     high = builder.lshr(bits, _c(bits, 16))
     odd = builder.and_(high, _c(bits, 1))
     rounded = builder.lshr(builder.add(builder.add(bits, _c(bits, 0x7FFF)), odd), _c(bits, 16))
+    if finite:
+        return builder.trunc(rounded, _as(value, ir.I16))
     quiet = builder.or_(builder.and_(high, _c(bits, 0x8000)), _c(bits, 0x7FC0))
     is_nan = builder.fcmp_unordered("uno", value, value)
     return builder.trunc(builder.select(is_nan, quiet, rounded), _as(value, ir.I16))
@@ -108,7 +112,8 @@ def narrow(builder, value, kind):
 
 BFLOAT16 = ir.Element("bfloat16", ir.I16, ir.F32, types.uint16,
                       widen=lambda builder, raw: widen(builder, raw, BF16),
-                      narrow=lambda builder, value: narrow(builder, value, BF16))
+                      narrow=lambda builder, value: narrow(builder, value, BF16),
+                      narrow_finite=lambda builder, value: narrow(builder, value, BF16, True))
 FLOAT16 = ir.Element("float16", ir.I16, ir.F32, types.int16,
                      widen=lambda builder, raw: widen(builder, raw, F16),
                      narrow=lambda builder, value: narrow(builder, value, F16))

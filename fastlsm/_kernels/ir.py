@@ -211,7 +211,8 @@ class Element:
     ``mem`` is the LLVM type in memory, ``reg`` the arithmetic type (float32 math for every
     float32-or-narrower dtype), ``numba_dtype`` the dtype of the Numba arrays that hold it.
     ``widen(builder, raw) -> reg`` and ``narrow(builder, reg) -> raw`` convert (identity for
-    float32 and float64).
+    float32 and float64); ``narrow_finite`` (default ``narrow``) is ``narrow`` for values
+    known not to be NaN.
 
     Adding a dtype (for instance bfloat16, held in ``uint16`` arrays) is adding one
     ``Element`` here: ``widen`` a zero-extension and a 16-bit shift into a float32, ``narrow``
@@ -220,7 +221,7 @@ class Element:
     it. The loops take every load and store from these methods, at any vector width.
     """
 
-    def __init__(self, name, mem, reg, numba_dtype, widen=None, narrow=None):
+    def __init__(self, name, mem, reg, numba_dtype, widen=None, narrow=None, narrow_finite=None):
         self.name, self.mem, self.reg, self.numba_dtype = name, mem, reg, numba_dtype
         self.itemsize = (
             mem.width // 8
@@ -229,6 +230,7 @@ class Element:
         )
         self._widen = widen or (lambda builder, v: v)
         self._narrow = narrow or (lambda builder, v: v)
+        self._narrow_finite = narrow_finite or self._narrow
 
     def __repr__(self) -> str:
         return f"Element({self.name})"
@@ -246,10 +248,14 @@ class Element:
         )
         return self._widen(builder, raw)
 
-    def store(self, builder, value, data, j, aligned: bool = False, nontemporal: bool = False):
+    def store(
+        self, builder, value, data, j, aligned=False, nontemporal=False, finite=False
+    ):
         """Store a ``reg`` vector at ``j``; ``aligned``: the address is a multiple of the
-        vector's size (required for ``nontemporal``, a streaming store)."""
-        raw = self._narrow(builder, value)
+        vector's size (required for ``nontemporal``, a streaming store); ``finite``: the
+        caller guarantees no lane is NaN (``narrow_finite``: the same bits without the NaN
+        case, where a dtype has one)."""
+        raw = (self._narrow_finite if finite else self._narrow)(builder, value)
         width = width_of(value.type)
         align = self.itemsize * width if aligned else self.itemsize
         store(builder, raw, elem_ptr(builder, data, j, raw.type), align, nontemporal)

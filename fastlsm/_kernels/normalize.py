@@ -18,7 +18,10 @@ in three passes over cache-resident data (a 32k-float row is 128 KiB):
    (:func:`.memory.streams`). The row kernels run this pass of row ``i - 1`` inside pass 2
    of row ``i`` (one loop, :func:`sumexp_write_prev`, :func:`exp_store_write_prev`), so
    that one row's write traffic overlaps the next row's arithmetic; the tests hold the
-   pipelined kernels to the bits of the same passes run one row at a time.
+   pipelined kernels to the bits of the same passes run one row at a time. A row whose
+   maximum and sum are finite has no NaN output (a NaN or ``+inf`` logit makes the sum NaN,
+   an all ``-inf`` row makes ``x - m`` NaN): its bfloat16 outputs are rounded without the
+   NaN case (:func:`.half.narrow`, ``finite``), the same bits in fewer instructions.
 The subtraction ``x - m`` comes first, so values near the maximum keep every bit even for
 logits like 1e4 or 1e30 (``(x - m) - log(s)``, never ``x - (m + log(s))``).
 
@@ -31,7 +34,11 @@ SciPy's results).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 from numba import prange
+from numba.core import types
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
@@ -40,10 +47,30 @@ from .math import flog, like
 from .memory import store_fence, stream_affine, stream_divide, streams
 from .rows import chunk_rows, exp_store_sum, lse_rows, row_chunks, row_max, row_shifted_sumexp
 from .sumexp import (
+    SHIFT_PREV,
+    SHIFT_PREV_PLAIN,
+    STORE_DIVIDE_PREV,
+    STORE_DIVIDE_PREV_PLAIN,
     expsum_store_divide_prev_f32,
     expsum_store_divide_prev_plain_f32,
+    make_pass,
     sumexp_shift_prev_f32,
     sumexp_shift_prev_plain_f32,
+)
+
+# The same passes for a previous row that holds no NaN output (its maximum and its sum are
+# finite): bfloat16 outputs are then rounded without the NaN case (``half.narrow``), the same
+# bits. Used for bfloat16 outputs only (for the other dtypes the code is the same).
+_FINITE = "As its namesake, for a previous row whose outputs hold no NaN (the same bits)."
+_shift_prev_finite = make_pass(replace(SHIFT_PREV, finite=True), "shift_prev_finite", _FINITE)
+_shift_prev_plain_finite = make_pass(
+    replace(SHIFT_PREV_PLAIN, finite=True), "shift_prev_plain_finite", _FINITE
+)
+_divide_prev_finite = make_pass(
+    replace(STORE_DIVIDE_PREV, finite=True), "divide_prev_finite", _FINITE
+)
+_divide_prev_plain_finite = make_pass(
+    replace(STORE_DIVIDE_PREV_PLAIN, finite=True), "divide_prev_plain_finite", _FINITE
 )
 
 
@@ -69,8 +96,20 @@ def _sumexp_write_prev64(x, m, nxt, px, po, a, b, nontemporal):
     return row_shifted_sumexp(x, m, nxt)
 
 
+def _sumexp_write_prev_bf16(x, m, nxt, px, po, a, b, nontemporal):
+    if np.isfinite(a) and np.isfinite(b):  # no NaN in po (see the module docstring)
+        if nontemporal:
+            return _shift_prev_finite(x, m, nxt, px, po, a, b)
+        return _shift_prev_plain_finite(x, m, nxt, px, po, a, b)
+    if nontemporal:
+        return sumexp_shift_prev_f32(x, m, nxt, px, po, a, b)
+    return sumexp_shift_prev_plain_f32(x, m, nxt, px, po, a, b)
+
+
 @overload(sumexp_write_prev, jit_options=JIT_OPTIONS)
 def _sumexp_write_prev_impl(x, m, nxt, px, po, a, b, nontemporal):
+    if po.dtype == types.uint16:
+        return _sumexp_write_prev_bf16
     return _sumexp_write_prev32 if is_f32_math(x.dtype) else _sumexp_write_prev64
 
 
@@ -96,8 +135,20 @@ def _exp_store_write_prev64(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
     return exp_store_sum(x, m, buf, nxt)
 
 
+def _exp_store_write_prev_bf16(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
+    if np.isfinite(s_prev):  # a finite sum: every exponential and quotient is finite
+        if nontemporal:
+            return _divide_prev_finite(x, m, buf, nxt, pbuf, po, s_prev)
+        return _divide_prev_plain_finite(x, m, buf, nxt, pbuf, po, s_prev)
+    if nontemporal:
+        return expsum_store_divide_prev_f32(x, m, buf, nxt, pbuf, po, s_prev)
+    return expsum_store_divide_prev_plain_f32(x, m, buf, nxt, pbuf, po, s_prev)
+
+
 @overload(exp_store_write_prev, jit_options=JIT_OPTIONS)
 def _exp_store_write_prev_impl(x, m, buf, nxt, pbuf, po, s_prev, nontemporal):
+    if po.dtype == types.uint16:
+        return _exp_store_write_prev_bf16
     return _exp_store_write_prev32 if is_f32_math(x.dtype) else _exp_store_write_prev64
 
 

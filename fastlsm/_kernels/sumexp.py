@@ -76,6 +76,7 @@ class RowPass:
     prefetch: bool = True
     next_max: bool = False  # also max(nxt) (nxt as long as x), from demand loads; no prefetch
     softcap: bool = False  # sum over y = cap * tanh(x * inv) instead of x (math.softcap_ir)
+    finite: bool = False  # the caller's promise: no po value is NaN (cheaper 16-bit stores)
 
     def arg_names(self) -> tuple[str, ...]:
         names = ["x", "m"] + ["inv", "cap"] * self.softcap + ["out"] * bool(self.store)
@@ -126,7 +127,10 @@ class _Prev:
         """``po[j:j + WIDTH]`` (``j`` on a vector boundary of ``po``)."""
         (src_el, px), (dst_el, po) = self.src, self.dst
         v = affine_ir(self.b, src_el.load(self.b, px, j, WIDTH), *self.vectors, self.divide)
-        dst_el.store(self.b, v, po, j, aligned=True, nontemporal=self.spec.nontemporal)
+        dst_el.store(
+            self.b, v, po, j, aligned=True, nontemporal=self.spec.nontemporal,
+            finite=self.spec.finite,
+        )
 
     def scalar_range(self, first, stop):
         """The head before ``po``'s first line boundary: plain scalar stores."""
