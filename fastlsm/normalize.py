@@ -87,25 +87,32 @@ _NATIVE = frozenset(id(d) for d in FLOAT_DTYPES)
 def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
     path (native, aligned, C-contiguous float32/float64, not empty, the last axis, ``out``
-    of the same dtype and shape, writeable and C-contiguous, ``x`` itself or disjoint from
-    it), else None: the general path then handles (or rejects) the call."""
-    dt = x.dtype
+    of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
+    disjoint from it), else None: the general path then handles (or rejects) the call.
+    (Written for speed: it is most of the cost of a one-row call.)"""
     nd = x.ndim
-    if id(dt) not in _NATIVE or type(axis) is not int or nd == 0 or axis not in (-1, nd - 1):
+    if id(x.dtype) not in _NATIVE or type(axis) is not int or not nd or (axis != -1
+                                                                       and axis != nd - 1):
         return None
     flags = x.flags
-    if not (flags.c_contiguous and flags.aligned) or x.size == 0:
+    if not (flags.carray or flags.c_contiguous and flags.aligned):  # carray: also writeable
         return None
-    if out is not None:
-        if out.dtype is not dt or out.shape != x.shape:
+    n = x.size
+    if not n:
+        return None
+    if out is x:
+        if not flags.writeable:
             return None
-        flags = out.flags
-        if not (flags.c_contiguous and flags.writeable):
+    elif out is not None:
+        out_flags = out.flags
+        if out.dtype is not x.dtype or not out_flags.carray or out.shape != x.shape:
             return None
-        if out is not x and np.may_share_memory(x, out):  # bounds: exact for contiguous
+        # Arrays that allocated their own memory are disjoint; else compare the bounds (exact
+        # for contiguous arrays).
+        if not (flags.owndata and out_flags.owndata) and np.may_share_memory(x, out):
             return None
     cols = x.shape[-1]
-    return x.size // cols, cols
+    return n // cols, cols
 
 
 def _one_thread(kernel, x, axis, out, reduce: bool):
@@ -118,8 +125,10 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
     if type(x) is not np.ndarray or (out is not None and type(out) is not np.ndarray):
         return None
     fast = _fast_rows(x, axis, out)
-    if fast is None or x.nbytes >= PREFAULT_BYTES or not _jit.one_thread(x.size, fast[0]):
-        return None  # (a fresh output this large is faulted in by a parallel kernel)
+    if fast is None or not (x.size < _jit.SERIAL_WORK or _jit.one_thread(x.size, fast[0])):
+        return None
+    if out is None and x.nbytes >= PREFAULT_BYTES:
+        return None  # a fresh output this large is faulted in by a parallel kernel
     if reduce:
         out = np.empty(x.shape[:-1], x.dtype)
         args = (x if x.ndim == 2 else x.reshape(fast), out.reshape(-1))

@@ -263,3 +263,29 @@ def test_the_fast_kernels_are_the_serial_copies(rng):
         assert entries
         for entry in entries:
             assert entry in [o.entry_point for o in kernel.serial.overloads.values()]
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "softmax"])
+def test_an_unaligned_out_takes_the_general_path(name, rng):
+    # The entry points are compiled for aligned arrays: an unaligned out (another Numba type)
+    # must never reach them.
+    x = logits(rng, (1, 8), np.float32)
+    out = np.frombuffer(bytearray(4 * 8 + 1), np.float32, count=8, offset=1).reshape(1, 8)
+    assert not out.flags.aligned and out.flags.writeable
+    want = getattr(fastlsm, name)(x)
+    assert getattr(fastlsm, name)(x, out=out) is out and same_bits(out, want)
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "softmax"])
+def test_out_overlapping_or_read_only_takes_the_general_path(name, rng):
+    f = getattr(fastlsm, name)
+    x = logits(rng, (1, 16), np.float64)
+    ro = x.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="out is read-only"):
+        f(ro, out=ro)  # in place needs a writeable x
+    buf = np.concatenate([x.reshape(-1), x.reshape(-1)[:4]])
+    want = f(buf[:16].reshape(1, 16))
+    out = buf[4:].reshape(1, 16)  # overlaps x = buf[:16] partially: read from a copy
+    assert not out.flags.owndata and f(buf[:16].reshape(1, 16), out=out) is out
+    assert same_bits(out, want)
