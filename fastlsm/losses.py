@@ -437,7 +437,7 @@ def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
     loss = np.empty(n if red == _k.NONE else 1, dt)
     lse, grad = _ABSENT[id(dt)]  # size 0: never written
     args = (logits, target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0, _EMPTY, loss,
-            lse, grad, np.empty(n) if red != _k.NONE else _EMPTY)
+            lse, grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
     run = _jit.serial_entry(_k.cross_entropy_rows, (id(dt), xf.writeable, tf.writeable), args)
     if run is None or run(*args) >= 0:
         return None
