@@ -359,6 +359,47 @@ def launch(compiled, work: int, rows: int):
     return compiled
 
 
+def one_thread(work: int, rows: int) -> bool:
+    """Whether a problem of ``work`` elements in ``rows`` rows runs on one thread
+    (:func:`_threads_for`): then :func:`launch` gives the serial copy of a parallel kernel,
+    and :func:`serial_entry` may call it directly."""
+    return _threads_for(work, rows) == 1
+
+
+_entries: dict = {}  # (parallel kernel, caller's type key) -> compiled serial entry point
+
+
+def serial_entry(compiled, key, args):
+    """The serial copy of the parallel kernel ``compiled`` (:func:`kernel`), compiled for
+    ``args``, as a function of the same arguments that skips Numba's dispatch; None when
+    ``compiled`` has no serial copy or the threading layer is not set up yet.
+
+    On every call Numba's dispatcher computes the type of each argument and looks the
+    overload up: on a one-row call that is a large share of the time (see the README's
+    per-call figures). A caller whose checks already fix the Numba type of every argument
+    (e.g. float32 arrays that are C-contiguous and aligned; Numba's array type is the
+    dtype, the number of dimensions, the layout, alignment and writeability) passes a
+    hashable ``key`` that determines those types, and gets the entry point the dispatcher
+    itself would call, cached per ``(compiled, key)``: the same machine code, the same
+    bits, no Numba setting touched. A key that does not determine the types is a bug:
+    the entry point would read the arguments as the first caller's types.
+
+    Only for problems that get one thread (:func:`one_thread`): the serial copy starts no
+    thread, so a caller may skip :func:`public` (there is no thread count to restore and
+    no parallel launch to serialize). Before the first :func:`public` call has set up the
+    threading layer this returns None, so that the first call takes the general path and
+    reports a bad ``FASTLSM_THREADING_LAYER`` as every call does.
+    """
+    entry = _entries.get((compiled, key))
+    if entry is None:
+        serial = getattr(compiled, "serial", None)
+        if serial is None or not _layer_ready:
+            return None
+        entry = serial.compile(tuple(numba.typeof(a) for a in args))
+        _entries[compiled, key] = entry
+    return entry
+
+
 def _apply(n: int) -> None:
     if _get_count is None:  # outside any public() call (e.g. a benchmark harness)
         _ensure_layer()

@@ -138,9 +138,8 @@ def beam_step(
         if empty >= 0:
             b, k = divmod(int(empty), nk)
             raise ValueError(f"token_bitmask[{b}, {k}] allows no token of the {nv}")
-    _jit.use_threads(x.size, nb * nk)
-    bad = _k.beam_step_rows(rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp,
-                            mask)
+    run = _jit.launch(_k.beam_step_rows, x.size, nb * nk)  # one thread: the serial copy
+    bad = run(rows, bs, nk, row_val, row_tok, row_n, scores, tokens, beams, logp, mask)
     if bad >= 0:
         b, k = divmod(int(bad), nk)
         raise ValueError(
@@ -397,8 +396,8 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
         if token_bitmask is not None:
             m = token_bitmask(ids_now, parents) if callable(token_bitmask) else token_bitmask
             mask = _bitmask(m, (nrows,), vocab, f"step {step}: ")
-        _jit.use_threads(logits.size, nrows)
-        status = _k.beam_search_advance(cfg, fcfg, fstate, istate, logits, mask)
+        advance = _jit.launch(_k.beam_search_advance, logits.size, nrows)
+        status = advance(cfg, fcfg, fstate, istate, logits, mask)
         if status == _state.BEAM_BAD_MASK:
             r = int(istate[_state.ST_BAD_ROW])
             raise ValueError(

@@ -312,7 +312,6 @@ def _check_inplace(logits, s: _Setup) -> None:
 # ----------------------------------------------------------------------------- public API
 
 
-@_jit.public
 def cross_entropy(
     logits,
     target,
@@ -386,10 +385,63 @@ def cross_entropy(
     >>> fastlsm.cross_entropy(logits, np.array([0, -100]), reduction="none")  # doctest: +ELLIPSIS
     array([0.2413..., 0.  ...])
     """
+    if weight is None and token_weight is None and softcap is None:
+        loss = _one_thread(logits, target, axis, ignore_index, reduction, label_smoothing, z_loss)
+        if loss is not None:
+            return loss
+    return _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                          z_loss, softcap, token_weight)
+
+
+@_jit.public
+def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                   z_loss, softcap, token_weight):
+    """:func:`cross_entropy` for every argument :func:`_one_thread` does not take."""
     s = _setup(logits, target, axis, weight, ignore_index, reduction, token_weight, "logits", True)
     eps, z, cap = _label_smoothing(label_smoothing), _z_loss(z_loss), _softcap(softcap)
     loss, _, _ = _run(s, None, 1.0, eps=eps, z=z, cap=cap)
     return loss
+
+
+_NATIVE = frozenset(id(np.dtype(d)) for d in (np.float32, np.float64))
+_INT64 = np.dtype(np.int64)
+_ABSENT = {id(np.dtype(d)): (np.empty(0, d), np.empty((0, 0), d)) for d in (np.float32, np.float64)}
+
+
+def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
+    """The per-token :func:`cross_entropy` (no weights, no softcap), before any bookkeeping:
+    the loss when ``logits`` is a native, aligned, C-contiguous float32/float64 ``[N, C]``
+    ndarray (class axis last), ``target`` a C-contiguous int64 ``[N]`` ndarray, the options
+    plain valid values (``str``, ``int``, ``float``) and the problem gets one thread
+    (:func:`_jit.one_thread`); computed by the kernel's serial copy called directly
+    (:func:`_jit.serial_entry`). Else None, also for an invalid target (the general path
+    then raises its error): the same bits and errors as the general path."""
+    if type(logits) is not np.ndarray or type(target) is not np.ndarray:
+        return None
+    dt = logits.dtype
+    if id(dt) not in _NATIVE or logits.ndim != 2 or type(axis) is not int or axis not in (-1, 1):
+        return None
+    n, c = logits.shape
+    xf, tf = logits.flags, target.flags
+    if not (n and c and xf.c_contiguous and xf.aligned and target.dtype is _INT64
+            and target.shape == (n,) and tf.c_contiguous and tf.aligned):
+        return None
+    red = _REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if red is None or type(ignore_index) is not int or not _I64.min <= ignore_index <= _I64.max:
+        return None
+    if type(eps) is not float or type(z) is not float or not (0.0 <= eps <= 1.0 and 0.0 <= z
+                                                                < math.inf):
+        return None
+    if not _jit.one_thread(logits.size, n):
+        return None
+    loss = np.empty(n if red == _k.NONE else 1, dt)
+    lse, grad = _ABSENT[id(dt)]  # size 0: never written
+    args = (logits, target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0, _EMPTY, loss,
+            lse, grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
+    run = _jit.serial_entry(_k.cross_entropy_rows, (id(dt), xf.writeable, tf.writeable), args)
+    if run is None or run(*args) >= 0:
+        return None
+    return loss.reshape((n,) if red == _k.NONE else ())
 
 
 @_jit.public

@@ -31,7 +31,7 @@ import numpy as np
 from . import _jit
 from ._dtypes import direct, kernel_view, logits_array, output_dtype, result_dtype
 from ._kernels import normalize as _k
-from ._kernels.memory import fresh_output
+from ._kernels.memory import PREFAULT_BYTES, fresh_output
 from ._validate import (
     FLOAT_DTYPES,
     as_rows,
@@ -44,10 +44,12 @@ from ._validate import (
 )
 
 
+@_jit.public
 def _elementwise(kernel, x, axis, out, dtype):
+    """log_softmax / softmax (``kernel``) for every argument :func:`_one_thread` does not take."""
     if dtype is None and type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
         fast = _fast_rows(x, axis, out)
-        if fast is not None:  # the per-token call: skips the general layout handling below
+        if fast is not None:  # skips the general layout handling below
             run = _jit.launch(kernel, x.size, fast[0])
             if out is None:
                 out = fresh_output(x.shape, x.dtype)
@@ -85,28 +87,62 @@ _NATIVE = frozenset(id(d) for d in FLOAT_DTYPES)
 def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
     path (native, aligned, C-contiguous float32/float64, not empty, the last axis, ``out``
-    of the same dtype and shape, writeable and C-contiguous, ``x`` itself or disjoint from
-    it), else None: the general path then handles (or rejects) the call."""
-    dt = x.dtype
+    of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
+    disjoint from it), else None: the general path then handles (or rejects) the call.
+    (Written for speed: it is most of the cost of a one-row call.)"""
     nd = x.ndim
-    if id(dt) not in _NATIVE or type(axis) is not int or nd == 0 or axis not in (-1, nd - 1):
+    if id(x.dtype) not in _NATIVE or type(axis) is not int or not nd or (axis != -1
+                                                                       and axis != nd - 1):
         return None
     flags = x.flags
-    if not (flags.c_contiguous and flags.aligned) or x.size == 0:
+    if not (flags.carray or flags.c_contiguous and flags.aligned):  # carray: also writeable
         return None
-    if out is not None:
-        if out.dtype is not dt or out.shape != x.shape:
+    n = x.size
+    if not n:
+        return None
+    if out is x:
+        if not flags.writeable:
             return None
-        flags = out.flags
-        if not (flags.c_contiguous and flags.writeable):
+    elif out is not None:
+        out_flags = out.flags
+        if out.dtype is not x.dtype or not out_flags.carray or out.shape != x.shape:
             return None
-        if out is not x and np.may_share_memory(x, out):  # bounds: exact for contiguous
+        # Arrays that allocated their own memory are disjoint; else compare the bounds (exact
+        # for contiguous arrays).
+        if not (flags.owndata and out_flags.owndata) and np.may_share_memory(x, out):
             return None
     cols = x.shape[-1]
-    return x.size // cols, cols
+    return n // cols, cols
 
 
-@_jit.public
+def _one_thread(kernel, x, axis, out, reduce: bool):
+    """The per-token call, before any bookkeeping: the result when ``x``/``out`` take the
+    fast path (:func:`_fast_rows`) and the problem gets one thread (:func:`_jit.one_thread`),
+    computed by the kernel's serial copy called directly (:func:`_jit.serial_entry`), else
+    None (the caller then takes the :func:`_jit.public` path). ``reduce``: ``kernel``
+    writes one value per row (logsumexp), into a fresh array. Same bits and the same
+    results as the general path (a serial copy starts no thread: nothing to restore)."""
+    if type(x) is not np.ndarray or (out is not None and type(out) is not np.ndarray):
+        return None
+    fast = _fast_rows(x, axis, out)
+    if fast is None or not (x.size < _jit.SERIAL_WORK or _jit.one_thread(x.size, fast[0])):
+        return None
+    if out is None and x.nbytes >= PREFAULT_BYTES:
+        return None  # a fresh output this large is faulted in by a parallel kernel
+    if reduce:
+        out = np.empty(x.shape[:-1], x.dtype)
+        args = (x if x.ndim == 2 else x.reshape(fast), out.reshape(-1))
+    else:
+        if out is None:
+            out = np.empty(x.shape, x.dtype)
+        args = (x, out) if x.ndim == 2 else (x.reshape(fast), out.reshape(fast))
+    run = _jit.serial_entry(kernel, (id(x.dtype), x.flags.writeable), args)
+    if run is None:
+        return None
+    run(*args)
+    return out
+
+
 def log_softmax(x, axis=-1, *, out=None, dtype=None):
     """Logarithm of softmax along ``axis``: ``x - logsumexp(x, axis, keepdims=True)``.
 
@@ -158,10 +194,13 @@ def log_softmax(x, axis=-1, *, out=None, dtype=None):
     >>> fastlsm.log_softmax(np.array([0.0, -np.inf], dtype=np.float32))
     array([  0., -inf], dtype=float32)
     """
+    if dtype is None:
+        done = _one_thread(_k.log_softmax_rows, x, axis, out, False)
+        if done is not None:
+            return done
     return _elementwise(_k.log_softmax_rows, x, axis, out, dtype)
 
 
-@_jit.public
 def softmax(x, axis=-1, *, out=None, dtype=None):
     """Softmax along ``axis``: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
@@ -174,10 +213,13 @@ def softmax(x, axis=-1, *, out=None, dtype=None):
     >>> fastlsm.softmax(np.array([1e30, 0.0, -np.inf]))
     array([1., 0., 0.])
     """
+    if dtype is None:
+        done = _one_thread(_k.softmax_rows, x, axis, out, False)
+        if done is not None:
+            return done
     return _elementwise(_k.softmax_rows, x, axis, out, dtype)
 
 
-@_jit.public
 def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     """``log(sum(exp(x), axis))``, computed without overflow.
 
@@ -211,9 +253,19 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(fastlsm.logsumexp(np.array([1e4, 1e4])))  # 1e4 + log(2)
     10000.69314718056
     """
+    if out is None and keepdims is False:
+        done = _one_thread(_k.logsumexp_rows, x, axis, None, True)
+        if done is not None:
+            return done
+    return _logsumexp(x, axis, keepdims, out)
+
+
+@_jit.public
+def _logsumexp(x, axis, keepdims, out):
+    """logsumexp for every argument :func:`_one_thread` does not take."""
     if type(x) is np.ndarray and out is None and keepdims is False:
         fast = _fast_rows(x, axis, None)
-        if fast is not None:  # the per-token call, as in _elementwise
+        if fast is not None:  # a contiguous problem on more than one thread
             out = np.empty(x.shape[:-1], x.dtype)
             _jit.launch(_k.logsumexp_rows, x.size, fast[0])(x.reshape(fast), out.reshape(-1))
             return out

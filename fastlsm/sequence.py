@@ -110,8 +110,8 @@ def sequence_logprobs(logits, tokens=None, *, mask=None, labels=None, ignore_ind
         return tok_out.astype(result_dtype(x.dtype)), seq_out.astype(result_dtype(x.dtype))
     rows = kernel_view(np.ascontiguousarray(x).reshape(nb * nt, nv))
     flat_tok = np.ascontiguousarray(tok).reshape(-1)
-    _jit.use_threads(x.size, nb * nt)
-    bad = _k.sequence_logprobs_rows(rows, flat_tok, m.reshape(-1), nt, tok_out.reshape(-1), seq_out)
+    run = _jit.launch(_k.sequence_logprobs_rows, x.size, nb * nt)  # one thread: serial copy
+    bad = run(rows, flat_tok, m.reshape(-1), nt, tok_out.reshape(-1), seq_out)
     if bad >= 0:
         b, t = divmod(int(bad), nt)
         raise ValueError(

@@ -15,6 +15,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import naive
 import numba
 import numpy as np
 import pytest
@@ -359,3 +360,49 @@ def test_workqueue_layer_serializes_concurrent_fastlsm_calls():
     proc = _run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["workqueue", "True"]
+
+
+# ----------------------------------------------------------------------------- serial copies
+
+
+class _Spy:
+    """Stands in for a parallel kernel: records whether the parallel entry or its serial copy
+    (``.serial``, what ``_jit.launch`` gives a one-thread problem) ran."""
+
+    def __init__(self, real):
+        self.real, self.seen = real, []
+
+    def __call__(self, *args):
+        self.seen.append("parallel")
+        return self.real(*args)
+
+    def serial(self, *args):
+        self.seen.append("serial")
+        return self.real.serial(*args)
+
+
+@needs_two_threads
+@pytest.mark.parametrize("family", ["sequence_logprobs", "beam_step", "beam_search"])
+def test_one_thread_problems_run_the_serial_copy(family, rng, monkeypatch):
+    from fastlsm._kernels import beam, sequence
+
+    module, name = {"sequence_logprobs": (sequence, "sequence_logprobs_rows"),
+                    "beam_step": (beam, "beam_step_rows"),
+                    "beam_search": (beam, "beam_search_advance")}[family]
+    spy = _Spy(getattr(module, name))
+    monkeypatch.setattr(module, name, spy)
+    fastlsm.set_num_threads(2)
+    for rows, vocab, want in ((1, 50000, "serial"), (2, 100, "serial"), (4, 20000, "parallel")):
+        x = rng.standard_normal((rows, vocab))
+        spy.seen.clear()
+        if family == "sequence_logprobs":
+            tok, seq = fastlsm.sequence_logprobs(x[None], np.zeros((1, rows), np.int64))
+            np.testing.assert_allclose(tok[0], naive.log_softmax(x)[:, 0], rtol=1e-13)
+        elif family == "beam_step":
+            scores, _, _ = fastlsm.beam_step(x[None], np.zeros((1, rows)), num_candidates=1)
+            assert scores[0, 0] == pytest.approx(naive.log_softmax(x).max(), rel=1e-13)
+        else:
+            fastlsm.beam_search(lambda ids, parents, x=x: x, [[1]] * (rows // 2 or 1),
+                                num_beams=2 if rows > 1 else 1, max_new_tokens=1,
+                                eos_token_id=None)
+        assert spy.seen == [want], (rows, vocab)
