@@ -24,9 +24,10 @@ import numpy as np
 from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
-from .half import load_element
+from .half import convert, load_element, store_element
 from .math import fexp, flog, like, radd, softcap
-from .rows import capped_sumexp, exp_store_sum, row_max, row_shifted_sumexp
+from .memory import stream_affine
+from .rows import capped_sumexp, exp_store_next_max, row_max, sumexp_next_max
 
 BLOCK = 2048
 """Gradient loops with per-class constants run in blocks of this many elements (an L1-sized
@@ -43,6 +44,20 @@ def _same_buffer_impl(a, b):
     return lambda a, b: a.ctypes.data == b.ctypes.data
 
 
+def finish_grad(g, dest):
+    """The gradient row ``g`` into ``dest``, the row of ``grad``: nothing when they are one
+    array (float32/float64 gradients are computed in place), else rounded once into the
+    16-bit row (:func:`.half.convert`)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(finish_grad, jit_options=JIT_OPTIONS)
+def _finish_grad_impl(g, dest):
+    if g.dtype == dest.dtype:
+        return lambda g, dest: None
+    return lambda g, dest: convert(g, dest)
+
+
 @kernel
 def zero_row(g):
     z = like(g, 0.0)
@@ -51,12 +66,9 @@ def zero_row(g):
 
 
 @kernel
-def row_max_capped(x, cap):
-    """``max(y)``, ``y = softcap(x)`` when ``cap > 0`` (increasing: cap the maximum of x)."""
-    m = row_max(x)
-    if cap > 0.0:
-        m = softcap(m, cap)[0]
-    return m
+def capped_max(mx, cap):
+    """``max(y)`` from ``mx = max(x)``: ``softcap(mx)`` when ``cap > 0`` (it is increasing)."""
+    return softcap(mx, cap)[0] if cap > 0.0 else mx
 
 
 @kernel
@@ -69,23 +81,29 @@ def finish_lse(m, log_s):
 
 @kernel
 def row_sum(x, m, cap, g, store, nxt):
-    """``s = sum(exp(y - m))`` in float64 (``y = softcap(x)`` when ``cap > 0``); stores
-    ``exp(x - m)`` into ``g`` when ``store`` and there is no softcap. The same bits in every
-    mode. ``nxt`` (the thread's next row) is prefetched unless storing (measured: slower)."""
+    """``(s, max(nxt))``: ``s = sum(exp(y - m))`` in float64 (``y = softcap(x)`` when
+    ``cap > 0``), storing ``exp(x - m)`` into ``g`` when ``store`` and there is no softcap
+    (the same bits in every mode), and the maximum of the thread's next row ``nxt`` (raw
+    logits), taken in the same loop (:func:`.rows.sumexp_next_max`) except with a softcap
+    (then ``nxt`` is prefetched during the sum and its maximum read from cache)."""
     if cap > 0.0:
-        return capped_sumexp(x, m, cap, nxt)
+        return capped_sumexp(x, m, cap, nxt), row_max(nxt)
     if store:
-        return exp_store_sum(x, m, g, nxt, False)
-    return row_shifted_sumexp(x, m, nxt)
+        return exp_store_next_max(x, m, g, nxt)
+    return sumexp_next_max(x, m, nxt)
 
 
 @kernel
-def capped_lse(x, cap, nxt):
-    """log-sum-exp of the (softcapped) row in float64, storing nothing."""
-    m = row_max_capped(x, cap)
+def capped_lse(x, cap, mx, nxt):
+    """log-sum-exp of the (softcapped) row in float64, storing nothing (``mx = max(x)``);
+    returns ``(lse, max(nxt))``."""
+    m = capped_max(mx, cap)
     # row_sum's non-storing branches, without a store target: x may be a read-only array
-    s = capped_sumexp(x, m, cap, nxt) if cap > 0.0 else row_shifted_sumexp(x, m, nxt)
-    return finish_lse(m, flog(s))
+    if cap > 0.0:
+        s, mx_next = capped_sumexp(x, m, cap, nxt), row_max(nxt)
+    else:
+        s, mx_next = sumexp_next_max(x, m, nxt)
+    return finish_lse(m, flog(s)), mx_next
 
 
 @kernel
@@ -185,20 +203,24 @@ def grad_capped(x, g, m, c1, ck, ca, q, w, cap):
 
 
 @kernel
-def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
-    """One counted row with class-index target ``t``. Returns ``(loss, lse)`` in float64.
+def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+    """One counted row with class-index target ``t``, ``mx = max(x)``. Returns ``(loss,
+    lse, max(nxt))`` (float64, float64, the logits' compute type).
 
     ``loss`` is the per-token loss before ``token_weight``; the gradient, scaled by ``a``,
-    is written to ``g`` when ``want_grad``. ``g`` may alias ``x``: the target logit and the
-    smoothing sum are read before anything is written. ``nxt`` is prefetched meanwhile.
+    is written to ``dest`` (the row of ``grad``) when ``want_grad``, computed in ``g``
+    (``dest`` itself, or a float32 buffer for a 16-bit ``dest``; without weights or
+    softcap the last pass writes ``dest`` directly). ``g`` may alias ``x``: the target
+    logit and the smoothing sum are read before anything is written. ``nxt`` is the
+    thread's next row.
     """
     c = x.size
     hw = weight.size > 0
     xt = load_element(x, t)
-    m = row_max_capped(x, cap)
+    m = capped_max(mx, cap)
     smooth = eps > 0.0
     sd = weighted_dsum(x, m, weight, cap) if smooth else 0.0
-    s = row_sum(x, m, cap, g, want_grad, nxt)
+    s, mx_next = row_sum(x, m, cap, g, want_grad, nxt)
     yt = _y(xt, cap)
     log_s = flog(s)
     lse = finish_lse(m, log_s)
@@ -222,27 +244,33 @@ def index_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
         gt = a * (pt * big_a - (1.0 - eps) * wt - ((eps / c) * wtc if smooth else 0.0))
         if cap > 0.0:
             grad_capped(x, g, m, c1, zero, c2, x[:0], wg, cap)
-            gt *= np.float64(softcap(xt, cap)[1])
-        else:
+            g[t] = like(m, gt * np.float64(softcap(xt, cap)[1]))
+            finish_grad(g, dest)
+        elif wg.size > 0:
             grad_from_exp(g, c1, zero, c2, x[:0], wg)
-        g[t] = like(m, gt)
-    return loss, lse
+            g[t] = like(m, gt)
+            finish_grad(g, dest)
+        else:  # grad_from_exp's bits ((e - 0) * c1 - c2), written once into dest (IR, zmm)
+            stream_affine(g, dest, zero, c1, c2, False)
+            store_element(dest, t, like(m, gt))
+    return loss, lse, mx_next
 
 
 @kernel
-def probs_row(x, q, g, want_grad, weight, eps, z, cap, a, nxt):
-    """One row with probability target ``q`` (smoothed inside). Returns ``(loss, lse)``.
+def probs_row(x, q, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx):
+    """One row with probability target ``q`` (smoothed inside). Returns ``(loss, lse,
+    max(nxt))`` as :func:`index_row`.
 
     With ``q' = (1 - eps) * q + eps / C``, ``S = sum w q'`` and ``T = sum w q' d``:
     ``loss = S * log(s) - T + z * lse**2`` and ``dloss/dy_j = p_j * (S + 2 z lse) - w_j q'_j``.
     ``g`` may alias ``x`` (never ``q``).
     """
     c = x.size
-    m = row_max_capped(x, cap)
+    m = capped_max(mx, cap)
     keep = 1.0 - eps
     add = eps / c
     big_s, big_t = weighted_q(x, q, weight, m, keep, add, cap)  # before x may be overwritten
-    s = row_sum(x, m, cap, g, want_grad, nxt)
+    s, mx_next = row_sum(x, m, cap, g, want_grad, nxt)
     log_s = flog(s)
     lse = finish_lse(m, log_s)
     loss = big_s * log_s - big_t
@@ -256,4 +284,5 @@ def probs_row(x, q, g, want_grad, weight, eps, z, cap, a, nxt):
             grad_capped(x, g, m, c1, ck, ca, q, weight, cap)
         else:
             grad_from_exp(g, c1, ck, ca, q, weight)
-    return loss, lse
+        finish_grad(g, dest)
+    return loss, lse, mx_next

@@ -36,10 +36,11 @@ The per-token loss is then multiplied by ``token_weight[i]``; the gradient by
 ``sum(w[t_i] * token_weight[i])`` over non-ignored tokens (index targets), or
 ``sum(token_weight)`` / the number of rows (probability targets). All ignored -> ``0/0 = NaN``.
 
-Each row costs one read from memory: a max pass, then the exp-sum row pass over the
-L2-resident row, which also stores ``exp(d)`` into ``grad`` when a gradient is wanted (the
-loss has the same bits either way: :mod:`.ce_rows`), then a scaling pass writing the
-gradient. The mean's denominator and the target check come first, in a cheap
+Each row costs one read from memory, as a pipeline: the exp-sum row pass over the
+cache-resident row (which also stores ``exp(d)`` into ``grad`` when a gradient is wanted;
+the loss has the same bits either way: :mod:`.ce_rows`) loads the thread's next row from
+memory for its maximum in the same loop (:func:`.rows.sumexp_next_max`), then a scaling
+pass writes the gradient. The mean's denominator and the target check come first, in a cheap
 serial pass over the targets, so a bad target is reported before anything is written.
 Per-row losses go to a float64 ``work`` buffer and are summed serially in row order:
 results are bitwise identical for any thread count. Rows are split across threads in
@@ -55,8 +56,9 @@ from numba.extending import overload
 
 from .._jit import JIT_OPTIONS, kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
-from .half import grad_row, load_element, row_buffer, store_element, store_grad
-from .rows import chunk_rows, row_chunks
+from .half import grad_row, load_element, row_buffer, store_element
+from .math import like
+from .rows import chunk_rows, row_chunks, row_max
 
 NONE = 0
 MEAN = 1
@@ -179,21 +181,25 @@ def _row_target_impl(target, i, ignore_index):
     return lambda target, i, ignore_index: (False, target[i])
 
 
-def counted_row(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
-    """``(loss, lse)`` of a counted row: :func:`.ce_rows.index_row` for a class index,
+def counted_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+    """``(loss, lse, max(nxt))`` of a counted row: :func:`.ce_rows.index_row` for a class index,
     :func:`.ce_rows.probs_row` for a probability row."""
     raise NotImplementedError("compiled only")
 
 
 @overload(counted_row, jit_options=JIT_OPTIONS)
-def _counted_row_impl(x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt):
+def _counted_row_impl(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
     if isinstance(t, types.Integer):
-        return lambda x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt: index_row(
-            x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt
-        )
-    return lambda x, t, g, want_grad, weight, wsum, eps, z, cap, a, nxt: probs_row(
-        x, t, g, want_grad, weight, eps, z, cap, a, nxt
-    )
+
+        def index(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+            return index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx)
+
+        return index
+
+    def probs(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+        return probs_row(x, t, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx)
+
+    return probs
 
 
 @kernel(parallel=True)
@@ -265,20 +271,27 @@ def cross_entropy_rows(
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
         buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
+        mx = row_max(logits[r0]) if r1 > r0 else like(logits, 0.0)
         for i in range(r0, r1):
             ignored, t = row_target(target, i, ignore_index)
-            nxt = logits[min(i + 1, n - 1)]
+            # the next row's maximum is taken during this row's pass (its own, for the last)
+            nxt = logits[i + 1] if i + 1 < r1 else logits[i]
             v = 0.0
             if ignored:
                 if want_lse:  # before zeroing: grad may be the logits
-                    lse[i] = capped_lse(logits[i], cap, nxt)
+                    ls, mx = capped_lse(logits[i], cap, mx, nxt)
+                    lse[i] = ls
+                else:
+                    mx = row_max(nxt)
                 if want_grad:
                     zero_row(grad[i])
             else:
                 tw, a = _token_scales(i, token_weight, grad_output, scale)
                 g = grad_row(grad, i, no_grad, buf, want_grad)
-                v, ls = counted_row(logits[i], t, g, want_grad, weight, wsum, eps, z, cap, a, nxt)
-                store_grad(g, grad, i, want_grad)
+                dest = grad[i] if want_grad else no_grad  # where g ends (g itself unless 16-bit)
+                v, ls, mx = counted_row(
+                    logits[i], t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx
+                )
                 v *= tw
                 if want_lse:
                     lse[i] = ls

@@ -64,20 +64,24 @@ def _f64_bits(typingctx, x):
     return types.int64(x), codegen
 
 
+def ldexp_f64_ir(builder, p, t, two_factors):
+    """``p * 2**n`` (float64, any width) where ``t = n + 1.5 * 2**52`` (see :func:`_ldexp2`)."""
+    ity = ir.like_int(p.type)
+    n = builder.sub(builder.bitcast(t, ity), ir.const(ity, 0x4338000000000000))
+
+    def pow2(k):
+        biased = builder.add(k, ir.const(ity, 1023))
+        return builder.bitcast(builder.shl(biased, ir.const(ity, 52)), p.type)
+
+    if not two_factors:
+        return builder.fmul(p, pow2(n))
+    n1 = builder.ashr(n, ir.const(ity, 1))
+    return builder.fmul(builder.fmul(p, pow2(n1)), pow2(builder.sub(n, n1)))
+
+
 def _ldexp_f64_codegen(two_factors):
     def codegen(context, builder, signature, args):
-        p, t = args
-        ity = llvm_ir.IntType(64)
-        n = builder.sub(builder.bitcast(t, ity), llvm_ir.Constant(ity, 0x4338000000000000))
-
-        def pow2(k):
-            biased = builder.add(k, llvm_ir.Constant(ity, 1023))
-            return builder.bitcast(builder.shl(biased, llvm_ir.Constant(ity, 52)), p.type)
-
-        if not two_factors:
-            return builder.fmul(p, pow2(n))
-        n1 = builder.ashr(n, llvm_ir.Constant(ity, 1))
-        return builder.fmul(builder.fmul(p, pow2(n1)), pow2(builder.sub(n, n1)))
+        return ldexp_f64_ir(builder, *args, two_factors)
 
     return codegen
 
@@ -378,7 +382,6 @@ _LN2_LO_D = _F64(1.90821492927058770002e-10)
 # Taylor coefficients 1/k!, k = 2..13: on |r| <= ln2/2 the truncation error is below 1e-17.
 _C_D = tuple(_F64(1.0) / _F64(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(2, 14))
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = _C_D
-_ONE_D = _F64(1.0)
 _LO_D = _F64(-746.0)
 _HI_D = _F64(710.0)
 
@@ -386,25 +389,43 @@ _HI_D = _F64(710.0)
 _MAGIC_D = _F64(6755399441055744.0)  # 1.5 * 2**52: adding it rounds to an integer
 
 
-@register_jitable(**JIT_OPTIONS)
-def _exp_parts_f64(xc):
-    """float64 twin of :func:`_exp_parts_f32` (degree-13 Taylor polynomial)."""
-    t = fma(xc, _LOG2E_D, _MAGIC_D)
-    fx = t - _MAGIC_D
-    r = fma(-fx, _LN2_HI_D, xc)
-    r = fma(-fx, _LN2_LO_D, r)
-    p = fma(_C13, r, _C12)
-    p = fma(p, r, _C11)
-    p = fma(p, r, _C10)
-    p = fma(p, r, _C9)
-    p = fma(p, r, _C8)
-    p = fma(p, r, _C7)
-    p = fma(p, r, _C6)
-    p = fma(p, r, _C5)
-    p = fma(p, r, _C4)
-    p = fma(p, r, _C3)
-    p = fma(p, r, _C2)
-    return fma(p, r * r, r) + _ONE_D, t
+def exp_parts_f64_ir(builder, xc):
+    """float64 twin of :func:`_exp_reduce_ir` for a clamped argument ``xc`` (any width):
+    ``t = xc * log2(e) + 1.5 * 2**52`` (``n`` in its bits), ``r = xc - n * ln2`` with
+    fdlibm's two-constant ln2, ``p = exp(r)`` (degree-13 Taylor polynomial,
+    ``r + r**2 * P(r) + 1``). Returns ``(p, t)``."""
+    ty = xc.type
+    t = ir.fma(builder, xc, ir.const(ty, float(_LOG2E_D)), ir.const(ty, float(_MAGIC_D)))
+    nfx = builder.fneg(builder.fsub(t, ir.const(ty, float(_MAGIC_D))))
+    r = ir.fma(builder, nfx, ir.const(ty, float(_LN2_HI_D)), xc)
+    r = ir.fma(builder, nfx, ir.const(ty, float(_LN2_LO_D)), r)
+    p = ir.const(ty, float(_C_D[-1]))
+    for c in reversed(_C_D[:-1]):
+        p = ir.fma(builder, p, r, ir.const(ty, float(c)))
+    p = builder.fadd(ir.fma(builder, p, builder.fmul(r, r), r), ir.const(ty, 1.0))
+    return p, t
+
+
+def exp_sum_f64_ir(builder, d):
+    """float64 ``exp(d)`` of a sum term, any width: :func:`exp_sum_f64`'s bits (arguments
+    below -708 give ``exp(-708)``; ``2**n`` one normal factor)."""
+    ty = d.type
+    xc = ir.select_lt(builder, d, ir.const(ty, SUM_LO_D))
+    xc = ir.select_gt(builder, xc, ir.const(ty, float(_HI_D)))
+    return ldexp_f64_ir(builder, *exp_parts_f64_ir(builder, xc), False)
+
+
+@intrinsic
+def _exp_parts_f64(typingctx, xc):
+    """:func:`exp_parts_f64_ir` at width 1: ``(p, t)`` for a float64 ``xc``."""
+    if xc != types.float64:
+        return None
+    rty = types.UniTuple(types.float64, 2)
+
+    def codegen(context, builder, signature, args):
+        return context.make_tuple(builder, rty, list(exp_parts_f64_ir(builder, args[0])))
+
+    return rty(xc), codegen
 
 
 @register_jitable(**JIT_OPTIONS)

@@ -38,7 +38,7 @@ from .._jit import JIT_OPTIONS, kernel
 from .half import is_f32_math, scratch
 from .math import flog, like
 from .memory import store_fence, stream_affine, stream_divide, streams
-from .rows import chunk_rows, exp_store_sum, row_chunks, row_lse, row_max, row_shifted_sumexp
+from .rows import chunk_rows, exp_store_sum, lse_rows, row_chunks, row_max, row_shifted_sumexp
 from .sumexp import (
     expsum_store_divide_prev_f32,
     expsum_store_divide_prev_plain_f32,
@@ -191,5 +191,4 @@ def logsumexp_rows(x, out):
     nchunk = row_chunks(rows)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, rows)
-        for i in range(r0, r1):
-            out[i] = row_lse(x[i], x[min(i + 1, rows - 1)])
+        lse_rows(x, out, r0, r1)

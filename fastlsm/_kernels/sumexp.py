@@ -49,7 +49,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from . import half, ir
-from .math import exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
+from .math import SUM_LO_F, exp_out_ir, exp_sum_ir, softcap_ir, sum_term_from_out_ir
 from .memory import affine_ir, write_affine_ir, write_scalar_ir
 
 WIDTH = 16  # float32 lanes per vector: one AVX-512 register, two AVX2 registers
@@ -74,11 +74,12 @@ class RowPass:
     dst: ir.Element = ir.FLOAT32
     nontemporal: bool = True  # po written with streaming stores (else plain ones)
     prefetch: bool = True
+    next_max: bool = False  # also max(nxt) (nxt as long as x), from demand loads; no prefetch
     softcap: bool = False  # sum over y = cap * tanh(x * inv) instead of x (math.softcap_ir)
 
     def arg_names(self) -> tuple[str, ...]:
         names = ["x", "m"] + ["inv", "cap"] * self.softcap + ["out"] * bool(self.store)
-        names += ["nxt"] * self.prefetch
+        names += ["nxt"] * (self.prefetch or self.next_max)
         if self.write == "shift":
             names += ["px", "po", "a", "b"]
         elif self.write == "divide":
@@ -169,16 +170,53 @@ def _emit(spec: RowPass, context, builder, args):
             v, _slope = softcap_ir(builder, v, inv_vec, cap_vec)  # the slope is not emitted
         return builder.fsub(v, m_vec)
 
+    lo_vec = ir.const(f32vec, SUM_LO_F)
+    lanes_int = llvm_ir.IntType(WIDTH)
+
     def term(d, j, mask=None):
-        """The sum term of ``d`` (and the stored exponential, when ``store``)."""
+        """The sum term of ``d`` (and the stored exponential, when ``store``).
+
+        Storing: where every lane has ``d >= -87`` (nearly always) the output value is the
+        sum term itself (:func:`.math.exp_sum_ir`, bitwise :func:`.math.exp_out_ir` there);
+        a vector with a lane below takes the full output exp (denormals, 0) and derives
+        its terms from it. The same bits either way, about a third fewer instructions.
+        """
+        fast = exp_sum_ir(builder, d)
         if spec.store is None:
-            return exp_sum_ir(builder, d)
-        e = exp_out_ir(builder, d)
+            return fast
+        low = builder.fcmp_ordered("<", d, lo_vec)
+        any_low = builder.icmp_unsigned(
+            "!=", builder.bitcast(low, lanes_int), llvm_ir.Constant(lanes_int, 0)
+        )
+        entry = builder.block
+        with builder.if_then(any_low, likely=False):
+            e_slow = exp_out_ir(builder, d)
+            t_slow = sum_term_from_out_ir(builder, d, e_slow)
+            slow = builder.block
+        e = builder.phi(f32vec)
+        e.add_incoming(fast, entry)
+        e.add_incoming(e_slow, slow)
+        t = builder.phi(f32vec)
+        t.add_incoming(fast, entry)
+        t.add_incoming(t_slow, slow)
         if mask is None:
             spec.store.store(builder, e, args["out"].data, j)
         else:
             spec.store.store_masked(builder, e, args["out"].data, j, mask)
-        return sum_term_from_out_ir(builder, d, e)
+        return t
+
+    if spec.next_max:
+        na = args["nxt"]
+        ninf = ir.const(f32vec, float("-inf"))
+        nmax = [cgutils.alloca_once_value(builder, ninf) for _ in range(ACCS)]
+
+    def next_max(k, j, mask=None):
+        """Fold ``nxt[j:j + WIDTH]`` into the next row's maximum (accumulator ``k``)."""
+        if mask is None:
+            v = spec.src.load(builder, na.data, j, WIDTH)
+        else:
+            v = builder.select(mask, spec.src.load_masked(builder, na.data, j, mask), ninf)
+        builder.store(ir.call(builder, "maxnum", [builder.load(nmax[k]), v]), nmax[k])
 
     def flush(k, acc32):
         acc = acc64[k]
@@ -202,6 +240,8 @@ def _emit(spec: RowPass, context, builder, args):
                         ir.prefetch_l2(builder, builder.gep(fetch_base, [j]))
                     if write:  # the previous row's output, one aligned vector per vector
                         prev.vector(builder.add(j, prev.head))
+                    if spec.next_max:
+                        next_max(k, j)
                     d = shifted(spec.src.load(builder, xa.data, j, WIDTH))
                     accs[k] = builder.fadd(accs[k], term(d, j))
             for k in range(ACCS):
@@ -229,6 +269,8 @@ def _emit(spec: RowPass, context, builder, args):
     with cgutils.for_range(builder, nvec, intp=intp) as loop:
         j = builder.add(start, builder.mul(loop.index, llvm_ir.Constant(intp, WIDTH)))
         mask = ir.lane_mask(builder, builder.sub(n, j), WIDTH)
+        if spec.next_max:
+            next_max(0, j, mask)
         d = shifted(spec.src.load_masked(builder, xa.data, j, mask))
         e = term(d, j, mask)
         builder.store(
@@ -250,6 +292,28 @@ def _emit(spec: RowPass, context, builder, args):
         )
         v = builder.fadd(lo, hi)
         width = half
+    total = builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
+    if not spec.next_max:
+        return total
+    return total, _max_lanes(builder, [builder.load(acc) for acc in nmax])
+
+
+def _max_lanes(builder, vectors):
+    """``maxnum`` of every lane of the vectors (order irrelevant: max is exact)."""
+    v = vectors[0]
+    for w in vectors[1:]:
+        v = ir.call(builder, "maxnum", [v, w])
+    width = ir.width_of(v.type)
+    while width > 1:
+        h = width // 2
+        lo, hi = (
+            builder.shuffle_vector(
+                v, v, llvm_ir.Constant(llvm_ir.VectorType(ir.I32, h), list(range(a, a + h)))
+            )
+            for a in (0, h)
+        )
+        v = ir.call(builder, "maxnum", [lo, hi])
+        width = h
     return builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
 
 
@@ -283,7 +347,7 @@ def make_pass(spec: RowPass, name: str, doc: str):
                          store=half.element(kinds["out"]) if spec.store else None,
                          dst=half.element(kinds["po"]) if spec.write else spec.dst)
         elements = actual.arg_elements()
-        if spec.prefetch:  # only its addresses are used
+        if spec.prefetch or spec.next_max:
             elements["nxt"] = half.element(kinds["nxt"])
         if not all(fits(k, t, elements) for k, t in typed.items()):
             return None
@@ -300,9 +364,13 @@ def make_pass(spec: RowPass, name: str, doc: str):
                 return context.cast(builder, pair[0], pair[1], types.float32)
 
             args["f32"] = f32
-            return _emit(actual, context, builder, args)
+            result = _emit(actual, context, builder, args)
+            if spec.next_max:
+                return context.make_tuple(builder, rty, list(result))
+            return result
 
-        return types.float64(*argtys), codegen
+        rty = types.Tuple((types.float64, types.float32)) if spec.next_max else types.float64
+        return rty(*argtys), codegen
 
     # Numba folds call arguments by the typer's Python signature (no *args): give it the
     # spec's named parameters.
@@ -322,6 +390,8 @@ SHIFT_PREV_PLAIN = RowPass(write="shift", nontemporal=False)
 STORE_DIVIDE_PREV = RowPass(store=ir.FLOAT32, write="divide")
 STORE_DIVIDE_PREV_PLAIN = RowPass(store=ir.FLOAT32, write="divide", nontemporal=False)
 SOFTCAP = RowPass(softcap=True)
+SUM_NEXT_MAX = RowPass(prefetch=False, next_max=True)
+STORE_NEXT_MAX = RowPass(store=ir.FLOAT32, prefetch=False, next_max=True)
 
 sumexp_f32 = make_pass(
     SUM,
@@ -369,4 +439,17 @@ sumexp_softcap_f32 = make_pass(
     "sumexp_softcap_f32",
     """``sum(exp(y - m))``, ``y = cap * tanh(x * inv)`` (:func:`.math.softcap_ir`), as
     :func:`sumexp_f32`; ``m`` the maximum of ``y``, ``inv`` and ``cap`` converted to float32.""",
+)
+sumexp_next_max_f32 = make_pass(
+    SUM_NEXT_MAX,
+    "sumexp_next_max_f32",
+    """``(sumexp_f32(x, m), max(nxt))`` (the same bits; ``nxt`` as long as ``x``): the next
+    row's maximum from loads in the same loop (:data:`SUM_NEXT_MAX`), so that the next row
+    streams in from memory while this one's exponentials are computed from cache.""",
+)
+expsum_store_next_max_f32 = make_pass(
+    STORE_NEXT_MAX,
+    "expsum_store_next_max_f32",
+    """``(expsum_store_f32(x, m, out), max(nxt))`` as :func:`sumexp_next_max_f32` (the same
+    bits; ``out`` may be ``x``, ``nxt`` is another row of ``x``'s length).""",
 )
