@@ -10,7 +10,7 @@ import operator
 import numpy as np
 
 from . import _jit
-from ._dtypes import is_half, logits_array, result_dtype, widened
+from ._dtypes import HALF_DTYPES, kernel_view, logits_array, result_dtype
 from ._kernels import beam as _k
 from ._kernels import bitmask as _bitmask_kernels
 from ._kernels.decoder import config as _cfg
@@ -44,7 +44,7 @@ def beam_step(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64, shape [B, K, V]
+    logits : array_like, float32, float64, bfloat16 or float16, shape [B, K, V]
         Next-token logits of the ``K`` beams of each of ``B`` batch items.
     beam_scores : array_like, float, shape [B, K]
         Running (summed log-prob) scores of the beams. ``-inf`` marks a dead beam; NaN and
@@ -62,7 +62,7 @@ def beam_step(
 
     Returns
     -------
-    scores : ndarray, shape [B, C], the logits' dtype
+    scores : ndarray, shape [B, C], the logits' dtype (float32 for 16-bit logits)
         ``beam_scores[b, k] + log_softmax(logits[b, k])[v]``, computed in float64 as
         ``beam + ((x - max) - log(sum))`` and rounded once; descending per row.
     tokens : ndarray of int64, shape [B, C]
@@ -128,9 +128,7 @@ def beam_step(
     row_val = np.empty((nb * nk, cap), np.float64)
     row_tok = np.empty((nb * nk, cap), np.int64)
     row_n = np.empty(nb * nk, np.int64)
-    rows = np.ascontiguousarray(x).reshape(nb * nk, nv)
-    if is_half(x.dtype):  # the float32 kernel on a widened copy
-        rows = widened(rows)
+    rows = kernel_view(np.ascontiguousarray(x).reshape(nb * nk, nv))  # 16-bit: read as is
     mask = None
     if token_bitmask is not None:
         mask = _bitmask(token_bitmask, (nb, nk), nv)
@@ -244,7 +242,8 @@ def beam_search(step_fn, input_ids, *, num_beams, max_new_tokens, eos_token_id,
         (prompt included; row ``b * num_beams + k``), and ``parent_beams``: None on the
         first step, then int64 ``[B * num_beams]``, the row of the previous step's sequences
         that each row continues (``logits`` cache rows should be gathered with it). Returns
-        next-token logits, float32 or float64 ``[B * num_beams, V]`` (NumPy array, or
+        next-token logits, float32, float64, bfloat16 or float16 ``[B * num_beams, V]``
+        (16-bit: read as they are, searched as their exact float32 values; NumPy array, or
         anything ``np.asarray`` accepts such as a CPU torch tensor).
     input_ids : array_like of int, shape [B, L]
         The prompts (same length; left-pad them yourself if needed).
@@ -442,7 +441,8 @@ def _field(buf: np.ndarray, layout: np.ndarray, f: int) -> np.ndarray:
 
 
 def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
-    """Validate what step_fn returned; a C-contiguous, writable float32/float64 array."""
+    """Validate what step_fn returned; a C-contiguous, writable float32/float64 array, or
+    the kernel view of a bfloat16/float16 one (searched as its exact float32 values)."""
     try:
         x = np.asarray(out)
     except Exception as exc:  # e.g. a tensor that needs .detach()
@@ -450,12 +450,12 @@ def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
             f"step {step}: step_fn must return a NumPy array of logits, got "
             f"{type(out).__name__} ({exc})"
         ) from None
-    if is_half(x.dtype):  # 16-bit logits: searched as their exact float32 values
-        x = x.astype(np.float32)
-    if x.dtype not in (np.float32, np.float64):
+    if x.dtype.kind == "f" and x.dtype.itemsize == 2 and not x.dtype.isnative:
+        x = x.astype(np.float16)
+    if x.dtype not in (np.float32, np.float64, *HALF_DTYPES):
         raise TypeError(
-            f"step {step}: step_fn returned logits of dtype {x.dtype}; return float32 or "
-            f"float64 logits of shape [B * num_beams, V]"
+            f"step {step}: step_fn returned logits of dtype {x.dtype}; return float32, "
+            f"float64, bfloat16 or float16 logits of shape [B * num_beams, V]"
         )
     expected = f"[{nrows}, V]" if vocab is None else f"[{nrows}, {vocab}]"
     if x.ndim != 2 or x.shape[0] != nrows or x.shape[1] == 0 or (
@@ -464,6 +464,7 @@ def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
             f"step {step}: step_fn returned logits of shape {x.shape}, expected {expected} "
             f"(one row per running beam, b * num_beams + k)"
         )
-    if not (x.flags.c_contiguous and x.flags.writeable and x.dtype.isnative):
+    if not (x.flags.c_contiguous and x.flags.writeable and x.dtype.isnative
+            and x.flags.aligned):
         x = np.array(x, dtype=x.dtype.newbyteorder("="), order="C")
-    return x
+    return kernel_view(x)

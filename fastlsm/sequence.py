@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
-from ._dtypes import float_logits, kernel_view, logits_array, result_dtype
+from ._dtypes import kernel_view, logits_array, result_dtype
 from ._kernels import sequence as _k
 from ._validate import int_array, int_array_of_shape
 
@@ -98,8 +98,7 @@ def sequence_logprobs(logits, tokens=None, *, mask=None, labels=None, ignore_ind
     if top_logprobs or return_rank or return_entropy:
         from .sequence_extras import extras
 
-        return extras(float_logits(x, "logits"), tok, m, top_logprobs, return_rank,
-                      return_entropy)
+        return extras(x, tok, m, top_logprobs, return_rank, return_entropy)
     tok_out = np.empty((nb, nt), np.float64)
     seq_out = np.empty(nb, np.float64)
     if x.size == 0 or nb * nt == 0:

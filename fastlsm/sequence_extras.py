@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
+from ._dtypes import kernel_view, result_dtype
 from ._kernels import sequence_extras as _k
 
 
@@ -42,7 +43,7 @@ def extras(x: np.ndarray, tok: np.ndarray, m: np.ndarray, top_logprobs, return_r
             f"tokens[{b}, {t}] = {int(tok[b, t])} is outside the vocabulary [0, {nv}); "
             f"fix the token id or mask the position out"
         )
-    rows = np.ascontiguousarray(x).reshape(nb * nt, nv)
+    rows = kernel_view(np.ascontiguousarray(x).reshape(nb * nt, nv))
     tok_out = np.zeros(nb * nt, np.float64)
     rank = np.zeros(nb * nt, np.int64)
     ent = np.zeros(nb * nt, np.float64)
@@ -53,7 +54,7 @@ def extras(x: np.ndarray, tok: np.ndarray, m: np.ndarray, top_logprobs, return_r
         _k.sequence_extras_rows(rows, np.ascontiguousarray(tok).reshape(-1).astype(np.int64),
                                 np.ascontiguousarray(m).reshape(-1), bool(return_rank),
                                 bool(return_entropy), tok_out, rank, ent, top_val, top_id)
-    dt = x.dtype
+    dt = result_dtype(x.dtype)
     tok_lp = tok_out.reshape(nb, nt)
     return SequenceLogprobs(
         tok_lp.astype(dt),

@@ -1,6 +1,7 @@
 """The beam-search decoder against a slow NumPy float64 transcription of transformers'
 ``_beam_search`` (generation/utils.py, transformers 5.x) and its logits processors."""
 
+import ml_dtypes
 import naive
 import numpy as np
 import pytest
@@ -404,3 +405,46 @@ def test_token_bitmask_fixed_and_errors():
     with pytest.raises(ValueError, match=r"step 0: token_bitmask has shape \(2, 1\)"):
         fastlsm.beam_search(ToyModel(13, 0), [[1]], **BASE,
                             token_bitmask=np.ones((2, 1), np.int32))
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16)],
+                         ids=["bfloat16", "float16"])
+def test_16_bit_step_logits_are_read_as_they_are(dtype, monkeypatch):
+    """A step function returning bfloat16/float16 logits: searched as their exact float32
+    values (bitwise the float32 search) with bans, penalties and a bitmask, without a float32
+    copy; the returned arrays are restored bit for bit, also after a NaN row's error."""
+    opts = dict(BASE, num_return_sequences=2, repetition_penalty=1.3, no_repeat_ngram_size=2,
+                min_new_tokens=2, token_bitmask=grammar(40, 3, 0.5))
+    kept, seen = [], set()
+    advance = _k.beam_search_advance
+    monkeypatch.setattr(_k, "beam_search_advance",
+                        lambda *a: seen.add(a[4].dtype) or advance(*a))
+
+    model = ToyModel(40, 3)  # deterministic: logits from the ids alone
+
+    def half_model(ids, parents):
+        x = model(ids, parents).astype(dtype)
+        kept.append((x, x.copy()))
+        return x
+
+    for renormalize in (False, True):
+        ids = np.random.default_rng(5).integers(0, 40, (2, 3))
+        got = fastlsm.beam_search(half_model, ids, renormalize=renormalize, **opts)
+        want = fastlsm.beam_search(
+            lambda i, p: model(i, p).astype(dtype).astype(np.float32), ids,
+            renormalize=renormalize, **opts)
+        for name in ("sequences", "sequences_scores", "token_logprobs", "lengths"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    assert all(np.array_equal(a.view(np.uint16), b.view(np.uint16)) for a, b in kept)
+    assert seen == {np.dtype(np.uint16 if dtype.name == "bfloat16" else np.int16),
+                    np.dtype(np.float32)}
+
+    def nan_at_a_penalized_token(ids, parents):
+        x = np.zeros((ids.shape[0], 40), dtype)
+        x.view(np.uint16)[1, ids[1, 0]] = 0x7FC1  # a NaN with a payload, at a prompt token
+        kept.append((x, x.copy()))
+        return x
+
+    with pytest.raises(ValueError, match=r"step 0: step_fn returned logits with NaN"):
+        fastlsm.beam_search(nan_at_a_penalized_token, ids, **dict(opts, token_bitmask=None))
+    assert np.array_equal(kept[-1][0].view(np.uint16), kept[-1][1].view(np.uint16))

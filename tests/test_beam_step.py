@@ -1,5 +1,6 @@
 """beam_step against a float64 NumPy reference (log_softmax + add + stable sort)."""
 
+import ml_dtypes
 import naive
 import numpy as np
 import pytest
@@ -8,6 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastlsm
+from fastlsm._dtypes import kernel_view
+from fastlsm._kernels import beam as _kernels_beam
+from fastlsm._kernels.sequence import sequence_logprobs_rows
 from fastlsm._kernels.topk import BLOCK, beam_step_rows
 
 
@@ -237,3 +241,60 @@ def test_token_bitmask_errors():
     x[0, 0, 39] = np.nan  # a NaN is an error even where the mask disallows the token
     with pytest.raises(ValueError, match=r"logits\[0, 0\] contains NaN"):
         fastlsm.beam_step(x, np.zeros((2, 3)), token_bitmask=np.full(2, 1, np.int32))
+
+
+# ------------------------------------------------------------------ 16-bit logits (issue 11)
+
+HALVES = pytest.mark.parametrize("dtype", [np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16)],
+                                 ids=["bfloat16", "float16"])
+
+
+@HALVES
+def test_16_bit_logits_are_read_as_they_are(dtype, rng, monkeypatch):
+    """bfloat16/float16 rows reach the kernel as their bits (no float32 copy) and give
+    bitwise the results of the float32 kernel on their exact values: -inf masks, an all
+    -inf row but one token, ties, a dead beam, a token bitmask, several candidate counts."""
+    x = (rng.standard_normal((3, 4, 3 * BLOCK + 29)) * 4).astype(dtype)
+    x[0, 1, :] = -np.inf
+    x[0, 1, 5] = 0
+    x[1, 2, ::7] = -np.inf
+    x[2, 0, 100:110] = x[2, 0].max()
+    bs = rng.standard_normal((3, 4))
+    bs[1, 3] = -np.inf
+    seen = []
+    kernel = _kernels_beam.beam_step_rows
+    monkeypatch.setattr(_kernels_beam, "beam_step_rows",
+                        lambda rows, *a: seen.append(rows.dtype) or kernel(rows, *a))
+    words = (x.shape[-1] + 31) // 32
+    mask = rng.integers(-(2**31), 2**31, (3, 4, words), dtype=np.int64).astype(np.int32)
+    for opts in ({}, {"num_candidates": 1}, {"num_candidates": 37},
+                 {"num_candidates": 4 * x.shape[-1]}, {"token_bitmask": mask}):
+        got = fastlsm.beam_step(x, bs, **opts)
+        want = fastlsm.beam_step(x.astype(np.float32), bs, **opts)
+        assert got[0].dtype == np.float32
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert seen[::2] == [np.dtype(np.uint16 if dtype.name == "bfloat16" else np.int16)] * 5
+    got = fastlsm.beam_step(x[:, :, ::2], bs)  # strided
+    want = fastlsm.beam_step(x[:, :, ::2].astype(np.float32), bs)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    x[1, 3, 2 * BLOCK + 1] = np.nan
+    with pytest.raises(ValueError, match=r"logits\[1, 3\] contains NaN"):
+        fastlsm.beam_step(x, bs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.dtype(ml_dtypes.bfloat16),
+                                   np.float16], ids=["float32", "float64", "bfloat16", "float16"])
+def test_candidate_logprobs_are_sequence_logprobs_bitwise(dtype, rng):
+    """A candidate's log-prob has the bits of ``sequence_logprobs`` of its token (one
+    normalizer: the same row maximum, exp-sum pass and formula)."""
+    n, v, c = 5, 2 * BLOCK + 3, 6
+    x = kernel_view((rng.standard_normal((n, v)) * 3).astype(dtype))
+    rv, rt, rn = np.empty((n, c)), np.empty((n, c), np.int64), np.empty(n, np.int64)
+    sc, lp = np.empty((n, c)), np.empty((n, c))
+    tok, beam = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
+    assert beam_step_rows(x, np.zeros(n), 1, rv, rt, rn, sc, tok, beam, lp) == -1
+    tok_out, seq_out = np.empty(n), np.empty(n)
+    for j in range(c):
+        sequence_logprobs_rows(x, tok[:, j].copy(), np.ones(n, np.uint8), 1, tok_out, seq_out)
+        np.testing.assert_array_equal(lp[:, j], tok_out)

@@ -166,3 +166,22 @@ def test_torch_parity(dtype):
     assert np.abs(got_tok - ref64).max() <= max(np.abs(ref - ref64).max(), 1e-15)
     np.testing.assert_allclose(got_tok, ref, **TOL[dtype])
     np.testing.assert_allclose(got_seq, ref.sum(-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pipelined_rows_are_bitwise_single_rows(rng, dtype):
+    """Each row's result in a block of rows (the next row's maximum taken in this row's
+    exp-sum pass, padding skipped) has the bits of that row scored alone."""
+    x = (rng.standard_normal((12, 700)) * 3).astype(dtype)
+    x[3] = -np.inf
+    x[7, 5] = np.inf
+    x[8, 9] = np.nan
+    mask = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1], np.uint8)
+    tok = rng.integers(0, 700, 12)
+    tok_out, seq_out = np.empty(12), np.empty(1)
+    assert sequence_logprobs_rows(x, tok, mask, 12, tok_out, seq_out) == -1
+    one, one_seq = np.empty(1), np.empty(1)
+    for i in range(12):
+        sequence_logprobs_rows(x[i:i + 1], tok[i:i + 1], mask[i:i + 1], 1, one, one_seq)
+        np.testing.assert_array_equal(one, tok_out[i:i + 1])
+    assert np.isnan(tok_out[[3, 7, 8]]).all() and (tok_out[mask == 0] == 0).all()

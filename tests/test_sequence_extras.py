@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from naive import log_softmax
 
 import fastlsm
+from fastlsm._kernels import sequence as _sequence
+from fastlsm._kernels import sequence_extras as _extras
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -62,3 +65,37 @@ def test_labels_and_ignore_index(rng):
         fastlsm.sequence_logprobs(x, labels=bad, return_entropy=True)
     with pytest.raises(ValueError, match="top_logprobs"):
         fastlsm.sequence_logprobs(x, labels=labels, top_logprobs=12)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16)],
+                         ids=["bfloat16", "float16"])
+def test_16_bit_logits_are_read_as_they_are(rng, dtype, monkeypatch):
+    """bfloat16/float16 logits reach both kernels (plain call and extras) as their bits, no
+    float32 copy, and give bitwise the float32 results of their exact values (special
+    values included); results are float32."""
+    x = (rng.standard_normal((3, 4, 601)) * 4).astype(dtype)
+    x[0, 1, ::3] = -np.inf
+    x[0, 2, :] = -np.inf  # all -inf: NaN
+    x[1, 0, 9] = np.nan
+    x[1, 1, 4] = np.inf
+    x[2, 3, 10:20] = x[2, 3].max()  # ties at the top
+    tok = rng.integers(0, 601, (3, 4))
+    tok[0, 1] = 3  # a -inf token
+    mask = np.ones((3, 4), bool)
+    mask[2, 1] = False
+    seen = []
+    for name in ("sequence_logprobs_rows", "sequence_extras_rows"):
+        module = _sequence if name == "sequence_logprobs_rows" else _extras
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda rows, *a, _k=kernel: seen.append(rows.dtype) or _k(rows, *a))
+    x32 = x.astype(np.float32)
+    for opts in ({}, {"top_logprobs": 5, "return_rank": True, "return_entropy": True}):
+        got = fastlsm.sequence_logprobs(x, tok, mask=mask, **opts)
+        want = fastlsm.sequence_logprobs(x32, tok, mask=mask, **opts)
+        for a, b in zip(got, want, strict=True):
+            assert a is None if b is None else a.dtype == b.dtype
+            if b is not None:
+                np.testing.assert_array_equal(a, b)
+    view = np.dtype(np.uint16 if dtype.name == "bfloat16" else np.int16)
+    assert seen == [view, np.float32, view, np.float32]

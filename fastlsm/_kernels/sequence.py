@@ -3,8 +3,11 @@
 Entry kernel for Python and the C ABI: :func:`sequence_logprobs_rows`.
 
 Each ``(b, t)`` row is read once from memory: the normalizer's two passes (``row_max``, then
-``row_shifted_sumexp``, the same building blocks as ``row_lse``) run over the row while it
-sits in L2, and the token's logit is one more load. The result is formed as
+the exp-sum pass of ``row_shifted_sumexp``, the building blocks of ``row_lse``), pipelined
+as in ``rows.lse_rows``: a row's exp-sum pass also takes the next row's maximum, so the next
+row streams in while this one is summed from cache; the token's logit is one more load.
+float32, bfloat16 and float16 rows (the :mod:`.half` views) are widened in registers: a
+16-bit row gives the results of its exact float32 values. The result is formed as
 ``(x[tok] - max) - log(sum)`` like log_softmax, never ``x[tok] - (max + log(sum))``, which
 would lose ``log(sum)`` next to a logit like 1e30. Nothing of the logits' size is written.
 Rows run in parallel; the per-sequence sums are then taken serially in ``t`` order in
@@ -20,20 +23,31 @@ from numba import prange
 
 from .._jit import kernel
 from .half import load_element
-from .rows import chunk_rows, row_chunks, row_max, row_shifted_sumexp
+from .math import like
+from .rows import chunk_rows, row_chunks, row_max, sumexp_next_max
 
 
 @kernel
-def row_token_logprob(row, tok, nxt):
-    """``log_softmax(row)[tok]`` as float64 (PyTorch's special values; see module docstring).
-
-    ``nxt`` is the row computed next, prefetched during the exp-sum pass.
+def _token_logprob_rows(x, tokens, mask, tok_out, r0, r1):
+    """``tok_out[i] = log_softmax(x[i])[tokens[i]]`` (float64) for rows ``r0 <= i < r1``
+    (0 where masked), as a pipeline: each row's exp-sum pass also takes the next unmasked
+    row's maximum (:func:`.rows.sumexp_next_max`: the next row streams in while this one's
+    exponentials are computed; the same bits as a max pass then a sum pass).
     """
-    m = row_max(row)
-    if not abs(m) < np.inf:  # all -inf, or a +inf: the whole row is NaN in log_softmax
-        return np.nan
-    s = row_shifted_sumexp(row, m, nxt)  # NaN anywhere in the row reaches s
-    return (np.float64(load_element(row, tok)) - np.float64(m)) - math.log(s)
+    m = row_max(x[r0]) if r1 > r0 and mask[r0] != 0 else like(x, np.nan)
+    for i in range(r0, r1):
+        xi = x[i]
+        ahead = i + 1 < r1 and mask[i + 1] != 0  # padding is not read
+        nxt = x[i + 1] if ahead else xi[:0]
+        if mask[i] == 0 or not abs(m) < np.inf:
+            # padding: 0; all -inf, or a +inf: the whole row is NaN in log_softmax
+            tok_out[i] = 0.0 if mask[i] == 0 else np.nan
+            if ahead:
+                m = row_max(nxt)
+            continue
+        s, m_next = sumexp_next_max(xi, m, nxt)  # NaN anywhere in the row reaches s
+        tok_out[i] = (np.float64(load_element(xi, tokens[i])) - np.float64(m)) - math.log(s)
+        m = m_next
 
 
 @kernel(parallel=True)
@@ -64,11 +78,7 @@ def sequence_logprobs_rows(x, tokens, mask, seq_len, tok_out, seq_out):
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, n)
-        for i in range(r0, r1):
-            if mask[i] != 0:
-                tok_out[i] = row_token_logprob(x[i], tokens[i], x[min(i + 1, n - 1)])
-            else:
-                tok_out[i] = 0.0
+        _token_logprob_rows(x, tokens, mask, tok_out, r0, r1)
     nseq = seq_out.shape[0]
     for b in range(nseq):
         s = 0.0

@@ -1,6 +1,8 @@
 """Sequence scoring extras in the same single pass per row: top-N alternatives, the rank of
 the actual token, the entropy. Beside ``sequence.sequence_logprobs_rows`` (which stays the
-kernel of the plain call); the same normalizer (``row_max``, ``row_shifted_sumexp``)."""
+kernel of the plain call); the same normalizer (``row_max``, ``row_shifted_sumexp``).
+float32, float64, bfloat16 and float16 rows (:mod:`.half` views, widened in registers: the
+results of their exact float32 values)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
+from .half import load_element
 from .math import fexp
 from .rows import chunk_rows, row_chunks, row_max, row_shifted_sumexp
 from .select import push_top
@@ -22,11 +25,11 @@ def row_extras(row, tok, nxt, want_rank, want_entropy, vals, ids):
     the number of tokens with a strictly larger logit; a row holding NaN or ``+inf``, or all
     ``-inf``, gives NaN logprobs and entropy (rank still counted)."""
     m = np.float64(row_max(row))
-    x_t = np.float64(row[tok])
+    x_t = np.float64(load_element(row, tok))
     rank = 0
     if want_rank:
         for j in range(row.size):
-            rank += np.float64(row[j]) > x_t
+            rank += np.float64(load_element(row, j)) > x_t
     if not abs(m) < np.inf:
         vals[:] = np.nan
         for n in range(ids.size):
@@ -38,7 +41,7 @@ def row_extras(row, tok, nxt, want_rank, want_entropy, vals, ids):
         s = 0.0
         sd = 0.0
         for j in range(row.size):
-            d = np.float64(row[j]) - m
+            d = np.float64(load_element(row, j)) - m
             e = fexp(d)
             if e > 0.0:
                 s += e
@@ -47,7 +50,7 @@ def row_extras(row, tok, nxt, want_rank, want_entropy, vals, ids):
     if vals.size:
         count = 0
         for j in range(row.size):
-            count = push_top(vals, ids, count, np.float64(row[j]), j)
+            count = push_top(vals, ids, count, np.float64(load_element(row, j)), j)
         for n in range(vals.size):
             vals[n] = (vals[n] - m) - log_s
     return (x_t - m) - log_s, rank, ent

@@ -9,15 +9,15 @@ then lower token; a hypothesis's id grows with its arrival: first come, first ra
 
 The fused row pass (:func:`row_topk_normalizer`)
 -------------------------------------------------
-The row is read from memory once, in blocks of :data:`BLOCK` elements:
-1. pass 1: each block's maximum (``llvm.maxnum``, vectorized), the row maximum ``m`` and the
-   ``C``-th largest block maximum ``lo``: ``C`` blocks hold an element ``>= lo``, so every
-   selected logit is ``>= lo``;
-2. pass 2 (row in L2, each block in L1): ``sum(exp(x - m))`` (vectorized polynomial exp,
-   float64 accumulation) and the block maximum again; only a block whose maximum reaches
-   ``lo`` and beats the current ``C``-th best is scanned element by element into a small
-   sorted buffer. About ``C`` blocks are scanned whatever ``V``; the others cost one
-   vectorized compare per element.
+The row is read from memory once; float32, bfloat16 and float16 rows are widened to float32
+in registers (:mod:`.half`), so a 16-bit row gives the results of its exact float32 values.
+1. pass 1: each block's maximum (:data:`BLOCK` elements, ``llvm.maxnum``, vectorized), the
+   row maximum ``m`` and the ``C``-th largest block maximum ``lo``: ``C`` blocks hold an
+   element ``>= lo``, so every selected logit is ``>= lo``;
+2. pass 2 (row in L2): ``sum(exp(x - m))``, the exp-sum row pass of every normalizer
+   (:func:`.rows.block_sumexp`: the bits of ``row_shifted_sumexp``), prefetching the next row;
+3. pass 3: only a block whose maximum reaches ``lo`` and beats the current ``C``-th best is
+   scanned element by element into a small sorted buffer: about ``C`` blocks whatever ``V``.
 ``log_softmax(x)[j] = (x[j] - m) - log(s)`` is then formed for the selected ``j`` only;
 log-probs are never materialized. ``-inf`` and NaN never enter the buffer.
 
@@ -33,9 +33,9 @@ from numba import prange
 
 from .._jit import kernel
 from .bitmask import allowed
+from .half import load_element, scratch
 from .math import fmax, like
-from .memory import prefetch
-from .rows import LINE, SCRATCH, block_sumexp, chunk_rows, row_chunks
+from .rows import SCRATCH, block_sumexp, chunk_rows, row_chunks
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
@@ -105,32 +105,19 @@ def sort_ranked(vals, ids, n):
 @kernel
 def row_scratch(cols, dtype_like, masked):
     """Scratch of :func:`row_topk_normalizer` for rows of ``cols`` elements (one per task):
-    ``(bmax, eb, xm)``, block maxima, exp values, and a masked row copy when ``masked``."""
-    bmax = np.empty(max(1, (cols + BLOCK - 1) // BLOCK), dtype_like.dtype)
-    eb = np.empty(max(1, min(cols, SCRATCH)), dtype_like.dtype)
-    xm = np.empty(cols if masked else 1, dtype_like.dtype)
+    ``(bmax, eb, xm)``, block maxima, exp values, and a masked row copy when ``masked``, of
+    the rows' compute dtype (float32 for float32, bfloat16 and float16 rows)."""
+    bmax = scratch(max(1, (cols + BLOCK - 1) // BLOCK), dtype_like)
+    eb = scratch(max(1, min(cols, SCRATCH)), dtype_like)
+    xm = scratch(cols if masked else 1, dtype_like)
     return bmax, eb, xm
 
 
 @kernel
-def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
-    """One read of a logits row: its normalizer and its ``cap`` best finite logits.
-
-    ``x``: float32/float64 row ``[V]``; ``bmax``, ``eb``: scratch from :func:`row_scratch`;
-    ``nxt`` (optional) the row computed next, prefetched during pass 2. ``vals`` (float64)
-    and ``toks`` (int64), each at least ``cap >= 1`` long, receive the selected logits and
-    their token ids, ranked by :func:`before`. Returns ``(m, log_s, n)``: ``m`` the row
-    maximum (float64), ``log_s`` = ``log(sum(exp(x - m)))`` (float64), ``n`` the number of
-    entries written (at most ``cap``; fewer only when the row has fewer finite values).
-    ``log_softmax(x)[j]`` is ``(x[j] - m) - log_s``. A row with a NaN or ``+inf`` gives
-    ``log_s`` NaN; a row of all ``-inf`` (or empty) gives ``m = log_s = -inf``.
-
-    Pass 1 (from memory): block maxima, vectorized; the row maximum and the ``cap``-th
-    largest block maximum ``lo`` (ranked in ``vals``). Pass 2 (row in L2, block in L1): per
-    block, ``sum(exp(x - m))`` (vectorized); only a block whose maximum (kept from pass 1)
-    reaches ``lo`` and beats the current ``cap``-th best is scanned element by element.
-    Typically about ``cap`` blocks are scanned, whatever ``V``.
-    """
+def _block_maxima(x, cap, vals, bmax):
+    """Pass 1 of :func:`row_topk_normalizer`: ``bmax[b]`` the maximum of block ``b`` (NaN
+    ignored), the row maximum, and the ``cap`` largest block maxima ranked in ``vals``
+    (their count is returned)."""
     size = x.size
     ninf = like(x, -np.inf)
     m = ninf
@@ -141,38 +128,72 @@ def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
         xb = x[start:min(start + BLOCK, size)]
         bm = ninf
         for j in range(xb.size):
-            bm = fmax(bm, xb[j])
+            bm = fmax(bm, load_element(xb, j))
         bmax[start // BLOCK] = bm
         m = fmax(m, bm)
         if bm > ninf:
             nb = insert_ranked(vals, None, nb, cap, np.float64(bm), 0)
-    lo = like(x, vals[cap - 1]) if nb == cap else ninf
+    return m, nb
 
-    if not abs(m) < np.inf:
-        if m == np.inf:
-            return np.float64(m), np.nan, 0
-        for j in range(size):  # all -inf, or NaN hidden from the max
-            if x[j] != x[j]:
-                return np.float64(m), np.nan, 0
-        return np.float64(m), _NEG_INF, 0
 
-    s = 0.0
+@kernel
+def _select(x, cap, vals, toks, bmax, lo):
+    """Pass 3 of :func:`row_topk_normalizer`: the ``cap`` best logits ``>= lo`` of ``x``
+    into ``vals``/``toks``, scanning only the blocks whose maximum can enter; returns their
+    count."""
+    size = x.size
     n = 0
-    worst = ninf  # the cap-th best so far, once the buffer is full
-    for start in range(0, size, BLOCK):
-        xb = x[start:min(start + BLOCK, size)]
-        if nxt is not None:  # the thread's next row streams in while this one is computed
-            for j in range(start, min(start + BLOCK, nxt.size), LINE):
-                prefetch(nxt, j)
-        s += block_sumexp(xb, m, eb, xb[:0])  # (prefetching is done just above)
-        bm = bmax[start // BLOCK]
+    worst = like(x, -np.inf)  # the cap-th best so far, once the buffer is full
+    for b in range(bmax.size):
+        bm = bmax[b]
         if bm >= lo and bm > worst:
+            start = b * BLOCK
+            xb = x[start:min(start + BLOCK, size)]
             for j in range(xb.size):
-                v = xb[j]
+                v = load_element(xb, j)
                 if v >= lo and v > worst:
                     n = insert_ranked(vals, toks, n, cap, np.float64(v), np.int64(start + j))
                     if n == cap:
                         worst = like(x, vals[cap - 1])
+    return n
+
+
+@kernel
+def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
+    """One read of a logits row: its normalizer and its ``cap`` best finite logits.
+
+    ``x``: float32/float64 row ``[V]``, or a bfloat16/float16 one (:mod:`.half` views,
+    widened in registers: the results of its float32 values); ``bmax``, ``eb``: scratch from
+    :func:`row_scratch`; ``nxt`` (optional) the row computed next, prefetched during pass 2.
+    ``vals`` (float64) and ``toks`` (int64), each at least ``cap >= 1`` long, receive the
+    selected logits and their token ids, ranked by :func:`before`. Returns ``(m, log_s,
+    n)``: ``m`` the row maximum (float64), ``log_s`` = ``log(sum(exp(x - m)))`` (float64,
+    the sum of :func:`.rows.row_shifted_sumexp`), ``n`` the number of entries written (at
+    most ``cap``; fewer only when the row has fewer finite values). ``log_softmax(x)[j]`` is
+    ``(x[j] - m) - log_s``. A row with a NaN or ``+inf`` gives ``log_s`` NaN; a row of all
+    ``-inf`` (or empty) gives ``m = log_s = -inf``.
+
+    Pass 1 (from memory): block maxima (:data:`BLOCK` elements), vectorized; the row maximum
+    and the ``cap``-th largest block maximum ``lo``: ``cap`` blocks hold an element ``>= lo``,
+    so every selected logit is ``>= lo``. Pass 2 (row in L2): ``sum(exp(x - m))``, the row
+    pass of every normalizer. Pass 3: only a block whose maximum reaches ``lo`` and beats the
+    current ``cap``-th best is scanned element by element: about ``cap`` blocks, whatever
+    ``V``.
+    """
+    m, nb = _block_maxima(x, cap, vals, bmax)
+    lo = like(x, vals[cap - 1]) if nb == cap else like(x, -np.inf)
+    if not abs(m) < np.inf:
+        if m == np.inf:
+            return np.float64(m), np.nan, 0
+        for j in range(x.size):  # all -inf, or NaN hidden from the max
+            if load_element(x, j) != load_element(x, j):
+                return np.float64(m), np.nan, 0
+        return np.float64(m), _NEG_INF, 0
+    if nxt is None:
+        s = block_sumexp(x, m, eb, x[:0])
+    else:
+        s = block_sumexp(x, m, eb, nxt)
+    n = _select(x, cap, vals, toks, bmax[:(x.size + BLOCK - 1) // BLOCK], lo)
     if s != s:  # a NaN in the row reached the sum
         return np.float64(m), np.nan, n
     return np.float64(m), (np.log(s) if s > 0.0 else _NEG_INF), n
@@ -185,7 +206,7 @@ def _masked_copy(x, mask, xm):
     bad = False
     ninf = like(x, -np.inf)
     for j in range(x.size):
-        v = x[j]
+        v = load_element(x, j)
         bad = bad or not v < np.inf
         xm[j] = v if allowed(mask, j) else ninf
     return bad
@@ -302,7 +323,9 @@ def beam_step_rows(x, beam_scores, num_beams, row_val, row_tok, row_n, out_score
     """One beam-search step: ``score = beam_scores + log_softmax(x)``, top ``C`` per batch.
 
     Parameters (all C-contiguous; ``N = B * K`` rows, row ``b * K + k``):
-        x:           float32/float64 ``[N, V]`` logits (read once, not modified).
+        x:           float32/float64 ``[N, V]`` logits (read once, not modified), or
+                     bfloat16/float16 ones as their :mod:`.half` views (the results of
+                     their exact float32 values).
         beam_scores: float64 ``[N]`` running scores (no NaN, no ``+inf``; ``-inf`` = dead).
         num_beams:   int64 ``K``.
         row_val:     float64 ``[N, C]`` scratch (per-row candidate log-probs).

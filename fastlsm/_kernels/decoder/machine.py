@@ -109,13 +109,15 @@ def beam_search_advance(cfg, fcfg, fstate, istate, logits, mask=None):
     """One decoding step, exactly as transformers' ``_beam_search`` loop body.
 
     ``logits``: float32/float64 ``[N, V]`` C-contiguous, writable (temporarily modified,
-    restored bit for bit), next-token logits of the sequences ``seqs[:, :cur_len]`` (row
-    ``b*K + k``). ``mask`` (optional): int32 ``[N, ceil(V / 32)]`` token bitmask, a ban of
-    every disallowed token (as the n-gram bans: after ``log_softmax``, or before it with
-    CFG_RENORMALIZE). The jobs, in order (:mod:`.steps`): per row in parallel,
-    :func:`~.steps.row_candidates`; per batch item serially, the merge of its rows' top C,
-    :func:`~.steps.select_running`, :func:`~.steps.insert_finished`,
-    :func:`~.steps.commit_rows`; then :func:`~.steps.stopping_test`.
+    restored bit for bit), or bfloat16/float16 ones as their :mod:`..half` views (searched
+    as their exact float32 values): next-token logits of the sequences
+    ``seqs[:, :cur_len]`` (row ``b*K + k``). ``mask`` (optional): int32
+    ``[N, ceil(V / 32)]`` token bitmask, a ban of every disallowed token (as the n-gram
+    bans: after ``log_softmax``, or before it with CFG_RENORMALIZE). The jobs, in order
+    (:mod:`.steps`): per row in parallel, :func:`~.steps.row_candidates`; per batch item
+    serially, the merge of its rows' top C, :func:`~.steps.select_running`,
+    :func:`~.steps.insert_finished`, :func:`~.steps.commit_rows`; then
+    :func:`~.steps.stopping_test`.
 
     Returns BEAM_RUNNING, BEAM_DONE (max length reached or every batch item done),
     BEAM_BAD_LOGITS (NaN/+inf row stored in istate[ST_BAD_ROW]; nothing changed, the same

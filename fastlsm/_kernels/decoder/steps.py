@@ -21,6 +21,7 @@ import numpy as np
 
 from ..._jit import kernel
 from ..bitmask import allowed
+from ..half import load_element, store_element
 from ..math import like
 from ..topk import admits, insert_ranked, row_topk_masked, row_topk_normalizer, to_logprobs
 from .config import (
@@ -55,18 +56,20 @@ def _mark(x, t, kind, mask, spec_tok, spec_kind, spec_val, ns):
 
     A token already hidden (or already ``-inf``) is skipped: it stays ``-inf`` whatever the
     processing, and a ban recorded first wins over a later penalty; a token the bitmask
-    (or None) disallows is a ban. Out-of-vocabulary ids (possible in a prompt) are ignored,
-    as transformers does.
+    (or None) disallows is a ban. A NaN is left in place (the row is invalid either way: the
+    normalizer reports it), so every value written back is restored bit for bit, 16-bit
+    rows included. Out-of-vocabulary ids (possible in a prompt) are ignored, as
+    transformers does.
     """
     if t < 0 or t >= x.size:
         return ns
-    v = x[t]
-    if v == -np.inf:
+    v = load_element(x, t)
+    if v == -np.inf or v != v:
         return ns
     spec_tok[ns] = t
     spec_kind[ns] = kind if mask is None or allowed(mask, t) else _BAN
     spec_val[ns] = np.float64(v)
-    x[t] = like(x, -np.inf)
+    store_element(x, t, like(x, -np.inf))
     return ns + 1
 
 
@@ -129,7 +132,7 @@ def row_candidates(x, seq, cur_len, cfg, fcfg, spec_tok, spec_kind, spec_val, ro
     bad = log_s != log_s or m == np.inf
     for i in range(ns):
         v = spec_val[i]
-        x[spec_tok[i]] = like(x, v)
+        store_element(x, spec_tok[i], like(x, v))  # exact: v is a value of the row
         if not v < np.inf:
             bad = True
     if bad:
