@@ -448,3 +448,36 @@ def test_bench_load_rejects_what_is_not_a_report(tmp_path, capsys):
     assert "cannot read a report" in capsys.readouterr().err
     assert cli.main(["bench", "--load", str(other)]) == 2
     assert f"not a {bench.FORMAT} report" in capsys.readouterr().err
+
+
+def test_table_cells_for_call_bound_16_bit_and_fresh_rows():
+    """The cells the README table shows, from a hand-made report (no timing)."""
+
+    def row(label, shape, dtype, ms, bound, pct, **extra):
+        t = {"median_ms": ms, "p20_ms": ms, "p80_ms": ms, "samples": 5, "gbs": 1.0}
+        return {
+            "label": label,
+            "shape": shape,
+            "dtype": dtype,
+            "gbs": 1.0,
+            "bound": bound,
+            "ceiling": "copy",
+            "pct_ceiling": pct,
+            "providers": {"fastlsm": {**t, "pct_ceiling": pct}},
+            "speedup_numpy": None,
+            **extra,
+        }
+
+    rep = {
+        "results": [
+            row("log_softmax(out=)", [1, 8], "float32", 0.002641, "call", None),
+            row("log_softmax(out=)", [4096, 32000], "bfloat16", 18.0, "copy", 0.04, vs_float32=2),
+            row("log_softmax", [4096, 32000], "float32", 68.5, "copy", 84.2, vs_out=1.94),
+        ]
+    }
+    cols, cells = report.columns(rep), report.table_rows(rep)
+    assert cols[-1] == "same run" and cols[6] == "% of ceiling"
+    assert [c[3] for c in cells] == ["0.00264", "18.0", "68.5"]  # 3 significant digits
+    assert [c[6] for c in cells] == ["call", "0.04% copy", "84% copy"]
+    assert [c[-1] for c in cells] == ["-", "2.00x float32 el/s", "1.94x out= time"]
+    assert report.size_text(32) == "32 B" and report.size_text(4_096_000) == "4.1 MB"
