@@ -110,8 +110,8 @@ def header_lines(report: dict) -> list[str]:
         f"numba {v['numba']}, numpy {v['numpy']}, torch "
         + (v["torch"] if report["config"]["torch"] else "not used"),
         "ceilings (GB/s, measured in this run interleaved with each case, at the kernels' "
-        "thread count; read = a vectorized sum, copy = read + write with the kernels' stores "
-        "(streaming for large outputs), bytes read + written):",
+        "thread count; read = a vectorized sum (4 accumulators), copy = read + write with "
+        "the kernels' stores (streaming for large outputs), bytes read + written):",
     ]
     for c in report["ceilings"]:
         shapes = ", ".join(f"{shape_text(sh)} {dt}" for sh, dt in c["shapes"])
@@ -129,7 +129,7 @@ def header_lines(report: dict) -> list[str]:
         "their size; vs X = X's median / fastlsm's"
     )
     lines.append(
-        f"call: logits under {size_text(CALL_BOUND_BYTES)} take less time to move than a call "
+        f"call: logits under {CALL_BOUND_BYTES // 1024} KiB take less time to move than a call "
         "costs, so no % of a bandwidth ceiling: the row is the fixed cost of a call, beside "
         "PyTorch's (vs PyTorch) and the no-op floor above"
     )
