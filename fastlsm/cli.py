@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
             "machine's ceilings are measured in the same run, interleaved with every case, "
             "at the kernels' thread count: a read pass (vectorized sum) and a copy with "
             "the kernels' stores (streaming for large outputs) over an array of the "
-            "logits' size. Read-only kernels show "
-            "their % of the read ceiling, kernels that write an output of the logits' "
-            "size their % of the copy ceiling. The table goes to stdout, a progress line "
-            "to stderr."
+            "logits' size. Read-only kernels show their % of the read ceiling, kernels "
+            "that write an output of the logits' size their % of the copy ceiling. Cases "
+            "under 32 KiB of logits are call-bound: they show the call's time beside "
+            "PyTorch's and a compiled no-op's, no %. A 16-bit row is timed beside the "
+            "float32 kernel of its shape, a fresh-output row beside its out= call. The "
+            "table goes to stdout, a progress line to stderr."
         ),
     )
     b.add_argument(

@@ -18,10 +18,21 @@ from __future__ import annotations
 from .cases import KERNELS, SHAPES
 from .harness import FORMAT, run, run_case, set_threads, summarize
 from .machine import machine_info, versions
-from .registry import DTYPES, PROVIDERS, Case, Inputs, KernelSpec, Pool, Provider, select_cases
+from .registry import (
+    CALL_BOUND_BYTES,
+    DTYPES,
+    PROVIDERS,
+    Case,
+    Inputs,
+    KernelSpec,
+    Pool,
+    Provider,
+    select_cases,
+)
 from .report import format_table, plot, write_csv
 
 __all__ = [
+    "CALL_BOUND_BYTES",
     "DTYPES",
     "FORMAT",
     "KERNELS",

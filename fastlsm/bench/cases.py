@@ -25,10 +25,13 @@ IN_CACHE = [(64, 32000), (64, 128256)]
 LARGE = [(4096, 32000), (512, 128256)]
 
 SHAPES = {
-    "normalize": {"default": CALL + ONE_ROW + IN_CACHE + LARGE, "quick": [(1, 1000), (64, 4096)]},
-    "cross_entropy": {"default": IN_CACHE[:1] + LARGE, "quick": [(128, 4096)]},
+    "normalize": {
+        "default": CALL + ONE_ROW + IN_CACHE + LARGE,
+        "quick": [(1, 8), (1, 32000), (64, 4096)],
+    },
+    "cross_entropy": {"default": IN_CACHE + LARGE, "quick": [(128, 4096)]},
     "beam_step": {"default": [(8, 4, 32000), (1, 8, 128256)], "quick": [(2, 4, 1000)]},
-    "sequence_logprobs": {"default": [(8, 512, 32000)], "quick": [(2, 64, 1000)]},
+    "sequence_logprobs": {"default": [(1, 64, 32000), (8, 512, 32000)], "quick": [(2, 64, 1000)]},
 }
 """Shapes per family: [rows, vocab], [B, K, V] for beam_step, [B, T, V] for sequences.
 
@@ -300,6 +303,7 @@ def _normalizer_spec(
         nbytes=_read_bytes if read_only else _copy_bytes,
         setup=_normalizer(name, numpy_fn, out),
         shapes=shapes,
+        out_twin=None if out or read_only else name + "_out",  # fresh output: beside out=
     )
 
 

@@ -8,7 +8,10 @@ provider's block pays its after-effects (measured 20-25% on 10-15 ms kernels wit
 blocks). Each call is timed alone; we report the median and the 20th/80th percentiles.
 
 :func:`run` runs every selected case with the two ceiling passes of its size as two more
-providers (same rounds, same machine load) and returns a JSON-ready report.
+providers (same rounds, same machine load) and returns a JSON-ready report. A call-bound
+case (logits under ``registry.CALL_BOUND_BYTES``) gets the floor of a call instead (a
+compiled no-op given the same arrays). References run in the case's rounds too: a 16-bit
+case times the float32 kernel of its shape, a fresh-output case its ``out=`` twin.
 """
 
 from __future__ import annotations
@@ -25,13 +28,21 @@ import numpy as np
 import fastlsm
 
 from . import cases as declared
-from .ceilings import ceiling_figures, ceiling_providers, ceiling_threads
+from .ceilings import (
+    CEILING_KEYS,
+    CEILING_PROVIDERS,
+    ceiling_figures,
+    ceiling_providers,
+    ceiling_threads,
+)
 from .machine import machine_info, threading_layer, versions
 from .progress import Progress
-from .registry import DTYPES, Case, Inputs, Pool, Provider, select_cases
+from .registry import DTYPES, Case, Inputs, KernelSpec, Pool, Provider, select_cases
 
-FORMAT = "fastlsm-bench/2"
-"""The report's format tag (2: physical read/copy ceilings, dtypes, per-provider %)."""
+FORMAT = "fastlsm-bench/3"
+"""The report's format tag (2: physical read/copy ceilings, dtypes, per-provider %; 3:
+call-bound rows, same-run references: the float32 kernel of a 16-bit row, the out= twin of
+a fresh-output row)."""
 
 
 def _torch() -> object | None:
@@ -141,13 +152,31 @@ def _probe(case: Case, providers: dict[str, Provider]) -> str | None:
     return None
 
 
-def _row(case: Case, timings: dict, ceilings: dict) -> dict:
+def _references(case: Case, pool: Pool, kernels: Sequence[KernelSpec]) -> dict[str, Provider]:
+    """fastlsm calls timed in the case's own rounds as references for its row.
+
+    ``fastlsm_float32``: the float32 kernel of the same shape, for a 16-bit case (issue 11
+    compares elements per second); ``fastlsm_out``: the ``out=`` twin of a kernel that
+    allocates its output (:attr:`KernelSpec.out_twin`), same shape and dtype.
+    """
+    refs = {}
+    if case.dtype.itemsize == 2 and "float32" in case.spec.dtypes:
+        f32 = Inputs(pool, case.shape, DTYPES["float32"])
+        refs["fastlsm_float32"] = case.spec.setup(f32)["fastlsm"]
+    if case.spec.out_twin is not None:
+        twin = next(k for k in kernels if k.name == case.spec.out_twin)
+        refs["fastlsm_out"] = twin.setup(Inputs(pool, case.shape, case.dtype))["fastlsm"]
+    return refs
+
+
+def _row(case: Case, timings: dict, ceilings: dict, refs: dict) -> dict:
     spec = case.spec
     nbytes = spec.nbytes(case.shape, case.dtype.itemsize)
-    ceiling_gbs = ceilings[f"{spec.ceiling}_gbs"]
+    bound = "call" if case.call_bound else spec.ceiling
+    ceiling_gbs = None if case.call_bound else ceilings[f"{spec.ceiling}_gbs"]
     for t in timings.values():
         t["gbs"] = nbytes / (t["median_ms"] * 1e-3) / 1e9
-        t["pct_ceiling"] = 100.0 * t["gbs"] / ceiling_gbs
+        t["pct_ceiling"] = None if ceiling_gbs is None else 100.0 * t["gbs"] / ceiling_gbs
     fast = timings["fastlsm"]
     row = {
         "kernel": spec.name,
@@ -157,11 +186,23 @@ def _row(case: Case, timings: dict, ceilings: dict) -> dict:
         "dtype": case.dtype.name,
         "bytes": nbytes,
         "ceiling": spec.ceiling,
+        "bound": bound,
         "ceiling_gbs": ceiling_gbs,
         "ceilings": ceilings,
         "gbs": fast["gbs"],
         "pct_ceiling": fast["pct_ceiling"],
         "providers": timings,
+        "same_run": refs,
+        # elements per second of this 16-bit row / of the float32 kernel, same shape
+        "vs_float32": (
+            refs["fastlsm_float32"]["median_ms"] / fast["median_ms"]
+            if "fastlsm_float32" in refs
+            else None
+        ),
+        # a fresh output's time / the out= twin's time, same shape and dtype
+        "vs_out": (
+            fast["median_ms"] / refs["fastlsm_out"]["median_ms"] if "fastlsm_out" in refs else None
+        ),
     }
     for peer in ("numpy", "torch", "hf"):
         row[f"speedup_{peer}"] = (
@@ -187,9 +228,10 @@ def run(
     caller_threads = numba.get_num_threads()
     n_threads = set_threads(threads, torch)
     cases, skipped = select_cases(declared.KERNELS, declared.SHAPES, only, quick, dtypes)
+    # 16-bit cases time the float32 kernel of their shape too: the pool holds float32 outputs
     pool = Pool(
         max((c.elements for c in cases), default=1),
-        max((c.dtype.itemsize for c in cases), default=4),
+        max((max(c.dtype.itemsize, 4 if c.dtype.itemsize == 2 else 0) for c in cases), default=4),
     )
 
     def weight(case: Case) -> float:  # per round; a fixed part for the call overheads
@@ -213,8 +255,11 @@ def run(
                 )
                 bar.advance(weight(case) * repeat)
                 continue
-            n_ceil = ceiling_threads(case.elements, case.rows)
-            providers.update(ceiling_providers(*pool.ceiling_buffers(case.nbytes), n_ceil))
+            refs = _references(case, pool, declared.KERNELS)
+            providers.update(refs)
+            n_ceil = 1 if case.call_bound else ceiling_threads(case.elements, case.rows)
+            buffers = pool.ceiling_buffers(case.nbytes)
+            providers.update(ceiling_providers(*buffers, n_ceil, call=case.call_bound))
             timings = run_case(
                 providers,
                 repeat,
@@ -224,11 +269,11 @@ def run(
             del providers
             ceilings = ceiling_figures(
                 4 * (case.nbytes // 4),
-                timings.pop("ceiling_read"),
-                timings.pop("ceiling_copy"),
+                {name: timings.pop(name) for name in list(timings) if name in CEILING_PROVIDERS},
                 n_ceil,
             )
-            results.append(_row(case, timings, ceilings))
+            refs = {name: timings.pop(name) for name in refs}
+            results.append(_row(case, timings, ceilings, refs))
     finally:
         bar.close()
         numba.set_num_threads(caller_threads)
@@ -262,16 +307,14 @@ def ceiling_summary(results: Sequence[dict]) -> list[dict]:
         groups.setdefault((c["bytes"], c["threads"]), []).append(r)
     out = []
     for (nbytes, n_threads), rows in sorted(groups.items()):
+        keys = [k for k in CEILING_KEYS if k in rows[0]["ceilings"]]
         out.append(
             {
                 "bytes": nbytes,
                 "threads": n_threads,
                 "shapes": sorted({(tuple(r["shape"]), r["dtype"]) for r in rows}),
                 "cases": len(rows),
-                **{
-                    key: float(np.median([r["ceilings"][key] for r in rows]))
-                    for key in ("read_gbs", "copy_gbs", "read_ms", "copy_ms")
-                },
+                **{key: float(np.median([r["ceilings"][key] for r in rows])) for key in keys},
             }
         )
     return out

@@ -32,6 +32,14 @@ DTYPES = {
 }
 """Logits dtypes ``--dtype`` accepts (16-bit inputs as ``ml_dtypes.bfloat16``/``np.float16``)."""
 
+CALL_BOUND_BYTES = 1 << 15
+"""Cases whose logits are smaller than this (32 KiB) are **call-bound**: their bytes move in
+a fraction of a microsecond at cache speed (32 KiB at 80 GB/s: 0.4 us), less than the fixed
+cost of a Python call (argument checks, dispatch, launch), so a % of a bandwidth ceiling
+would measure that cost, not bandwidth. Their rows report the time of a call beside
+PyTorch's and beside the floor of any call into compiled code from Python (a compiled no-op
+given the same arrays), instead of a % of a ceiling."""
+
 
 @dataclass
 class Provider:
@@ -153,7 +161,9 @@ class KernelSpec:
     itemsize)`` is the bytes the kernel must move. ``requires`` names the fastlsm functions
     the fastlsm provider needs (cases whose functions are missing are skipped, not failed).
     ``shapes`` overrides the family's shapes for this kernel (``{"default": [...],
-    "quick": [...]}``).
+    "quick": [...]}``). ``out_twin`` names the kernel that writes into a preallocated
+    output, for a kernel that allocates a fresh one: its fastlsm call is timed in the same
+    rounds, and the row shows the fresh/out= time ratio.
     """
 
     name: str  # id used by --only and in JSON
@@ -165,6 +175,7 @@ class KernelSpec:
     requires: tuple = ()
     shapes: dict | None = None
     dtypes: tuple = tuple(DTYPES)  # dtypes the case is defined for
+    out_twin: str | None = None
 
 
 @dataclass
@@ -185,6 +196,11 @@ class Case:
     def nbytes(self) -> int:
         """Bytes of the logits (the ceilings' array size)."""
         return self.elements * self.dtype.itemsize
+
+    @property
+    def call_bound(self) -> bool:
+        """Whether the logits are under :data:`CALL_BOUND_BYTES` (see there)."""
+        return self.nbytes < CALL_BOUND_BYTES
 
 
 def spec_shapes(spec: KernelSpec, shapes: dict, quick: bool) -> list[tuple]:
