@@ -4,6 +4,7 @@
     python bench/bench_capi.py                  # uses (or builds) the default library
     python bench/bench_capi.py --lib P          # a library installed with `capi install --prefix P`
     python bench/bench_capi.py --json out.json  # also write the results as JSON
+    python bench/bench_capi.py --lib A --lib B --rounds 3   # two libraries, rounds alternated
 
 What is measured (all in fresh C processes started with `env -i`, i.e. an empty environment):
 
@@ -223,17 +224,48 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(libs: list[str], rounds: int, starts: int, iters: int) -> list[list[dict]]:
+    """``rounds`` runs of each library, alternated (A B A B ...): results per library."""
+    out: list[list[dict]] = [[] for _ in libs]
+    for _ in range(rounds):
+        for i, lib in enumerate(libs):
+            out[i].append(run(lib, starts, iters))
+    return out
+
+
+def ratios(results: list[list[dict]]) -> str:
+    """Each library's median per measurement over its rounds, divided by the first's."""
+    keys = [k for k, v in results[0][0].items() if isinstance(v, float) and k != "cpus"]
+    med = [{k: statistics.median(r[k] for r in res) for k in keys} for res in results]
+    lines = [f"{'measurement':40} " + " ".join(f"{f'lib {i}':>12}" for i in range(len(med)))
+             + "  ratio (last / first)"]
+    for k in keys:
+        lines.append(f"{k:40} " + " ".join(f"{m[k]:12.3g}" for m in med)
+                     + f"  {med[-1][k] / med[0][k]:.3f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--lib", help="prefix given to `capi install` (default: its default)")
+    p.add_argument("--lib", action="append",
+                   help="prefix given to `capi install` (default: its default); twice or "
+                        "more: compare them, rounds alternated")
     p.add_argument("--starts", type=int, default=7, help="fresh processes for the cold start")
     p.add_argument("--iters", type=int, default=200000, help="calls per timing loop")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per library when comparing")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
     if shutil.which("env") is None:
         p.error("needs `env` to run the host in an empty environment")
-    r = run(args.lib, args.starts, args.iters)
-    print(table(r))
+    if args.lib and len(args.lib) > 1:
+        results = compare(args.lib, args.rounds, args.starts, args.iters)
+        for i, lib in enumerate(args.lib):
+            print(f"lib {i}: {lib}")
+        print(ratios(results))
+        r = {"libraries": args.lib, "rounds": results}
+    else:
+        r = run(args.lib[0] if args.lib else None, args.starts, args.iters)
+        print(table(r))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=2)

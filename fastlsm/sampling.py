@@ -36,6 +36,7 @@ import numpy as np
 from . import _jit
 from ._dtypes import float_logits
 from ._kernels import sampling as _k
+from ._kernels import sampling_params as _sp
 from ._validate import float_array, int_array, int_array_of_shape
 
 
@@ -98,29 +99,22 @@ def _check(ok, name: str, what: str, a) -> None:
 
 def _params(nb: int, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
             frequency_penalty, presence_penalty) -> np.ndarray:
-    """The ``[B, NPARAM]`` float64 parameter table, every value checked."""
-    fin = np.isfinite
-    t = _per_row(temperature, "temperature", nb)
-    _check(fin(t) & (t >= 0), "temperature", "finite and >= 0 (0 = greedy)", t)
-    k = _per_row(top_k, "top_k", nb, integer=True)
-    _check(k >= 0, "top_k", ">= 0 (0 = off)", k)
-    p = _per_row(top_p, "top_p", nb)
-    _check((p > 0) & (p <= 1), "top_p", "in (0, 1] (1 = off)", p)
-    mp = _per_row(min_p, "min_p", nb)
-    _check((mp >= 0) & (mp <= 1), "min_p", "in [0, 1] (0 = off)", mp)
-    ty = _per_row(typical_p, "typical_p", nb)
-    _check((ty > 0) & (ty <= 1), "typical_p", "in (0, 1] (1 = off)", ty)
-    rp = _per_row(repetition_penalty, "repetition_penalty", nb)
-    _check(fin(rp) & (rp > 0), "repetition_penalty", "finite and > 0 (1 = off)", rp)
-    fp = _per_row(frequency_penalty, "frequency_penalty", nb)
-    _check(fin(fp), "frequency_penalty", "finite (0 = off)", fp)
-    pp = _per_row(presence_penalty, "presence_penalty", nb)
-    _check(fin(pp), "presence_penalty", "finite (0 = off)", pp)
-    out = np.empty((nb, _k.NPARAM), np.float64)
-    for col, a in ((_k.P_T, t), (_k.P_K, k), (_k.P_P, p), (_k.P_MINP, mp), (_k.P_TYP, ty),
-                   (_k.P_REP, rp), (_k.P_FREQ, fp), (_k.P_PRES, pp)):
-        out[:, col] = a
-    return out
+    """The ``[B, NPARAM]`` float64 parameter table, every value checked by the one compiled
+    check C uses too (:func:`fastlsm._kernels.sampling_params.check_params`)."""
+    given = dict(zip(_PARAMS, (temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+                               frequency_penalty, presence_penalty)))
+    vals = {n: _per_row(given[n], n, nb, integer=n == "top_k") for _, n, _, _ in _sp.PARAMS}
+    out = np.full((max(nb, 1), _k.NPARAM), _sp.NEUTRAL)  # no rows: the scalars still checked
+    for col, name, _, _ in _sp.PARAMS:
+        if nb or not isinstance(vals[name], np.ndarray):
+            out[:, col] = vals[name]
+    bad = int(_sp.check_params(out))
+    if bad >= 0:
+        row, _, name, _, what = _sp.describe(bad)
+        a = vals[name]
+        got = f"{a[row]!r} (row {row})" if isinstance(a, np.ndarray) else repr(a)
+        raise ValueError(f"{name} must be {what}, got {got}")
+    return out[:nb]
 
 
 def _ids(x, name: str, shape_hint: str, nv: int, *, padding: bool) -> np.ndarray:

@@ -80,3 +80,38 @@ def test_version_macros_match_the_package():
     real, soname, link = _build.library_names()
     assert (real, soname, link) == (f"libfastlsm.so.{major}.{minor}.{patch}",
                                     f"libfastlsm.so.{major}", "libfastlsm.so")
+
+
+def test_generated_header_part_is_current():
+    path = _build.header_path()
+    assert _entries.update_header(path, write=False), (
+        "fastlsm.h's generated part is stale: run `python -m fastlsm.capi header --update`")
+    with open(path) as f:
+        text = f.read()
+    block = text[text.index(_entries.HEADER_BEGIN):text.index(_entries.HEADER_END)]
+    assert all(len(line) <= 100 for line in block.splitlines())
+
+
+def test_every_row_entry_takes_a_row_stride():
+    """The table decides it once: a _strided variant, or a struct field (ABI policy)."""
+    kinds = {e.name: e.stride for e in _entries.ENTRIES if e.dtypes}
+    assert kinds == {"log_softmax": "arg", "softmax": "arg", "logsumexp": "arg",
+                     "cross_entropy": "options", "cross_entropy_probs": "options",
+                     "nll_loss": "options", "sequence_logprobs": "arg", "beam_step": "arg",
+                     "sample": "params", "verify_draft": "params", "beam_advance": ""}
+    protos = _entries.strided_prototypes()
+    assert len(protos) == 4 * (3 + 2 + 1)  # dtypes x (normalizers, sequence i64/i32, beam)
+    assert ("int fastlsm_log_softmax_strided_bf16(const uint16_t *x, uint16_t *out, "
+            "int64_t rows, int64_t cols, int64_t row_stride)") in protos
+    assert any(p.startswith("int fastlsm_sequence_logprobs_i32_strided_f16(") for p in protos)
+    with open(_build.header_path()) as f:
+        header = f.read()
+    assert "int64_t row_stride;" in header.split("} fastlsm_sample_params;")[0][-1500:]
+
+
+def test_sampling_parameter_messages_come_from_the_kernel_table():
+    from fastlsm._kernels import sampling_params
+
+    table = _entries.c_table()
+    for _, name, array, what in sampling_params.PARAMS:
+        assert f'{{"{name}", "{array}", "{what}"}}' in table

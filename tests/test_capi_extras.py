@@ -102,3 +102,33 @@ def test_sample_error_leaves_outputs_untouched(capi):
     assert line == ("error 4 fastlsm_sample_f32: params->temperature must be finite and >= 0 "
                     "(0 = greedy), got -1")
     assert _parse(proc.stdout)["untouched"].tolist() == [-7, -7, -7]
+
+
+STRIDED_CHECKS = [f"{name}_{s}" for s in ("f32", "f64", "bf16", "f16") for name in (
+    "log_softmax", "softmax", "logsumexp", "inplace_log_softmax", "sequence_logprobs",
+    "sequence_logprobs_i32", "beam_step")] + [
+    f"{name}_{s}" for s in ("bf16", "f16", "f32") for name in ("sample", "verify_draft")] + [
+    "short_stride", "short_sample_stride"]
+
+
+def test_padded_rows_give_the_packed_bits(capi):
+    """capi/examples/strided.c: every entry over rows, every dtype, NaN in the padding."""
+    proc = _run([_exe(capi, "strided")])
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "all ok"
+    checks = [ln.split()[0] for ln in lines[:-1] if ln.endswith((" ok", " FAIL"))]
+    assert sorted(checks) == sorted(STRIDED_CHECKS)
+    short = next(ln for ln in lines if ln.startswith("short_stride status"))
+    assert short == ("short_stride status 2 | fastlsm_log_softmax_strided_f32: row_stride=36: "
+                     "it must be >= the row length 37, and rows * row_stride must fit in memory")
+    assert "params->row_stride=36: it must be 0 (packed) or >= the row length 37" in next(
+        ln for ln in lines if ln.startswith("short_sample_stride status"))
+
+
+def test_16bit_sampler_matches_python_bitwise(capi):
+    """fastlsm_sample_bf16 = fastlsm.sample on the same bfloat16 logits (one kernel)."""
+    out = _parse(_run([_exe(capi, "strided")]).stdout)
+    x = _bits(out["x_bf16"], KINDS["bf16"]).reshape(6, 37)
+    (ref,) = reference(capi, [("sample", (x,), {"temperature": 0.9, "top_p": 0.95, "seed": 3})])
+    np.testing.assert_array_equal(out["sample_bf16_tokens"], ref.tokens)
+    assert_bitwise(out["sample_bf16_logprobs"].astype(np.float32), ref.logprobs)

@@ -2,8 +2,10 @@
  * fuzz_capi.c - a fuzz target over fastlsm's C ABI.
  *
  * Each input picks an entry point and derives its arguments from the bytes: sizes (small
- * and honest, or negative / overflowing), NULL pointers, enum values out of range, struct
- * sizes from older and newer headers, float data with NaN and infinities, ids out of range.
+ * and honest, or negative / overflowing), row strides (padded, too short, overflowing), NULL
+ * pointers, enum values out of range, struct sizes from older and newer headers, float and
+ * 16-bit data with NaN and infinities, ids out of range, sampling parameters out of range
+ * (scalars and per-row arrays), logit biases with NaN, bitmasks allowing nothing.
  * Every call must either succeed with an empty fastlsm_last_error(), or fail with a known
  * status, a message, and its outputs untouched; anything else aborts (a finding).
  *
@@ -80,16 +82,26 @@ static int64_t id_arg(input *in, int64_t range)
     return range > 0 ? b % range : b;
 }
 
+/* A row stride for rows of `cols`: mostly cols plus a little padding, sometimes invalid. */
+static int64_t stride_arg(input *in, int64_t cols)
+{
+    uint8_t b = byte(in);
+    if (b < 16) return b < 8 ? cols - 1 - (b & 3) : b < 12 ? INT64_MAX / 2 : -(int64_t)b;
+    return cols + (b & 3);
+}
+
 static float xf[CELLS], pf[CELLS], wf[CELLS], of[CELLS], gf[CELLS], lf[CELLS];
 static double xd[CELLS], od[CELLS], gd[CELLS];
 static int64_t ids[CELLS], o64[CELLS], o64b[CELLS], o64c[CELLS];
-static int32_t ids32[CELLS];
+static int32_t ids32[CELLS], o32[CELLS];
+static uint16_t xh[CELLS], oh[CELLS];
 static uint8_t mask[CELLS];
 static input g_step_input;
 
-static void *outs[] = {of, gf, lf, od, gd, o64, o64b, o64c};
+static void *outs[] = {of, gf, lf, od, gd, o64, o64b, o64c, o32, oh};
 static const size_t out_sizes[] = {sizeof of, sizeof gf, sizeof lf, sizeof od, sizeof gd,
-                                   sizeof o64, sizeof o64b, sizeof o64c};
+                                   sizeof o64, sizeof o64b, sizeof o64c, sizeof o32,
+                                   sizeof oh};
 #define NOUT (sizeof outs / sizeof *outs)
 
 static int untouched(void)
@@ -111,12 +123,52 @@ static int step_f32(void *user, const int64_t *seqs, int64_t rows, int64_t cur,
     return byte(&g_step_input) == 255 ? 3 : 0; /* sometimes the model fails */
 }
 
+/* Sampling parameters from the bytes: defaults, or values in and out of range, per-row
+ * arrays (of xd / ids: NaN, negative, huge), a logit bias, a bitmask, struct sizes. */
+static fastlsm_sample_params sample_params(input *in, int64_t rows, int64_t cols)
+{
+    fastlsm_sample_params p = fastlsm_sample_default_params();
+    static const size_t sizes[] = {0, sizeof(size_t),
+                                   offsetof(fastlsm_sample_params, temperatures),
+                                   offsetof(fastlsm_sample_params, row_stride),
+                                   sizeof(fastlsm_sample_params),
+                                   sizeof(fastlsm_sample_params) + 8};
+    uint8_t how = byte(in);
+    if (how & 1) p.struct_size = sizes[(how >> 1) % 6];
+    if (byte(in) < 64) p.temperature = float_arg(in);
+    if (byte(in) < 64) p.top_k = size_arg(in, cols);
+    if (byte(in) < 64) p.top_p = float_arg(in);
+    if (byte(in) < 64) p.min_p = float_arg(in);
+    if (byte(in) < 64) p.typical_p = float_arg(in);
+    if (byte(in) < 64) p.repetition_penalty = float_arg(in);
+    if (byte(in) < 64) p.frequency_penalty = float_arg(in);
+    if (byte(in) < 64) p.presence_penalty = float_arg(in);
+    p.seed = u32(in);
+    p.step = byte(in);
+    p.num_logprobs = byte(in) < 128 ? 0 : size_arg(in, cols);
+    p.logprobs_mode = (int)(byte(in) % 4) - 1;
+    uint8_t arrays = byte(in);
+    if (arrays & 1) p.temperatures = xd;
+    if (arrays & 2) p.top_ks = ids;
+    if (arrays & 4) p.top_ps = xd + 1;
+    if (arrays & 8) p.min_ps = xd + 2;
+    if (arrays & 16) p.repetition_penalties = xd + 3;
+    if (arrays & 32) p.seeds = (const uint64_t *)ids;
+    if (arrays & 64) p.logit_bias = xd + 4, p.logit_bias_rows = byte(in) & 1 ? 1 : rows;
+    if (arrays & 128) p.token_bitmask = ids32;
+    p.row_stride = byte(in) < 128 ? 0 : stride_arg(in, cols);
+    return p;
+}
+
 static int run(input *in)
 {
-    const int op = byte(in) % 12;
+    const int op = byte(in) % 19;
     int64_t rows = size_arg(in, MAXN), cols = size_arg(in, MAXN);
     for (int i = 0; i < CELLS; i++) {
         xf[i] = float_arg(in), xd[i] = xf[i], pf[i] = float_arg(in);
+        uint32_t bits;
+        memcpy(&bits, &xf[i], sizeof bits);
+        xh[i] = byte(in) & 1 ? (uint16_t)(bits >> 16) : (uint16_t)u32(in);
         wf[i] = byte(in) < 8 ? float_arg(in) : 1.0f;
         ids[i] = id_arg(in, cols), ids32[i] = (int32_t)ids[i], mask[i] = byte(in) & 1;
         if (!in->n) break;
@@ -211,6 +263,73 @@ static int run(input *in)
                       : fastlsm_beam_search_i32_f32(&c, ids32, batch, plen, vocab, step_f32,
                                                     (void *)(intptr_t)vocab, o64, NULL, of,
                                                     NULL, o64c));
+        break;
+    }
+    case 12:
+        st = fastlsm_log_softmax_strided_bf16(maybe_null(in, xh), maybe_null(in, oh), rows, cols,
+                                              stride_arg(in, cols));
+        break;
+    case 13:
+        st = byte(in) & 1
+            ? fastlsm_softmax_strided_f16(maybe_null(in, xh), maybe_null(in, oh), rows, cols,
+                                          stride_arg(in, cols))
+            : fastlsm_logsumexp_strided_f64(maybe_null(in, xd), maybe_null(in, od), rows, cols,
+                                            stride_arg(in, cols));
+        break;
+    case 14: {
+        int64_t steps = size_arg(in, 3), beams = size_arg(in, 4), ncand = size_arg(in, 24) - 1;
+        st = byte(in) & 1
+            ? fastlsm_sequence_logprobs_i32_strided_bf16(
+                  maybe_null(in, xh), ids32, byte(in) & 1 ? mask : NULL, rows % 4, steps, cols,
+                  byte(in) & 1 ? of : NULL, maybe_null(in, lf), stride_arg(in, cols))
+            : fastlsm_beam_step_strided_f16(maybe_null(in, xh), maybe_null(in, pf), rows % 4,
+                                            beams, cols, ncand, maybe_null(in, of),
+                                            maybe_null(in, o64), maybe_null(in, o64b),
+                                            stride_arg(in, cols));
+        break;
+    }
+    case 15: case 16: {
+        fastlsm_sample_params p = sample_params(in, rows, cols);
+        const fastlsm_sample_params *pp = byte(in) < 16 ? NULL : &p;
+        int64_t hlen = size_arg(in, 4), nid = size_arg(in, 4), idrows = byte(in) & 1 ? 1 : rows;
+        if (op == 15)
+            st = byte(in) & 1
+                ? fastlsm_sample_f32(maybe_null(in, xf), rows, cols, pp, maybe_null(in, ids),
+                                     hlen, maybe_null(in, ids), idrows, nid,
+                                     maybe_null(in, o64), byte(in) & 1 ? of : NULL,
+                                     maybe_null(in, o64b), maybe_null(in, gf),
+                                     maybe_null(in, lf))
+                : fastlsm_sample_bf16(maybe_null(in, xh), rows, cols, pp, maybe_null(in, ids),
+                                      hlen, maybe_null(in, ids), idrows, nid,
+                                      maybe_null(in, o64), byte(in) & 1 ? of : NULL,
+                                      maybe_null(in, o64b), maybe_null(in, gf),
+                                      maybe_null(in, lf));
+        else
+            st = fastlsm_sample_i32_f16(maybe_null(in, xh), rows, cols, pp,
+                                        maybe_null(in, ids32), hlen, maybe_null(in, ids32),
+                                        idrows, nid, maybe_null(in, o32),
+                                        byte(in) & 1 ? of : NULL, maybe_null(in, o32 + 64),
+                                        maybe_null(in, gf), maybe_null(in, lf));
+        break;
+    }
+    case 17: {
+        fastlsm_sample_params p = sample_params(in, rows % 4, cols);
+        int64_t k = size_arg(in, 3), hlen = size_arg(in, 4);
+        uint8_t kind = byte(in);
+        st = kind % 3 == 0
+            ? fastlsm_verify_draft_f32(maybe_null(in, xf), byte(in) & 1 ? pf : NULL,
+                                       maybe_null(in, ids), rows % 4, k, cols, &p,
+                                       maybe_null(in, ids), hlen, maybe_null(in, o64c),
+                                       maybe_null(in, o64))
+            : kind % 3 == 1
+            ? fastlsm_verify_draft_bf16(maybe_null(in, xh), byte(in) & 1 ? xh + 7 : NULL,
+                                        maybe_null(in, ids), rows % 4, k, cols, &p,
+                                        maybe_null(in, ids), hlen, maybe_null(in, o64c),
+                                        maybe_null(in, o64))
+            : fastlsm_verify_draft_i32_f16(maybe_null(in, xh), byte(in) & 1 ? xh + 3 : NULL,
+                                           maybe_null(in, ids32), rows % 4, k, cols, &p,
+                                           maybe_null(in, ids32), hlen, maybe_null(in, o64c),
+                                           maybe_null(in, o32));
         break;
     }
     default: st = fastlsm_set_num_threads((int)size_arg(in, 3)); break;

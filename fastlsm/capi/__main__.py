@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--prefix", "--out", dest="prefix", help="the prefix given to install")
     f.add_argument("--cflags", action="store_true", help="compile flags only")
     f.add_argument("--libs", action="store_true", help="link flags only")
-    sub.add_parser("header", help="print the path of fastlsm.h")
+    h = sub.add_parser("header", help="print the path of fastlsm.h")
+    h.add_argument("--update", action="store_true",
+                   help="rewrite its generated part (the _strided prototypes) from the table")
     args = parser.parse_args(argv)
 
     if args.command in ("build", "install"):
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(" ".join(parts))
+    elif args.update:
+        from . import _entries
+
+        same = _entries.update_header(_build.header_path(), write=True)
+        print(f"{_build.header_path()}: {'up to date' if same else 'updated'}")
     else:
         print(_build.header_path())
     return 0

@@ -12,14 +12,14 @@
  * DT_F64 (float for the others, 16-bit included). */
 static size_t dt_size(int dt) { return dt == DT_F64 ? 8 : dt == DT_F32 ? 4 : 2; }
 
-/* The runtime, fault injection and the kernel `id` for a problem of `work` elements. */
-static int begin(const char *fname, int id, int64_t work, void **fn)
+/* The runtime, fault injection and the kernel `id` for `work` elements in `rows` rows. */
+static int begin(const char *fname, int id, int64_t work, int64_t rows, void **fn)
 {
     int st = ensure_started();
     if (st) return st;
     if (g_fault_internal) return fault(fname);
     load_entry(id);
-    *fn = pick(id, work);
+    *fn = pick(id, work, rows);
     return *fn ? FASTLSM_OK : missing(id);
 }
 
@@ -87,29 +87,107 @@ static int bad_sizes(const char *fname, int64_t rows, int64_t cols)
                 "rows*cols must fit in memory", fname, (long long)rows, (long long)cols);
 }
 
+/* ------------------------------------------------------------------ row strides
+ * Every entry over rows of V elements takes a row stride (elements between the starts of
+ * consecutive rows, >= V: padded rows); the kernels read packed rows, so padded ones are
+ * packed into a scratch buffer first (one copy; the padding is never read) and elementwise
+ * results copied back into the caller's padded rows (whose padding is never written). */
+
+/* The stride of a call's rows: `given` (0 = packed as well when `zero_ok`), >= cols, every
+ * row addressable with elements of `elem` bytes; into *stride. */
+static int row_stride(const char *fname, const char *what, int64_t given, int zero_ok,
+                      int64_t rows, int64_t cols, size_t elem, int64_t *stride)
+{
+    const int64_t s = given == 0 && zero_ok ? cols : given;
+    int64_t span;
+    if (s < cols || (rows > 0 && (checked_size(rows - 1, s, elem, &span) != 0 ||
+                                  span > INT64_MAX - cols ||
+                                  checked_size(span + cols, 1, elem, &span) != 0)))
+        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: %s=%lld: it must be %s>= the row length "
+                    "%lld, and rows * row_stride must fit in memory", fname, what,
+                    (long long)given, zero_ok ? "0 (packed) or " : "", (long long)cols);
+    *stride = s;
+    return FASTLSM_OK;
+}
+
+/* Rows of `cols` elements `stride` apart, to and from a packed buffer. */
+static void copy_rows(void *dst, int64_t dst_stride, const void *src, int64_t src_stride,
+                      int64_t rows, int64_t cols, size_t elem)
+{
+    for (int64_t r = 0; r < rows; r++)
+        memmove((char *)dst + (size_t)(r * dst_stride) * elem,
+                (const char *)src + (size_t)(r * src_stride) * elem, (size_t)cols * elem);
+}
+
+/* *x as packed rows: itself when stride == cols (or NULL), else a packed copy in *buf
+ * (malloc'd, for the caller to free; NULL otherwise). */
+static int pack_rows(const char *fname, const void **x, void **buf, int64_t rows, int64_t cols,
+                     int64_t stride, size_t elem)
+{
+    *buf = NULL;
+    if (stride == cols || !*x) return FASTLSM_OK;
+    *buf = malloc((size_t)(rows * cols > 0 ? rows * cols : 1) * elem);
+    if (!*buf) return out_of_memory(fname);
+    copy_rows(*buf, cols, *x, stride, rows, cols, elem);
+    *x = *buf;
+    return FASTLSM_OK;
+}
+
 /* ------------------------------------------------------------------ normalizers */
 
 static int rows_check(const char *fname, const void *x, const void *out, int64_t rows,
-                      int64_t cols, size_t elem, int64_t *n)
+                      int64_t cols, int64_t given, size_t elem, int64_t *n, int64_t *stride)
 {
     CLEAR_ERROR();
     if (!x) return fail(FASTLSM_ERR_NULL_POINTER, "%s: x is NULL", fname);
     if (!out) return fail(FASTLSM_ERR_NULL_POINTER, "%s: out is NULL", fname);
     if (checked_size(rows, cols, elem, n) != 0) return bad_sizes(fname, rows, cols);
+    return row_stride(fname, "row_stride", given, 0, rows, cols, elem, stride);
+}
+
+/* The buffers a row entry's kernel works on for rows `stride` apart: *in (x or its packed
+ * copy, own[0]) and, for an elementwise result, *o (out, a packed scratch own[1], or own[0]
+ * itself in place). */
+static int rows_pack(const char *fname, const void **in, void **o, void *own[2], int64_t rows,
+                     int64_t cols, int64_t stride, size_t elem, int elementwise)
+{
+    const int inplace = *o == (const void *)*in;
+    int st = pack_rows(fname, in, &own[0], rows, cols, stride, elem);
+    if (st || stride == cols || !elementwise) return st;
+    own[1] = inplace ? NULL : malloc((size_t)(rows * cols) * elem);
+    if (!inplace && !own[1]) return out_of_memory(fname);
+    *o = inplace ? own[0] : own[1];
     return FASTLSM_OK;
 }
 
-#define ROWS_ENTRY(name, S, X, OUT)                                                         \
-    FASTLSM_API int fastlsm_##name##_##S(X x, OUT out, int64_t rows, int64_t cols)        \
-    {                                                                                      \
-        static const char fname[] = "fastlsm_" #name "_" #S;                              \
-        int64_t n;                                                                         \
-        void *fn;                                                                          \
-        int st = rows_check(fname, x, out, rows, cols, sizeof *x, &n);                     \
-        if (!st) st = begin(fname, K_##name##_##S, n, &fn);                                \
-        if (st || rows == 0) return st;                                                    \
-        int64_t r = ((name##_##S##_fn)fn)((const void *)x, (void *)out, rows, cols);       \
-        return r == -1 ? FASTLSM_OK : unexpected(fname, r);                               \
+/* fastlsm_<name>_<S> (packed rows) and fastlsm_<name>_strided_<S>. */
+#define ROWS_ENTRY(name, S, X, OUT, ELEMENTWISE)                                              \
+    static int name##_##S##_rows(const char *fname, X x, OUT out, int64_t rows, int64_t cols, \
+                                 int64_t given)                                               \
+    {                                                                                         \
+        int64_t n, stride, r = -1;                                                            \
+        void *fn, *own[2] = {NULL, NULL}, *o = out;                                           \
+        const void *in = x;                                                                   \
+        int st = rows_check(fname, x, out, rows, cols, given, sizeof *x, &n, &stride);        \
+        if (!st) st = begin(fname, K_##name##_##S, n, rows, &fn);                             \
+        if (st || rows == 0) return st;                                                       \
+        st = rows_pack(fname, &in, &o, own, rows, cols, stride, sizeof *x, ELEMENTWISE);      \
+        if (!st) r = ((name##_##S##_fn)fn)(in, o, rows, cols);                                \
+        if (!st && r != -1) st = unexpected(fname, r);                                        \
+        if (!st && ELEMENTWISE && stride != cols)                                             \
+            copy_rows(out, stride, o, cols, rows, cols, sizeof *x);                           \
+        free(own[0]), free(own[1]);                                                           \
+        return st;                                                                            \
+    }                                                                                         \
+    FASTLSM_API int fastlsm_##name##_##S(X x, OUT out, int64_t rows, int64_t cols)            \
+    {                                                                                         \
+        return name##_##S##_rows("fastlsm_" #name "_" #S, x, out, rows, cols, cols);          \
+    }                                                                                         \
+    FASTLSM_API int fastlsm_##name##_strided_##S(X x, OUT out, int64_t rows, int64_t cols,    \
+                                                 int64_t row_stride)                          \
+    {                                                                                         \
+        return name##_##S##_rows("fastlsm_" #name "_strided_" #S, x, out, rows, cols,         \
+                                 row_stride);                                                 \
     }
 
 FASTLSM_ROWS_WRAPPERS /* generated: the ENTRIES rows with wrap="rows" */
@@ -151,15 +229,6 @@ static int loss_options(const char *fname, const fastlsm_cross_entropy_options *
     return FASTLSM_OK;
 }
 
-/* Rows of `cols` elements `stride` apart, to and from a packed buffer. */
-static void copy_rows(void *dst, int64_t dst_stride, const void *src, int64_t src_stride,
-                      int64_t rows, int64_t cols, size_t elem)
-{
-    for (int64_t r = 0; r < rows; r++)
-        memmove((char *)dst + (size_t)(r * dst_stride) * elem,
-                (const char *)src + (size_t)(r * src_stride) * elem, (size_t)cols * elem);
-}
-
 /* Padded rows (options->row_stride > cols): packed copies of the logits, probability
  * targets (elements of `telem` bytes: the float results' type) and gradient buffer that the
  * kernel works on instead. */
@@ -171,18 +240,13 @@ static int pack(const char *fname, packed *pk, const void **logits, const void *
                 void **grad, int probs, int64_t rows, int64_t cols, int64_t stride, size_t elem,
                 size_t telem)
 {
-    const size_t count = (size_t)(rows * cols > 0 ? rows * cols : 1), bytes = count * elem;
     const int inplace = *grad == (const void *)*logits;
-    pk->logits = malloc(bytes);
-    pk->target = probs ? malloc(count * telem) : NULL;
-    pk->grad = *grad && !inplace ? malloc(bytes) : NULL;
-    if (!pk->logits || (probs && !pk->target) || (*grad && !inplace && !pk->grad))
-        return out_of_memory(fname);
-    copy_rows(pk->logits, cols, *logits, stride, rows, cols, elem);
-    if (probs) copy_rows(pk->target, cols, *target, stride, rows, cols, telem);
-    *logits = pk->logits;
-    if (probs) *target = pk->target;
-    if (*grad) *grad = inplace ? pk->logits : pk->grad;
+    int st = pack_rows(fname, logits, &pk->logits, rows, cols, stride, elem);
+    if (!st && probs) st = pack_rows(fname, target, &pk->target, rows, cols, stride, telem);
+    if (st || !*grad) return st;
+    pk->grad = inplace ? NULL : malloc((size_t)(rows * cols > 0 ? rows * cols : 1) * elem);
+    if (!inplace && !pk->grad) return out_of_memory(fname);
+    *grad = inplace ? pk->logits : pk->grad;
     return FASTLSM_OK;
 }
 
@@ -217,14 +281,10 @@ static int loss_any(const char *fname, int dt, int nll, const void *logits, cons
     if ((st = loss_options(fname, &o, nll)) != 0) return st;
     const int probs = ttype == FASTLSM_TARGET_PROBS, is32 = ttype == FASTLSM_TARGET_INT32;
     const int per_row = o.reduction == FASTLSM_REDUCTION_NONE;
-    const int64_t stride = o.row_stride ? o.row_stride : cols;
-    int64_t span;
-    if (stride < cols || (rows > 0 && (checked_size(rows - 1, stride, f64 ? 8 : 4, &span) != 0 ||
-                                       span > INT64_MAX - cols ||
-                                       checked_size(span + cols, 1, f64 ? 8 : 4, &span) != 0)))
-        return fail(FASTLSM_ERR_INVALID_SIZE, "%s: row_stride=%lld: it must be 0 (packed) or "
-                    ">= cols=%lld, and rows * row_stride must fit in memory", fname,
-                    (long long)o.row_stride, (long long)cols);
+    int64_t stride;
+    if ((st = row_stride(fname, "row_stride", o.row_stride, 1, rows, cols, f64 ? 8 : 4,
+                         &stride)) != 0)
+        return st;
     packed pk = {NULL, NULL, NULL};
     void *user_grad = grad;
     if ((st = as_f64(fname, "class_weight", class_weight, cols, f64, 1, &w, &own_w)) ||
@@ -235,7 +295,7 @@ static int loss_any(const char *fname, int dt, int nll, const void *logits, cons
         (stride != cols && (st = pack(fname, &pk, &logits, &target, &grad, probs, rows, cols,
                                       stride, elem, f64 ? 8 : 4))) ||
         (st = begin(fname, nll ? KID_nll_loss(dt) : probs ? KID_cross_entropy_probs(dt)
-                    : KID_cross_entropy(dt), n, &fn)))
+                    : KID_cross_entropy(dt), n, rows, &fn)))
         goto done;
     const double scale = go && !per_row ? go[0] : 1.0;
     const int64_t n_go = go && per_row ? rows : 0, n_w = w ? cols : 0, n_tw = tw ? rows : 0;
@@ -306,11 +366,11 @@ FASTLSM_DTYPES_cross_entropy(LOSS_ENTRIES)
 
 static int sequence_any(const char *fname, int dt, const void *logits, const void *tokens,
                         int is32, const uint8_t *mask, int64_t batch, int64_t steps,
-                        int64_t vocab, void *token_logprobs, void *seq_logprobs)
+                        int64_t vocab, int64_t given, void *token_logprobs, void *seq_logprobs)
 {
-    int64_t bt, n, r, *own = NULL;
+    int64_t bt, n, r, stride, *own = NULL;
     const int64_t *ids;
-    void *fn;
+    void *fn, *packed = NULL;
     int st;
     CLEAR_ERROR();
     if (!logits) return fail(FASTLSM_ERR_NULL_POINTER, "%s: logits is NULL", fname);
@@ -320,8 +380,11 @@ static int sequence_any(const char *fname, int dt, const void *logits, const voi
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: batch=%lld, steps=%lld, vocab=%lld: sizes "
                     "must be >= 0 and their product must fit in memory", fname,
                     (long long)batch, (long long)steps, (long long)vocab);
+    if ((st = row_stride(fname, "row_stride", given, 0, bt, vocab, dt_size(dt), &stride)))
+        return st;
     if ((st = as_i64(fname, tokens, is32, bt, &ids, &own)) ||
-        (st = begin(fname, KID_sequence_logprobs(dt), n, &fn)))
+        (st = begin(fname, KID_sequence_logprobs(dt), n, bt, &fn)) ||
+        (st = pack_rows(fname, &logits, &packed, bt, vocab, stride, dt_size(dt))))
         goto done;
     r = KCALL_sequence_logprobs(dt, fn, logits, ids, mask, mask != NULL, batch, steps, vocab,
               token_logprobs, token_logprobs != NULL, seq_logprobs);
@@ -334,7 +397,7 @@ static int sequence_any(const char *fname, int dt, const void *logits, const voi
     else if (r != -1)
         st = unexpected(fname, r);
 done:
-    free(own);
+    free(own), free(packed);
     return st;
 }
 
@@ -345,7 +408,15 @@ done:
                                                      R *token_logprobs, R *seq_logprobs)      \
     {                                                                                         \
         return sequence_any("fastlsm_sequence_logprobs_" #I #S, DT, logits, tokens, is32,    \
-                            mask, batch, steps, vocab, token_logprobs, seq_logprobs);         \
+                            mask, batch, steps, vocab, vocab, token_logprobs, seq_logprobs);  \
+    }                                                                                         \
+    FASTLSM_API int fastlsm_sequence_logprobs_##I##strided_##S(                               \
+        const P *logits, const ID *tokens, const uint8_t *mask, int64_t batch, int64_t steps, \
+        int64_t vocab, R *token_logprobs, R *seq_logprobs, int64_t row_stride)               \
+    {                                                                                         \
+        return sequence_any("fastlsm_sequence_logprobs_" #I "strided_" #S, DT, logits,       \
+                            tokens, is32, mask, batch, steps, vocab, row_stride,              \
+                            token_logprobs, seq_logprobs);                                    \
     }
 #define SEQ_ENTRIES(S, P, R, DT) \
     SEQ_ENTRY(S, P, R, DT, , int64_t, 0) SEQ_ENTRY(S, P, R, DT, i32_, int32_t, 1)
@@ -355,11 +426,12 @@ FASTLSM_DTYPES_sequence_logprobs(SEQ_ENTRIES)
 /* ------------------------------------------------------------------ beam step */
 
 static int beam_step_any(const char *fname, int dt, const void *logits, const void *beam_scores,
-                         int64_t batch, int64_t beams, int64_t vocab, int64_t num_candidates,
-                         void *cand_scores, int64_t *cand_tokens, int64_t *cand_beams)
+                         int64_t batch, int64_t beams, int64_t vocab, int64_t given,
+                         int64_t num_candidates, void *cand_scores, int64_t *cand_tokens,
+                         int64_t *cand_beams)
 {
-    int64_t bk, n, kv, bc, r;
-    void *fn;
+    int64_t bk, n, kv, bc, r, stride;
+    void *fn, *packed = NULL;
     CLEAR_ERROR();
     if (!logits) return fail(FASTLSM_ERR_NULL_POINTER, "%s: logits is NULL", fname);
     if (!beam_scores) return fail(FASTLSM_ERR_NULL_POINTER, "%s: beam_scores is NULL", fname);
@@ -374,6 +446,8 @@ static int beam_step_any(const char *fname, int dt, const void *logits, const vo
                     "num_candidates=%lld: sizes must be >= 0 and their products must fit in "
                     "memory", fname, (long long)batch, (long long)beams, (long long)vocab,
                     (long long)num_candidates);
+    int st = row_stride(fname, "row_stride", given, 0, bk, vocab, dt_size(dt), &stride);
+    if (st) return st;
     if (kv == 0)
         return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: beams=%lld, vocab=%lld: there are no "
                     "candidates (beams and vocab must be >= 1)", fname, (long long)beams,
@@ -387,10 +461,12 @@ static int beam_step_any(const char *fname, int dt, const void *logits, const vo
             return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: beam_scores[%lld] is NaN or +inf; "
                         "use -inf for a dead beam", fname, (long long)i);
     }
-    int st = begin(fname, KID_beam_step(dt), n, &fn);
-    if (st || batch == 0) return st;
+    if ((st = begin(fname, KID_beam_step(dt), n, bk, &fn)) || batch == 0 ||
+        (st = pack_rows(fname, &logits, &packed, bk, vocab, stride, dt_size(dt))))
+        return st;
     r = KCALL_beam_step(dt, fn, logits, beam_scores, batch, beams, vocab, num_candidates,
               cand_scores, cand_tokens, cand_beams);
+    free(packed);
     if (r >= 0 && r < bk)
         return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: logits[%lld, %lld] contains NaN or "
                     "+inf; mask tokens with -inf instead", fname, (long long)(r / beams),
@@ -405,7 +481,17 @@ static int beam_step_any(const char *fname, int dt, const void *logits, const vo
                                           int64_t *cand_tokens, int64_t *cand_beams)          \
     {                                                                                         \
         return beam_step_any("fastlsm_beam_step_" #S, DT, logits, beam_scores, batch, beams, \
-                             vocab, num_candidates, cand_scores, cand_tokens, cand_beams);    \
+                             vocab, vocab, num_candidates, cand_scores, cand_tokens,          \
+                             cand_beams);                                                     \
+    }                                                                                         \
+    FASTLSM_API int fastlsm_beam_step_strided_##S(                                            \
+        const P *logits, const R *beam_scores, int64_t batch, int64_t beams, int64_t vocab,  \
+        int64_t num_candidates, R *cand_scores, int64_t *cand_tokens, int64_t *cand_beams,   \
+        int64_t row_stride)                                                                   \
+    {                                                                                         \
+        return beam_step_any("fastlsm_beam_step_strided_" #S, DT, logits, beam_scores,       \
+                             batch, beams, vocab, row_stride, num_candidates, cand_scores,    \
+                             cand_tokens, cand_beams);                                        \
     }
 
 FASTLSM_DTYPES_beam_step(BEAM_STEP_ENTRY)
@@ -423,29 +509,6 @@ FASTLSM_API fastlsm_sample_params fastlsm_sample_default_params(void)
     p.logit_bias_rows = 1;
     return p;
 }
-
-/* The range of each sampling parameter (the rules of fastlsm.sampling._params). */
-typedef struct {
-    const char *name, *array, *what;
-    int col;
-    double lo, hi;
-    int lo_open, hi_open;
-} param_rule;
-
-static const param_rule sample_rules[] = {
-    {"temperature", "temperatures", "finite and >= 0 (0 = greedy)", SAMPLE_P_T, 0, HUGE_VAL,
-     0, 1},
-    {"top_k", "top_ks", ">= 0 (0 = off)", SAMPLE_P_K, 0, HUGE_VAL, 0, 0},
-    {"top_p", "top_ps", "in (0, 1] (1 = off)", SAMPLE_P_P, 0, 1, 1, 0},
-    {"min_p", "min_ps", "in [0, 1] (0 = off)", SAMPLE_P_MINP, 0, 1, 0, 0},
-    {"typical_p", "typical_ps", "in (0, 1] (1 = off)", SAMPLE_P_TYP, 0, 1, 1, 0},
-    {"repetition_penalty", "repetition_penalties", "finite and > 0 (1 = off)", SAMPLE_P_REP,
-     0, HUGE_VAL, 1, 1},
-    {"frequency_penalty", "frequency_penalties", "finite (0 = off)", SAMPLE_P_FREQ, -HUGE_VAL,
-     HUGE_VAL, 1, 1},
-    {"presence_penalty", "presence_penalties", "finite (0 = off)", SAMPLE_P_PRES, -HUGE_VAL,
-     HUGE_VAL, 1, 1},
-};
 
 /* What both samplers hand their kernel, checked and converted from the caller's. */
 typedef struct {
@@ -514,35 +577,46 @@ static int sampler_setup(const char *fname, sampler *s, const fastlsm_sample_par
                         fname, (long long)(i / vocab), (long long)(i % vocab), b);
     }
     s->mask_words = p->token_bitmask ? (vocab + 31) / 32 : 0;
-    const size_t n = (size_t)(rows > 0 ? rows : 1);
+    const int64_t trows = rows > 0 ? rows : 1; /* no rows: the scalars are still checked */
+    const size_t n = (size_t)trows;
     s->table = malloc(n * SAMPLE_NPARAM * sizeof *s->table);
     s->seeds = malloc(n * sizeof *s->seeds);
     s->steps = malloc(n * sizeof *s->steps);
     s->ctr = malloc(n * sizeof *s->ctr);
     if (!s->table || !s->seeds || !s->steps || !s->ctr) return out_of_memory(fname);
-    const double scalar[] = {p->temperature, (double)p->top_k, p->top_p, p->min_p,
-                             p->typical_p, p->repetition_penalty, p->frequency_penalty,
-                             p->presence_penalty};
-    const double *array[] = {p->temperatures, NULL, p->top_ps, p->min_ps, p->typical_ps,
-                             p->repetition_penalties, p->frequency_penalties,
-                             p->presence_penalties};
-    for (size_t k = 0; k < sizeof sample_rules / sizeof *sample_rules; k++) {
-        const param_rule *r = &sample_rules[k];
-        const int per_row = k == 1 ? p->top_ks != NULL : array[k] != NULL;
-        for (int64_t i = 0; i < (per_row ? rows : 1); i++) {
-            double v = !per_row ? scalar[k] : k == 1 ? (double)p->top_ks[i] : array[k][i];
-            int ok = (r->lo_open ? v > r->lo : v >= r->lo) &&
-                     (r->hi_open ? v < r->hi : v <= r->hi);
-            if (!ok && per_row)
-                return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->%s must be %s, got %g "
-                            "(row %lld)", fname, r->array, r->what, v, (long long)i);
-            if (!ok)
-                return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->%s must be %s, got %g",
-                            fname, r->name, r->what, v);
+    double scalar[SAMPLE_NPARAM];
+    const double *array[SAMPLE_NPARAM];
+#define PARAM(col, value, values) (scalar[col] = (value), array[col] = (values))
+    PARAM(SAMPLE_P_T, p->temperature, p->temperatures);
+    PARAM(SAMPLE_P_K, (double)p->top_k, NULL);
+    PARAM(SAMPLE_P_P, p->top_p, p->top_ps);
+    PARAM(SAMPLE_P_MINP, p->min_p, p->min_ps);
+    PARAM(SAMPLE_P_TYP, p->typical_p, p->typical_ps);
+    PARAM(SAMPLE_P_REP, p->repetition_penalty, p->repetition_penalties);
+    PARAM(SAMPLE_P_FREQ, p->frequency_penalty, p->frequency_penalties);
+    PARAM(SAMPLE_P_PRES, p->presence_penalty, p->presence_penalties);
+#undef PARAM
+    for (int64_t i = 0; i < trows; i++)
+        for (int c = 0; c < SAMPLE_NPARAM; c++) {
+            const int per_row = c == SAMPLE_P_K ? p->top_ks != NULL : array[c] != NULL;
+            s->table[i * SAMPLE_NPARAM + c] =
+                !per_row ? scalar[c] : rows == 0 ? SAMPLE_NEUTRAL
+                : c == SAMPLE_P_K ? (double)p->top_ks[i] : array[c][i];
         }
-        for (int64_t i = 0; i < rows; i++)
-            s->table[i * SAMPLE_NPARAM + r->col] =
-                !per_row ? scalar[k] : k == 1 ? (double)p->top_ks[i] : array[k][i];
+    /* The ranges are checked by the kernel fastlsm.sample uses (sampling_params). */
+    void *check;
+    if ((st = begin(fname, K_sample_params, 0, 0, &check)) != 0) return st;
+    const int64_t bad = ((sample_params_fn)check)(s->table, trows);
+    if (bad >= 0) {
+        const int c = (int)(bad % SAMPLE_NPARAM);
+        const int per_row = c == SAMPLE_P_K ? p->top_ks != NULL : array[c] != NULL;
+        if (per_row)
+            return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->%s must be %s, got %g "
+                        "(row %lld)", fname, sample_param_names[c].array,
+                        sample_param_names[c].what, s->table[bad],
+                        (long long)(bad / SAMPLE_NPARAM));
+        return fail(FASTLSM_ERR_INVALID_ARGUMENT, "%s: params->%s must be %s, got %g", fname,
+                    sample_param_names[c].name, sample_param_names[c].what, s->table[bad]);
     }
     /* Philox key and counter: (seed[row], step[row]) with per-row seeds, (seed, step, row
      * index) with one seed, as fastlsm.sample. */
@@ -581,9 +655,9 @@ static int sample_any(const char *fname, int dt, int is32, const void *logits, i
                       void *id_logprobs)
 {
     sampler s;
-    int64_t n, r, *status = NULL, *own_lp_ids = NULL, *tok64 = NULL, *top64 = NULL;
+    int64_t n, r, stride, *status = NULL, *own_lp_ids = NULL, *tok64 = NULL, *top64 = NULL;
     const int64_t *ids = NULL;
-    void *fn, *own_lp = NULL;
+    void *fn, *own_lp = NULL, *packed = NULL;
     int st;
     CLEAR_ERROR();
     memset(&s, 0, sizeof s);
@@ -604,7 +678,9 @@ static int sample_any(const char *fname, int dt, int is32, const void *logits, i
         return fail(FASTLSM_ERR_NULL_POINTER, "%s: token_id_logprobs is NULL but "
                     "num_token_ids = %lld", fname, (long long)lp_cols);
     if (lp_cols == 0) lp_rows = 1;
-    if ((st = sampler_setup(fname, &s, params, history, is32, history_len, rows, vocab)))
+    if ((st = sampler_setup(fname, &s, params, history, is32, history_len, rows, vocab)) ||
+        (st = row_stride(fname, "params->row_stride", s.p.row_stride, 1, rows, vocab,
+                         dt_size(dt), &stride)))
         goto done;
     const int64_t nt = s.p.num_logprobs;
     if (nt > 0 && (!top_tokens || !top_logprobs)) {
@@ -615,7 +691,8 @@ static int sample_any(const char *fname, int dt, int is32, const void *logits, i
     if ((st = check_ids(fname, "logprob_token_ids", lp_ids, is32, lp_rows * lp_cols,
                         lp_cols ? lp_cols : 1, 0, vocab)) ||
         (st = as_i64(fname, lp_ids, is32, lp_rows * lp_cols, &ids, &own_lp_ids)) ||
-        (st = begin(fname, KID_sample(dt), rows > 1 ? n : 0, &fn)))
+        (st = begin(fname, KID_sample(dt), n, rows, &fn)) ||
+        (st = pack_rows(fname, &logits, &packed, rows, vocab, stride, dt_size(dt))))
         goto done;
     const size_t rn = (size_t)(rows > 0 ? rows : 1);
     status = malloc(rn * sizeof *status);
@@ -642,7 +719,7 @@ static int sample_any(const char *fname, int dt, int is32, const void *logits, i
     }
 done:
     sampler_free(&s);
-    free(status), free(own_lp_ids), free(tok64), free(top64), free(own_lp);
+    free(status), free(own_lp_ids), free(tok64), free(top64), free(own_lp), free(packed);
     return st;
 }
 
@@ -670,9 +747,9 @@ static int verify_any(const char *fname, int dt, int is32, const void *target_lo
                       void *tokens)
 {
     sampler s;
-    int64_t n, k1, r, *status = NULL, *own_draft = NULL, *out64 = NULL;
+    int64_t n, k1, r, stride, *status = NULL, *own_draft = NULL, *out64 = NULL;
     const int64_t *draft = NULL;
-    void *fn;
+    void *fn, *packed[2] = {NULL, NULL};
     int st;
     CLEAR_ERROR();
     memset(&s, 0, sizeof s);
@@ -690,10 +767,15 @@ static int verify_any(const char *fname, int dt, int is32, const void *target_lo
         return fail(FASTLSM_ERR_INVALID_SIZE, "%s: vocab = 0: there is no token to sample",
                     fname);
     if ((st = sampler_setup(fname, &s, params, history, is32, history_len, rows, vocab)) ||
+        (st = row_stride(fname, "params->row_stride", s.p.row_stride, 1, k1, vocab,
+                         dt_size(dt), &stride)) ||
         (st = check_ids(fname, "draft_tokens", draft_tokens, is32, rows * k, k ? k : 1, 0,
                         vocab)) ||
         (st = as_i64(fname, draft_tokens, is32, rows * k, &draft, &own_draft)) ||
-        (st = begin(fname, KID_verify_draft(dt), n, &fn)))
+        (st = begin(fname, KID_verify_draft(dt), n, rows, &fn)) ||
+        (st = pack_rows(fname, &target_logits, &packed[0], k1, vocab, stride, dt_size(dt))) ||
+        (st = pack_rows(fname, &draft_logits, &packed[1], rows * k, vocab, stride,
+                        dt_size(dt))))
         goto done;
     const size_t rn = (size_t)(rows > 0 ? rows : 1);
     status = malloc(rn * sizeof *status);
@@ -714,7 +796,7 @@ static int verify_any(const char *fname, int dt, int is32, const void *target_lo
     if (is32) narrow_ids(tokens, out64, rows * (k + 1));
 done:
     sampler_free(&s);
-    free(status), free(own_draft), free(out64);
+    free(status), free(own_draft), free(out64), free(packed[0]), free(packed[1]);
     return st;
 }
 
@@ -789,11 +871,11 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
                         (long long)id_at(ids, is32, i));
     void *pack_k, *layout_k, *init_k, *finalize_k, *ignored;
     const int adv_id = is_f64 ? K_beam_advance_f64 : K_beam_advance_f32;
-    if ((st = begin(fname, K_beam_pack_config, 0, &pack_k)) ||
-        (st = begin(fname, K_beam_layout, 0, &layout_k)) ||
-        (st = begin(fname, K_beam_init, 0, &init_k)) ||
-        (st = begin(fname, K_beam_finalize, 0, &finalize_k)) ||
-        (st = begin(fname, adv_id, 0, &ignored)))
+    if ((st = begin(fname, K_beam_pack_config, 0, 0, &pack_k)) ||
+        (st = begin(fname, K_beam_layout, 0, 0, &layout_k)) ||
+        (st = begin(fname, K_beam_init, 0, 0, &init_k)) ||
+        (st = begin(fname, K_beam_finalize, 0, 0, &finalize_k)) ||
+        (st = begin(fname, adv_id, 0, 0, &ignored)))
         return st;
 
     /* The configuration is checked and packed by the kernel Python uses (one place). */
@@ -871,8 +953,9 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
         if (rc != 0)
             CLEANUP(FASTLSM_ERR_INVALID_ARGUMENT, "%s: step %lld: the step callback returned "
                     "%d", fname, (long long)s, rc);
-        int64_t status = KCALL_beam_advance(is_f64, pick(adv_id, rows * vocab), cfg, cfg_len,
-                               fcfg, fstate, fsize, istate, isize, logits, rows, vocab);
+        int64_t status = KCALL_beam_advance(is_f64, pick(adv_id, rows * vocab, rows), cfg,
+                                            cfg_len, fcfg, fstate, fsize, istate, isize,
+                                            logits, rows, vocab);
         if (status == BEAM_DONE) break;
         if (status == BEAM_BAD_LOGITS) {
             int64_t r = istate[BEAM_ST_BAD_ROW];

@@ -17,9 +17,9 @@ generated, others need theirs in ``_capi.c``.
 Every parallel kernel is registered twice with the same C signature: ``<name>_par`` calls
 the family's parallel entry kernel (the very function the Python API calls; the C side sets
 the calling host thread's Numba thread count first, through the threading layer's
-``set_num_threads`` registered here), ``<name>_ser`` a serial copy of it
-(:func:`serial_copy`: the same Python function compiled with ``parallel=False``, so
-``prange`` runs as ``range`` over the same row functions; it never enters the Python
+``set_num_threads`` registered here), ``<name>_ser`` its serial copy, the kernel's
+``.serial`` (``_jit.kernel(parallel=True)``: the same Python function compiled with
+``parallel=False``, the one Python runs for one-thread problems; it never enters the Python
 runtime). Both give the same bits. The templates (:mod:`._templates`) name their kernel
 ``KERNEL``; each variant is a copy of a template whose ``KERNEL`` is bound to one kernel.
 
@@ -46,6 +46,7 @@ from .._kernels import beam as _beam
 from .._kernels import cross_entropy as _ce
 from .._kernels import normalize as _norm
 from .._kernels import sampling as _samp
+from .._kernels import sampling_params as _sp
 from .._kernels import sequence as _seq
 from .._kernels.decoder import config as _config
 from ._templates import (
@@ -63,8 +64,8 @@ from ._templates import (
     rows_out,
     rows_reduce,
     sample,
+    sample_check,
     sequence_logprobs,
-    serial_copy,
     verify_draft,
 )
 
@@ -107,6 +108,15 @@ class Entry(NamedTuple):
     cols), so a row-shaped entry point is this row plus its prototype in ``fastlsm.h``.
     Hand-written wrappers are instantiated once per dtype by the generated
     ``FASTLSM_DTYPES_<name>(X)`` (``X(S, P, R, DT)`` for each of ``dtypes``).
+
+    ``stride``: how the public entry points take a row stride (elements between the starts
+    of consecutive rows of every ``[rows, V]`` array of the call, ``>= V``: padded rows),
+    the one place this is decided: ``"arg"``, a ``_strided`` variant of each prototype with
+    a last argument ``int64_t row_stride`` (the prototypes are published: the ABI policy
+    forbids adding an argument to them), generated into ``fastlsm.h``
+    (:func:`strided_prototypes`); ``"options"`` / ``"params"``, the ``row_stride`` field of
+    the options / params struct (structs may grow, see the header's ABI policy); ``""``, no
+    rows.
     """
 
     name: str
@@ -116,6 +126,7 @@ class Entry(NamedTuple):
     public: tuple = ()
     dtypes: tuple = FLOATS
     wrap: str = ""
+    stride: str = ""
 
 
 _ROWS = "int64_t (const T *x, T *out, int64_t rows, int64_t cols)"
@@ -161,13 +172,13 @@ def _ids(*protos: str) -> tuple:
 ENTRIES = (
     Entry("log_softmax", _ROWS, rows_out, _norm.log_softmax_rows,
           ("int fastlsm_log_softmax_S(const P *x, P *out, int64_t rows, int64_t cols)",),
-          ALL, wrap="rows"),
+          ALL, wrap="rows", stride="arg"),
     Entry("softmax", _ROWS, rows_out, _norm.softmax_rows,
           ("int fastlsm_softmax_S(const P *x, P *out, int64_t rows, int64_t cols)",),
-          ALL, wrap="rows"),
+          ALL, wrap="rows", stride="arg"),
     Entry("logsumexp", _REDUCE, rows_reduce, _norm.logsumexp_rows,
           ("int fastlsm_logsumexp_S(const P *x, R *out, int64_t rows, int64_t cols)",),
-          ALL, wrap="rows"),
+          ALL, wrap="rows", stride="arg"),
     Entry("cross_entropy",
           f"int64_t (const T *logits, const int64_t *target, int64_t rows, int64_t cols, {_OPT}, "
           f"int64_t ignore_index, {_CE_OPTS}, {_CE_OUT})",
@@ -175,11 +186,11 @@ ENTRIES = (
           (("int fastlsm_cross_entropy_S(const P *logits, const int64_t *target, int64_t rows, "
            "int64_t cols, const R *class_weight, int64_t ignore_index, R label_smoothing, "
            "int reduction, R *loss, P *grad)"),
-           f"int fastlsm_cross_entropy_ex_S({_CE_API})"), ALL),
+           f"int fastlsm_cross_entropy_ex_S({_CE_API})"), ALL, stride="options"),
     Entry("cross_entropy_probs",
           f"int64_t (const T *logits, const R *target, int64_t rows, int64_t cols, {_OPT}, "
           f"{_CE_OPTS}, {_CE_OUT})",
-          cross_entropy_probs, _PROBS_KERNEL, (), ALL),
+          cross_entropy_probs, _PROBS_KERNEL, (), ALL, stride="options"),
     Entry("nll_loss",
           f"int64_t (const T *log_probs, const int64_t *target, int64_t rows, int64_t cols, "
           f"{_OPT}, int64_t ignore_index, {_LOSS}, R *loss, T *grad, int64_t grad_rows)",
@@ -187,13 +198,13 @@ ENTRIES = (
           (("int fastlsm_nll_loss_S(const P *log_probs, const void *target, int target_type, "
            "int64_t rows, int64_t cols, const R *class_weight, const R *token_weight, "
            "const R *grad_output, const fastlsm_cross_entropy_options *options, R *loss, "
-           "P *grad)"),), ALL),
+           "P *grad)"),), ALL, stride="options"),
     Entry("sequence_logprobs",
           "int64_t (const T *logits, const int64_t *tokens, const uint8_t *mask, "
           "int64_t has_mask, int64_t batch, int64_t steps, int64_t vocab, R *token_logprobs, "
           "int64_t has_token, R *seq_logprobs)",
           sequence_logprobs, _seq.sequence_logprobs_rows,
-          _ids(f"int fastlsm_sequence_logprobs_S({_SEQ_API})"), ALL),
+          _ids(f"int fastlsm_sequence_logprobs_S({_SEQ_API})"), ALL, stride="arg"),
     Entry("beam_step",
           "int64_t (const T *logits, const R *beam_scores, int64_t batch, int64_t beams, "
           "int64_t vocab, int64_t num_candidates, R *cand_scores, int64_t *cand_tokens, "
@@ -201,18 +212,22 @@ ENTRIES = (
           beam_step, _beam.beam_step_rows,
           (("int fastlsm_beam_step_S(const P *logits, const R *beam_scores, int64_t batch, "
            "int64_t beams, int64_t vocab, int64_t num_candidates, R *cand_scores, "
-           "int64_t *cand_tokens, int64_t *cand_beams)"),), ALL),
+           "int64_t *cand_tokens, int64_t *cand_beams)"),), ALL, stride="arg"),
     Entry("sample",
           f"int64_t (const T *x, int64_t rows, int64_t vocab, {_SAMPLE_IN}, int64_t raw, "
           "const int64_t *lp_ids, int64_t lp_rows, int64_t lp_cols, int64_t *tokens, "
           "R *logprobs, int64_t *top_tok, R *top_lp, int64_t num_top, R *id_lp, "
           "int64_t *status)",
-          sample, _samp.sample_rows, _ids(f"int fastlsm_sample_S({_SAMPLE_API})")),
+          sample, _samp.sample_rows, _ids(f"int fastlsm_sample_S({_SAMPLE_API})"), ALL,
+          stride="params"),
+    Entry("sample_params", "int64_t (const double *params, int64_t rows)", sample_check,
+          _sp.check_params, dtypes=()),
     Entry("verify_draft",
           "int64_t (const T *tl, const T *dl, int64_t has_draft, const int64_t *draft, "
           f"int64_t rows, int64_t k, int64_t vocab, {_SAMPLE_IN}, int64_t *num_acc, "
           "int64_t *out, int64_t *status)",
-          verify_draft, _samp.verify_rows, _ids(f"int fastlsm_verify_draft_S({_VERIFY_API})")),
+          verify_draft, _samp.verify_rows, _ids(f"int fastlsm_verify_draft_S({_VERIFY_API})"),
+          ALL, stride="params"),
     Entry("beam_pack_config",
           "int64_t (int64_t *cfg, int64_t cfg_len, double *fcfg, int64_t batch, "
           "int64_t prompt_len, int64_t vocab, int64_t num_beams, int64_t max_new_tokens, "
@@ -282,7 +297,7 @@ def variants():
             csig = _expand(e.csig, dt)
             if e.kernel.targetoptions.get("parallel"):
                 yield key + "_par", csig, bind(e.template, key + "_par", e.kernel)
-                yield key + "_ser", csig, bind(e.template, key + "_ser", serial_copy(e.kernel))
+                yield key + "_ser", csig, bind(e.template, key + "_ser", e.kernel.serial)
             else:
                 yield key + "_ser", csig, bind(e.template, key + "_ser", e.kernel)
 
@@ -293,7 +308,55 @@ def public_prototypes() -> list[str]:
     for e in ENTRIES:
         for proto in e.public:
             out += [_expand(proto, dt) for dt in e.dtypes]
-    return out
+    return out + strided_prototypes()
+
+
+def _strided(proto: str) -> str:
+    """The ``_strided`` variant of a prototype: ``name_S`` -> ``name_strided_S``, with a
+    last argument ``int64_t row_stride``."""
+    return re.sub(r"_S\(", "_strided_S(", proto)[:-1] + ", int64_t row_stride)"
+
+
+def strided_prototypes() -> list[str]:
+    """The ``_strided`` entry points (every entry with ``stride="arg"``, every dtype)."""
+    return [_expand(_strided(p), dt) for e in ENTRIES if e.stride == "arg" for p in e.public
+            for dt in e.dtypes]
+
+
+HEADER_BEGIN = "/* BEGIN generated by `python -m fastlsm.capi header --update`: do not edit */"
+HEADER_END = "/* END generated */"
+
+
+def _wrap(proto: str, width: int = 100) -> str:
+    """``FASTLSM_API <proto>;`` broken at commas, continuation lines under the ``(``."""
+    head, params = proto.split("(", 1)
+    lead = f"FASTLSM_API {head}("
+    lines, cur = [], lead
+    for i, p in enumerate(params.rstrip(")").split(", ")):
+        piece = p + (", " if i < params.count(", ") else ");")
+        if len(cur) + len(piece.rstrip()) > width and cur.strip() != lead.strip():
+            lines.append(cur.rstrip())
+            cur = " " * len(lead)
+        cur += piece
+    return "\n".join(lines + [cur])
+
+
+def header_block() -> str:
+    """The generated part of ``fastlsm.h``: the ``_strided`` prototypes, between
+    :data:`HEADER_BEGIN` and :data:`HEADER_END`."""
+    return "\n".join([HEADER_BEGIN, *(_wrap(p) for p in strided_prototypes()), HEADER_END])
+
+
+def update_header(path: str, write: bool) -> bool:
+    """Whether ``path``'s generated block is :func:`header_block`; ``write``: make it so."""
+    with open(path) as f:
+        text = f.read()
+    a, b = text.index(HEADER_BEGIN), text.index(HEADER_END) + len(HEADER_END)
+    new = text[:a] + header_block() + text[b:]
+    if write and new != text:
+        with open(path, "w") as f:
+            f.write(new)
+    return new == text
 
 
 _C_TYPES = {
@@ -341,10 +404,18 @@ def _dispatch(e: Entry) -> list[str]:
 
 
 def _constants() -> list[str]:
-    """``#define`` s the C wrappers share with the kernels (one source: the kernel modules)."""
+    """``#define`` s the C wrappers share with the kernels (one source: the kernel modules),
+    and each sampling parameter's names and range in words, by column (the messages of
+    :func:`fastlsm._kernels.sampling_params.check_params` results)."""
+    from ._build import c_string as c_str
+
     names = ("NPARAM", "P_T", "P_K", "P_P", "P_MINP", "P_TYP", "P_REP", "P_FREQ", "P_PRES",
              "OK", "NO_TOKEN", "BAD_VALUE")
-    return [f"#define SAMPLE_{n} {int(getattr(_samp, n))}" for n in names]
+    return [f"#define SAMPLE_{n} {int(getattr(_samp, n))}" for n in names] + [
+        f"#define SAMPLE_NEUTRAL {float(_sp.NEUTRAL)!r}",
+        "static const struct { const char *name, *array, *what; } sample_param_names[] = {"
+        + ", ".join(f"{{{c_str(n)}, {c_str(a)}, {c_str(w)}}}"
+                    for _, n, a, w in sorted(_sp.PARAMS)) + "};"]
 
 
 def c_table() -> str:
@@ -360,7 +431,8 @@ def c_table() -> str:
             keys.append(key)
             if e.wrap == "rows":
                 x, out = _param_types(_expand(e.public[0], dt))[:2]
-                wrappers.append(f"ROWS_ENTRY({e.name}, {dt.suffix}, {x}, {out})")
+                elementwise = int(e.template is rows_out)
+                wrappers.append(f"ROWS_ENTRY({e.name}, {dt.suffix}, {x}, {out}, {elementwise})")
             ret, params = re.fullmatch(r"(\w+) \((.*)\)", _expand(e.csig, dt)).groups()
             lines.append(f"typedef {ret} (*{key}_fn)({params});")
         if e.dtypes:

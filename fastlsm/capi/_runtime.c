@@ -14,8 +14,9 @@
  *      runs the init code (fastlsm__ready); each entry point's Numba @cfuncs are then
  *      compiled/loaded from the cache on its first use (load_entry -> fastlsm__load ->
  *      fastlsm__register), so a host pays only for the entry points it calls;
- *   3. call the serial entry point (one thread configured, or a small problem: no Python
- *      involved) or the parallel one (Numba's pool; takes the GIL briefly per launch);
+ *   3. call the serial entry point (one thread configured, a small problem or one row: no
+ *      Python involved) or the parallel one (Numba's pool; takes the GIL briefly per
+ *      launch): pick(), the Python API's rule;
  *   4. translate the kernel's result: the kernels check targets and tokens themselves and
  *      return the first bad index (checked once), which becomes FASTLSM_ERR_INVALID_TARGET
  *      with that position here.
@@ -338,12 +339,16 @@ static int checked_size(int64_t a, int64_t b, size_t elem, int64_t *out)
     return 0;
 }
 
-/* The entry point for a problem of `work` elements: the serial one for one thread or a
- * small problem, else the parallel one, after setting this host thread's team size. */
-static void *pick(int id, int64_t work)
+/* The entry point for a problem of `work` elements in `rows` rows, by the rule of the Python
+ * API (fastlsm._jit._threads_for): the serial one (the kernel's .serial copy) for one
+ * thread, a small problem (under g_serial_work elements: on a shared machine a preempted
+ * worker stalls the region for longer than the work takes) or fewer than two rows (each
+ * row goes to one thread: a second would only wait); else the parallel one, after setting
+ * this host thread's team size. */
+static void *pick(int id, int64_t work, int64_t rows)
 {
     int n = atomic_load_explicit(&g_num_threads, memory_order_relaxed);
-    if (n == 1 || work < g_serial_work || !entry_par[id]) return entry_ser[id];
+    if (n == 1 || work < g_serial_work || rows < 2 || !entry_par[id]) return entry_ser[id];
     g_set_threads(n);
     return entry_par[id];
 }

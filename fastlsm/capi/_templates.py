@@ -40,15 +40,6 @@ def bind(template, suffix: str, kernel):
     return g
 
 
-def serial_copy(dispatcher):
-    """A serial (``parallel=False``) compilation of a parallel entry kernel's Python function.
-
-    Its globals are the kernel module's, so it calls the same row functions with the same JIT
-    policy; its own qualified name gives it its own cache entry.
-    """
-    return _jit.kernel(_jit._serial_copy(dispatcher.py_func))
-
-
 # --------------------------------------------------------------------------- templates
 # Each takes exactly the arguments of its C signature (see ENTRIES). Sizes are checked in C
 # (rows >= 1 and products that fit in memory); optional arrays are (pointer, size) pairs,
@@ -163,7 +154,8 @@ def _beam_store(status, scores, tokens, beams, cand_scores, cand_tokens, cand_be
 
 def float_rows(x):
     """``x`` ``[N, C]`` as a float kernel reads it: 16-bit rows widened (exactly) into a
-    float32 copy, float32/float64 rows themselves (``fastlsm.beam_step`` does the same)."""
+    float32 copy, float32/float64 rows themselves (``fastlsm.beam_step``, ``fastlsm.sample``
+    and ``fastlsm.verify_draft`` do the same: ``fastlsm._dtypes.float_logits``)."""
     raise NotImplementedError("compiled only")
 
 
@@ -243,8 +235,8 @@ def sample(x, rows, vocab, bias, bias_rows, mask, mask_words, hist, hist_len, pa
     tk, lp = np.empty(rows, np.int64), np.empty(rows, np.float64)
     tt, tl = np.empty((rows, num_top), np.int64), np.empty((rows, num_top), np.float64)
     il = np.empty((rows, lp_cols), np.float64)
-    KERNEL(carray(x, (rows, vocab)), b, carray(mask, (rows, mask_words)), h, p, sd, sp, ct,
-           raw != 0, carray(lp_ids, (lp_rows, lp_cols)), tk, lp, tt, tl, il, st)
+    KERNEL(float_rows(carray(x, (rows, vocab))), b, carray(mask, (rows, mask_words)), h, p,
+           sd, sp, ct, raw != 0, carray(lp_ids, (lp_rows, lp_cols)), tk, lp, tt, tl, il, st)
     return _sample_store(_first_bad(st), tk, lp, tt, tl, il, tokens, logprobs, top_tok,
                          top_lp, id_lp)
 
@@ -268,10 +260,16 @@ def verify_draft(tl, dl, has_draft, draft, rows, k, vocab, bias, bias_rows, mask
                                          hist_len, params, seeds, steps, ctr)
     st = carray(status, (rows,))
     na, o = np.zeros(rows, np.int64), np.full((rows, k + 1), -1, np.int64)
-    KERNEL(carray(tl, (rows, k + 1, vocab)), carray(dl, (rows, k if has_draft else 0, vocab)),
+    kd = k if has_draft else 0
+    KERNEL(float_rows(carray(tl, (rows * (k + 1), vocab))).reshape((rows, k + 1, vocab)),
+           float_rows(carray(dl, (rows * kd, vocab))).reshape((rows, kd, vocab)),
            carray(draft, (rows, k)), b, carray(mask, (rows, k + 1, mask_words)), h, p, sd, sp,
            ct, na, o, st)
     return _verify_store(_first_bad(st), na, o, num_acc, out)
+
+
+def sample_check(params, rows):
+    return KERNEL(carray(params, (rows, _samp.NPARAM)))
 
 
 # The decoder (fastlsm_beam_search_*) drives the state machine of fastlsm.beam_search:

@@ -335,9 +335,8 @@ FASTLSM_API int fastlsm_beam_search_i32_f64(const fastlsm_beam_search_config *co
                                             int64_t *out_width);
 
 /* ------------------------------------------------------------------ 16-bit data
- * Every entry point above except the beam-search decoder and the samplers has _bf16 and
- * _f16 variants taking 16-bit logits as `const uint16_t *`, each element the bits of one
- * value:
+ * Every entry point above except the beam-search decoder has _bf16 and _f16 variants taking
+ * 16-bit logits as `const uint16_t *`, each element the bits of one value:
  *   _f16:  IEEE 754 binary16 (sign 1, exponent 5, fraction 10 bits; subnormals, +-inf,
  *          NaN, largest finite 65504), C23 _Float16 / __fp16 / numpy.float16 bits;
  *   _bf16: bfloat16, the top 16 bits of an IEEE binary32 float (sign 1, exponent 8,
@@ -470,6 +469,11 @@ typedef struct fastlsm_sample_params {
     const int32_t *token_bitmask; /* [rows, ceil(vocab / 32)] (verify_draft: [rows, k + 1,
                                      ceil(vocab / 32)]): bit j % 32 of word j / 32 set = token
                                      j allowed (xgrammar / llguidance layout) */
+    /* (Structs from older headers end before this field: it is then 0.) */
+    int64_t row_stride;           /* elements between the starts of consecutive logits rows
+                                     (of vocab elements; verify_draft: of target_logits and
+                                     draft_logits alike): 0 (default) = vocab, packed; larger
+                                     for padded rows (packed into a scratch buffer first) */
 } fastlsm_sample_params;
 
 FASTLSM_API fastlsm_sample_params fastlsm_sample_default_params(void);
@@ -542,6 +546,166 @@ FASTLSM_API int fastlsm_verify_draft_i32_f64(const double *target_logits,
                                              const fastlsm_sample_params *params,
                                              const int32_t *history, int64_t history_len,
                                              int64_t *num_accepted, int32_t *tokens);
+
+/* The same over 16-bit logits (see "16-bit data"): logprobs are float. */
+FASTLSM_API int fastlsm_sample_bf16(const uint16_t *logits, int64_t rows, int64_t vocab,
+                                    const fastlsm_sample_params *params,
+                                    const int64_t *history, int64_t history_len,
+                                    const int64_t *logprob_token_ids, int64_t token_ids_rows,
+                                    int64_t num_token_ids, int64_t *tokens, float *logprobs,
+                                    int64_t *top_tokens, float *top_logprobs,
+                                    float *token_id_logprobs);
+FASTLSM_API int fastlsm_sample_f16(const uint16_t *logits, int64_t rows, int64_t vocab,
+                                   const fastlsm_sample_params *params, const int64_t *history,
+                                   int64_t history_len, const int64_t *logprob_token_ids,
+                                   int64_t token_ids_rows, int64_t num_token_ids,
+                                   int64_t *tokens, float *logprobs, int64_t *top_tokens,
+                                   float *top_logprobs, float *token_id_logprobs);
+FASTLSM_API int fastlsm_sample_i32_bf16(const uint16_t *logits, int64_t rows, int64_t vocab,
+                                        const fastlsm_sample_params *params,
+                                        const int32_t *history, int64_t history_len,
+                                        const int32_t *logprob_token_ids,
+                                        int64_t token_ids_rows, int64_t num_token_ids,
+                                        int32_t *tokens, float *logprobs, int32_t *top_tokens,
+                                        float *top_logprobs, float *token_id_logprobs);
+FASTLSM_API int fastlsm_sample_i32_f16(const uint16_t *logits, int64_t rows, int64_t vocab,
+                                       const fastlsm_sample_params *params,
+                                       const int32_t *history, int64_t history_len,
+                                       const int32_t *logprob_token_ids, int64_t token_ids_rows,
+                                       int64_t num_token_ids, int32_t *tokens, float *logprobs,
+                                       int32_t *top_tokens, float *top_logprobs,
+                                       float *token_id_logprobs);
+FASTLSM_API int fastlsm_verify_draft_bf16(const uint16_t *target_logits,
+                                          const uint16_t *draft_logits,
+                                          const int64_t *draft_tokens, int64_t rows, int64_t k,
+                                          int64_t vocab, const fastlsm_sample_params *params,
+                                          const int64_t *history, int64_t history_len,
+                                          int64_t *num_accepted, int64_t *tokens);
+FASTLSM_API int fastlsm_verify_draft_f16(const uint16_t *target_logits,
+                                         const uint16_t *draft_logits,
+                                         const int64_t *draft_tokens, int64_t rows, int64_t k,
+                                         int64_t vocab, const fastlsm_sample_params *params,
+                                         const int64_t *history, int64_t history_len,
+                                         int64_t *num_accepted, int64_t *tokens);
+FASTLSM_API int fastlsm_verify_draft_i32_bf16(const uint16_t *target_logits,
+                                              const uint16_t *draft_logits,
+                                              const int32_t *draft_tokens, int64_t rows,
+                                              int64_t k, int64_t vocab,
+                                              const fastlsm_sample_params *params,
+                                              const int32_t *history, int64_t history_len,
+                                              int64_t *num_accepted, int32_t *tokens);
+FASTLSM_API int fastlsm_verify_draft_i32_f16(const uint16_t *target_logits,
+                                             const uint16_t *draft_logits,
+                                             const int32_t *draft_tokens, int64_t rows,
+                                             int64_t k, int64_t vocab,
+                                             const fastlsm_sample_params *params,
+                                             const int32_t *history, int64_t history_len,
+                                             int64_t *num_accepted, int32_t *tokens);
+
+/* ------------------------------------------------------------------ padded rows
+ * Every entry point over rows of V elements (V = cols or vocab) reads them row_stride
+ * elements apart (>= V; the elements in between are never read, nor written in outputs):
+ * - cross-entropy and NLL: fastlsm_cross_entropy_options.row_stride (logits, probability
+ *   targets and grad); sampling and draft verification: fastlsm_sample_params.row_stride
+ *   (0 = packed, the default);
+ * - the others: the fastlsm_<name>_strided_<dtype> variants below, each the entry point
+ *   without _strided plus a last argument row_stride (the published prototypes never
+ *   change: ABI policy). For log_softmax / softmax, x and out have the same stride (out may
+ *   equal x); logsumexp's out and the other outputs stay packed. sequence_logprobs: rows
+ *   are the [batch, steps] positions; beam_step: the [batch, beams] beams.
+ * Padded rows are packed into a scratch buffer first (one copy), so results are those of
+ * the packed call, bit for bit. */
+
+/* BEGIN generated by `python -m fastlsm.capi header --update`: do not edit */
+FASTLSM_API int fastlsm_log_softmax_strided_f32(const float *x, float *out, int64_t rows,
+                                                int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_log_softmax_strided_f64(const double *x, double *out, int64_t rows,
+                                                int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_log_softmax_strided_bf16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                                 int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_log_softmax_strided_f16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                                int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_softmax_strided_f32(const float *x, float *out, int64_t rows, int64_t cols,
+                                            int64_t row_stride);
+FASTLSM_API int fastlsm_softmax_strided_f64(const double *x, double *out, int64_t rows,
+                                            int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_softmax_strided_bf16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                             int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_softmax_strided_f16(const uint16_t *x, uint16_t *out, int64_t rows,
+                                            int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_logsumexp_strided_f32(const float *x, float *out, int64_t rows,
+                                              int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_logsumexp_strided_f64(const double *x, double *out, int64_t rows,
+                                              int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_logsumexp_strided_bf16(const uint16_t *x, float *out, int64_t rows,
+                                               int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_logsumexp_strided_f16(const uint16_t *x, float *out, int64_t rows,
+                                              int64_t cols, int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_strided_f32(const float *logits, const int64_t *tokens,
+                                                      const uint8_t *mask, int64_t batch,
+                                                      int64_t steps, int64_t vocab,
+                                                      float *token_logprobs, float *seq_logprobs,
+                                                      int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_strided_f64(const double *logits, const int64_t *tokens,
+                                                      const uint8_t *mask, int64_t batch,
+                                                      int64_t steps, int64_t vocab,
+                                                      double *token_logprobs, double *seq_logprobs,
+                                                      int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_strided_bf16(const uint16_t *logits,
+                                                       const int64_t *tokens, const uint8_t *mask,
+                                                       int64_t batch, int64_t steps, int64_t vocab,
+                                                       float *token_logprobs, float *seq_logprobs,
+                                                       int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_strided_f16(const uint16_t *logits, const int64_t *tokens,
+                                                      const uint8_t *mask, int64_t batch,
+                                                      int64_t steps, int64_t vocab,
+                                                      float *token_logprobs, float *seq_logprobs,
+                                                      int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_strided_f32(const float *logits,
+                                                          const int32_t *tokens,
+                                                          const uint8_t *mask, int64_t batch,
+                                                          int64_t steps, int64_t vocab,
+                                                          float *token_logprobs,
+                                                          float *seq_logprobs, int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_strided_f64(const double *logits,
+                                                          const int32_t *tokens,
+                                                          const uint8_t *mask, int64_t batch,
+                                                          int64_t steps, int64_t vocab,
+                                                          double *token_logprobs,
+                                                          double *seq_logprobs, int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_strided_bf16(const uint16_t *logits,
+                                                           const int32_t *tokens,
+                                                           const uint8_t *mask, int64_t batch,
+                                                           int64_t steps, int64_t vocab,
+                                                           float *token_logprobs,
+                                                           float *seq_logprobs, int64_t row_stride);
+FASTLSM_API int fastlsm_sequence_logprobs_i32_strided_f16(const uint16_t *logits,
+                                                          const int32_t *tokens,
+                                                          const uint8_t *mask, int64_t batch,
+                                                          int64_t steps, int64_t vocab,
+                                                          float *token_logprobs,
+                                                          float *seq_logprobs, int64_t row_stride);
+FASTLSM_API int fastlsm_beam_step_strided_f32(const float *logits, const float *beam_scores,
+                                              int64_t batch, int64_t beams, int64_t vocab,
+                                              int64_t num_candidates, float *cand_scores,
+                                              int64_t *cand_tokens, int64_t *cand_beams,
+                                              int64_t row_stride);
+FASTLSM_API int fastlsm_beam_step_strided_f64(const double *logits, const double *beam_scores,
+                                              int64_t batch, int64_t beams, int64_t vocab,
+                                              int64_t num_candidates, double *cand_scores,
+                                              int64_t *cand_tokens, int64_t *cand_beams,
+                                              int64_t row_stride);
+FASTLSM_API int fastlsm_beam_step_strided_bf16(const uint16_t *logits, const float *beam_scores,
+                                               int64_t batch, int64_t beams, int64_t vocab,
+                                               int64_t num_candidates, float *cand_scores,
+                                               int64_t *cand_tokens, int64_t *cand_beams,
+                                               int64_t row_stride);
+FASTLSM_API int fastlsm_beam_step_strided_f16(const uint16_t *logits, const float *beam_scores,
+                                              int64_t batch, int64_t beams, int64_t vocab,
+                                              int64_t num_candidates, float *cand_scores,
+                                              int64_t *cand_tokens, int64_t *cand_beams,
+                                              int64_t row_stride);
+/* END generated */
 
 #ifdef __cplusplus
 }
