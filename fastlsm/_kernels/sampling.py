@@ -129,11 +129,12 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
         work = np.empty(nv if buffered else 0, x.dtype)  # only rows that need it
+        er = np.empty(nv, x.dtype)  # the masses of the row (filters.fill_masses)
         counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         st = np.empty(NSTATE, np.float64)
-        eb = np.empty(CHUNK, np.float64)
+        eb = np.empty(CHUNK, x.dtype)  # chunk masses: values of the row's precision
         kb = np.empty(CHUNK, np.int32)
         lv = np.empty(LIST_CAP, x.dtype)  # candidate list in the row's dtype
         li = np.empty(LIST_CAP, np.int64)
@@ -144,10 +145,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
             if needs_buffer(bi, mi, hist.shape[1], p):
                 materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
                 r = work
-                s = row_state(r, p, st, cnt, mass, eb, kb, lv, li)
+                s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(r, st, u, eb, kb, lv, li)
+                    tok = choose(r, er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     if raw:
                         logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
@@ -156,10 +157,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                         logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
                                         top_lp, id_lp)
             else:
-                s = row_state(x[i], p, st, cnt, mass, eb, kb, lv, li)
+                s = row_state(x[i], er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(x[i], st, u, eb, kb, lv, li)
+                    tok = choose(x[i], er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
                                     top_lp, id_lp)
@@ -175,7 +176,7 @@ def draft_prob(rd, st_d, has_draft, tok, j):
 
 
 @kernel
-def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
+def residual_pick(rt, er, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
     """A token from ``max(0, p - q)`` normalized (``q`` from :func:`draft_prob`); from ``p``
     when the residual has no mass (``p == q`` up to rounding)."""
     s_t = frozen(st_t)
@@ -185,7 +186,7 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
         q = draft_prob(rd, s_d, has_draft, tok, j)
         total += max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
     if not total > 0.0:
-        return choose(rt, st_t, u, eb, kb, lv, li)
+        return choose(rt, er, st_t, u, eb, kb, lv, li)
     target = u * total
     acc = 0.0
     last = -1
@@ -201,23 +202,23 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
 
 
 @kernel
-def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb, lv,
-                  li):
+def processed_row(x, work, er, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb,
+                  lv, li):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
         materialize(x, work, bias, mask, hist, draft, i, p, counts)
-        return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
+        return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
-    return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
+    return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
 
 
 @kernel
 def _distribution_scratch(nv):
-    """Per-block scratch of one processed distribution: its float64 row, row state and
-    candidate list (values, ids)."""
-    return (np.empty(nv, np.float64), np.empty(NSTATE, np.float64),
+    """Per-block scratch of one processed distribution: its float64 row, masses, row state
+    and candidate list (values, ids)."""
+    return (np.empty(nv, np.float64), np.empty(nv, np.float64), np.empty(NSTATE, np.float64),
             np.empty(LIST_CAP, np.float64), np.empty(LIST_CAP, np.int64))
 
 
@@ -242,8 +243,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
     nchunk = row_chunks(nb)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        wt, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
-        wd, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
+        wt, et, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
+        wd, ed, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
         counts = np.zeros(nv, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
@@ -258,18 +259,18 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
             acc_n = nk
             for i in range(nk + 1):
                 mi = mask[b, i]
-                rt, s = processed_row(tl[b, i], wt, bi, mi, hist[b], draft[b], i, p, counts,
+                rt, s = processed_row(tl[b, i], wt, et, bi, mi, hist[b], draft[b], i, p, counts,
                                       st_t, cnt, mass, eb, kb, lv_t, li_t)
                 if s != OK:
                     break
                 if i == nk:
                     u = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * nk))
-                    out[b, i] = choose(rt, st_t, u, eb, kb, lv_t, li_t)
+                    out[b, i] = choose(rt, et, st_t, u, eb, kb, lv_t, li_t)
                     break
                 tok = draft[b, i]
                 q = 1.0
                 if has_draft:
-                    _rd, s = processed_row(dl[b, i], wd, bi, mi, hist[b], draft[b], i, p,
+                    _rd, s = processed_row(dl[b, i], wd, ed, bi, mi, hist[b], draft[b], i, p,
                                            counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
                     if s != OK:
                         break
@@ -286,7 +287,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 if st_t[S_T] == 0.0:
                     out[b, i] = np.int64(st_t[S_ARG])
                 else:
-                    out[b, i] = residual_pick(rt, st_t, wd, st_d, has_draft, tok, u2, eb,
+                    out[b, i] = residual_pick(rt, et, st_t, wd, st_d, has_draft, tok, u2, eb,
                                               kb, lv_t, li_t)
                 acc_n = i
                 break
