@@ -56,33 +56,73 @@ from .select import NB, SCALE, bucket, crossing, push_top, sort_asc, sort_desc
 
 
 @kernel
-def histogram(r, er, st, typical, cnt, mass, eb, kb):
-    """Counts and masses ``exp(d)`` of the kept tokens per bucket of their key."""
+def histogram(r, er, st, typical, counting, cnt, mass, eb, kb):
+    """Masses ``exp(d)`` of the kept tokens per bucket of their key, and their counts if
+    ``counting`` (a scatter costs about a cycle per token and array: top-p counts only the
+    bucket it gathers, :func:`gather`)."""
     cnt[:] = 0
     mass[:] = 0.0
     s = frozen(st)
     for c0 in range(0, r.size, CHUNK):
         n = min(CHUNK, r.size - c0)
         chunk_pass(r, er, c0, s, typical, eb[:n], kb[:n])
-        for j in range(n):
-            b = kb[j]
-            if b >= 0:
-                cnt[b] += 1
-                mass[b] += eb[j]
+        if counting:
+            for j in range(n):
+                b = kb[j]
+                if b >= 0:
+                    cnt[b] += 1
+                    mass[b] += eb[j]
+        else:
+            for j in range(n):
+                b = kb[j]
+                if b >= 0:
+                    mass[b] += eb[j]
+
+
+@kernel
+def _range_pass(r, er, s, b, lo, hi, vals, ids):
+    """The kept tokens of bucket ``b`` (descending-probability key) among the logits in
+    ``[lo, hi]``, in id order, into ``vals/ids`` while they have room; returns how many there
+    are. Blocks with no logit in the range (one vectorized test in the row's precision:
+    ``lo``/``hi`` carry a padding far wider than its rounding) are skipped."""
+    proto = r[0]
+    lo_r = like(proto, lo)
+    hi_r = like(proto, hi)
+    i = 0
+    for c0 in range(0, r.size, BLOCK):
+        seg = r[c0 : c0 + BLOCK]
+        hit = 0
+        for jj in range(seg.size):
+            hit += np.int32((seg[jj] >= lo_r) & (seg[jj] <= hi_r))
+        if not hit:
+            continue
+        for jj in range(seg.size):
+            v = load(seg, jj)
+            j = c0 + jj
+            if v >= lo and v <= hi:
+                d = shifted(v, s, proto)
+                e = np.float64(er[j])
+                if kept_e(v, j, d, e, s) and bucket(min(-d, NB)) == b:
+                    if i < vals.size:
+                        vals[i] = v
+                        ids[i] = j
+                    i += 1
+    return i
 
 
 @kernel
 def gather(r, er, st, typical, b, n, eb, kb):
-    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b``.
+    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b`` (``n < 0``: not
+    counted yet; descending-probability key only).
 
-    For the descending-probability key the bucket is a range of logits: a plain compare
-    loop finds the tokens in that range (widened by a relative 1e-6 against rounding), and
+    For the descending-probability key the bucket is a range of logits: a compare pass
+    finds the tokens in that range (widened by a relative 1e-6 against rounding), and
     only those get the exact bucket test."""
-    vals = np.empty(n, np.float64)
-    ids = np.empty(n, np.int64)
-    i = 0
     s = frozen(st)
     if typical:
+        vals = np.empty(n, np.float64)
+        ids = np.empty(n, np.int64)
+        i = 0
         for c0 in range(0, r.size, CHUNK):
             m = min(CHUNK, r.size - c0)
             chunk_pass(r, er, c0, s, typical, eb[:m], kb[:m])
@@ -98,25 +138,15 @@ def gather(r, er, st, typical, b, n, eb, kb):
     pad = 1e-6 * (abs(st[S_M]) + abs(hi) + t)
     hi += pad
     lo -= pad
-    proto = r[0]
-    for c0 in range(0, r.size, BLOCK):
-        seg = r[c0 : c0 + BLOCK]
-        hit = 0
-        for jj in range(seg.size):
-            v = load(seg, jj)
-            hit |= np.int64((v >= lo) & (v <= hi))
-        if not hit:
-            continue
-        for jj in range(seg.size):
-            v = load(seg, jj)
-            j = c0 + jj
-            if v >= lo and v <= hi:
-                d = shifted(v, s, proto)
-                e = np.float64(er[j])
-                if kept_e(v, j, d, e, s) and bucket(min(-d, NB)) == b and i < n:
-                    vals[i] = v
-                    ids[i] = j
-                    i += 1
+    if n < 0:  # one pass into a list of LIST_CAP, a second only when the bucket is larger
+        vals = np.empty(LIST_CAP, np.float64)
+        ids = np.empty(LIST_CAP, np.int64)
+        n = _range_pass(r, er, s, b, lo, hi, vals, ids)
+        if n <= LIST_CAP:
+            return vals[:n], ids[:n]
+    vals = np.empty(n, np.float64)
+    ids = np.empty(n, np.int64)
+    _range_pass(r, er, s, b, lo, hi, vals, ids)
     return vals, ids
 
 
@@ -124,7 +154,7 @@ def gather(r, er, st, typical, b, n, eb, kb):
 def apply_top_k(r, er, st, k, cnt, mass, eb, kb):
     """Keep the tokens at least as large as the k-th largest (HF: all ties kept); returns
     the kept mass (bucket order)."""
-    histogram(r, er, st, False, cnt, mass, eb, kb)
+    histogram(r, er, st, False, True, cnt, mass, eb, kb)
     b, before = crossing(cnt, np.float64(k))
     if b < 0:  # fewer than k tokens allowed: nothing to remove
         st[S_NL] = cnt.sum()
@@ -150,12 +180,12 @@ def apply_top_p(r, er, st, top_p, cnt, mass, eb, kb):
     """Keep the tokens whose mass strictly above them (descending probability, equal values
     by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always.
     Returns the kept mass (bucket order, then the bucket of the cut in sorted order)."""
-    histogram(r, er, st, False, cnt, mass, eb, kb)
+    histogram(r, er, st, False, False, cnt, mass, eb, kb)
     target = top_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:
         return mass.sum()
-    vals, ids = gather(r, er, st, False, b, cnt[b], eb, kb)
+    vals, ids = gather(r, er, st, False, b, -1, eb, kb)
     order = np.empty(vals.size, np.int64)
     sort_desc(vals, ids, vals.size, order)
     acc = before
@@ -186,7 +216,7 @@ def apply_typical(r, er, st, mass_p, cnt, mass, eb, kb):
             z += e
             zd += e * d
     st[S_C] = zd / z
-    histogram(r, er, st, True, cnt, mass, eb, kb)
+    histogram(r, er, st, True, True, cnt, mass, eb, kb)
     target = mass_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:  # rounding: HF's clamp to the last position keeps everything

@@ -227,6 +227,16 @@ def chunk_pass(r, er, c0, st, typical, eb, kb):
 
 
 @kernel
+def total_mass(er):
+    """``sum(er)``: chunk sums (``block_sum``) added with Neumaier's compensation."""
+    z = 0.0
+    comp = 0.0
+    for c0 in range(0, er.size, CHUNK):
+        z, comp = neumaier_add(z, comp, block_sum(er[c0 : c0 + CHUNK]))
+    return neumaier_result(z, comp)
+
+
+@kernel
 def kept_mass(r, er, st, eb, kb):
     """``sum(exp(d))`` over the kept tokens: chunk sums (``block_sum``, fixed order) added
     with Neumaier's compensation, in id order (the order of :func:`pick`)."""

@@ -30,8 +30,9 @@ from numba import prange
 
 from .._jit import kernel
 from .filters import choose, row_state
+from .math import flog, like
 from .philox import uniform
-from .rows import chunk_rows, row_chunks, row_lse, row_max
+from .rows import chunk_rows, row_chunks, row_lse, row_max, row_shifted_sumexp
 from .rowstate import (  # noqa: F401  (the parameter columns and statuses are the ABI)
     BAD_VALUE,
     CHUNK,
@@ -49,6 +50,9 @@ from .rowstate import (  # noqa: F401  (the parameter columns and statuses are t
     P_T,
     P_TYP,
     S_ARG,
+    S_IT,
+    S_M,
+    S_NL,
     S_T,
     frozen,
     kept,
@@ -57,6 +61,7 @@ from .rowstate import (  # noqa: F401  (the parameter columns and statuses are t
     needs_buffer,
     prob,
     processed_logprob,
+    total_mass,
 )
 from .select import NB, push_top
 
@@ -87,11 +92,25 @@ def top_n(src, st, raw, vals, ids):
 
 
 @kernel
-def logprob_outputs(src, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp):
+def raw_lse(x, er, st):
+    """log-sum-exp of the logits row ``x`` that is itself the processed row of ``st``: its
+    maximum is known, and at temperature 1 with the masses ``er`` filled (row mode) the
+    sum is theirs (the same terms as ``row_lse``'s, summed in chunks): no pass over ``x``."""
+    m = st[S_M]
+    if st[S_T] > 0.0 and st[S_NL] == 0.0 and st[S_IT] == 1.0:
+        return flog(total_mass(er)) + m
+    return flog(row_shifted_sumexp(x, like(x, m), x[:0])) + m
+
+
+@kernel
+def logprob_outputs(src, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp):
     """Chosen, top-N and requested log-probabilities of row ``i``. ``raw``: ``src`` is the
-    logits row, under ``log_softmax``; else ``src`` is the processed row, under the kept
-    distribution of ``st``."""
-    lse = row_lse(src, src[:0]) if raw else 0.0
+    logits row, under ``log_softmax`` (``lse`` its log-sum-exp, NaN: computed here); else
+    ``src`` is the processed row, under the kept distribution of ``st``."""
+    if raw and lse != lse:
+        lse = row_lse(src, src[:0])
+    if not raw:
+        lse = 0.0
     nt = top_tok.shape[1]
     row = lp_ids[min(i, lp_ids.shape[0] - 1)]
     vals = np.empty(nt, np.float64)
@@ -151,10 +170,10 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                     tok = choose(r, er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     if raw:
-                        logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
-                                        top_lp, id_lp)
+                        logprob_outputs(x[i], st, raw, np.nan, tok, i, logprobs, lp_ids,
+                                        top_tok, top_lp, id_lp)
                     else:
-                        logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
+                        logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok,
                                         top_lp, id_lp)
             else:
                 s = row_state(x[i], er, p, st, cnt, mass, eb, kb, lv, li)
@@ -162,7 +181,8 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
                     tok = choose(x[i], er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
-                    logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
+                    lse = raw_lse(x[i], er, st) if raw else 0.0
+                    logprob_outputs(x[i], st, raw, lse, tok, i, logprobs, lp_ids, top_tok,
                                     top_lp, id_lp)
             status[i] = s
 
