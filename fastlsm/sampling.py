@@ -343,10 +343,9 @@ presence_penalty : scalar or array [B]
     id_lp = np.empty((nb, ids.shape[1]), np.float64)
     status = np.zeros(nb, np.int64)
     if nb:
-        _jit.use_threads(x2.size, nb)  # one row: one thread
-        _k.sample_rows(x2, bias, mask, hist, params, seeds, steps, ctr,
-                       logprobs_mode == "raw", ids, tokens, logprobs, top_tok, top_lp, id_lp,
-                       status)
+        run = _jit.launch(_k.sample_rows, x2.size, nb)  # one row: the serial copy
+        run(x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
+            tokens, logprobs, top_tok, top_lp, id_lp, status)
         _raise_status(status, lambda i: "logits" if single else f"row {i} of logits")
     dt = x.dtype
     out = SampleOutput(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import kernel
-from .math import flog
-from .rows import row_max
+from .math import flog, like
 from .rowstate import (
     BAD_VALUE,
+    BLOCK,
     CHUNK,
     LIST_CAP,
     NO_TOKEN,
@@ -39,12 +39,15 @@ from .rowstate import (
     S_TIE,
     S_Z,
     chunk_pass,
+    fill_masses,
+    first_equal,
     frozen,
     kept,
     kept_e,
     kept_mass,
     load,
     pick,
+    scan,
     shifted,
     token_mass,
     typical_key,
@@ -53,36 +56,76 @@ from .select import NB, SCALE, bucket, crossing, push_top, sort_asc, sort_desc
 
 
 @kernel
-def histogram(r, st, typical, cnt, mass, eb, kb):
-    """Counts and masses ``exp(d)`` of the kept tokens per bucket of their key."""
+def histogram(r, er, st, typical, counting, cnt, mass, eb, kb):
+    """Masses ``exp(d)`` of the kept tokens per bucket of their key, and their counts if
+    ``counting`` (a scatter costs about a cycle per token and array: top-p counts only the
+    bucket it gathers, :func:`gather`)."""
     cnt[:] = 0
     mass[:] = 0.0
     s = frozen(st)
     for c0 in range(0, r.size, CHUNK):
         n = min(CHUNK, r.size - c0)
-        chunk_pass(r, c0, s, typical, eb[:n], kb[:n])
-        for j in range(n):
-            b = kb[j]
-            if b >= 0:
-                cnt[b] += 1
-                mass[b] += eb[j]
+        chunk_pass(r, er, c0, s, typical, eb[:n], kb[:n])
+        if counting:
+            for j in range(n):
+                b = kb[j]
+                if b >= 0:
+                    cnt[b] += 1
+                    mass[b] += eb[j]
+        else:
+            for j in range(n):
+                b = kb[j]
+                if b >= 0:
+                    mass[b] += eb[j]
 
 
 @kernel
-def gather(r, st, typical, b, n, eb, kb):
-    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b``.
-
-    For the descending-probability key the bucket is a range of logits: a plain compare
-    loop finds the tokens in that range (widened by a relative 1e-6 against rounding), and
-    only those get the exact bucket test."""
-    vals = np.empty(n, np.float64)
-    ids = np.empty(n, np.int64)
+def _range_pass(r, er, s, b, lo, hi, vals, ids):
+    """The kept tokens of bucket ``b`` (descending-probability key) among the logits in
+    ``[lo, hi]``, in id order, into ``vals/ids`` while they have room; returns how many there
+    are. Blocks with no logit in the range (one vectorized test in the row's precision:
+    ``lo``/``hi`` carry a padding far wider than its rounding) are skipped."""
+    proto = r[0]
+    lo_r = like(proto, lo)
+    hi_r = like(proto, hi)
     i = 0
+    for c0 in range(0, r.size, BLOCK):
+        seg = r[c0 : c0 + BLOCK]
+        hit = 0
+        for jj in range(seg.size):
+            hit += np.int32((seg[jj] >= lo_r) & (seg[jj] <= hi_r))
+        if not hit:
+            continue
+        for jj in range(seg.size):
+            v = load(seg, jj)
+            j = c0 + jj
+            if v >= lo and v <= hi:
+                d = shifted(v, s, proto)
+                e = np.float64(er[j])
+                if kept_e(v, j, d, e, s) and bucket(min(-d, NB)) == b:
+                    if i < vals.size:
+                        vals[i] = v
+                        ids[i] = j
+                    i += 1
+    return i
+
+
+@kernel
+def gather(r, er, st, typical, b, n, eb, kb):
+    """Values and ids (in id order) of the ``n`` kept tokens in bucket ``b`` (``n < 0``: not
+    counted yet; descending-probability key only).
+
+    For the descending-probability key the bucket is a range of logits: a compare pass
+    finds the tokens in that range (widened by a relative 1e-6 against rounding), and
+    only those get the exact bucket test."""
     s = frozen(st)
     if typical:
+        vals = np.empty(n, np.float64)
+        ids = np.empty(n, np.int64)
+        i = 0
         for c0 in range(0, r.size, CHUNK):
             m = min(CHUNK, r.size - c0)
-            chunk_pass(r, c0, s, typical, eb[:m], kb[:m])
+            chunk_pass(r, er, c0, s, typical, eb[:m], kb[:m])
             for j in range(m):
                 if kb[j] == b and i < n:
                     vals[i] = load(r, c0 + j)
@@ -95,28 +138,28 @@ def gather(r, st, typical, b, n, eb, kb):
     pad = 1e-6 * (abs(st[S_M]) + abs(hi) + t)
     hi += pad
     lo -= pad
-    proto = r[0]
-    for j in range(r.size):
-        v = load(r, j)
-        if v >= lo and v <= hi:
-            d = shifted(v, s, proto)
-            if kept_e(v, j, d, token_mass(d, proto), s) and bucket(min(-d, NB)) == b and i < n:
-                vals[i] = v
-                ids[i] = j
-                i += 1
+    if n < 0:  # one pass into a list of LIST_CAP, a second only when the bucket is larger
+        vals = np.empty(LIST_CAP, np.float64)
+        ids = np.empty(LIST_CAP, np.int64)
+        n = _range_pass(r, er, s, b, lo, hi, vals, ids)
+        if n <= LIST_CAP:
+            return vals[:n], ids[:n]
+    vals = np.empty(n, np.float64)
+    ids = np.empty(n, np.int64)
+    _range_pass(r, er, s, b, lo, hi, vals, ids)
     return vals, ids
 
 
 @kernel
-def apply_top_k(r, st, k, cnt, mass, eb, kb):
+def apply_top_k(r, er, st, k, cnt, mass, eb, kb):
     """Keep the tokens at least as large as the k-th largest (HF: all ties kept); returns
     the kept mass (bucket order)."""
-    histogram(r, st, False, cnt, mass, eb, kb)
+    histogram(r, er, st, False, True, cnt, mass, eb, kb)
     b, before = crossing(cnt, np.float64(k))
     if b < 0:  # fewer than k tokens allowed: nothing to remove
         st[S_NL] = cnt.sum()
         return mass.sum()
-    vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
+    vals, ids = gather(r, er, st, False, b, cnt[b], eb, kb)
     order = np.empty(vals.size, np.int64)
     sort_desc(vals, ids, vals.size, order)
     kth = vals[order[k - np.int64(before) - 1]]
@@ -133,16 +176,16 @@ def apply_top_k(r, st, k, cnt, mass, eb, kb):
 
 
 @kernel
-def apply_top_p(r, st, top_p, cnt, mass, eb, kb):
+def apply_top_p(r, er, st, top_p, cnt, mass, eb, kb):
     """Keep the tokens whose mass strictly above them (descending probability, equal values
     by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always.
     Returns the kept mass (bucket order, then the bucket of the cut in sorted order)."""
-    histogram(r, st, False, cnt, mass, eb, kb)
+    histogram(r, er, st, False, False, cnt, mass, eb, kb)
     target = top_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:
         return mass.sum()
-    vals, ids = gather(r, st, False, b, cnt[b], eb, kb)
+    vals, ids = gather(r, er, st, False, b, -1, eb, kb)
     order = np.empty(vals.size, np.int64)
     sort_desc(vals, ids, vals.size, order)
     acc = before
@@ -159,7 +202,7 @@ def apply_top_p(r, st, top_p, cnt, mass, eb, kb):
 
 
 @kernel
-def apply_typical(r, st, mass_p, cnt, mass, eb, kb):
+def apply_typical(r, er, st, mass_p, cnt, mass, eb, kb):
     """HF's typical-p: the tokens closest to the entropy (by ``|d - E[d]|``) holding
     ``mass_p``, all ties of the last one included."""
     z = 0.0
@@ -167,18 +210,18 @@ def apply_typical(r, st, mass_p, cnt, mass, eb, kb):
     s = frozen(st)
     for j in range(r.size):
         v = load(r, j)
-        if kept(v, j, s, r[0]):
-            d = shifted(v, s, r[0])
-            e = token_mass(d, r[0])
+        d = shifted(v, s, r[0])
+        e = np.float64(er[j])
+        if kept_e(v, j, d, e, s):
             z += e
             zd += e * d
     st[S_C] = zd / z
-    histogram(r, st, True, cnt, mass, eb, kb)
+    histogram(r, er, st, True, True, cnt, mass, eb, kb)
     target = mass_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:  # rounding: HF's clamp to the last position keeps everything
         return
-    vals, _ids = gather(r, st, True, b, cnt[b], eb, kb)
+    vals, _ids = gather(r, er, st, True, b, cnt[b], eb, kb)
     n = vals.size
     keys = np.empty(n, np.float64)
     for i in range(n):
@@ -220,15 +263,22 @@ def small_top_k(r, st, k, lv, li):
     t0 = best[kk - 1]
     if not t0 > -np.inf:
         return 0
+    tr = like(r, t0)  # a value of the row: exact in its dtype
     n = 0
-    for j in range(nv):
-        v = load(r, j)
-        if v >= t0:
-            if n == lv.size:
-                return 0
-            lv[n] = v
-            li[n] = j
-            n += 1
+    for c0 in range(0, nv, BLOCK):
+        seg = r[c0 : c0 + BLOCK]
+        hit = 0
+        for jj in range(seg.size):
+            hit |= np.int64(seg[jj] >= tr)
+        if not hit:
+            continue
+        for jj in range(seg.size):
+            if seg[jj] >= tr:
+                if n == lv.size:
+                    return 0
+                lv[n] = seg[jj]
+                li[n] = c0 + jj
+                n += 1
     if n < k:
         return 0
     order = np.empty(n, np.int64)
@@ -334,31 +384,25 @@ def list_pick(lv, li, n, st, u):
 
 
 @kernel
-def choose(r, st, u, eb, kb, lv, li):
+def choose(r, er, st, u, eb, kb, lv, li):
     """The sampled token for uniform ``u``: from the candidate list if the row has one."""
     n = np.int64(st[S_NL])
     if st[S_T] > 0.0 and n > 0:
         return list_pick(lv, li, n, st, u)
-    return pick(r, st, u, eb, kb)
+    return pick(r, er, st, u, eb, kb)
 
 
 @kernel
-def row_state(r, p, st, cnt, mass, eb, kb, lv, li):
+def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li):
     """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status."""
     nv = r.size
-    bad = 0
-    for j in range(nv):
-        v = load(r, j)
-        if not v < np.inf:  # NaN or +inf
-            bad += 1
-    if bad:
+    mr, nan = scan(r)
+    m = np.float64(mr)
+    if nan or m == np.inf:
         return BAD_VALUE
-    m = np.float64(row_max(r))
     if m == -np.inf:
         return NO_TOKEN
-    arg = 0
-    while load(r, arg) != m:
-        arg += 1
+    arg = first_equal(r, mr)
     st[S_M] = m
     st[S_ARG] = arg
     st[S_LO] = -np.inf
@@ -378,10 +422,13 @@ def row_state(r, p, st, cnt, mass, eb, kb, lv, li):
     st[S_NL] = 0.0
     k = np.int64(p[P_K])
     z = -1.0  # the kept mass, when a filter found it on the way (else one more pass)
+    filled = False  # er holds the masses (fill_masses)
     if 0 < k < nv:
         n = small_top_k(r, st, k, lv, li)
         if n == 0:  # no small candidate set: the histogram path
-            z = apply_top_k(r, st, k, cnt, mass, eb, kb)
+            fill_masses(r, st, er)
+            filled = True
+            z = apply_top_k(r, er, st, k, cnt, mass, eb, kb)
             if st[S_NL] <= min(LIST_CAP, lv.size):
                 n = collect(r, st, lv, li)
         if n > 0:
@@ -397,13 +444,15 @@ def row_state(r, p, st, cnt, mass, eb, kb, lv, li):
             st[S_LOGZ] = flog(z)
             return OK
         st[S_NL] = 0.0
+    if not filled:
+        fill_masses(r, st, er)
     if p[P_P] < 1.0:
-        z = apply_top_p(r, st, p[P_P], cnt, mass, eb, kb)
+        z = apply_top_p(r, er, st, p[P_P], cnt, mass, eb, kb)
     st[S_MINP] = p[P_MINP]
     if p[P_TYP] < 1.0:
-        apply_typical(r, st, p[P_TYP], cnt, mass, eb, kb)
+        apply_typical(r, er, st, p[P_TYP], cnt, mass, eb, kb)
     if p[P_MINP] > 0.0 or p[P_TYP] < 1.0 or not z > 0.0:
-        z = kept_mass(r, st, eb, kb)
+        z = kept_mass(r, er, st, eb, kb)
     st[S_Z] = z
     st[S_LOGZ] = flog(z)
     return OK

@@ -30,8 +30,9 @@ from numba import prange
 
 from .._jit import kernel
 from .filters import choose, row_state
+from .math import flog, like
 from .philox import uniform
-from .rows import chunk_rows, row_chunks, row_lse, row_max
+from .rows import chunk_rows, row_chunks, row_lse, row_max, row_shifted_sumexp
 from .rowstate import (  # noqa: F401  (the parameter columns and statuses are the ABI)
     BAD_VALUE,
     CHUNK,
@@ -49,6 +50,9 @@ from .rowstate import (  # noqa: F401  (the parameter columns and statuses are t
     P_T,
     P_TYP,
     S_ARG,
+    S_IT,
+    S_M,
+    S_NL,
     S_T,
     frozen,
     kept,
@@ -57,6 +61,7 @@ from .rowstate import (  # noqa: F401  (the parameter columns and statuses are t
     needs_buffer,
     prob,
     processed_logprob,
+    total_mass,
 )
 from .select import NB, push_top
 
@@ -87,11 +92,25 @@ def top_n(src, st, raw, vals, ids):
 
 
 @kernel
-def logprob_outputs(src, st, raw, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp):
+def raw_lse(x, er, st):
+    """log-sum-exp of the logits row ``x`` that is itself the processed row of ``st``: its
+    maximum is known, and at temperature 1 with the masses ``er`` filled (row mode) the
+    sum is theirs (the same terms as ``row_lse``'s, summed in chunks): no pass over ``x``."""
+    m = st[S_M]
+    if st[S_T] > 0.0 and st[S_NL] == 0.0 and st[S_IT] == 1.0:
+        return flog(total_mass(er)) + m
+    return flog(row_shifted_sumexp(x, like(x, m), x[:0])) + m
+
+
+@kernel
+def logprob_outputs(src, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp):
     """Chosen, top-N and requested log-probabilities of row ``i``. ``raw``: ``src`` is the
-    logits row, under ``log_softmax``; else ``src`` is the processed row, under the kept
-    distribution of ``st``."""
-    lse = row_lse(src, src[:0]) if raw else 0.0
+    logits row, under ``log_softmax`` (``lse`` its log-sum-exp, NaN: computed here); else
+    ``src`` is the processed row, under the kept distribution of ``st``."""
+    if raw and lse != lse:
+        lse = row_lse(src, src[:0])
+    if not raw:
+        lse = 0.0
     nt = top_tok.shape[1]
     row = lp_ids[min(i, lp_ids.shape[0] - 1)]
     vals = np.empty(nt, np.float64)
@@ -129,11 +148,12 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
         work = np.empty(nv if buffered else 0, x.dtype)  # only rows that need it
+        er = np.empty(nv, x.dtype)  # the masses of the row (filters.fill_masses)
         counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         st = np.empty(NSTATE, np.float64)
-        eb = np.empty(CHUNK, np.float64)
+        eb = np.empty(CHUNK, x.dtype)  # chunk masses: values of the row's precision
         kb = np.empty(CHUNK, np.int32)
         lv = np.empty(LIST_CAP, x.dtype)  # candidate list in the row's dtype
         li = np.empty(LIST_CAP, np.int64)
@@ -144,24 +164,25 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
             if needs_buffer(bi, mi, hist.shape[1], p):
                 materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
                 r = work
-                s = row_state(r, p, st, cnt, mass, eb, kb, lv, li)
+                s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(r, st, u, eb, kb, lv, li)
+                    tok = choose(r, er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     if raw:
-                        logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
-                                        top_lp, id_lp)
+                        logprob_outputs(x[i], st, raw, np.nan, tok, i, logprobs, lp_ids,
+                                        top_tok, top_lp, id_lp)
                     else:
-                        logprob_outputs(r, st, raw, tok, i, logprobs, lp_ids, top_tok,
+                        logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok,
                                         top_lp, id_lp)
             else:
-                s = row_state(x[i], p, st, cnt, mass, eb, kb, lv, li)
+                s = row_state(x[i], er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(x[i], st, u, eb, kb, lv, li)
+                    tok = choose(x[i], er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
-                    logprob_outputs(x[i], st, raw, tok, i, logprobs, lp_ids, top_tok,
+                    lse = raw_lse(x[i], er, st) if raw else 0.0
+                    logprob_outputs(x[i], st, raw, lse, tok, i, logprobs, lp_ids, top_tok,
                                     top_lp, id_lp)
             status[i] = s
 
@@ -175,7 +196,7 @@ def draft_prob(rd, st_d, has_draft, tok, j):
 
 
 @kernel
-def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
+def residual_pick(rt, er, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
     """A token from ``max(0, p - q)`` normalized (``q`` from :func:`draft_prob`); from ``p``
     when the residual has no mass (``p == q`` up to rounding)."""
     s_t = frozen(st_t)
@@ -185,7 +206,7 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
         q = draft_prob(rd, s_d, has_draft, tok, j)
         total += max(0.0, prob(load(rt, j), j, s_t, rt[0]) - q)
     if not total > 0.0:
-        return choose(rt, st_t, u, eb, kb, lv, li)
+        return choose(rt, er, st_t, u, eb, kb, lv, li)
     target = u * total
     acc = 0.0
     last = -1
@@ -201,23 +222,23 @@ def residual_pick(rt, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
 
 
 @kernel
-def processed_row(x, work, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb, lv,
-                  li):
+def processed_row(x, work, er, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb,
+                  lv, li):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
         materialize(x, work, bias, mask, hist, draft, i, p, counts)
-        return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
+        return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
-    return work, row_state(work, p, st, cnt, mass, eb, kb, lv, li)
+    return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
 
 
 @kernel
 def _distribution_scratch(nv):
-    """Per-block scratch of one processed distribution: its float64 row, row state and
-    candidate list (values, ids)."""
-    return (np.empty(nv, np.float64), np.empty(NSTATE, np.float64),
+    """Per-block scratch of one processed distribution: its float64 row, masses, row state
+    and candidate list (values, ids)."""
+    return (np.empty(nv, np.float64), np.empty(nv, np.float64), np.empty(NSTATE, np.float64),
             np.empty(LIST_CAP, np.float64), np.empty(LIST_CAP, np.int64))
 
 
@@ -242,8 +263,8 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
     nchunk = row_chunks(nb)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        wt, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
-        wd, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
+        wt, et, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
+        wd, ed, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
         counts = np.zeros(nv, np.int32)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
@@ -258,18 +279,18 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
             acc_n = nk
             for i in range(nk + 1):
                 mi = mask[b, i]
-                rt, s = processed_row(tl[b, i], wt, bi, mi, hist[b], draft[b], i, p, counts,
+                rt, s = processed_row(tl[b, i], wt, et, bi, mi, hist[b], draft[b], i, p, counts,
                                       st_t, cnt, mass, eb, kb, lv_t, li_t)
                 if s != OK:
                     break
                 if i == nk:
                     u = uniform(seeds[b], steps[b], ctr[b], np.uint64(2 * nk))
-                    out[b, i] = choose(rt, st_t, u, eb, kb, lv_t, li_t)
+                    out[b, i] = choose(rt, et, st_t, u, eb, kb, lv_t, li_t)
                     break
                 tok = draft[b, i]
                 q = 1.0
                 if has_draft:
-                    _rd, s = processed_row(dl[b, i], wd, bi, mi, hist[b], draft[b], i, p,
+                    _rd, s = processed_row(dl[b, i], wd, ed, bi, mi, hist[b], draft[b], i, p,
                                            counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
                     if s != OK:
                         break
@@ -286,7 +307,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 if st_t[S_T] == 0.0:
                     out[b, i] = np.int64(st_t[S_ARG])
                 else:
-                    out[b, i] = residual_pick(rt, st_t, wd, st_d, has_draft, tok, u2, eb,
+                    out[b, i] = residual_pick(rt, et, st_t, wd, st_d, has_draft, tok, u2, eb,
                                               kb, lv_t, li_t)
                 acc_n = i
                 break
