@@ -17,9 +17,11 @@ generated, others need theirs in ``_capi.c``.
 Every parallel kernel is registered twice with the same C signature: ``<name>_par`` calls
 the family's parallel entry kernel (the very function the Python API calls; the C side sets
 the calling host thread's Numba thread count first, through the threading layer's
-``set_num_threads`` registered here), ``<name>_ser`` its serial copy, the kernel's
-``.serial`` (``_jit.kernel(parallel=True)``: the same Python function compiled with
-``parallel=False``, the one Python runs for one-thread problems; it never enters the Python
+``set_num_threads`` registered here), ``<name>_ser`` a serial copy of it (the same Python
+function compiled with ``parallel=False``, as the kernel's ``.serial`` that Python runs for
+one-thread problems, but *uncached*: Numba compiles an uncached function into its caller, so
+the cfunc inlines the kernel, while a cached one (``.serial``) is linked as an opaque call,
+which cost a one-row [1, 8] C call 30 ns, a third of its time; it never enters the Python
 runtime). Both give the same bits. The templates (:mod:`._templates`) name their kernel
 ``KERNEL``; each variant is a copy of a template whose ``KERNEL`` is bound to one kernel.
 
@@ -297,9 +299,14 @@ def variants():
             csig = _expand(e.csig, dt)
             if e.kernel.targetoptions.get("parallel"):
                 yield key + "_par", csig, bind(e.template, key + "_par", e.kernel)
-                yield key + "_ser", csig, bind(e.template, key + "_ser", e.kernel.serial)
+                yield key + "_ser", csig, bind(e.template, key + "_ser", _serial(e.kernel))
             else:
                 yield key + "_ser", csig, bind(e.template, key + "_ser", e.kernel)
+
+
+def _serial(kernel):
+    """An uncached serial copy of a parallel entry kernel (see the module docstring)."""
+    return _jit.kernel(_jit._serial_copy(kernel.py_func))
 
 
 def public_prototypes() -> list[str]:
