@@ -58,37 +58,63 @@ def _run(cmd, *, env=None, timeout=240, check=True, cwd=None):
 
 
 _BUILT: dict = {}
+_BUILD: dict = {}
 
 
-def build_capi(tmp_path_factory):
-    """Build the library from a snapshot of the package and compile every example (once per
-    session, whichever test module asks first)."""
-    if _BUILT:
-        return _BUILT
-    tmp = tmp_path_factory.mktemp("capi")
-    src = SNAPSHOT
-    out = tmp / "lib"
+def start_build():
+    """Start building the library from the snapshot in a background process (once).
+
+    With a cold kernel cache the build compiles every C entry point (about 5 minutes on two
+    cores); ``tests/conftest.py`` starts it as soon as the session knows C tests will run and
+    runs those tests last, so the build overlaps the Python tests instead of adding to them.
+    """
+    if _BUILD or GCC is None:
+        return
+    tmp = tempfile.mkdtemp(prefix="fastlsm-capi-build-")
+    atexit.register(shutil.rmtree, tmp, True)
     # A private kernel cache, seeded with the shared one: when the working tree has not
     # changed since it was filled, the build loads instead of compiling.
     from fastlsm import _jit
 
     shared = os.path.dirname(_jit.cache_dir())
+    cache = os.path.join(tmp, "cache")
     if os.path.isdir(shared):
-        shutil.copytree(shared, tmp / "cache", ignore=shutil.ignore_patterns("capi"))
+        shutil.copytree(shared, cache, ignore=shutil.ignore_patterns("capi"))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
-        "PYTHONPATH": str(src),
-        "FASTLSM_CACHE_DIR": str(tmp / "cache"),
+        "PYTHONPATH": SNAPSHOT,
+        "FASTLSM_CACHE_DIR": cache,
     }
-    build = subprocess.run(
-        [sys.executable, "-m", "fastlsm.capi", "install", "--prefix", str(out)],
-        cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
+    out = os.path.join(tmp, "lib")
+    log = open(os.path.join(tmp, "build.log"), "w+")  # noqa: SIM115 (read after the wait)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastlsm.capi", "install", "--prefix", out],
+        cwd=SNAPSHOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    if build.returncode != 0:
-        raise AssertionError(f"build failed:\n{build.stdout}\n{build.stderr}")
+    atexit.register(lambda: proc.poll() is None and proc.kill())  # an interrupted session
+    _BUILD.update(proc=proc, log=log, env=env, out=out, tmp=tmp)
+
+
+def build_capi(tmp_path_factory):
+    """The library (built in the background by :func:`start_build`) and every example
+    compiled against it (once per session, whichever test module asks first)."""
+    if _BUILT:
+        return _BUILT
+    start_build()
+    proc, log, env = _BUILD["proc"], _BUILD["log"], _BUILD["env"]
+    try:
+        proc.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.seek(0)
+    if proc.returncode != 0:
+        raise AssertionError(f"build failed ({proc.returncode}):\n{log.read()[-8000:]}")
+    tmp = tmp_path_factory.mktemp("capi")
+    src, out = SNAPSHOT, _BUILD["out"]
     flags = subprocess.run(
-        [sys.executable, "-m", "fastlsm.capi", "flags", "--prefix", str(out)],
+        [sys.executable, "-m", "fastlsm.capi", "flags", "--prefix", out],
         cwd=src, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()
     exes, compile_errors = {}, {}
@@ -110,9 +136,9 @@ def build_capi(tmp_path_factory):
                 exes[stem + variant] = exe
             else:
                 compile_errors[stem + variant] = cc.stderr
-    _BUILT.update({"dir": str(out), "src": str(src), "exes": exes, "errors": compile_errors,
-                   "flags": flags, "env": env, "tmp": tmp, "lib": str(out / "lib"),
-                   "include": str(out / "include")})
+    _BUILT.update({"dir": out, "src": src, "exes": exes, "errors": compile_errors,
+                   "flags": flags, "env": env, "tmp": tmp, "lib": os.path.join(out, "lib"),
+                   "include": os.path.join(out, "include")})
     return _BUILT
 
 

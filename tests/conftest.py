@@ -1,7 +1,8 @@
 """Shared fixtures: a seeded ``rng``, the ``tolerance`` table by dtype, ``torch_or_skip``;
 :func:`at_threads` (``from conftest import at_threads``).
 
-References live in ``tests/naive.py`` (``from naive import log_softmax``).
+References live in ``tests/naive.py`` (``from naive import log_softmax``). The C ABI tests
+(``tests/test_capi*.py``) run after all others, while their library builds in the background.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
     )
+
+
+def _is_c_test(item) -> bool:
+    return item.path.name.startswith("test_capi")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The C ABI tests run last: their library build (``capi_support.start_build``, minutes
+    # with a cold kernel cache) runs in the background meanwhile, beside the Python tests.
+    items[:] = [i for i in items if not _is_c_test(i)] + [i for i in items if _is_c_test(i)]
+
+
+def pytest_collection_finish(session):
+    if any(_is_c_test(i) for i in session.items):
+        import capi_support
+
+        capi_support.start_build()
 
 
 @pytest.fixture

@@ -17,13 +17,17 @@ generated, others need theirs in ``_capi.c``.
 Every parallel kernel is registered twice with the same C signature: ``<name>_par`` calls
 the family's parallel entry kernel (the very function the Python API calls; the C side sets
 the calling host thread's Numba thread count first, through the threading layer's
-``set_num_threads`` registered here), ``<name>_ser`` a serial copy of it (the same Python
-function compiled with ``parallel=False``, as the kernel's ``.serial`` that Python runs for
-one-thread problems, but *uncached*: Numba compiles an uncached function into its caller, so
-the cfunc inlines the kernel, while a cached one (``.serial``) is linked as an opaque call:
-with ``.serial`` a one-row [1, 8] C call measured 116 ns against 87; it never enters the
-Python runtime). Both give the same bits. The templates (:mod:`._templates`) name their kernel
-``KERNEL``; each variant is a copy of a template whose ``KERNEL`` is bound to one kernel.
+``set_num_threads`` registered here), ``<name>_ser`` its serial copy (the same Python
+function compiled with ``parallel=False``: the kernel's ``.serial``, which Python runs for
+one-thread problems; it never enters the Python runtime). Both give the same bits. Entries
+marked ``inline`` (the row normalizers, whose one-row calls are a few nanoseconds of work)
+take an *uncached* serial copy instead: Numba compiles an uncached function into its caller,
+so the cfunc inlines the kernel, while a cached one (``.serial``) is linked as an opaque call
+(a one-row [1, 8] C call measured 116 ns against 87). The others keep ``.serial``: an inlined
+copy would be a second compilation of the whole kernel (the cross-entropy, sampling and
+beam-search kernels take many seconds each) to save nanoseconds on calls that do far more
+work. The templates (:mod:`._templates`) name their kernel ``KERNEL``; each variant is a copy
+of a template whose ``KERNEL`` is bound to one kernel.
 
 Entry points return an ``int64``: -1 on success, else the kernel's result (the first bad
 index, or a status), which only the C side turns into a ``fastlsm_status`` and a message.
@@ -108,6 +112,8 @@ class Entry(NamedTuple):
     ``dtypes``: :class:`Dtype` s, one entry point each (``()``: one, untyped); ``wrap``:
     ``"rows"`` generates the C wrapper too (``ROWS_ENTRY`` of ``_capi.c``: x, out, rows,
     cols), so a row-shaped entry point is this row plus its prototype in ``fastlsm.h``.
+    ``inline``: its ``_ser`` variant inlines an uncached serial copy of the kernel (see the
+    module docstring).
     Hand-written wrappers are instantiated once per dtype by the generated
     ``FASTLSM_DTYPES_<name>(X)`` (``X(S, P, R, DT)`` for each of ``dtypes``).
 
@@ -129,6 +135,7 @@ class Entry(NamedTuple):
     dtypes: tuple = FLOATS
     wrap: str = ""
     stride: str = ""
+    inline: bool = False
 
 
 _ROWS = "int64_t (const T *x, T *out, int64_t rows, int64_t cols)"
@@ -174,13 +181,13 @@ def _ids(*protos: str) -> tuple:
 ENTRIES = (
     Entry("log_softmax", _ROWS, rows_out, _norm.log_softmax_rows,
           ("int fastlsm_log_softmax_S(const P *x, P *out, int64_t rows, int64_t cols)",),
-          ALL, wrap="rows", stride="arg"),
+          ALL, wrap="rows", stride="arg", inline=True),
     Entry("softmax", _ROWS, rows_out, _norm.softmax_rows,
           ("int fastlsm_softmax_S(const P *x, P *out, int64_t rows, int64_t cols)",),
-          ALL, wrap="rows", stride="arg"),
+          ALL, wrap="rows", stride="arg", inline=True),
     Entry("logsumexp", _REDUCE, rows_reduce, _norm.logsumexp_rows,
           ("int fastlsm_logsumexp_S(const P *x, R *out, int64_t rows, int64_t cols)",),
-          ALL, wrap="rows", stride="arg"),
+          ALL, wrap="rows", stride="arg", inline=True),
     Entry("cross_entropy",
           f"int64_t (const T *logits, const int64_t *target, int64_t rows, int64_t cols, {_OPT}, "
           f"int64_t ignore_index, {_CE_OPTS}, {_CE_OUT})",
@@ -299,7 +306,8 @@ def variants():
             csig = _expand(e.csig, dt)
             if e.kernel.targetoptions.get("parallel"):
                 yield key + "_par", csig, bind(e.template, key + "_par", e.kernel)
-                yield key + "_ser", csig, bind(e.template, key + "_ser", _serial(e.kernel))
+                serial = _serial(e.kernel) if e.inline else e.kernel.serial
+                yield key + "_ser", csig, bind(e.template, key + "_ser", serial)
             else:
                 yield key + "_ser", csig, bind(e.template, key + "_ser", e.kernel)
 
