@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 import fastlsm
 from fastlsm._dtypes import kernel_view
 from fastlsm._kernels import beam as _kernels_beam
+from fastlsm._kernels.beam_rows import BLOCK, beam_step_rows
 from fastlsm._kernels.sequence import sequence_logprobs_rows
-from fastlsm._kernels.topk import BLOCK, beam_step_rows
 
 
 def check(logits, beam_scores, c, rtol):
