@@ -22,18 +22,26 @@ thread count.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .._jit import kernel
+from . import half, ir
 from .bitmask import allowed
 from .half import load_element, scratch
-from .math import fmax, like
+from .math import like
 from .rows import SCRATCH, block_sumexp, chunk_rows, row_chunks
 from .topk import admits, insert_ranked, sort_ranked
 
 BLOCK = 512
 """Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
 
+SCAN = 16
+"""Elements per vector test of the candidate scan (:func:`any_at_least`)."""
+
+_ACCS = 4  # independent max accumulators per block (hide the max latency)
 _NEG_INF = -np.inf
 
 # ============================================================================ fused row pass
@@ -50,25 +58,132 @@ def row_scratch(cols, dtype_like, masked):
     return bmax, eb, xm
 
 
+def _max_ir(builder, acc, v):
+    """``v`` where ``v > acc``, else ``acc``: one ``vmaxps``/``vmaxpd``. A NaN ``v`` is
+    ignored (the compare is ordered) and ``acc`` (never NaN) keeps its value; of equal
+    values (``-0.0``, ``+0.0``) the first stays."""
+    return builder.select(builder.fcmp_ordered(">", v, acc), v, acc)
+
+
+def _reduce_max_ir(builder, accs):
+    """The maximum of every lane of the vectors ``accs`` (exact: any order)."""
+    v = accs[0]
+    for w in accs[1:]:
+        v = _max_ir(builder, v, w)
+    width = ir.width_of(v.type)
+    while width > 1:
+        h = width // 2
+        lo, hi = (
+            builder.shuffle_vector(
+                v, v, llvm_ir.Constant(llvm_ir.VectorType(ir.I32, h), list(range(a, a + h)))
+            )
+            for a in (0, h)
+        )
+        v = _max_ir(builder, lo, hi)
+        width = h
+    return builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
+
+
+def _row_args(x, bmax):
+    """The element of row ``x`` when ``(x, bmax)`` suit :func:`block_maxima`, else None."""
+    el = half.element(getattr(x, "dtype", None))
+    if el is None or not all(
+        isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in (x, bmax)
+    ):
+        return None
+    compute = types.float64 if el.reg == ir.F64 else types.float32
+    return el if bmax.dtype == compute else None
+
+
+@intrinsic
+def block_maxima(typingctx, x, bmax):
+    """Pass 1 of :func:`row_topk_normalizer`: ``bmax[b]`` = the maximum of block ``b``
+    (:data:`BLOCK` elements; NaN ignored, ``-inf`` for a block of ``-inf``/NaN only);
+    returns the row maximum (``-inf`` for an empty row). ``bmax`` (compute dtype: float32,
+    or float64 for float64 rows) holds at least ``ceil(x.size / BLOCK)`` entries.
+
+    One 64-byte line per vector (16 float32 / 32 16-bit / 8 float64 lanes), :data:`_ACCS`
+    accumulators per block, the last vector of the row under a lane mask. NaN rows give
+    some value here (not NaN): their exp sum is NaN, which is how they are reported.
+    """
+    el = _row_args(x, bmax)
+    if el is None:
+        return None
+    compute = types.float64 if el.reg == ir.F64 else types.float32
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        ba = context.make_array(signature.args[1])(context, builder, args[1])
+        intp = context.get_value_type(types.intp)
+        c = lambda v: llvm_ir.Constant(intp, v)  # noqa: E731
+        lanes = ir.LINE_BYTES // el.itemsize
+        vty = ir.vec(el.reg, lanes)
+        ninf = ir.const(vty, float("-inf"))
+        n = builder.extract_value(xa.shape, 0)
+        m = cgutils.alloca_once_value(builder, llvm_ir.Constant(el.reg, float("-inf")))
+
+        def finish(b, accs):
+            bm = _reduce_max_ir(builder, accs)
+            builder.store(bm, builder.gep(ba.data, [b]))
+            builder.store(_max_ir(builder, builder.load(m), bm), m)
+
+        nfull = builder.sdiv(n, c(BLOCK))
+        with cgutils.for_range(builder, nfull, intp=intp) as loop:
+            base = builder.mul(loop.index, c(BLOCK))
+            accs = [ninf] * _ACCS
+            for i in range(BLOCK // lanes):
+                v = el.load(builder, xa.data, builder.add(base, c(i * lanes)), lanes)
+                accs[i % _ACCS] = _max_ir(builder, accs[i % _ACCS], v)
+            finish(loop.index, accs)
+        start = builder.mul(nfull, c(BLOCK))
+        with builder.if_then(builder.icmp_signed("<", start, n)):  # the last, shorter block
+            acc = cgutils.alloca_once_value(builder, ninf)
+            nvec = builder.sdiv(builder.add(builder.sub(n, start), c(lanes - 1)), c(lanes))
+            with cgutils.for_range(builder, nvec, intp=intp) as loop:
+                j = builder.add(start, builder.mul(loop.index, c(lanes)))
+                mask = ir.lane_mask(builder, builder.sub(n, j), lanes)
+                v = builder.select(mask, el.load_masked(builder, xa.data, j, mask), ninf)
+                builder.store(_max_ir(builder, builder.load(acc), v), acc)
+            finish(nfull, [builder.load(acc)])
+        return builder.load(m)
+
+    return compute(x, bmax), codegen
+
+
+@intrinsic
+def any_at_least(typingctx, x, j, thr):
+    """Whether an element of ``x[j:j + SCAN]`` (within the row) is ``>= thr`` (NaN never
+    is): one vector compare, the test of :func:`_select` before it looks at elements."""
+    el = half.element(getattr(x, "dtype", None))
+    if (el is None or not isinstance(x, types.Array) or x.ndim != 1 or x.layout != "C"
+            or not isinstance(j, types.Integer) or not isinstance(thr, types.Float)):
+        return None
+    compute = types.float64 if el.reg == ir.F64 else types.float32
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        jj = context.cast(builder, args[1], signature.args[1], types.intp)
+        t = context.cast(builder, args[2], signature.args[2], compute)
+        n = builder.extract_value(xa.shape, 0)
+        mask = ir.lane_mask(builder, builder.sub(n, jj), SCAN)
+        v = el.load_masked(builder, xa.data, jj, mask)
+        hit = builder.and_(mask, builder.fcmp_ordered(">=", v, ir.splat(builder, t, SCAN)))
+        bits = builder.bitcast(hit, llvm_ir.IntType(SCAN))
+        return builder.icmp_unsigned("!=", bits, llvm_ir.Constant(llvm_ir.IntType(SCAN), 0))
+
+    return types.boolean(x, j, thr), codegen
+
+
 @kernel
 def _block_maxima(x, cap, vals, bmax):
     """Pass 1 of :func:`row_topk_normalizer`: ``bmax[b]`` the maximum of block ``b`` (NaN
-    ignored), the row maximum, and the ``cap`` largest block maxima ranked in ``vals``
-    (their count is returned)."""
-    size = x.size
-    ninf = like(x, -np.inf)
-    m = ninf
+    ignored, :func:`block_maxima`), the row maximum, and the ``cap`` largest block maxima
+    ranked in ``vals`` (their count is returned)."""
+    m = block_maxima(x, bmax)
     nb = 0
-    for start in range(0, size, BLOCK):
-        # Index a block view from 0 so that Numba's negative-index wraparound does not turn
-        # the loads into gathers (see rows.row_shifted_sumexp).
-        xb = x[start:min(start + BLOCK, size)]
-        bm = ninf
-        for j in range(xb.size):
-            bm = fmax(bm, load_element(xb, j))
-        bmax[start // BLOCK] = bm
-        m = fmax(m, bm)
-        if bm > ninf:
+    for b in range((x.size + BLOCK - 1) // BLOCK):
+        bm = bmax[b]
+        if bm > _NEG_INF:
             nb = insert_ranked(vals, None, nb, cap, np.float64(bm), 0)
     return m, nb
 
@@ -76,8 +191,10 @@ def _block_maxima(x, cap, vals, bmax):
 @kernel
 def _select(x, cap, vals, toks, bmax, lo):
     """Pass 3 of :func:`row_topk_normalizer`: the ``cap`` best logits ``>= lo`` of ``x``
-    into ``vals``/``toks``, scanning only the blocks whose maximum can enter; returns their
-    count."""
+    into ``vals``/``toks``, scanning only the blocks whose maximum can enter, and in them
+    only the vectors of :data:`SCAN` elements holding a candidate (:func:`any_at_least`);
+    returns their count. Blocks are scanned in order, so an element equal to the current
+    ``cap``-th best ranks after it (a higher token) and is skipped."""
     size = x.size
     n = 0
     worst = like(x, -np.inf)  # the cap-th best so far, once the buffer is full
@@ -85,13 +202,16 @@ def _select(x, cap, vals, toks, bmax, lo):
         bm = bmax[b]
         if bm >= lo and bm > worst:
             start = b * BLOCK
-            xb = x[start:min(start + BLOCK, size)]
-            for j in range(xb.size):
-                v = load_element(xb, j)
-                if v >= lo and v > worst:
-                    n = insert_ranked(vals, toks, n, cap, np.float64(v), np.int64(start + j))
-                    if n == cap:
-                        worst = like(x, vals[cap - 1])
+            stop = min(start + BLOCK, size)
+            for j0 in range(start, stop, SCAN):
+                if not any_at_least(x, j0, max(lo, worst)):
+                    continue
+                for j in range(j0, min(j0 + SCAN, stop)):
+                    v = load_element(x, j)
+                    if v >= lo and v > worst:
+                        n = insert_ranked(vals, toks, n, cap, np.float64(v), np.int64(j))
+                        if n == cap:
+                            worst = like(x, vals[cap - 1])
     return n
 
 

@@ -25,17 +25,16 @@ def before(v1, t1, v2, t2):
 
 
 @kernel
-def _ahead(v, t, vals, ids, i):
-    """Whether ``(v, t)`` ranks before entry ``i`` (by value alone when ``ids`` is None)."""
-    if ids is None:
-        return v > vals[i]
-    return before(v, t, vals[i], ids[i])
-
-
-@kernel
 def admits(vals, ids, n, cap, v, t):
-    """Whether ``(v, t)`` enters the list ``vals/ids[:n]`` of capacity ``cap``."""
-    return n < cap or (cap > 0 and _ahead(v, t, vals, ids, cap - 1))
+    """Whether ``(v, t)`` enters the list ``vals/ids[:n]`` of capacity ``cap`` (by value
+    alone when ``ids`` is None)."""
+    if n < cap:
+        return True
+    if cap == 0:
+        return False
+    if ids is None:
+        return v > vals[cap - 1]
+    return before(v, t, vals[cap - 1], ids[cap - 1])
 
 
 @kernel
@@ -45,21 +44,34 @@ def insert_ranked(vals, ids, n, cap, v, t):
     With ``n == cap`` the last entry drops out, or ``(v, t)`` is ignored when it would rank
     last (see :func:`admits`). ``ids`` None: a list of values alone (``t`` unused; equal
     values keep their order).
+
+    Written without calls that take the arrays: a call Numba does not inline costs
+    reference-count updates of every array argument, about ten times the insertion itself
+    on short lists (measured: 32 x 16 insertions into lists of 8, 25 us before, 2 us now).
     """
-    if not admits(vals, ids, n, cap, v, t):
-        return n
     if n < cap:
         i = n
         n += 1
+    elif cap == 0:
+        return n
     else:
         i = n - 1
-    while i > 0 and _ahead(v, t, vals, ids, i - 1):
-        vals[i] = vals[i - 1]
-        if ids is not None:
+        if ids is None:
+            if not v > vals[i]:
+                return n
+        elif not before(v, t, vals[i], ids[i]):
+            return n
+    if ids is None:
+        while i > 0 and v > vals[i - 1]:
+            vals[i] = vals[i - 1]
+            i -= 1
+        vals[i] = v
+    else:
+        while i > 0 and before(v, t, vals[i - 1], ids[i - 1]):
+            vals[i] = vals[i - 1]
             ids[i] = ids[i - 1]
-        i -= 1
-    vals[i] = v
-    if ids is not None:
+            i -= 1
+        vals[i] = v
         ids[i] = t
     return n
 
