@@ -33,6 +33,7 @@ from .bitmask import allowed
 from .half import load_element, scratch
 from .math import like
 from .rows import SCRATCH, block_sumexp, chunk_rows, row_chunks
+from .sumexp import _max_lanes
 from .topk import admits, insert_ranked, sort_ranked
 
 BLOCK = 512
@@ -63,25 +64,6 @@ def _max_ir(builder, acc, v):
     ignored (the compare is ordered) and ``acc`` (never NaN) keeps its value; of equal
     values (``-0.0``, ``+0.0``) the first stays."""
     return builder.select(builder.fcmp_ordered(">", v, acc), v, acc)
-
-
-def _reduce_max_ir(builder, accs):
-    """The maximum of every lane of the vectors ``accs`` (exact: any order)."""
-    v = accs[0]
-    for w in accs[1:]:
-        v = _max_ir(builder, v, w)
-    width = ir.width_of(v.type)
-    while width > 1:
-        h = width // 2
-        lo, hi = (
-            builder.shuffle_vector(
-                v, v, llvm_ir.Constant(llvm_ir.VectorType(ir.I32, h), list(range(a, a + h)))
-            )
-            for a in (0, h)
-        )
-        v = _max_ir(builder, lo, hi)
-        width = h
-    return builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
 
 
 def _row_args(x, bmax):
@@ -123,7 +105,7 @@ def block_maxima(typingctx, x, bmax):
         m = cgutils.alloca_once_value(builder, llvm_ir.Constant(el.reg, float("-inf")))
 
         def finish(b, accs):
-            bm = _reduce_max_ir(builder, accs)
+            bm = _max_lanes(builder, accs)  # accs hold no NaN: maxnum is their max
             builder.store(bm, builder.gep(ba.data, [b]))
             builder.store(_max_ir(builder, builder.load(m), bm), m)
 
