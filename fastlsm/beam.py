@@ -107,7 +107,7 @@ def beam_step(
             f"beam_scores of shape {(nb, nk)}"
         )
     bs = np.array(bs, dtype=np.float64, order="C").reshape(-1)  # private: one signature
-    if np.isnan(bs).any() or (bs == np.inf).any():
+    if not (bs < np.inf).all():  # NaN or +inf (one comparison pass)
         raise ValueError("beam_scores contain NaN or +inf; use -inf for a dead beam")
     if nk == 0 or nv == 0:
         raise ValueError(f"logits of shape {x.shape} have no candidates (K and V must be >= 1)")

@@ -538,3 +538,20 @@ def verify_first_token_distribution(target_logits, **params):
     """The distribution of the first emitted token of speculative verification: the target's
     processed distribution at position 0, whatever the draft."""
     return np.exp(sampling_distribution(np.asarray(target_logits)[:, 0], **params))
+
+
+def block_maxima(x, block):
+    """Maximum of each ``block``-element block of a 1-D row, NaN ignored (``-inf`` for a
+    block without a number), in float64."""
+    x = np.asarray(x, np.float64)
+    out = []
+    for start in range(0, x.size, block):
+        b = x[start:start + block]
+        b = b[~np.isnan(b)]
+        out.append(b.max() if b.size else -np.inf)
+    return np.array(out)
+
+
+def ranked(pairs, cap):
+    """The ``cap`` best ``(value, id)`` pairs: value descending, then id ascending."""
+    return sorted(pairs, key=lambda p: (-p[0], p[1]))[:cap]

@@ -2,6 +2,7 @@
 
 import ml_dtypes
 import naive
+import numba
 import numpy as np
 import pytest
 from conftest import at_threads
@@ -11,8 +12,9 @@ from hypothesis import strategies as st
 import fastlsm
 from fastlsm._dtypes import kernel_view
 from fastlsm._kernels import beam as _kernels_beam
+from fastlsm._kernels import beam_rows, topk
+from fastlsm._kernels.beam_rows import BLOCK, beam_step_rows
 from fastlsm._kernels.sequence import sequence_logprobs_rows
-from fastlsm._kernels.topk import BLOCK, beam_step_rows
 
 
 def check(logits, beam_scores, c, rtol):
@@ -298,3 +300,71 @@ def test_candidate_logprobs_are_sequence_logprobs_bitwise(dtype, rng):
     for j in range(c):
         sequence_logprobs_rows(x, tok[:, j].copy(), np.ones(n, np.uint8), 1, tok_out, seq_out)
         np.testing.assert_array_equal(lp[:, j], tok_out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.dtype(ml_dtypes.bfloat16),
+                                   np.float16], ids=["float32", "float64", "bfloat16", "float16"])
+def test_block_maxima_and_vector_scan_test(dtype, rng):
+    """The vectorized pass 1 (block maxima, NaN ignored) and the candidate scan's vector test,
+    against NumPy, on every kind of block end and with NaN / -inf."""
+    for n in (0, 1, 15, 16, 17, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 37):
+        x = (rng.standard_normal(n) * 4).astype(dtype)
+        x[: min(n, BLOCK)][::7] = -np.inf
+        if n > 20:
+            x[[3, n - 2]] = np.nan
+        if n > 2 * BLOCK:  # a block of -inf and NaN only
+            x[BLOCK:2 * BLOCK] = -np.inf
+            x[BLOCK + 5] = np.nan
+        kx = kernel_view(x)
+        compute = np.float64 if dtype == np.float64 else np.float32
+        bmax = np.full(max(1, -(-n // BLOCK)), 7.0, compute)
+        m = _block_maxima(kx, bmax)
+        want = naive.block_maxima(x, BLOCK)
+        np.testing.assert_array_equal(bmax[: want.size], want)
+        assert m == (want.max() if n else -np.inf)
+        for j in range(0, n, 16):
+            for thr in (-np.inf, 0.0, 3.0):
+                got = _any_at_least(kx, j, thr)
+                assert got == bool((x[j:j + 16].astype(np.float64) >= thr).any())
+
+
+def test_insert_ranked_keeps_the_best_in_rank_order(rng):
+    """The ranked list against a sort (value descending, id ascending), with ties, a full
+    list, capacity 0 and values alone."""
+    for cap in (0, 1, 3, 8):
+        v = np.round(rng.standard_normal(40) * 2)
+        vals, ids = np.empty(max(cap, 1)), np.empty(max(cap, 1), np.int64)
+        order = rng.permutation(40)
+        n = _insert_all(vals, ids, cap, v[order], order)
+        want = naive.ranked(list(zip(v[order], order, strict=True)), cap)
+        assert n == len(want)
+        assert [(vals[i], ids[i]) for i in range(n)] == [(a, int(b)) for a, b in want]
+        nv = _insert_values(vals, cap, v)
+        assert nv == min(cap, 40) and vals[:nv].tolist() == sorted(v, reverse=True)[:cap]
+
+
+
+@numba.njit
+def _block_maxima(x, bmax):
+    return beam_rows.block_maxima(x, bmax)
+
+
+@numba.njit
+def _any_at_least(x, j, thr):
+    return beam_rows.any_at_least(x, j, thr)
+
+
+@numba.njit
+def _insert_all(vals, ids, cap, v, t):
+    n = 0
+    for i in range(v.size):
+        n = topk.insert_ranked(vals, ids, n, cap, v[i], t[i])
+    return n
+
+
+@numba.njit
+def _insert_values(vals, cap, v):
+    n = 0
+    for i in range(v.size):
+        n = topk.insert_ranked(vals, None, n, cap, v[i], 0)
+    return n

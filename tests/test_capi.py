@@ -496,6 +496,28 @@ def test_beam_search_example_matches_python_bitwise(capi):
     assert_bitwise(out["search_f64_scores"], ref64.sequences_scores)
 
 
+
+def test_beam_search_bf16_example_matches_python_bitwise(capi):
+    """fastlsm_beam_search_bf16: a step callback filling bfloat16 bits gives the results of
+    fastlsm.beam_search with a step function returning the same bfloat16 logits."""
+    import ml_dtypes
+
+    out, ints, _ = _beam_outputs(capi)
+    table = out["table"].astype(np.float32).reshape(3, 12, 12)
+    common = {"num_beams": 3, "max_new_tokens": 6, "eos_token_id": [1], "pad_token_id": 0,
+              "num_return_sequences": 2}
+    (ref,) = reference(
+        capi, [("beam_search", ((table, ml_dtypes.bfloat16), np.array([[2, 5], [0, 11]])),
+                common)])
+    width = int(out["search_bf16_width"][0])
+    assert width == ref.sequences.shape[1]
+    seqs = ints["search_bf16_sequences"].reshape(4, 8)
+    np.testing.assert_array_equal(seqs[:, :width], ref.sequences)
+    np.testing.assert_array_equal(ints["search_bf16_lengths"], ref.lengths)
+    assert_bitwise(
+        out["search_bf16_scores"].astype(np.float32), ref.sequences_scores.astype(np.float32)
+    )
+
 def test_beam_step_and_sequence_logprobs_match_python_bitwise(capi):
     out, ints, _ = _beam_outputs(capi)
     x = out["table"].astype(np.float32).reshape(3, 12, 12)[1, :6].reshape(2, 3, 12)

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common.h"
 
@@ -57,6 +58,29 @@ static int step_f64(void *user_data, const int64_t *sequences, int64_t rows, int
     return 0;
 }
 
+/* bfloat16 bits of a float, rounded to nearest even (the table holds no NaN). */
+static uint16_t to_bf16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+/* The same model with bfloat16 logits (a 16-bit model's output, handed over as it is). */
+static int step_bf16(void *user_data, const int64_t *sequences, int64_t rows, int64_t cur_len,
+                     const int64_t *parent_beams, uint16_t *logits)
+{
+    model *m = user_data;
+    (void)parent_beams;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t last = sequences[r * cur_len + cur_len - 1];
+        for (int v = 0; v < V; v++)
+            logits[r * V + v] = to_bf16(m->table[cur_len % PHASES][last][v]);
+    }
+    m->calls++;
+    return 0;
+}
+
 int main(void)
 {
     CHECK_VERSION();
@@ -96,6 +120,14 @@ int main(void)
         for (int64_t t = 0; t < L + lengths[i]; t++) printf(" %" PRId64, seqs[i * (L + G) + t]);
         printf("\n");
     }
+
+    m.calls = 0;
+    CHECK(fastlsm_beam_search_bf16(&cfg, prompts, B, L, V, step_bf16, &m, seqs, lengths, scores,
+                                   NULL, &width));
+    printf("search_bf16_width %" PRId64 "\n", width);
+    print_i64("search_bf16_sequences", seqs, B * R * (L + G));
+    print_i64("search_bf16_lengths", lengths, B * R);
+    print_f32("search_bf16_scores", scores, B * R);
 
     double scores64[B * R];
     m.calls = 0;

@@ -1,6 +1,6 @@
 """The beam family's entry points, as the Python API and the C ABI import them.
 
-- :func:`beam_step_rows` (:mod:`.topk`): one beam step, ``[B*K, V]`` logits -> top ``C``
+- :func:`beam_step_rows` (:mod:`.beam_rows`): one beam step, ``[B*K, V]`` logits -> top ``C``
   candidates per batch item;
 - the decoder (:mod:`.decoder`): :func:`beam_search_layout`, :func:`beam_search_init`,
   :func:`beam_search_advance`, :func:`beam_search_finalize`, the state machine of Hugging
@@ -13,6 +13,7 @@ The decoder's numbers (``CFG_*``, ``FCFG_*``, ``ST_*``, ``L_*``, ``BEAM_*``, ``H
 
 from __future__ import annotations
 
+from .beam_rows import beam_step_rows
 from .decoder import (
     beam_search_advance,
     beam_search_finalize,
@@ -20,7 +21,6 @@ from .decoder import (
     beam_search_layout,
     c_constants,
 )
-from .topk import beam_step_rows
 
 globals().update(c_constants())
 

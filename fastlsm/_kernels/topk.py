@@ -1,4 +1,4 @@
-"""Ranked top-k: the one sorted insertion, the fused normalizer + top-k row pass, the beam step.
+"""Ranked top-k: the one sorted insertion every bounded best-first list uses.
 
 Every bounded best-first list in fastlsm (a row's candidates, a batch's candidates, a block
 maximum list, the decoder's finished hypotheses) is a pair of arrays ``vals`` (float64) and
@@ -7,41 +7,13 @@ maximum list, the decoder's finished hypotheses) is a pair of arrays ``vals`` (f
 tie order encodes it in the id (a batch candidate's id is ``beam * V + token``: lower beam,
 then lower token; a hypothesis's id grows with its arrival: first come, first ranked).
 
-The fused row pass (:func:`row_topk_normalizer`)
--------------------------------------------------
-The row is read from memory once; float32, bfloat16 and float16 rows are widened to float32
-in registers (:mod:`.half`), so a 16-bit row gives the results of its exact float32 values.
-1. pass 1: each block's maximum (:data:`BLOCK` elements, ``llvm.maxnum``, vectorized), the
-   row maximum ``m`` and the ``C``-th largest block maximum ``lo``: ``C`` blocks hold an
-   element ``>= lo``, so every selected logit is ``>= lo``;
-2. pass 2 (row in L2): ``sum(exp(x - m))``, the exp-sum row pass of every normalizer
-   (:func:`.rows.block_sumexp`: the bits of ``row_shifted_sumexp``), prefetching the next row;
-3. pass 3: only a block whose maximum reaches ``lo`` and beats the current ``C``-th best is
-   scanned element by element into a small sorted buffer: about ``C`` blocks whatever ``V``.
-``log_softmax(x)[j] = (x[j] - m) - log(s)`` is then formed for the selected ``j`` only;
-log-probs are never materialized. ``-inf`` and NaN never enter the buffer.
-
-Determinism: rows run in contiguous blocks, one block per task, each row with the same serial
-code; the per-batch merge runs serially in batch order. Results are bitwise identical for any
-thread count.
+The fused normalizer + top-k row pass and the beam step built on these lists are in
+:mod:`.beam_rows`.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from numba import prange
-
 from .._jit import kernel
-from .bitmask import allowed
-from .half import load_element, scratch
-from .math import fmax, like
-from .rows import SCRATCH, block_sumexp, chunk_rows, row_chunks
-
-BLOCK = 512
-"""Elements per block of the fused row pass (2 KiB of float32: stays in L1 between sweeps)."""
-
-_NEG_INF = -np.inf
-
 
 # ============================================================================ ranked lists
 
@@ -53,17 +25,16 @@ def before(v1, t1, v2, t2):
 
 
 @kernel
-def _ahead(v, t, vals, ids, i):
-    """Whether ``(v, t)`` ranks before entry ``i`` (by value alone when ``ids`` is None)."""
-    if ids is None:
-        return v > vals[i]
-    return before(v, t, vals[i], ids[i])
-
-
-@kernel
 def admits(vals, ids, n, cap, v, t):
-    """Whether ``(v, t)`` enters the list ``vals/ids[:n]`` of capacity ``cap``."""
-    return n < cap or (cap > 0 and _ahead(v, t, vals, ids, cap - 1))
+    """Whether ``(v, t)`` enters the list ``vals/ids[:n]`` of capacity ``cap`` (by value
+    alone when ``ids`` is None)."""
+    if n < cap:
+        return True
+    if cap == 0:
+        return False
+    if ids is None:
+        return v > vals[cap - 1]
+    return before(v, t, vals[cap - 1], ids[cap - 1])
 
 
 @kernel
@@ -73,21 +44,36 @@ def insert_ranked(vals, ids, n, cap, v, t):
     With ``n == cap`` the last entry drops out, or ``(v, t)`` is ignored when it would rank
     last (see :func:`admits`). ``ids`` None: a list of values alone (``t`` unused; equal
     values keep their order).
+
+    Hot (every candidate of every row): written without calls that take the arrays, and
+    small enough that LLVM inlines it into its callers. A call that is not inlined updates
+    the reference counts of both arrays (atomic operations): about ten times the insertion
+    itself on short lists (32 x 16 insertions into lists of 8: 25 us called, 2 us inlined;
+    storing ``ids[i]`` before ``vals[i]`` at the end was enough to lose the inlining).
     """
-    if not admits(vals, ids, n, cap, v, t):
-        return n
     if n < cap:
         i = n
         n += 1
+    elif cap == 0:
+        return n
     else:
         i = n - 1
-    while i > 0 and _ahead(v, t, vals, ids, i - 1):
-        vals[i] = vals[i - 1]
-        if ids is not None:
+        if ids is None:
+            if not v > vals[i]:
+                return n
+        elif not before(v, t, vals[i], ids[i]):
+            return n
+    if ids is None:
+        while i > 0 and v > vals[i - 1]:
+            vals[i] = vals[i - 1]
+            i -= 1
+        vals[i] = v
+    else:
+        while i > 0 and before(v, t, vals[i - 1], ids[i - 1]):
+            vals[i] = vals[i - 1]
             ids[i] = ids[i - 1]
-        i -= 1
-    vals[i] = v
-    if ids is not None:
+            i -= 1
+        vals[i] = v
         ids[i] = t
     return n
 
@@ -97,269 +83,3 @@ def sort_ranked(vals, ids, n):
     """Sort ``vals/ids[:n]`` by :func:`before` in place (insertion: linear when nearly sorted)."""
     for i in range(1, n):
         insert_ranked(vals, ids, i, n, vals[i], ids[i])
-
-
-# ============================================================================ fused row pass
-
-
-@kernel
-def row_scratch(cols, dtype_like, masked):
-    """Scratch of :func:`row_topk_normalizer` for rows of ``cols`` elements (one per task):
-    ``(bmax, eb, xm)``, block maxima, exp values, and a masked row copy when ``masked``, of
-    the rows' compute dtype (float32 for float32, bfloat16 and float16 rows)."""
-    bmax = scratch(max(1, (cols + BLOCK - 1) // BLOCK), dtype_like)
-    eb = scratch(max(1, min(cols, SCRATCH)), dtype_like)
-    xm = scratch(cols if masked else 1, dtype_like)
-    return bmax, eb, xm
-
-
-@kernel
-def _block_maxima(x, cap, vals, bmax):
-    """Pass 1 of :func:`row_topk_normalizer`: ``bmax[b]`` the maximum of block ``b`` (NaN
-    ignored), the row maximum, and the ``cap`` largest block maxima ranked in ``vals``
-    (their count is returned)."""
-    size = x.size
-    ninf = like(x, -np.inf)
-    m = ninf
-    nb = 0
-    for start in range(0, size, BLOCK):
-        # Index a block view from 0 so that Numba's negative-index wraparound does not turn
-        # the loads into gathers (see rows.row_shifted_sumexp).
-        xb = x[start:min(start + BLOCK, size)]
-        bm = ninf
-        for j in range(xb.size):
-            bm = fmax(bm, load_element(xb, j))
-        bmax[start // BLOCK] = bm
-        m = fmax(m, bm)
-        if bm > ninf:
-            nb = insert_ranked(vals, None, nb, cap, np.float64(bm), 0)
-    return m, nb
-
-
-@kernel
-def _select(x, cap, vals, toks, bmax, lo):
-    """Pass 3 of :func:`row_topk_normalizer`: the ``cap`` best logits ``>= lo`` of ``x``
-    into ``vals``/``toks``, scanning only the blocks whose maximum can enter; returns their
-    count."""
-    size = x.size
-    n = 0
-    worst = like(x, -np.inf)  # the cap-th best so far, once the buffer is full
-    for b in range(bmax.size):
-        bm = bmax[b]
-        if bm >= lo and bm > worst:
-            start = b * BLOCK
-            xb = x[start:min(start + BLOCK, size)]
-            for j in range(xb.size):
-                v = load_element(xb, j)
-                if v >= lo and v > worst:
-                    n = insert_ranked(vals, toks, n, cap, np.float64(v), np.int64(start + j))
-                    if n == cap:
-                        worst = like(x, vals[cap - 1])
-    return n
-
-
-@kernel
-def row_topk_normalizer(x, cap, vals, toks, bmax, eb, nxt=None):
-    """One read of a logits row: its normalizer and its ``cap`` best finite logits.
-
-    ``x``: float32/float64 row ``[V]``, or a bfloat16/float16 one (:mod:`.half` views,
-    widened in registers: the results of its float32 values); ``bmax``, ``eb``: scratch from
-    :func:`row_scratch`; ``nxt`` (optional) the row computed next, prefetched during pass 2.
-    ``vals`` (float64) and ``toks`` (int64), each at least ``cap >= 1`` long, receive the
-    selected logits and their token ids, ranked by :func:`before`. Returns ``(m, log_s,
-    n)``: ``m`` the row maximum (float64), ``log_s`` = ``log(sum(exp(x - m)))`` (float64,
-    the sum of :func:`.rows.row_shifted_sumexp`), ``n`` the number of entries written (at
-    most ``cap``; fewer only when the row has fewer finite values). ``log_softmax(x)[j]`` is
-    ``(x[j] - m) - log_s``. A row with a NaN or ``+inf`` gives ``log_s`` NaN; a row of all
-    ``-inf`` (or empty) gives ``m = log_s = -inf``.
-
-    Pass 1 (from memory): block maxima (:data:`BLOCK` elements), vectorized; the row maximum
-    and the ``cap``-th largest block maximum ``lo``: ``cap`` blocks hold an element ``>= lo``,
-    so every selected logit is ``>= lo``. Pass 2 (row in L2): ``sum(exp(x - m))``, the row
-    pass of every normalizer. Pass 3: only a block whose maximum reaches ``lo`` and beats the
-    current ``cap``-th best is scanned element by element: about ``cap`` blocks, whatever
-    ``V``.
-    """
-    m, nb = _block_maxima(x, cap, vals, bmax)
-    lo = like(x, vals[cap - 1]) if nb == cap else like(x, -np.inf)
-    if not abs(m) < np.inf:
-        if m == np.inf:
-            return np.float64(m), np.nan, 0
-        for j in range(x.size):  # all -inf, or NaN hidden from the max
-            if load_element(x, j) != load_element(x, j):
-                return np.float64(m), np.nan, 0
-        return np.float64(m), _NEG_INF, 0
-    if nxt is None:
-        s = block_sumexp(x, m, eb, x[:0])
-    else:
-        s = block_sumexp(x, m, eb, nxt)
-    n = _select(x, cap, vals, toks, bmax[:(x.size + BLOCK - 1) // BLOCK], lo)
-    if s != s:  # a NaN in the row reached the sum
-        return np.float64(m), np.nan, n
-    return np.float64(m), (np.log(s) if s > 0.0 else _NEG_INF), n
-
-
-@kernel
-def _masked_copy(x, mask, xm):
-    """``xm = x`` with ``-inf`` where the bitmask row disallows; True if ``x`` holds a NaN or
-    ``+inf`` anywhere (the logits are invalid whatever the mask)."""
-    bad = False
-    ninf = like(x, -np.inf)
-    for j in range(x.size):
-        v = load_element(x, j)
-        bad = bad or not v < np.inf
-        xm[j] = v if allowed(mask, j) else ninf
-    return bad
-
-
-@kernel
-def row_topk_masked(x, cap, vals, toks, bmax, eb, mask, xm, renormalize):
-    """:func:`row_topk_normalizer` of the tokens the bitmask row ``mask`` allows (:mod:`.bitmask`).
-
-    Only allowed tokens are selected (from the masked copy ``xm``, scratch of ``x``'s size).
-    The normalizer is the whole row's (transformers' order: processors after log_softmax;
-    the same bits as without a mask), or the allowed tokens' only when ``renormalize``.
-    """
-    if _masked_copy(x, mask, xm):
-        return np.float64(np.nan), np.nan, 0
-    m, log_s, n = row_topk_normalizer(xm, cap, vals, toks, bmax, eb)
-    if not renormalize:
-        top = np.empty(1)
-        top_id = np.empty(1, np.int64)
-        m, log_s, _ = row_topk_normalizer(x, 1, top, top_id, bmax, eb)
-    return m, log_s, n
-
-
-@kernel
-def to_logprobs(vals, toks, n, m, log_s):
-    """Turn ``n`` selected logits into log-probs ``(x - m) - log_s`` and re-rank them."""
-    for i in range(n):
-        vals[i] = (vals[i] - m) - log_s
-    sort_ranked(vals, toks, n)
-
-
-# ============================================================================ beam step
-
-
-@kernel
-def merge_candidates(beam_scores, row_val, row_tok, row_n, vocab, out_score, out_tok,
-                     out_beam, out_logp):
-    """Top ``C`` candidates of one batch from its ``K`` rows' candidate lists.
-
-    ``beam_scores`` float64 ``[K]``; ``row_val`` float64 ``[K, >=C]`` log-probs and
-    ``row_tok`` int64 ``[K, >=C]`` token ids of each row's best candidates (ranked by
-    :func:`before`), ``row_n`` int64 ``[K]`` their counts; ``vocab`` the vocabulary size.
-    Outputs ``[C]``: ``out_score`` (``beam_scores[k] + logp``, float64), ``out_tok``,
-    ``out_beam`` (0..K-1), ``out_logp``. Ranked by score descending, then lower beam, then
-    lower token (one ranked list with ids ``beam * V + token``, kept in ``out_tok`` until
-    the end). Candidates with score ``-inf`` come only after every finite one, in (beam,
-    token) order, with ``out_logp = -inf``.
-    """
-    nbeams = row_n.shape[0]
-    cap = out_score.shape[0]
-    ids = out_tok
-    n = 0
-    for k in range(nbeams):
-        bs = beam_scores[k]
-        for i in range(row_n[k]):
-            s = bs + row_val[k, i]
-            t = k * vocab + row_tok[k, i]
-            if not s > _NEG_INF or not admits(out_score, ids, n, cap, s, t):
-                break  # the rest of this row ranks lower still
-            n = insert_ranked(out_score, ids, n, cap, s, t)
-    for c in range(n):
-        k, t = divmod(ids[c], vocab)
-        out_beam[c] = k
-        out_tok[c] = t
-        i = 0
-        while row_tok[k, i] != t:  # the row's entry of this candidate: its log-prob
-            i += 1
-        out_logp[c] = row_val[k, i]
-    nfinite = n
-    if n < cap:  # fewer finite candidates than asked: -inf ones in (beam, token) order
-        for k in range(nbeams):
-            if n == cap:
-                break
-            for v in range(vocab):
-                if n == cap:
-                    break
-                taken = False
-                for i in range(nfinite):
-                    if out_beam[i] == k and out_tok[i] == v:
-                        taken = True
-                        break
-                if not taken:
-                    out_score[n] = _NEG_INF
-                    out_beam[n] = k
-                    out_tok[n] = v
-                    out_logp[n] = _NEG_INF
-                    n += 1
-
-
-@kernel
-def _beam_step_block(x, beam_scores, row_val, row_tok, row_n, r0, r1, mask):
-    """Rows ``[r0, r1)`` of :func:`beam_step_rows`, in order, with one scratch."""
-    bmax, eb, xm = row_scratch(x.shape[1], x, mask is not None)
-    cap = row_val.shape[1]
-    for r in range(r0, r1):
-        if mask is not None:
-            m, log_s, cnt = row_topk_masked(x[r], cap, row_val[r], row_tok[r], bmax, eb,
-                                            mask[r], xm, False)
-        else:
-            m, log_s, cnt = row_topk_normalizer(x[r], cap, row_val[r], row_tok[r], bmax, eb,
-                                                x[min(r + 1, x.shape[0] - 1)])
-        if log_s != log_s or m == np.inf:
-            row_n[r] = -1
-            continue
-        if not beam_scores[r] > _NEG_INF:
-            cnt = 0
-        to_logprobs(row_val[r], row_tok[r], cnt, m, log_s)
-        row_n[r] = cnt
-
-
-@kernel(parallel=True)
-def beam_step_rows(x, beam_scores, num_beams, row_val, row_tok, row_n, out_score, out_tok,
-                   out_beam, out_logp, mask=None):
-    """One beam-search step: ``score = beam_scores + log_softmax(x)``, top ``C`` per batch.
-
-    Parameters (all C-contiguous; ``N = B * K`` rows, row ``b * K + k``):
-        x:           float32/float64 ``[N, V]`` logits (read once, not modified), or
-                     bfloat16/float16 ones as their :mod:`.half` views (the results of
-                     their exact float32 values).
-        beam_scores: float64 ``[N]`` running scores (no NaN, no ``+inf``; ``-inf`` = dead).
-        num_beams:   int64 ``K``.
-        row_val:     float64 ``[N, C]`` scratch (per-row candidate log-probs).
-        row_tok:     int64 ``[N, C]`` scratch (per-row candidate tokens).
-        row_n:       int64 ``[N]`` scratch.
-        out_score:   float64 ``[B, C]`` out, candidate scores, descending per batch.
-        out_tok:     int64 ``[B, C]`` out, token ids.
-        out_beam:    int64 ``[B, C]`` out, beam index in ``0..K-1``.
-        out_logp:    float64 ``[B, C]`` out, the token's log-prob ``log_softmax(x[row])[tok]``.
-        ``C`` is ``out_score.shape[1]``, at most ``K * V``.
-        mask:        optional int32 ``[N, ceil(V / 32)]`` token bitmask (:mod:`.bitmask`):
-                     disallowed tokens are never selected (their log-probs count as
-                     ``-inf``; the normalizer stays the whole row's). Every row must allow
-                     a token (:func:`.bitmask.first_empty_row`).
-
-    Returns:
-        int64: -1 on success, else the first row (``b * K + k``) holding a NaN or ``+inf``
-        (outputs are then unspecified).
-
-    Ties are broken toward the lower beam, then the lower token; ``-inf`` candidates are taken
-    only when fewer than ``C`` finite ones exist (see :func:`merge_candidates`).
-    """
-    nrows = x.shape[0]
-    nchunk = row_chunks(nrows)
-    for c in prange(nchunk):
-        r0, r1 = chunk_rows(c, nchunk, nrows)
-        _beam_step_block(x, beam_scores, row_val, row_tok, row_n, r0, r1, mask)
-    for r in range(nrows):
-        if row_n[r] < 0:
-            return np.int64(r)
-    vocab = x.shape[1]
-    for b in range(out_score.shape[0]):
-        lo = b * num_beams
-        hi = lo + num_beams
-        merge_candidates(beam_scores[lo:hi], row_val[lo:hi], row_tok[lo:hi], row_n[lo:hi],
-                         vocab, out_score[b], out_tok[b], out_beam[b], out_logp[b])
-    return np.int64(-1)

@@ -831,15 +831,18 @@ FASTLSM_API fastlsm_beam_search_config fastlsm_beam_search_default_config(void)
     return c;
 }
 
-/* Validate, run and finish a search; is_f64 selects the logits type. Every buffer the state
- * machine needs is allocated here and freed before returning. */
+/* Validate, run and finish a search; dt (DT_*) is the logits type: the step callback fills
+ * logits of it (16-bit: their bits, handed to the decoder as they are), the scores are double
+ * for DT_F64, else float. Every buffer the state machine needs is allocated here and freed
+ * before returning. */
 static int beam_search(const char *fname, const fastlsm_beam_search_config *config,
                        const void *ids, int is32, int64_t batch, int64_t prompt_len,
-                       int64_t vocab, int is_f64, void *step, void *user_data,
+                       int64_t vocab, int dt, void *step, void *user_data,
                        int64_t *sequences, int64_t *lengths, void *sequence_scores,
                        void *token_logprobs, int64_t *out_width)
 {
-    const size_t elem = is_f64 ? sizeof(double) : sizeof(float);
+    const size_t elem = dt_size(dt);
+    const int is_f64 = dt == DT_F64;
     int64_t rows, max_len, tmp, nh;
     fastlsm_beam_search_config cfg_copy = fastlsm_beam_search_default_config();
     const fastlsm_beam_search_config *c = &cfg_copy;
@@ -870,7 +873,7 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
                         "be >= 0", fname, (long long)(i / prompt_len), (long long)(i % prompt_len),
                         (long long)id_at(ids, is32, i));
     void *pack_k, *layout_k, *init_k, *finalize_k, *ignored;
-    const int adv_id = is_f64 ? K_beam_advance_f64 : K_beam_advance_f32;
+    const int adv_id = KID_beam_advance(dt);
     if ((st = begin(fname, K_beam_pack_config, 0, 0, &pack_k)) ||
         (st = begin(fname, K_beam_layout, 0, 0, &layout_k)) ||
         (st = begin(fname, K_beam_init, 0, 0, &init_k)) ||
@@ -945,15 +948,19 @@ static int beam_search(const char *fname, const fastlsm_beam_search_config *conf
             memcpy(seqbuf + r * cur, running + r * max_len, (size_t)cur * sizeof *seqbuf);
         if (s > 0)
             memcpy(parents, istate + layout[BEAM_L_PARENTS], (size_t)rows * sizeof *parents);
-        int rc = is_f64
-            ? ((fastlsm_step_fn_f64)step)(user_data, seqbuf, rows, cur, s ? parents : NULL,
-                                           logits)
-            : ((fastlsm_step_fn_f32)step)(user_data, seqbuf, rows, cur, s ? parents : NULL,
-                                           logits);
+        const int64_t *par = s ? parents : NULL;
+        int rc = dt == DT_F64   ? ((fastlsm_step_fn_f64)step)(user_data, seqbuf, rows, cur, par,
+                                                              logits)
+                 : dt == DT_F32 ? ((fastlsm_step_fn_f32)step)(user_data, seqbuf, rows, cur, par,
+                                                              logits)
+                 : dt == DT_BF16 ? ((fastlsm_step_fn_bf16)step)(user_data, seqbuf, rows, cur,
+                                                                par, logits)
+                                 : ((fastlsm_step_fn_f16)step)(user_data, seqbuf, rows, cur,
+                                                               par, logits);
         if (rc != 0)
             CLEANUP(FASTLSM_ERR_INVALID_ARGUMENT, "%s: step %lld: the step callback returned "
                     "%d", fname, (long long)s, rc);
-        int64_t status = KCALL_beam_advance(is_f64, pick(adv_id, rows * vocab, rows), cfg,
+        int64_t status = KCALL_beam_advance(dt, pick(adv_id, rows * vocab, rows), cfg,
                                             cfg_len, fcfg, fstate, fsize, istate, isize,
                                             logits, rows, vocab);
         if (status == BEAM_DONE) break;
@@ -992,19 +999,19 @@ done:
     return result;
 }
 
-#define BEAM_SEARCH_ENTRY(S, T, I, ID, is32)                                                  \
+#define BEAM_SEARCH_ENTRY_IDS(S, R, DT, I, ID, is32)                                         \
     FASTLSM_API int fastlsm_beam_search_##I##S(                                               \
         const fastlsm_beam_search_config *config, const ID *input_ids, int64_t batch,        \
         int64_t prompt_len, int64_t vocab, fastlsm_step_fn_##S step, void *user_data,        \
-        int64_t *sequences, int64_t *lengths, T *sequence_scores, T *token_logprobs,         \
+        int64_t *sequences, int64_t *lengths, R *sequence_scores, R *token_logprobs,         \
         int64_t *out_width)                                                                   \
     {                                                                                         \
         return beam_search("fastlsm_beam_search_" #I #S, config, input_ids, is32, batch,     \
-                           prompt_len, vocab, sizeof(T) == 8, (void *)step, user_data,        \
-                           sequences, lengths, sequence_scores, token_logprobs, out_width);   \
+                           prompt_len, vocab, DT, (void *)step, user_data, sequences,         \
+                           lengths, sequence_scores, token_logprobs, out_width);              \
     }
+#define BEAM_SEARCH_ENTRY(S, P, R, DT)                                                        \
+    BEAM_SEARCH_ENTRY_IDS(S, R, DT, , int64_t, 0)                                             \
+    BEAM_SEARCH_ENTRY_IDS(S, R, DT, i32_, int32_t, 1)
 
-BEAM_SEARCH_ENTRY(f32, float, , int64_t, 0)
-BEAM_SEARCH_ENTRY(f64, double, , int64_t, 0)
-BEAM_SEARCH_ENTRY(f32, float, i32_, int32_t, 1)
-BEAM_SEARCH_ENTRY(f64, double, i32_, int32_t, 1)
+FASTLSM_DTYPES_beam_advance(BEAM_SEARCH_ENTRY)

@@ -153,7 +153,7 @@ _CE_API = (
 _DEC = "const int64_t *cfg, int64_t cfg_len, const double *fcfg"
 _STATE = "double *fstate, int64_t fsize, int64_t *istate, int64_t isize"
 _STEP_FN = ("fastlsm_step_fn_S step, void *user_data, int64_t *sequences, int64_t *lengths, "
-            "T *sequence_scores, T *token_logprobs, int64_t *out_width")
+            "R *sequence_scores, R *token_logprobs, int64_t *out_width")
 _SEQ_API = ("const P *logits, const I *tokens, const uint8_t *mask, int64_t batch, "
             "int64_t steps, int64_t vocab, R *token_logprobs, R *seq_logprobs")
 _SAMPLE_IN = ("const double *bias, int64_t bias_rows, const int32_t *mask, int64_t mask_words, "
@@ -263,7 +263,7 @@ ENTRIES = (
            f"{_STEP_FN})"),
            ("int fastlsm_beam_search_i32_S(const fastlsm_beam_search_config *config, "
            "const int32_t *input_ids, int64_t batch, int64_t prompt_len, int64_t vocab, "
-           f"{_STEP_FN})"))),
+           f"{_STEP_FN})")), ALL),
 )
 
 

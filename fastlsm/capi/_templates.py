@@ -154,8 +154,8 @@ def _beam_store(status, scores, tokens, beams, cand_scores, cand_tokens, cand_be
 
 def float_rows(x):
     """``x`` ``[N, C]`` as a float kernel reads it: 16-bit rows widened (exactly) into a
-    float32 copy, float32/float64 rows themselves (``fastlsm.beam_step``, ``fastlsm.sample``
-    and ``fastlsm.verify_draft`` do the same: ``fastlsm._dtypes.float_logits``)."""
+    float32 copy, float32/float64 rows themselves (``fastlsm.sample`` and
+    ``fastlsm.verify_draft`` do the same: ``fastlsm._dtypes.float_logits``)."""
     raise NotImplementedError("compiled only")
 
 
@@ -183,7 +183,8 @@ def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_t
     sc = np.empty((batch, cap), np.float64)
     tk = np.empty((batch, cap), np.int64)
     bm = np.empty((batch, cap), np.int64)
-    st = KERNEL(float_rows(carray(logits, (n, vocab))), bs, beams, np.empty((n, cap), np.float64),
+    # 16-bit rows as they are (their uint16/int16 views): the kernel widens in registers
+    st = KERNEL(carray(logits, (n, vocab)), bs, beams, np.empty((n, cap), np.float64),
                 np.empty((n, cap), np.int64), np.empty(n, np.int64), sc, tk, bm,
                 np.empty((batch, cap), np.float64))
     return _beam_store(st, sc, tk, bm, cand_scores, cand_tokens, cand_beams)

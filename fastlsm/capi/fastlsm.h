@@ -335,8 +335,9 @@ FASTLSM_API int fastlsm_beam_search_i32_f64(const fastlsm_beam_search_config *co
                                             int64_t *out_width);
 
 /* ------------------------------------------------------------------ 16-bit data
- * Every entry point above except the beam-search decoder has _bf16 and _f16 variants taking
- * 16-bit logits as `const uint16_t *`, each element the bits of one value:
+ * Every entry point above has _bf16 and _f16 variants taking 16-bit logits as
+ * `const uint16_t *` (the beam-search decoder: a step callback filling `uint16_t *` logits),
+ * each element the bits of one value:
  *   _f16:  IEEE 754 binary16 (sign 1, exponent 5, fraction 10 bits; subnormals, +-inf,
  *          NaN, largest finite 65504), C23 _Float16 / __fp16 / numpy.float16 bits;
  *   _bf16: bfloat16, the top 16 bits of an IEEE binary32 float (sign 1, exponent 8,
@@ -420,6 +421,45 @@ FASTLSM_API int fastlsm_beam_step_f16(const uint16_t *logits, const float *beam_
                                       int64_t batch, int64_t beams, int64_t vocab,
                                       int64_t num_candidates, float *cand_scores,
                                       int64_t *cand_tokens, int64_t *cand_beams);
+
+/* The beam-search decoder with 16-bit logits: the callback fills logits [rows, vocab] with the
+ * bits of bfloat16 / float16 values (searched as their exact float32 values, bit for bit as
+ * fastlsm.beam_search with a step function returning ml_dtypes.bfloat16 / numpy.float16
+ * logits); the scores are float. */
+typedef int (*fastlsm_step_fn_bf16)(void *user_data, const int64_t *sequences, int64_t rows,
+                                    int64_t cur_len, const int64_t *parent_beams,
+                                    uint16_t *logits);
+typedef int (*fastlsm_step_fn_f16)(void *user_data, const int64_t *sequences, int64_t rows,
+                                   int64_t cur_len, const int64_t *parent_beams,
+                                   uint16_t *logits);
+FASTLSM_API int fastlsm_beam_search_bf16(const fastlsm_beam_search_config *config,
+                                         const int64_t *input_ids, int64_t batch,
+                                         int64_t prompt_len, int64_t vocab,
+                                         fastlsm_step_fn_bf16 step, void *user_data,
+                                         int64_t *sequences, int64_t *lengths,
+                                         float *sequence_scores, float *token_logprobs,
+                                         int64_t *out_width);
+FASTLSM_API int fastlsm_beam_search_f16(const fastlsm_beam_search_config *config,
+                                        const int64_t *input_ids, int64_t batch,
+                                        int64_t prompt_len, int64_t vocab,
+                                        fastlsm_step_fn_f16 step, void *user_data,
+                                        int64_t *sequences, int64_t *lengths,
+                                        float *sequence_scores, float *token_logprobs,
+                                        int64_t *out_width);
+FASTLSM_API int fastlsm_beam_search_i32_bf16(const fastlsm_beam_search_config *config,
+                                             const int32_t *input_ids, int64_t batch,
+                                             int64_t prompt_len, int64_t vocab,
+                                             fastlsm_step_fn_bf16 step, void *user_data,
+                                             int64_t *sequences, int64_t *lengths,
+                                             float *sequence_scores, float *token_logprobs,
+                                             int64_t *out_width);
+FASTLSM_API int fastlsm_beam_search_i32_f16(const fastlsm_beam_search_config *config,
+                                            const int32_t *input_ids, int64_t batch,
+                                            int64_t prompt_len, int64_t vocab,
+                                            fastlsm_step_fn_f16 step, void *user_data,
+                                            int64_t *sequences, int64_t *lengths,
+                                            float *sequence_scores, float *token_logprobs,
+                                            int64_t *out_width);
 
 /* ------------------------------------------------------------------ sampling
  * fastlsm.sample and fastlsm.verify_draft (see their docstrings and the README's processor

@@ -22,9 +22,9 @@ import numpy as np
 from numba import prange
 
 from ..._jit import kernel
+from ..beam_rows import merge_candidates, row_scratch
 from ..bitmask import empty_row
 from ..rows import chunk_rows, row_chunks
-from ..topk import merge_candidates, row_scratch
 from .config import CFG_PAD
 from .state import (
     BEAM_BAD_LOGITS,

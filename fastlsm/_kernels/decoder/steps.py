@@ -6,7 +6,7 @@ In the order :func:`fastlsm._kernels.decoder.machine.beam_search_advance` runs t
 1. :func:`row_candidates` (per row, in parallel): the logits processors (repetition
    penalty, n-gram bans, the ``min_new_tokens`` EOS ban, the token bitmask) fused with the
    row's normalizer and its top-C log-probs;
-2. per batch item, serially: :func:`~fastlsm._kernels.topk.merge_candidates` (top C of
+2. per batch item, serially: :func:`~fastlsm._kernels.beam_rows.merge_candidates` (top C of
    ``beam_score + log-prob``), :func:`select_running` (the K best unfinished candidates
    become the running beams), :func:`insert_finished` (finished candidates among the top K
    enter the H best hypotheses), :func:`commit_rows` (the new beams replace the old);
@@ -20,10 +20,11 @@ import math
 import numpy as np
 
 from ..._jit import kernel
+from ..beam_rows import row_topk_masked, row_topk_normalizer, to_logprobs
 from ..bitmask import allowed
 from ..half import load_element, store_element
 from ..math import like
-from ..topk import admits, insert_ranked, row_topk_masked, row_topk_normalizer, to_logprobs
+from ..topk import admits, insert_ranked
 from .config import (
     CFG_EARLY_STOPPING,
     CFG_EOS,
@@ -97,7 +98,7 @@ def row_candidates(x, seq, cur_len, cfg, fcfg, spec_tok, spec_kind, spec_val, ro
     written to ``row_val`` (processed log-probs, float64) and ``row_tok``, ranked by
     log-prob descending then token ascending; -1 when the row has a NaN or ``+inf``. ``x``
     is modified during the call and restored bit for bit. ``bmax``, ``eb``, ``xm``: scratch
-    (:func:`~fastlsm._kernels.topk.row_scratch`).
+    (:func:`~fastlsm._kernels.beam_rows.row_scratch`).
     """
     lp = cfg[CFG_PROMPT_LEN]
     cap = row_val.shape[0]
