@@ -50,6 +50,7 @@ def quick_report(tmp_path_factory):
         "--csv",
         str(csv),
         "--markdown",
+        timeout=900,  # a hang guard: cold kernel cache on a loaded 2-core machine took over 240 s
     )
     return json.loads(js.read_text()), csv.read_text(), proc.stdout, proc.stderr, js
 
