@@ -20,6 +20,8 @@ directly, against the references of ``tests/naive.py`` (sums in long double):
 
 from __future__ import annotations
 
+import math
+
 import naive
 import numpy as np
 import pytest
@@ -28,7 +30,13 @@ from fastlsm._jit import kernel
 from fastlsm._kernels.math import like
 from fastlsm._kernels.memory import store_fence, stream_affine, stream_divide
 from fastlsm._kernels.normalize import exp_store_write_prev, sumexp_write_prev
-from fastlsm._kernels.rows import SCRATCH, block_sumexp, exp_store_sum, row_shifted_sumexp
+from fastlsm._kernels.rows import (
+    SCRATCH,
+    block_sum,
+    block_sumexp,
+    exp_store_sum,
+    row_shifted_sumexp,
+)
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
@@ -85,6 +93,24 @@ def test_sum_matches_float64_reference_at_every_boundary(dtype, scale, rng):
         got = sumexp(x, m)
         want = naive.sumexp(x, m)  # in long double
         assert abs(got - want) <= bound * want, (n, got, want)
+
+
+@kernel
+def float64_sum(a):
+    return block_sum(a)
+
+
+def test_float64_sum_is_its_terms_exact_sum_rounded(rng):
+    """float64 data: the correctly rounded sum of the same terms (``math.fsum``) on rows
+    with one dominant term, the case that came out 1 ulp high when each lane was rounded
+    with its compensation before the lanes were added."""
+    for n in (1, 3, 15, 16, 17, 31, 48, 100, 255, 256, 1000):
+        for _ in range(30):
+            a = np.exp(-np.abs(3 * rng.standard_normal(n)))
+            a[rng.integers(n)] = 1.0
+            got = float64_sum(a)
+            exact = math.fsum(a)
+            assert got == exact, (n, got, exact, (got - exact) / np.spacing(exact))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
