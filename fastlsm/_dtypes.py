@@ -16,42 +16,62 @@ array dtype                   kernel view      float results (lse, losses, score
 Elementwise results (log_softmax, softmax, the cross-entropy gradient) are of the input's
 dtype by default: a 16-bit output holds each float32 result rounded once to nearest, ties to
 even.
+
+ml_dtypes is not imported here: its import takes about a second of CPU (measured: 0.8-1.3 s
+with ml_dtypes 0.7, NumPy 2.4, more than the rest of ``import fastlsm`` and most of a C host's
+cold start). A bfloat16 array or dtype can only exist once the caller has imported it, so
+bfloat16 is recognised through ``sys.modules`` (:func:`_bfloat16`); the one place that
+turns a name into a dtype (``dtype="bfloat16"``) imports it on demand.
 """
 
 from __future__ import annotations
 
-import ml_dtypes
+import sys
+
 import numpy as np
 
 from ._kernels import half as _half
 from ._validate import float_array
 
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 FLOAT16 = np.dtype(np.float16)
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
-HALF_DTYPES = (BFLOAT16, FLOAT16)
-_VIEWS = {BFLOAT16: np.dtype(np.uint16), FLOAT16: np.dtype(np.int16)}
-_NAMES = {BFLOAT16: "ml_dtypes.bfloat16", FLOAT16: "np.float16", FLOAT32: "np.float32",
-          FLOAT64: "np.float64"}
+_NAMES = {FLOAT16: "np.float16", FLOAT32: "np.float32", FLOAT64: "np.float64"}
+_F16_VIEW, _BF16_VIEW = np.dtype(np.int16), np.dtype(np.uint16)
+
+
+def _bfloat16() -> np.dtype | None:
+    """``ml_dtypes.bfloat16``'s dtype if ml_dtypes is imported, else None."""
+    ml = sys.modules.get("ml_dtypes")
+    return None if ml is None else np.dtype(ml.bfloat16)
+
+
+def _half_view(dtype: np.dtype) -> np.dtype | None:
+    """The kernel view of a 16-bit ``dtype`` (``int16`` for float16, ``uint16`` for
+    bfloat16), None for any other dtype."""
+    if dtype == FLOAT16:
+        return _F16_VIEW
+    if dtype.kind == "V" and dtype.itemsize == 2 and dtype == _bfloat16():
+        return _BF16_VIEW
+    return None
 
 
 def is_half(dtype) -> bool:
     """Whether ``dtype`` is bfloat16 or float16."""
-    return np.dtype(dtype) in HALF_DTYPES
+    return _half_view(np.dtype(dtype)) is not None
 
 
 def result_dtype(dtype) -> np.dtype:
     """The dtype of float results computed from data of ``dtype``: float32 for the 16-bit
     dtypes (their math is float32), else ``dtype`` itself."""
     dtype = np.dtype(dtype)
-    return FLOAT32 if dtype in HALF_DTYPES else dtype
+    return FLOAT32 if is_half(dtype) else dtype
 
 
 def kernel_view(a: np.ndarray) -> np.ndarray:
     """``a`` as a kernel takes it: a 16-bit array as a view of its bits (``uint16`` for
     bfloat16, ``int16`` for float16), any other array unchanged."""
-    view = _VIEWS.get(a.dtype)
+    view = _half_view(a.dtype)
     if view is None:
         return a
     if a.dtype == FLOAT16 and not _half.float16_native():
@@ -66,6 +86,8 @@ def kernel_view(a: np.ndarray) -> np.ndarray:
 def dtype_name(dtype) -> str:
     """How to spell ``dtype`` in an error message (``np.float32``, ``ml_dtypes.bfloat16``)."""
     dtype = np.dtype(dtype)
+    if dtype == _bfloat16():
+        return "ml_dtypes.bfloat16"
     return _NAMES.get(dtype, f"np.{dtype.name}")
 
 
@@ -75,7 +97,7 @@ def logits_array(x, name: str, *, integers: bool = False) -> np.ndarray:
     if isinstance(x, np.ndarray):
         if x.dtype.kind == "f" and not x.dtype.isnative and x.dtype.itemsize == 2:
             x = x.astype(FLOAT16)
-        if x.dtype in HALF_DTYPES:
+        if is_half(x.dtype):
             return x if x.flags.aligned else x.copy()
     try:
         return float_array(x, name, integers=integers)
@@ -97,8 +119,8 @@ def output_dtype(x_dtype, dtype, out) -> np.dtype:
         try:
             dtype = np.dtype(dtype)
         except TypeError:
-            raise TypeError(f"dtype must be a NumPy float dtype, got {dtype!r}") from None
-        if dtype not in (FLOAT64, FLOAT32, *HALF_DTYPES):
+            dtype = _named_dtype(dtype)
+        if dtype not in (FLOAT64, FLOAT32) and not is_half(dtype):
             raise TypeError(
                 f"dtype must be np.float32, np.float64, ml_dtypes.bfloat16 or np.float16, "
                 f"got {dtype}"
@@ -114,11 +136,24 @@ def output_dtype(x_dtype, dtype, out) -> np.dtype:
     return np.dtype(x_dtype)
 
 
+def _named_dtype(dtype) -> np.dtype:
+    """``np.dtype(dtype)`` for a name NumPy learns from ml_dtypes (``"bfloat16"``): imports
+    ml_dtypes, as the caller asked for one of its dtypes; else ``TypeError``."""
+    if isinstance(dtype, str):
+        import ml_dtypes  # noqa: F401 (registers its dtype names with NumPy)
+
+        try:
+            return np.dtype(dtype)
+        except TypeError:
+            pass
+    raise TypeError(f"dtype must be a NumPy float dtype, got {dtype!r}") from None
+
+
 def direct(x_dtype, out_dtype) -> bool:
     """Whether a kernel reads ``x_dtype`` data and writes ``out_dtype`` results directly
     (same dtype, or 16-bit in and float32 out); otherwise ``x`` is converted first."""
     x_dtype, out_dtype = np.dtype(x_dtype), np.dtype(out_dtype)
-    return x_dtype == out_dtype or (x_dtype in HALF_DTYPES and out_dtype == FLOAT32)
+    return x_dtype == out_dtype or (is_half(x_dtype) and out_dtype == FLOAT32)
 
 
 def float_logits(x, name: str) -> np.ndarray:

@@ -10,7 +10,7 @@ import operator
 import numpy as np
 
 from . import _jit
-from ._dtypes import HALF_DTYPES, kernel_view, logits_array, result_dtype
+from ._dtypes import is_half, kernel_view, logits_array, result_dtype
 from ._kernels import beam as _k
 from ._kernels import bitmask as _bitmask_kernels
 from ._kernels.decoder import config as _cfg
@@ -452,7 +452,7 @@ def _step_logits(out, step: int, nrows: int, vocab) -> np.ndarray:
         ) from None
     if x.dtype.kind == "f" and x.dtype.itemsize == 2 and not x.dtype.isnative:
         x = x.astype(np.float16)
-    if x.dtype not in (np.float32, np.float64, *HALF_DTYPES):
+    if x.dtype not in (np.float32, np.float64) and not is_half(x.dtype):
         raise TypeError(
             f"step {step}: step_fn returned logits of dtype {x.dtype}; return float32, "
             f"float64, bfloat16 or float16 logits of shape [B * num_beams, V]"

@@ -128,6 +128,26 @@ def test_same_bits_on_an_avx2_only_cpu(tmp_path):
     assert _run_for_cpu(tmp_path, "haswell", script) == _conversion_bits()
 
 
+_LAZY_SCRIPT = """
+import sys, numpy as np, fastlsm
+print("ml_dtypes" in sys.modules)
+x = np.array([[1.5, -2.0, 3.25]], np.float32)
+y = fastlsm.log_softmax(x, dtype="bfloat16")  # a name of ml_dtypes: imported on demand
+print(y.dtype, "ml_dtypes" in sys.modules)
+import ml_dtypes
+print(np.array_equal(fastlsm.log_softmax(x.astype(ml_dtypes.bfloat16)), y))
+"""
+
+
+def test_import_does_not_import_ml_dtypes():
+    """``import fastlsm`` leaves ml_dtypes unimported (about a second of CPU); bfloat16 works
+    once the caller has it, and ``dtype="bfloat16"`` imports it."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", _LAZY_SCRIPT], env=env, capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    assert out.split() == ["False", "bfloat16", "True", "True"]
+
+
 _GENERIC_SCRIPT = """
 import numpy as np, ml_dtypes
 from fastlsm._dtypes import kernel_view, widened
