@@ -10,6 +10,10 @@ Nothing here computes a sum or an exponential: this module decides how bytes mov
   there, and a streaming store costs a fence: outputs below :data:`STREAM_MIN_BYTES` use
   plain stores. The decision depends on the output's size only (never its alignment), and
   never changes a bit of the result.
+- **Where row pipelining pays** (:func:`pipelines`): a row kernel that reads logits only
+  (logsumexp, cross-entropy, sequence scoring) takes the maximum of its next row inside
+  the current row's exp-sum loop when the logits come from memory, a separate max pass
+  over the row when they sit in cache (:data:`PIPELINE_MIN_BYTES`). The same bits either way.
 - :func:`stream_affine` / :func:`stream_divide` write ``(src - a) (* or /) s - b`` with the
   chosen store kind (LLVM does not vectorize a loop of scalar non-temporal stores from
   Numba, so the loop is LLVM IR: a plain-store head up to a 64-byte boundary of ``dst``,
@@ -45,6 +49,22 @@ def streams(nbytes):
     """Whether an output of ``nbytes`` bytes is written with streaming stores: the one
     decision (see :data:`STREAM_MIN_BYTES`)."""
     return nbytes >= STREAM_MIN_BYTES
+
+
+PIPELINE_MIN_BYTES = 1 << 25
+"""Row kernels reading at least this many bytes of logits (in total, per kernel call)
+pipeline their rows (:func:`.rows.sumexp_next_max`): each row's exp-sum pass also loads the
+thread's next row, for its maximum, with demand loads that the hardware prefetchers follow,
+so the next row streams in from memory while this one's exponentials are computed. Smaller
+problems sit in cache, where a separate max pass over the cached next row is cheaper (the
+pipelined loop carries the next row's loads and maxima through the exp-bound loop)."""
+
+
+@kernel
+def pipelines(nbytes):
+    """Whether a row kernel over ``nbytes`` bytes of logits pipelines its rows: the one
+    decision (see :data:`PIPELINE_MIN_BYTES`); it never changes a bit of the result."""
+    return nbytes >= PIPELINE_MIN_BYTES
 
 
 def affine_ir(builder, v, a, s, b, divide: bool):
