@@ -80,21 +80,22 @@ def finish_lse(m, log_s):
 
 
 @kernel
-def row_sum(x, m, cap, g, store, nxt):
+def row_sum(x, m, cap, g, store, nxt, pipelined):
     """``(s, max(nxt))``: ``s = sum(exp(y - m))`` in float64 (``y = softcap(x)`` when
     ``cap > 0``), storing ``exp(x - m)`` into ``g`` when ``store`` and there is no softcap
     (the same bits in every mode), and the maximum of the thread's next row ``nxt`` (raw
-    logits), taken in the same loop (:func:`.rows.sumexp_next_max`) except with a softcap
-    (then ``nxt`` is prefetched during the sum and its maximum read from cache)."""
+    logits), taken in the same loop when ``pipelined`` (:func:`.rows.sumexp_next_max`)
+    except with a softcap (then ``nxt`` is prefetched during the sum and its maximum read
+    from cache)."""
     if cap > 0.0:
         return capped_sumexp(x, m, cap, nxt), row_max(nxt)
     if store:
-        return exp_store_next_max(x, m, g, nxt)
-    return sumexp_next_max(x, m, nxt)
+        return exp_store_next_max(x, m, g, nxt, pipelined)
+    return sumexp_next_max(x, m, nxt, pipelined)
 
 
 @kernel
-def capped_lse(x, cap, mx, nxt):
+def capped_lse(x, cap, mx, nxt, pipelined):
     """log-sum-exp of the (softcapped) row in float64, storing nothing (``mx = max(x)``);
     returns ``(lse, max(nxt))``."""
     m = capped_max(mx, cap)
@@ -102,7 +103,7 @@ def capped_lse(x, cap, mx, nxt):
     if cap > 0.0:
         s, mx_next = capped_sumexp(x, m, cap, nxt), row_max(nxt)
     else:
-        s, mx_next = sumexp_next_max(x, m, nxt)
+        s, mx_next = sumexp_next_max(x, m, nxt, pipelined)
     return finish_lse(m, flog(s)), mx_next
 
 
@@ -203,7 +204,7 @@ def grad_capped(x, g, m, c1, ck, ca, q, w, cap):
 
 
 @kernel
-def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx, pipelined):
     """One counted row with class-index target ``t``, ``mx = max(x)``. Returns ``(loss,
     lse, max(nxt))`` (float64, float64, the logits' compute type).
 
@@ -212,7 +213,7 @@ def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
     (``dest`` itself, or a float32 buffer for a 16-bit ``dest``; without weights or
     softcap the last pass writes ``dest`` directly). ``g`` may alias ``x``: the target
     logit and the smoothing sum are read before anything is written. ``nxt`` is the
-    thread's next row.
+    thread's next row (``pipelined``: see :func:`row_sum`).
     """
     c = x.size
     hw = weight.size > 0
@@ -220,7 +221,7 @@ def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
     m = capped_max(mx, cap)
     smooth = eps > 0.0
     sd = weighted_dsum(x, m, weight, cap) if smooth else 0.0
-    s, mx_next = row_sum(x, m, cap, g, want_grad, nxt)
+    s, mx_next = row_sum(x, m, cap, g, want_grad, nxt, pipelined)
     yt = _y(xt, cap)
     log_s = flog(s)
     lse = finish_lse(m, log_s)
@@ -257,7 +258,7 @@ def index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
 
 
 @kernel
-def probs_row(x, q, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx):
+def probs_row(x, q, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx, pipelined):
     """One row with probability target ``q`` (smoothed inside). Returns ``(loss, lse,
     max(nxt))`` as :func:`index_row`.
 
@@ -270,7 +271,7 @@ def probs_row(x, q, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx):
     keep = 1.0 - eps
     add = eps / c
     big_s, big_t = weighted_q(x, q, weight, m, keep, add, cap)  # before x may be overwritten
-    s, mx_next = row_sum(x, m, cap, g, want_grad, nxt)
+    s, mx_next = row_sum(x, m, cap, g, want_grad, nxt, pipelined)
     log_s = flog(s)
     lse = finish_lse(m, log_s)
     loss = big_s * log_s - big_t

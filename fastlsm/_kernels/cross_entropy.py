@@ -39,7 +39,8 @@ The per-token loss is then multiplied by ``token_weight[i]``; the gradient by
 Each row costs one read from memory, as a pipeline: the exp-sum row pass over the
 cache-resident row (which also stores ``exp(d)`` into ``grad`` when a gradient is wanted;
 the loss has the same bits either way: :mod:`.ce_rows`) loads the thread's next row from
-memory for its maximum in the same loop (:func:`.rows.sumexp_next_max`), then a scaling
+memory for its maximum in the same loop (:func:`.rows.sumexp_next_max`; a problem that
+fits in cache takes a separate max pass instead, :func:`.memory.pipelines`), then a scaling
 pass writes the gradient. The mean's denominator and the target check come first, in a cheap
 serial pass over the targets, so a bad target is reported before anything is written.
 Per-row losses go to a float64 ``work`` buffer and are summed serially in row order:
@@ -58,6 +59,7 @@ from .._jit import JIT_OPTIONS, kernel
 from .ce_rows import capped_lse, index_row, probs_row, zero_row
 from .half import grad_row, load_element, row_buffer, store_element
 from .math import like
+from .memory import pipelines
 from .rows import chunk_rows, row_chunks, row_max
 
 NONE = 0
@@ -181,23 +183,25 @@ def _row_target_impl(target, i, ignore_index):
     return lambda target, i, ignore_index: (False, target[i])
 
 
-def counted_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+def counted_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx, pipelined):
     """``(loss, lse, max(nxt))`` of a counted row: :func:`.ce_rows.index_row` for a class index,
     :func:`.ce_rows.probs_row` for a probability row."""
     raise NotImplementedError("compiled only")
 
 
 @overload(counted_row, jit_options=JIT_OPTIONS)
-def _counted_row_impl(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
+def _counted_row_impl(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx, pipelined):
     if isinstance(t, types.Integer):
 
-        def index(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
-            return index_row(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx)
+        def index(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx, pipelined):
+            return index_row(
+                x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx, pipelined
+            )
 
         return index
 
-    def probs(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx):
-        return probs_row(x, t, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx)
+    def probs(x, t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx, pipelined):
+        return probs_row(x, t, g, dest, want_grad, weight, eps, z, cap, a, nxt, mx, pipelined)
 
     return probs
 
@@ -268,18 +272,20 @@ def cross_entropy_rows(
     work = _loss_buffer(reduction, work, n)
     no_grad = grad.reshape(grad.size)[:0]  # a writeable stand-in: logits may be read-only
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
+    pipelined = pipelines(logits.size * logits.itemsize)  # the same decision in every block
     for b in prange(nchunk):
         r0, r1 = chunk_rows(b, nchunk, n)
         buf = row_buffer(logits)  # 16-bit logits: this block's float32 row
         mx = row_max(logits[r0]) if r1 > r0 else like(logits, 0.0)
         for i in range(r0, r1):
             ignored, t = row_target(target, i, ignore_index)
-            # the next row's maximum is taken during this row's pass (its own, for the last)
-            nxt = logits[i + 1] if i + 1 < r1 else logits[i]
+            # the next row's maximum is taken during (or after) this row's pass; none after
+            # the block's last row
+            nxt = logits[i + 1] if i + 1 < r1 else logits[i][:0]
             v = 0.0
             if ignored:
                 if want_lse:  # before zeroing: grad may be the logits
-                    ls, mx = capped_lse(logits[i], cap, mx, nxt)
+                    ls, mx = capped_lse(logits[i], cap, mx, nxt, pipelined)
                     lse[i] = ls
                 else:
                     mx = row_max(nxt)
@@ -290,7 +296,8 @@ def cross_entropy_rows(
                 g = grad_row(grad, i, no_grad, buf, want_grad)
                 dest = grad[i] if want_grad else no_grad  # where g ends (g itself unless 16-bit)
                 v, ls, mx = counted_row(
-                    logits[i], t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx
+                    logits[i], t, g, dest, want_grad, weight, wsum, eps, z, cap, a, nxt, mx,
+                    pipelined,
                 )
                 v *= tw
                 if want_lse:

@@ -44,7 +44,7 @@ from numba.extending import overload
 from .._jit import JIT_OPTIONS, kernel
 from .half import is_f32_math, scratch
 from .math import flog, like
-from .memory import store_fence, stream_affine, stream_divide, streams
+from .memory import pipelines, store_fence, stream_affine, stream_divide, streams
 from .rows import chunk_rows, exp_store_sum, lse_rows, row_chunks, row_max, row_shifted_sumexp
 from .sumexp import (
     SHIFT_PREV,
@@ -240,6 +240,7 @@ def logsumexp_rows(x, out):
     """``out[i] = logsumexp(x[i])``; ``out`` is 1-D with one value per row."""
     rows = x.shape[0]
     nchunk = row_chunks(rows)
+    pipelined = pipelines(x.size * x.itemsize)  # the same decision in every block
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, rows)
-        lse_rows(x, out, r0, r1)
+        lse_rows(x, out, r0, r1, pipelined)

@@ -14,7 +14,7 @@ inputs are ``[rows, cols]`` with the class axis last; outputs are caller-allocat
 - :func:`exp_store_sum`: the same sum (the same bits) while storing ``exp(x - m)`` as output
   values (float32: :data:`.sumexp.STORE`);
 - :func:`row_lse`: log-sum-exp of a row with PyTorch's special values; :func:`lse_rows` the
-  same for a block of rows, pipelined (:func:`sumexp_next_max`).
+  same for a block of rows (:func:`sumexp_next_max`, pipelined when the logits come from memory).
 """
 
 from __future__ import annotations
@@ -485,12 +485,15 @@ def _exp_store_sum_impl(x, m, out, nxt, prefetching=True):
     return impl64
 
 
-def sumexp_next_max(x, m, nxt):
-    """``(row_shifted_sumexp(x, m, .), row_max(nxt))`` (the same bits and value), the
-    next row's maximum taken while this row is summed: float32-computed rows as long as
+def sumexp_next_max(x, m, nxt, pipelined):
+    """``(row_shifted_sumexp(x, m, nxt), row_max(nxt))`` (the same bits and value).
+
+    ``pipelined`` (normally :func:`.memory.pipelines` of the kernel's logits): the next
+    row's maximum is taken while this row is summed: float32-computed rows as long as
     ``nxt`` load it in the exp-sum loop itself (:data:`.sumexp.SUM_NEXT_MAX`), so the next
     row streams in from memory (demand loads, which the hardware prefetchers follow)
-    while this one's exponentials are computed from cache; otherwise the two in sequence.
+    while this one's exponentials are computed from cache. Otherwise (and for float64) the
+    two in sequence: the sum prefetching ``nxt``, then a max pass over it, in cache.
 
     Measured (one thread, [2048, 32000] float32 logsumexp): 12.2 GB/s, against 8.8 GB/s
     for a max pass then a sum pass prefetching the next row into L2 (software prefetches
@@ -500,35 +503,42 @@ def sumexp_next_max(x, m, nxt):
 
 
 @overload(sumexp_next_max, jit_options=JIT_OPTIONS)
-def _sumexp_next_max_impl(x, m, nxt):
+def _sumexp_next_max_impl(x, m, nxt, pipelined):
     if is_f32_math(x.dtype):
 
-        def impl32(x, m, nxt):
-            if nxt.size == x.size:
+        def impl32(x, m, nxt, pipelined):
+            if pipelined and nxt.size == x.size:
                 return sumexp_next_max_f32(x, m, nxt)
             return sumexp_f32(x, m, nxt), row_max(nxt)
 
         return impl32
-    return lambda x, m, nxt: (_mapped_sum(x, m, 0.0, _scratch(x), nxt), row_max(nxt))
+    return lambda x, m, nxt, pipelined: (
+        _mapped_sum(x, m, 0.0, _scratch(x), nxt),
+        row_max(nxt),
+    )
 
 
-def exp_store_next_max(x, m, out, nxt):
+def exp_store_next_max(x, m, out, nxt, pipelined):
     """``(exp_store_sum(x, m, out, ., False), row_max(nxt))`` (the same bits and value), as
-    :func:`sumexp_next_max` (:data:`.sumexp.STORE_NEXT_MAX`); ``out`` may be ``x``."""
+    :func:`sumexp_next_max` (:data:`.sumexp.STORE_NEXT_MAX` when ``pipelined``); ``out``
+    may be ``x``."""
     raise NotImplementedError("compiled only")
 
 
 @overload(exp_store_next_max, jit_options=JIT_OPTIONS)
-def _exp_store_next_max_impl(x, m, out, nxt):
+def _exp_store_next_max_impl(x, m, out, nxt, pipelined):
     if is_f32_math(x.dtype):
 
-        def impl32(x, m, out, nxt):
-            if nxt.size == x.size:
+        def impl32(x, m, out, nxt, pipelined):
+            if pipelined and nxt.size == x.size:
                 return expsum_store_next_max_f32(x, m, out, nxt)
             return expsum_store_only_f32(x, m, out), row_max(nxt)
 
         return impl32
-    return lambda x, m, out, nxt: (exp_store_sum(x, m, out, nxt, False), row_max(nxt))
+    return lambda x, m, out, nxt, pipelined: (
+        exp_store_sum(x, m, out, nxt, False),
+        row_max(nxt),
+    )
 
 
 @kernel
@@ -555,20 +565,20 @@ def row_lse(x, nxt):
 
 
 @kernel
-def lse_rows(x, out, r0, r1):
-    """``out[i] = row_lse(x[i])`` for rows ``r0 <= i < r1`` of 2-D ``x`` (the same bits), as
-    a pipeline: each row's exp-sum pass also takes the next row's maximum
-    (:func:`sumexp_next_max`)."""
+def lse_rows(x, out, r0, r1, pipelined):
+    """``out[i] = row_lse(x[i])`` for rows ``r0 <= i < r1`` of 2-D ``x`` (the same bits): each
+    row's exp-sum pass is followed by, or when ``pipelined`` takes in its own loop, the next
+    row's maximum (:func:`sumexp_next_max`)."""
     if r1 <= r0:
         return
     m = row_max(x[r0])
     for i in range(r0, r1):
         xi = x[i]
-        nxt = x[i + 1] if i + 1 < r1 else xi
+        nxt = x[i + 1] if i + 1 < r1 else xi[:0]  # the block's last row: no next max
         if abs(m) == np.inf:
             out[i] = lse_special(xi, m)
             m = row_max(nxt)
         else:
-            s, m_next = sumexp_next_max(xi, m, nxt)
+            s, m_next = sumexp_next_max(xi, m, nxt, pipelined)
             out[i] = flog(s) + m
             m = m_next

@@ -4,8 +4,9 @@ Entry kernel for Python and the C ABI: :func:`sequence_logprobs_rows`.
 
 Each ``(b, t)`` row is read once from memory: the normalizer's two passes (``row_max``, then
 the exp-sum pass of ``row_shifted_sumexp``, the building blocks of ``row_lse``), pipelined
-as in ``rows.lse_rows``: a row's exp-sum pass also takes the next row's maximum, so the next
-row streams in while this one is summed from cache; the token's logit is one more load.
+as in ``rows.lse_rows`` when the logits come from memory (``memory.pipelines``): a row's
+exp-sum pass also takes the next row's maximum, so the next row streams in while this one
+is summed from cache; the token's logit is one more load.
 float32, bfloat16 and float16 rows (the :mod:`.half` views) are widened in registers: a
 16-bit row gives the results of its exact float32 values. The result is formed as
 ``(x[tok] - max) - log(sum)`` like log_softmax, never ``x[tok] - (max + log(sum))``, which
@@ -24,15 +25,16 @@ from numba import prange
 from .._jit import kernel
 from .half import load_element
 from .math import like
+from .memory import pipelines
 from .rows import chunk_rows, row_chunks, row_max, sumexp_next_max
 
 
 @kernel
-def _token_logprob_rows(x, tokens, mask, tok_out, r0, r1):
+def _token_logprob_rows(x, tokens, mask, tok_out, r0, r1, pipelined):
     """``tok_out[i] = log_softmax(x[i])[tokens[i]]`` (float64) for rows ``r0 <= i < r1``
-    (0 where masked), as a pipeline: each row's exp-sum pass also takes the next unmasked
-    row's maximum (:func:`.rows.sumexp_next_max`: the next row streams in while this one's
-    exponentials are computed; the same bits as a max pass then a sum pass).
+    (0 where masked): each row's exp-sum pass is followed by, or when ``pipelined`` takes
+    in its own loop, the next unmasked row's maximum (:func:`.rows.sumexp_next_max`: the
+    next row streams in while this one's exponentials are computed; the same bits).
     """
     m = row_max(x[r0]) if r1 > r0 and mask[r0] != 0 else like(x, np.nan)
     for i in range(r0, r1):
@@ -45,7 +47,7 @@ def _token_logprob_rows(x, tokens, mask, tok_out, r0, r1):
             if ahead:
                 m = row_max(nxt)
             continue
-        s, m_next = sumexp_next_max(xi, m, nxt)  # NaN anywhere in the row reaches s
+        s, m_next = sumexp_next_max(xi, m, nxt, pipelined)  # NaN anywhere in the row reaches s
         tok_out[i] = (np.float64(load_element(xi, tokens[i])) - np.float64(m)) - math.log(s)
         m = m_next
 
@@ -76,9 +78,10 @@ def sequence_logprobs_rows(x, tokens, mask, seq_len, tok_out, seq_out):
         if mask[i] != 0 and (tokens[i] < 0 or tokens[i] >= v):
             return np.int64(i)
     nchunk = row_chunks(n)  # contiguous row blocks: the prefetched next row is this thread's
+    pipelined = pipelines(x.size * x.itemsize)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, n)
-        _token_logprob_rows(x, tokens, mask, tok_out, r0, r1)
+        _token_logprob_rows(x, tokens, mask, tok_out, r0, r1, pipelined)
     nseq = seq_out.shape[0]
     for b in range(nseq):
         s = 0.0
