@@ -149,7 +149,7 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
         r0, r1 = chunk_rows(c, nchunk, nb)
         work = np.empty(nv if buffered else 0, x.dtype)  # only rows that need it
         er = np.empty(nv, x.dtype)  # the masses of the row (filters.fill_masses)
-        counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
+        seen = np.empty(hist.shape[1], np.int64)  # the history, sorted (rowstate.penalize)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         st = np.empty(NSTATE, np.float64)
@@ -162,7 +162,7 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
             bi = bias[min(i, bias.shape[0] - 1)]
             mi = mask[i]
             if needs_buffer(bi, mi, hist.shape[1], p):
-                materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
+                materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, seen)
                 r = work
                 s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
@@ -222,12 +222,12 @@ def residual_pick(rt, er, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
 
 
 @kernel
-def processed_row(x, work, er, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb,
+def processed_row(x, work, er, bias, mask, hist, draft, i, p, ids, st, cnt, mass, eb, kb,
                   lv, li):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
-        materialize(x, work, bias, mask, hist, draft, i, p, counts)
+        materialize(x, work, bias, mask, hist, draft, i, p, ids)
         return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
@@ -265,7 +265,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
         r0, r1 = chunk_rows(c, nchunk, nb)
         wt, et, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
         wd, ed, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
-        counts = np.zeros(nv, np.int32)
+        seen = np.empty(hist.shape[1] + nk, np.int64)  # history + draft, sorted
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         eb = np.empty(CHUNK, np.float64)
@@ -279,7 +279,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
             acc_n = nk
             for i in range(nk + 1):
                 mi = mask[b, i]
-                rt, s = processed_row(tl[b, i], wt, et, bi, mi, hist[b], draft[b], i, p, counts,
+                rt, s = processed_row(tl[b, i], wt, et, bi, mi, hist[b], draft[b], i, p, seen,
                                       st_t, cnt, mass, eb, kb, lv_t, li_t)
                 if s != OK:
                     break
@@ -291,7 +291,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 q = 1.0
                 if has_draft:
                     _rd, s = processed_row(dl[b, i], wd, ed, bi, mi, hist[b], draft[b], i, p,
-                                           counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
+                                           seen, st_d, cnt, mass, eb, kb, lv_d, li_d)
                     if s != OK:
                         break
                     q = prob(load(wd, tok), tok, st_d, wd[0])
