@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
-from ._dtypes import float_logits
+from ._dtypes import HALF_DTYPES, float_logits, kernel_view, logits_array, result_dtype
 from ._kernels import sampling as _k
 from ._kernels import sampling_params as _sp
 from ._validate import float_array, int_array, int_array_of_shape
@@ -224,7 +224,7 @@ def _row_inputs(nb: int, nv: int, lead: tuple, vals: tuple, history, logit_bias,
     return table, hist, bias, mask, seeds, steps, ctr
 
 
-_NATIVE = frozenset(id(np.dtype(d)) for d in (np.float32, np.float64))
+_NATIVE = frozenset(id(np.dtype(d)) for d in (np.float32, np.float64, *HALF_DTYPES))
 _NUMBER = (int, float)
 _TABLES: dict = {}  # (rows, the parameters' values) -> their checked [rows, NPARAM] table
 _TABLES_MAX = 64
@@ -282,7 +282,7 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     if not (flags.c_contiguous and flags.aligned) or logits.ndim not in (1, 2):
         return None
     single = logits.ndim == 1
-    x2 = logits.reshape(1, -1) if single else logits
+    x2 = kernel_view(logits.reshape(1, -1) if single else logits)
     nb, nv = x2.shape
     if not (nb and nv and 0 <= num_logprobs <= nv and 0 <= seed < 1 << 63
             and 0 <= step < 1 << 63) or logprobs_mode not in ("raw", "processed"):
@@ -310,7 +310,7 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
         run(*args)
     else:
         _launch_sample(args)
-    return _sample_result(args, logits.dtype, single, num_logprobs, False)
+    return _sample_result(args, result_dtype(logits.dtype), single, num_logprobs, False)
 
 
 @_jit.public
@@ -416,11 +416,11 @@ presence_penalty : scalar or array [B]
 def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_logprobs,
             logprob_token_ids, logprobs_mode) -> SampleOutput:
     """:func:`sample` for every call :func:`_fast_sample` does not take."""
-    x = float_logits(logits, "logits")
+    x = logits_array(logits, "logits")
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must have shape [B, V] or [V], got {x.shape}")
     single = x.ndim == 1
-    x2 = np.ascontiguousarray(x.reshape(1, -1) if single else x)
+    x2 = np.ascontiguousarray(kernel_view(x.reshape(1, -1) if single else x))
     nb, nv = x2.shape
     if nv == 0:
         raise ValueError("logits have an empty vocabulary axis (V = 0): no token to sample")
@@ -449,7 +449,8 @@ def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_lo
     if nb:
         run = _jit.launch(_k.sample_rows, x2.size, nb)  # one row: the serial copy
         run(*args)
-    return _sample_result(args, x.dtype, single, nlp, logprob_token_ids is not None)
+    return _sample_result(args, result_dtype(x.dtype), single, nlp,
+                          logprob_token_ids is not None)
 
 
 def _sample_outputs(nb: int, nlp: int, nm: int) -> tuple:
@@ -531,7 +532,7 @@ def verify_draft(
     """
     vals = (temperature, top_k, top_p, min_p, typical_p, repetition_penalty, frequency_penalty,
             presence_penalty)
-    t = float_logits(target_logits, "target_logits")
+    t = logits_array(target_logits, "target_logits")
     if t.ndim != 3 or t.shape[1] < 1:
         raise ValueError(f"target_logits must have shape [B, k+1, V], got {t.shape}")
     nb, nk1, nv = t.shape
@@ -544,12 +545,14 @@ def verify_draft(
     draft = _ids(draft, "draft_tokens", "[B, k]", nv, padding=False)
     dl = None
     if draft_logits is not None:
-        dl = float_logits(draft_logits, "draft_logits")
+        dl = logits_array(draft_logits, "draft_logits")
         if dl.shape != (nb, nk, nv):
             raise ValueError(
                 f"draft_logits must have shape [B, k, V] = {[nb, nk, nv]}, got {dl.shape}"
             )
-        dl = np.ascontiguousarray(dl)
+        if dl.dtype != t.dtype:  # mixed dtypes: float32 for 16-bit, then the target's
+            t, dl = float_logits(t, "target_logits"), float_logits(dl, "draft_logits")
+        dl = np.ascontiguousarray(kernel_view(dl))
     params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
         nb, nv, (nb, nk1), vals, history, logit_bias, token_bitmask, seed, step)
     num_acc = np.zeros(nb, np.int64)
@@ -557,9 +560,10 @@ def verify_draft(
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(t.size, t.shape[0])
-        dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
-        _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
-                       steps, ctr, num_acc, out, status)
+        tv = np.ascontiguousarray(kernel_view(t))  # 16-bit rows are read as they are
+        dl = np.zeros((nb, 0, nv), tv.dtype) if dl is None else dl.astype(tv.dtype, copy=False)
+        _k.verify_rows(tv, dl, draft, bias, mask, hist, params, seeds, steps, ctr, num_acc,
+                       out, status)
         _raise_status(status, lambda i: f"row {i} of target_logits or draft_logits")
     return VerifyOutput(num_acc, out)
 

@@ -347,3 +347,46 @@ def test_short_path_errors(rng):
     for _ in range(2):  # the second time from the cached table: the same error
         with pytest.raises(ValueError, match="min_p must be in"):
             sample(x, min_p=1.5)
+
+
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_half_rows_read_in_place(rng, half):
+    """bfloat16/float16 logits give the bits of their float32 values (sample and
+    verify_draft), without a float32 copy of the logits (each row is widened in the kernel's
+    row buffer)."""
+    import tracemalloc
+
+    import ml_dtypes
+
+    dt = ml_dtypes.bfloat16 if half == "bfloat16" else np.float16
+    x = (rng.standard_normal((8, 4096)) * 3).astype(dt)
+    hist = _history(rng, 8, 4096)
+    for params in FILTERS[:3] + [FILTERS[-1], {"temperature": 0.0}]:
+        for kw in ({"num_logprobs": 3}, {"history": hist, "logit_bias": {5: 1.0}},
+                   {"logprobs_mode": "processed", "logprob_token_ids": [0, 7]}):
+            a = sample(x, seed=4, **params, **kw)
+            b = sample(x.astype(np.float32), seed=4, **params, **kw)
+            for u, v in zip(a, b):
+                if u is not None:
+                    assert u.dtype == v.dtype
+                    np.testing.assert_array_equal(u, v)
+    t = (rng.standard_normal((2, 4, 4096)) * 2).astype(dt)
+    d = (rng.standard_normal((2, 3, 4096)) * 2).astype(dt)
+    drafts = rng.integers(0, 4096, size=(2, 3))
+    for dl in (None, d):
+        a = fastlsm.verify_draft(t, drafts, draft_logits=dl, top_p=0.8, seed=2)
+        b = fastlsm.verify_draft(t.astype(np.float32), drafts, seed=2, top_p=0.8,
+                                 draft_logits=None if dl is None else d.astype(np.float32))
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+
+    def peak(rows):  # kernels' scratch is traced too: compare with the float32 call
+        sample(rows, temperature=0.7, top_p=0.9)  # compiled
+        tracemalloc.start()
+        sample(rows, temperature=0.7, top_p=0.9)
+        used = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return used
+
+    big = (rng.standard_normal((16, 20000)) * 3).astype(dt)
+    # a float32 copy of the logits would add 16 rows; a row buffer per thread adds one each
+    assert peak(big) < peak(big.astype(np.float32)) + 8 * 20000 * 4

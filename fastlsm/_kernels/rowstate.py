@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import kernel
+from .half import load_element
 from .math import fexp_sum, like, neumaier_add, neumaier_result
 from .rows import block_sum, row_max
 from .select import NB, SCALE, bucket
@@ -34,8 +35,9 @@ BAD_VALUE = 2  # a NaN or +inf among the processed logits
 
 @kernel
 def load(row, j):
-    """The one place that reads a logit: element ``j`` of ``row`` as float64."""
-    return np.float64(row[j])
+    """The one place that reads a logit: element ``j`` of ``row`` as float64 (16-bit rows
+    widened exactly, :func:`.half.load_element`)."""
+    return np.float64(load_element(row, j))
 
 
 BLOCK = 64
