@@ -46,7 +46,7 @@ class SampleOutput(NamedTuple):
     tokens: np.ndarray
     """int64 ``[B]``: the sampled token of each row."""
     logprobs: np.ndarray
-    """``[B]`` (the logits' dtype): the sampled tokens' log-probabilities."""
+    """``[B]``: the sampled tokens' log-probabilities (the logits' dtype; float32 for 16-bit)."""
     top_tokens: np.ndarray | None
     """int64 ``[B, num_logprobs]``, best first, ties to the lower id (None if not asked)."""
     top_logprobs: np.ndarray | None
@@ -357,7 +357,9 @@ def sample(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64, shape [B, V] or [V]
+    logits : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16, shape [B, V] or [V]
+        16-bit rows are read as they are (each widened exactly to float32 in the kernel's
+        row buffer: the results of their float32 values).
     temperature, top_k, top_p, min_p, typical_p, repetition_penalty, frequency_penalty, \
 presence_penalty : scalar or array [B]
         Per-row sampling parameters, applied in the order of the table in
@@ -385,7 +387,7 @@ presence_penalty : scalar or array [B]
     -------
     SampleOutput
         ``tokens`` int64, ``logprobs`` / ``top_logprobs`` / ``token_id_logprobs`` in the
-        logits' dtype (computed in float64).
+        logits' dtype, float32 for 16-bit logits (computed in float64).
 
     Raises
     ------
