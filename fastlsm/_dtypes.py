@@ -157,9 +157,9 @@ def direct(x_dtype, out_dtype) -> bool:
 
 
 def float_logits(x, name: str) -> np.ndarray:
-    """:func:`logits_array` for a family whose kernels have no 16-bit loads (sampling,
-    the sequence extras): float32/float64 as they are, bfloat16/float16 as an exact float32
-    copy (these families read per-step logits, small next to the model step)."""
+    """:func:`logits_array` where 16-bit data must become float32 (``verify_draft`` with
+    target and draft logits of different dtypes): float32/float64 as they are,
+    bfloat16/float16 as an exact float32 copy."""
     x = logits_array(x, name)
     if not is_half(x.dtype):
         return x

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
-from ._dtypes import float_logits
+from ._dtypes import HALF_DTYPES, float_logits, kernel_view, logits_array, result_dtype
 from ._kernels import sampling as _k
 from ._kernels import sampling_params as _sp
 from ._validate import float_array, int_array, int_array_of_shape
@@ -46,7 +46,7 @@ class SampleOutput(NamedTuple):
     tokens: np.ndarray
     """int64 ``[B]``: the sampled token of each row."""
     logprobs: np.ndarray
-    """``[B]`` (the logits' dtype): the sampled tokens' log-probabilities."""
+    """``[B]``: the sampled tokens' log-probabilities (the logits' dtype; float32 for 16-bit)."""
     top_tokens: np.ndarray | None
     """int64 ``[B, num_logprobs]``, best first, ties to the lower id (None if not asked)."""
     top_logprobs: np.ndarray | None
@@ -209,12 +209,12 @@ _PARAMS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_pe
 """The per-row sampling parameters, in the order of ``_params``' arguments."""
 
 
-def _row_inputs(nb: int, nv: int, lead: tuple, params: dict, history, logit_bias,
+def _row_inputs(nb: int, nv: int, lead: tuple, vals: tuple, history, logit_bias,
                 token_bitmask, seed, step) -> tuple:
     """Everything a sampling kernel takes besides the logits, checked: ``(params, history,
     bias, mask, seeds, steps, counters)``; an absent bias or mask is an empty array (one
     kernel type per dtype)."""
-    table = _params(nb, *(params[k] for k in _PARAMS))
+    table = _params(nb, *vals)
     hist = _history(history, nb, nv)
     bias = _bias(logit_bias, nb, nv)
     mask = _bitmask(token_bitmask, lead, nv)
@@ -224,8 +224,104 @@ def _row_inputs(nb: int, nv: int, lead: tuple, params: dict, history, logit_bias
     return table, hist, bias, mask, seeds, steps, ctr
 
 
+_NATIVE = frozenset(id(np.dtype(d)) for d in (np.float32, np.float64, *HALF_DTYPES))
+_NUMBER = (int, float)
+_TABLES: dict = {}  # (rows, the parameters' values) -> their checked [rows, NPARAM] table
+_TABLES_MAX = 64
+_COUNTERS: dict = {}  # rows -> the Philox counters of a scalar seed (their row indices)
+_NO_IDS = np.zeros((1, 0), np.int64)
+_NO_BIAS = np.zeros((1, 0), np.float64)
+_NO_HISTORY: dict = {}  # rows -> an empty history [rows, 0]
+_NO_MASK: dict = {}  # rows -> an empty bitmask [rows, 0]
+_NO_TOPS: dict = {}  # rows -> empty top tokens and logprobs [rows, 0]
+
+
+def _table(nb: int, vals: tuple) -> np.ndarray | None:
+    """The parameter table of scalar parameters (Python ``int`` / ``float``; ``top_k`` an
+    ``int``), built and checked by :func:`_params` once per ``(rows, values)`` and then
+    reused (the kernels only read it; values that compare equal give the same table:
+    ``1`` and ``1.0``, and ``0.0`` and ``-0.0``, which every check and filter treats
+    alike). ``vals``: in the order of :data:`_PARAMS`. None for any other kind of
+    parameter."""
+    for v in vals:
+        if type(v) not in _NUMBER:
+            return None
+    if type(vals[1]) is not int:
+        return None
+    key = (nb, *vals)
+    table = _TABLES.get(key)
+    if table is None:
+        table = _params(nb, *vals)  # raises the general path's errors
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.clear()
+        _TABLES[key] = table
+    return table
+
+
+def _cached(cache: dict, nb: int, make):
+    a = cache.get(nb)
+    if a is None:
+        a = cache[nb] = make(nb)
+    return a
+
+
+def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_logprobs,
+                 logprob_token_ids, logprobs_mode) -> SampleOutput | None:
+    """The common :func:`sample` call with little Python work, or None (the general path
+    then takes it, and raises its errors): C-contiguous aligned float32/float64 logits,
+    scalar parameters (:func:`_table`), ``int`` seed and step, an optional history (checked
+    by :func:`_history`), no bias, bitmask or named tokens. The same kernel on the same
+    arrays as the general path: the same bits."""
+    if type(logits) is not np.ndarray or id(logits.dtype) not in _NATIVE:
+        return None
+    if logit_bias is not None or token_bitmask is not None or logprob_token_ids is not None:
+        return None
+    if type(seed) is not int or type(step) is not int or type(num_logprobs) is not int:
+        return None
+    flags = logits.flags
+    if not (flags.c_contiguous and flags.aligned) or logits.ndim not in (1, 2):
+        return None
+    single = logits.ndim == 1
+    x2 = kernel_view(logits.reshape(1, -1) if single else logits)
+    nb, nv = x2.shape
+    if not (nb and nv and 0 <= num_logprobs <= nv and 0 <= seed < 1 << 63
+            and 0 <= step < 1 << 63) or logprobs_mode not in ("raw", "processed"):
+        return None
+    table = _table(nb, vals)
+    if table is None:
+        return None
+    if history is None:
+        hist = _cached(_NO_HISTORY, nb, lambda n: np.zeros((n, 0), np.int64))
+    else:
+        if single:
+            history = np.asarray(history).reshape(1, -1)
+        hist = _history(history, nb, nv)
+    ctr = _cached(_COUNTERS, nb, lambda n: np.arange(n, dtype=np.uint64))
+    mask = _cached(_NO_MASK, nb, lambda n: np.zeros((n, 0), np.int32))
+    key = np.empty((2, nb), np.uint64)  # Philox: (seed, step, row index)
+    key[0] = seed
+    key[1] = step
+    args = (x2, _NO_BIAS, mask, hist, table, key[0], key[1], ctr, logprobs_mode == "raw", _NO_IDS,
+            *_sample_outputs(nb, num_logprobs, 0))
+    if _jit.one_thread(x2.size, nb):
+        run = _jit.serial_entry(_k.sample_rows, (id(logits.dtype), flags.writeable), args)
+        if run is None:
+            return None
+        run(*args)
+    else:
+        _launch_sample(args)
+    return _sample_result(args, result_dtype(logits.dtype), single, num_logprobs, False)
+
+
+@_jit.public
+def _launch_sample(args: tuple) -> None:
+    """Run :func:`fastlsm._kernels.sampling.sample_rows` on ``args`` with fastlsm's thread
+    count (restored on return)."""
+    _jit.launch(_k.sample_rows, args[0].size, args[0].shape[0])(*args)
+
+
 def _raise_status(status: np.ndarray, where) -> None:
-    if not status.any():  # OK is 0
+    if not np.count_nonzero(status):  # OK is 0 (count_nonzero: 5x faster than any())
         return
     bad = np.flatnonzero(status != _k.OK)
     i = int(bad[0])
@@ -237,7 +333,6 @@ def _raise_status(status: np.ndarray, where) -> None:
     raise ValueError(f"{where(i)} holds NaN or +inf logits (after bias and penalties)")
 
 
-@_jit.public
 def sample(
     logits,
     *,
@@ -262,7 +357,9 @@ def sample(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64, shape [B, V] or [V]
+    logits : array_like, float32, float64, bfloat16 (``ml_dtypes``) or float16, shape [B, V] or [V]
+        16-bit rows are read as they are (each widened exactly to float32 in the kernel's
+        row buffer: the results of their float32 values).
     temperature, top_k, top_p, min_p, typical_p, repetition_penalty, frequency_penalty, \
 presence_penalty : scalar or array [B]
         Per-row sampling parameters, applied in the order of the table in
@@ -290,7 +387,7 @@ presence_penalty : scalar or array [B]
     -------
     SampleOutput
         ``tokens`` int64, ``logprobs`` / ``top_logprobs`` / ``token_id_logprobs`` in the
-        logits' dtype (computed in float64).
+        logits' dtype, float32 for 16-bit logits (computed in float64).
 
     Raises
     ------
@@ -307,12 +404,25 @@ presence_penalty : scalar or array [B]
     >>> out.tokens, out.top_tokens, np.exp(out.top_logprobs).round(6)
     (array([0]), array([[0, 1]]), array([[0.7, 0.2]]))
     """
-    kw = {k: v for k, v in locals().items() if k in _PARAMS}
-    x = float_logits(logits, "logits")
+    vals = (temperature, top_k, top_p, min_p, typical_p, repetition_penalty, frequency_penalty,
+            presence_penalty)
+    fast = _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step,
+                        num_logprobs, logprob_token_ids, logprobs_mode)
+    if fast is not None:
+        return fast
+    return _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_logprobs,
+                   logprob_token_ids, logprobs_mode)
+
+
+@_jit.public
+def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_logprobs,
+            logprob_token_ids, logprobs_mode) -> SampleOutput:
+    """:func:`sample` for every call :func:`_fast_sample` does not take."""
+    x = logits_array(logits, "logits")
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must have shape [B, V] or [V], got {x.shape}")
     single = x.ndim == 1
-    x2 = np.ascontiguousarray(x.reshape(1, -1) if single else x)
+    x2 = np.ascontiguousarray(kernel_view(x.reshape(1, -1) if single else x))
     nb, nv = x2.shape
     if nv == 0:
         raise ValueError("logits have an empty vocabulary axis (V = 0): no token to sample")
@@ -325,7 +435,7 @@ presence_penalty : scalar or array [B]
         history = None if history is None else np.asarray(history).reshape(1, -1)
         token_bitmask = None if token_bitmask is None else np.asarray(token_bitmask).reshape(1, -1)
     params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
-        nb, nv, (nb,), kw, history, logit_bias, token_bitmask, seed, step)
+        nb, nv, (nb,), vals, history, logit_bias, token_bitmask, seed, step)
     if logprob_token_ids is None:
         ids = np.zeros((1, 0), np.int64)
     else:
@@ -336,24 +446,40 @@ presence_penalty : scalar or array [B]
             raise ValueError(
                 f"logprob_token_ids must have shape [M] or [B={nb}, M], got {ids.shape}"
             )
-    tokens = np.empty(nb, np.int64)
-    logprobs = np.empty(nb, np.float64)
-    top_tok = np.empty((nb, nlp), np.int64)
-    top_lp = np.empty((nb, nlp), np.float64)
-    id_lp = np.empty((nb, ids.shape[1]), np.float64)
-    status = np.zeros(nb, np.int64)
+    args = (x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
+            *_sample_outputs(nb, nlp, ids.shape[1]))
     if nb:
         run = _jit.launch(_k.sample_rows, x2.size, nb)  # one row: the serial copy
-        run(x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
-            tokens, logprobs, top_tok, top_lp, id_lp, status)
-        _raise_status(status, lambda i: "logits" if single else f"row {i} of logits")
-    dt = x.dtype
+        run(*args)
+    return _sample_result(args, result_dtype(x.dtype), single, nlp,
+                          logprob_token_ids is not None)
+
+
+def _sample_outputs(nb: int, nlp: int, nm: int) -> tuple:
+    """The kernel's outputs: tokens, logprobs, top tokens, top logprobs, the named tokens'
+    logprobs (float64) and the row statuses (each row's is written). Outputs of size 0 are
+    shared (never written, never returned)."""
+    if nlp:
+        tops = np.empty((nb, nlp), np.int64), np.empty((nb, nlp), np.float64)
+    else:
+        tops = _cached(_NO_TOPS, nb, lambda n: (np.empty((n, 0), np.int64),
+                                               np.empty((n, 0), np.float64)))
+    named = np.empty((nb, nm), np.float64) if nm else tops[1]
+    return (np.empty(nb, np.int64), np.empty(nb, np.float64), *tops, named,
+            np.empty(nb, np.int64))
+
+
+def _sample_result(args: tuple, dt, single: bool, nlp: int, named: bool) -> SampleOutput:
+    """The :class:`SampleOutput` of a finished :func:`fastlsm._kernels.sampling.sample_rows`
+    call on ``args``, or its row's error."""
+    tokens, logprobs, top_tok, top_lp, id_lp, status = args[10:]
+    _raise_status(status, lambda i: "logits" if single else f"row {i} of logits")
     out = SampleOutput(
         tokens,
         logprobs.astype(dt),
         top_tok if nlp else None,
         top_lp.astype(dt) if nlp else None,
-        id_lp.astype(dt) if logprob_token_ids is not None else None,
+        id_lp.astype(dt) if named else None,
     )
     if single:
         out = SampleOutput(*(None if a is None else a[0] for a in out))
@@ -406,8 +532,9 @@ def verify_draft(
     VerifyOutput
         ``num_accepted`` int64 [B], ``tokens`` int64 [B, k+1] padded with -1.
     """
-    kw = {k: v for k, v in locals().items() if k in _PARAMS}
-    t = float_logits(target_logits, "target_logits")
+    vals = (temperature, top_k, top_p, min_p, typical_p, repetition_penalty, frequency_penalty,
+            presence_penalty)
+    t = logits_array(target_logits, "target_logits")
     if t.ndim != 3 or t.shape[1] < 1:
         raise ValueError(f"target_logits must have shape [B, k+1, V], got {t.shape}")
     nb, nk1, nv = t.shape
@@ -420,22 +547,25 @@ def verify_draft(
     draft = _ids(draft, "draft_tokens", "[B, k]", nv, padding=False)
     dl = None
     if draft_logits is not None:
-        dl = float_logits(draft_logits, "draft_logits")
+        dl = logits_array(draft_logits, "draft_logits")
         if dl.shape != (nb, nk, nv):
             raise ValueError(
                 f"draft_logits must have shape [B, k, V] = {[nb, nk, nv]}, got {dl.shape}"
             )
-        dl = np.ascontiguousarray(dl)
+        if dl.dtype != t.dtype:  # mixed dtypes: float32 for 16-bit, then the target's
+            t, dl = float_logits(t, "target_logits"), float_logits(dl, "draft_logits")
+        dl = np.ascontiguousarray(kernel_view(dl))
     params, hist, bias, mask, seeds, steps, ctr = _row_inputs(
-        nb, nv, (nb, nk1), kw, history, logit_bias, token_bitmask, seed, step)
+        nb, nv, (nb, nk1), vals, history, logit_bias, token_bitmask, seed, step)
     num_acc = np.zeros(nb, np.int64)
     out = np.full((nb, nk1), -1, np.int64)
     status = np.zeros(nb, np.int64)
     if nb:
         _jit.use_threads(t.size, t.shape[0])
-        dl = np.zeros((nb, 0, nv), t.dtype) if dl is None else dl.astype(t.dtype, copy=False)
-        _k.verify_rows(np.ascontiguousarray(t), dl, draft, bias, mask, hist, params, seeds,
-                       steps, ctr, num_acc, out, status)
+        tv = np.ascontiguousarray(kernel_view(t))  # 16-bit rows are read as they are
+        dl = np.zeros((nb, 0, nv), tv.dtype) if dl is None else dl.astype(tv.dtype, copy=False)
+        _k.verify_rows(tv, dl, draft, bias, mask, hist, params, seeds, steps, ctr, num_acc,
+                       out, status)
         _raise_status(status, lambda i: f"row {i} of target_logits or draft_logits")
     return VerifyOutput(num_acc, out)
 

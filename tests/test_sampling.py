@@ -307,3 +307,86 @@ def test_top_tokens_across_chunks(rng):
             assert out.top_tokens[1].tolist() == [4999, 10, 2500, 4000]
         else:
             np.testing.assert_array_equal(out.top_tokens, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_path_matches_general_path(rng, dtype):
+    """The common call (Python scalars, int seed, optional history) takes the short path
+    (fastlsm.sampling._fast_sample); NumPy scalars take the general one: the same bits."""
+    x = (rng.standard_normal((5, V)) * 3).astype(dtype)
+    hist = _history(rng, 5, V)
+    for params in FILTERS + [{"temperature": 0.0}, {"top_k": 3, "top_p": 0.5}]:
+        for kw in ({}, {"history": hist}, {"num_logprobs": 4, "logprobs_mode": "processed"}):
+            slow = {k: np.float64(v) if k != "top_k" else np.int64(v) for k, v in params.items()}
+            for rows in (x, x[0]):
+                kw1 = dict(kw, history=hist[0]) if rows.ndim == 1 and "history" in kw else kw
+                a = sample(rows, seed=3, step=2, **params, **kw1)
+                b = sample(rows, seed=np.int64(3), step=2, **slow, **kw1)
+                for u, v in zip(a, b):
+                    assert (u is None) == (v is None)
+                    if u is not None:
+                        assert u.dtype == v.dtype
+                        np.testing.assert_array_equal(u, v)
+
+
+def test_short_path_errors(rng):
+    """Bad values in a call the short path looks at raise the general path's errors."""
+    x = rng.standard_normal((2, V))
+    with pytest.raises(ValueError, match="temperature must be finite and >= 0"):
+        sample(x, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        sample(x, top_p=0.0)
+    with pytest.raises(TypeError, match="top_k"):
+        sample(x, top_k=2.0)
+    with pytest.raises(ValueError, match="-1 \\(padding\\)"):
+        sample(x, history=np.array([[0, V]] * 2))
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        sample(x, seed=-1)
+    with pytest.raises(ValueError, match="row 1 of logits holds NaN"):
+        sample(np.array([[0.0, 1.0], [np.nan, 0.0]]), temperature=0.5)
+    for _ in range(2):  # the second time from the cached table: the same error
+        with pytest.raises(ValueError, match="min_p must be in"):
+            sample(x, min_p=1.5)
+
+
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_half_rows_read_in_place(rng, half):
+    """bfloat16/float16 logits give the bits of their float32 values (sample and
+    verify_draft), without a float32 copy of the logits (each row is widened in the kernel's
+    row buffer)."""
+    import tracemalloc
+
+    import ml_dtypes
+
+    dt = ml_dtypes.bfloat16 if half == "bfloat16" else np.float16
+    x = (rng.standard_normal((8, 4096)) * 3).astype(dt)
+    hist = _history(rng, 8, 4096)
+    for params in FILTERS[:3] + [FILTERS[-1], {"temperature": 0.0}]:
+        for kw in ({"num_logprobs": 3}, {"history": hist, "logit_bias": {5: 1.0}},
+                   {"logprobs_mode": "processed", "logprob_token_ids": [0, 7]}):
+            a = sample(x, seed=4, **params, **kw)
+            b = sample(x.astype(np.float32), seed=4, **params, **kw)
+            for u, v in zip(a, b):
+                if u is not None:
+                    assert u.dtype == v.dtype
+                    np.testing.assert_array_equal(u, v)
+    t = (rng.standard_normal((2, 4, 4096)) * 2).astype(dt)
+    d = (rng.standard_normal((2, 3, 4096)) * 2).astype(dt)
+    drafts = rng.integers(0, 4096, size=(2, 3))
+    for dl in (None, d):
+        a = fastlsm.verify_draft(t, drafts, draft_logits=dl, top_p=0.8, seed=2)
+        b = fastlsm.verify_draft(t.astype(np.float32), drafts, seed=2, top_p=0.8,
+                                 draft_logits=None if dl is None else d.astype(np.float32))
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+
+    def peak(rows):  # kernels' scratch is traced too: compare with the float32 call
+        sample(rows, temperature=0.7, top_p=0.9)  # compiled
+        tracemalloc.start()
+        sample(rows, temperature=0.7, top_p=0.9)
+        used = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return used
+
+    big = (rng.standard_normal((16, 20000)) * 3).astype(dt)
+    # a float32 copy of the logits would add 16 rows; a row buffer per thread adds one each
+    assert peak(big) < peak(big.astype(np.float32)) + 8 * 20000 * 4

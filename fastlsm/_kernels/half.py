@@ -261,6 +261,26 @@ def _scratch_impl(shape, x):
     return lambda shape, x: np.empty(shape, x.dtype)
 
 
+def row_values(x, i, buf):
+    """Row ``i`` of 2-D ``x`` as float32/float64 values a row kernel of those dtypes reads:
+    the row itself for float32/float64 data; for 16-bit data ``buf`` (:func:`row_buffer`)
+    after :func:`convert` widened the row into it exactly (one vectorized pass over a row
+    that stays in cache: no float32 copy of the whole array)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(row_values, jit_options=JIT_OPTIONS)
+def _row_values_impl(x, i, buf):
+    if element_kind(x.dtype) in (BF16, F16):
+
+        def widened(x, i, buf):
+            convert(x[i], buf)
+            return buf
+
+        return widened
+    return lambda x, i, buf: x[i]
+
+
 # ------------------------------------------------------------------ float32 gradient rows
 # Cross-entropy reads 16-bit rows directly, but computes a gradient row in several passes
 # (exponentials, then scaling): those run on a per-thread float32 row buffer, and the

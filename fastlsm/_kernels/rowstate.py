@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import kernel
+from .half import load_element
 from .math import fexp_sum, like, neumaier_add, neumaier_result
 from .rows import block_sum, row_max
 from .select import NB, SCALE, bucket
@@ -34,8 +35,9 @@ BAD_VALUE = 2  # a NaN or +inf among the processed logits
 
 @kernel
 def load(row, j):
-    """The one place that reads a logit: element ``j`` of ``row`` as float64."""
-    return np.float64(row[j])
+    """The one place that reads a logit: element ``j`` of ``row`` as float64 (16-bit rows
+    widened exactly, :func:`.half.load_element`)."""
+    return np.float64(load_element(row, j))
 
 
 BLOCK = 64
@@ -95,12 +97,12 @@ def needs_buffer(bias, mask, nhist, p):
 
 
 @kernel
-def materialize(x, out, bias, mask, hist, extra, nextra, p, counts):
+def materialize(x, out, bias, mask, hist, extra, nextra, p, ids):
     """``out`` = the processed logits of row ``x`` (steps 1-4 of the order, in float64, stored
     in ``out``'s dtype: the logits' for sampling, float64 for verification): masked tokens
     ``-inf`` (``mask`` of size 0: none), ``bias`` added (a float64 row; size 0: none), then
     the penalties for every token of ``hist`` (ids ``< 0`` are padding) and of
-    ``extra[:nextra]``. ``counts`` is an int32 row of zeros (left zero)."""
+    ``extra[:nextra]`` (:func:`penalize`; ``ids`` an int64 scratch of their size)."""
     for j in range(x.size):
         out[j] = load(x, j)
     if bias.size > 0:
@@ -110,22 +112,34 @@ def materialize(x, out, bias, mask, hist, extra, nextra, p, counts):
         for j in range(x.size):
             if not allowed(mask, j):
                 out[j] = -np.inf
-    if not (p[P_REP] != 1.0 or p[P_FREQ] != 0.0 or p[P_PRES] != 0.0):
-        return
+    if p[P_REP] != 1.0 or p[P_FREQ] != 0.0 or p[P_PRES] != 0.0:
+        penalize(out, hist, extra, nextra, p, ids)
+
+
+@kernel
+def penalize(out, hist, extra, nextra, p, ids):
+    """Apply :func:`penalized` once to each distinct token of ``hist`` (ids ``< 0``:
+    padding) and ``extra[:nextra]``, with its number of occurrences: the ids are copied into
+    the int64 scratch ``ids`` and sorted there, so the cost is ``O(L log L)`` for ``L`` ids,
+    nothing of the vocabulary's size."""
+    n = 0
     for h in hist:
         if h >= 0:
-            counts[h] += 1
+            ids[n] = h
+            n += 1
     for i in range(nextra):
-        counts[extra[i]] += 1
-    for h in hist:
-        if h >= 0 and counts[h] > 0:
-            out[h] = penalized(out[h], counts[h], p)
-            counts[h] = 0
-    for i in range(nextra):
-        h = extra[i]
-        if counts[h] > 0:
-            out[h] = penalized(out[h], counts[h], p)
-            counts[h] = 0
+        ids[n] = extra[i]
+        n += 1
+    seen = ids[:n]
+    seen.sort()
+    i = 0
+    while i < n:
+        h = seen[i]
+        j = i + 1
+        while j < n and seen[j] == h:
+            j += 1
+        out[h] = penalized(out[h], j - i, p)
+        i = j
 
 
 @kernel

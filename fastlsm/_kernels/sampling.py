@@ -30,6 +30,7 @@ from numba import prange
 
 from .._jit import kernel
 from .filters import choose, row_state
+from .half import row_buffer, row_values, scratch
 from .math import flog, like
 from .philox import uniform
 from .rows import chunk_rows, row_chunks, row_lse, row_max, row_shifted_sumexp
@@ -132,7 +133,9 @@ def logprob_outputs(src, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp
 @kernel(parallel=True)
 def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                 tokens, logprobs, top_tok, top_lp, id_lp, status):
-    """Sample one token per row of ``x`` ``[B, V]`` (float32/float64, C-contiguous).
+    """Sample one token per row of ``x`` ``[B, V]`` (C-contiguous float32/float64, or the
+    uint16/int16 view of bfloat16/float16 data: each row is widened exactly into a float32
+    row buffer, so 16-bit rows give the bits of their float32 values).
 
     bias: float64 ``[1 or B, V]`` (``[1, 0]``: none); mask: int32 ``[B, ceil(V/32)]``
     (``[B, 0]``: none); hist:
@@ -147,22 +150,24 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        work = np.empty(nv if buffered else 0, x.dtype)  # only rows that need it
-        er = np.empty(nv, x.dtype)  # the masses of the row (filters.fill_masses)
-        counts = np.zeros(nv if hist.shape[1] > 0 else 0, np.int32)
+        wide = row_buffer(x)  # 16-bit rows: each widened here (half.row_values)
+        work = scratch(nv if buffered else 0, x)  # only rows that need it
+        er = scratch(nv, x)  # the masses of the row (filters.fill_masses)
+        seen = np.empty(hist.shape[1], np.int64)  # the history, sorted (rowstate.penalize)
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         st = np.empty(NSTATE, np.float64)
-        eb = np.empty(CHUNK, x.dtype)  # chunk masses: values of the row's precision
+        eb = scratch(CHUNK, x)  # chunk masses: values of the row's precision
         kb = np.empty(CHUNK, np.int32)
-        lv = np.empty(LIST_CAP, x.dtype)  # candidate list in the row's dtype
+        lv = scratch(LIST_CAP, x)  # candidate list in the row's precision
         li = np.empty(LIST_CAP, np.int64)
         for i in range(r0, r1):
             p = params[i]
             bi = bias[min(i, bias.shape[0] - 1)]
             mi = mask[i]
+            xi = row_values(x, i, wide)
             if needs_buffer(bi, mi, hist.shape[1], p):
-                materialize(x[i], work, bi, mi, hist[i], hist[i], 0, p, counts)
+                materialize(xi, work, bi, mi, hist[i], hist[i], 0, p, seen)
                 r = work
                 s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
@@ -170,19 +175,19 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                     tok = choose(r, er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
                     if raw:
-                        logprob_outputs(x[i], st, raw, np.nan, tok, i, logprobs, lp_ids,
+                        logprob_outputs(xi, st, raw, np.nan, tok, i, logprobs, lp_ids,
                                         top_tok, top_lp, id_lp)
                     else:
                         logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok,
                                         top_lp, id_lp)
             else:
-                s = row_state(x[i], er, p, st, cnt, mass, eb, kb, lv, li)
+                s = row_state(xi, er, p, st, cnt, mass, eb, kb, lv, li)
                 if s == OK:
                     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(x[i], er, st, u, eb, kb, lv, li)
+                    tok = choose(xi, er, st, u, eb, kb, lv, li)
                     tokens[i] = tok
-                    lse = raw_lse(x[i], er, st) if raw else 0.0
-                    logprob_outputs(x[i], st, raw, lse, tok, i, logprobs, lp_ids, top_tok,
+                    lse = raw_lse(xi, er, st) if raw else 0.0
+                    logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok,
                                     top_lp, id_lp)
             status[i] = s
 
@@ -222,12 +227,12 @@ def residual_pick(rt, er, st_t, rd, st_d, has_draft, tok, u, eb, kb, lv, li):
 
 
 @kernel
-def processed_row(x, work, er, bias, mask, hist, draft, i, p, counts, st, cnt, mass, eb, kb,
+def processed_row(x, work, er, bias, mask, hist, draft, i, p, ids, st, cnt, mass, eb, kb,
                   lv, li):
     """The processed row for position ``i`` of a draft (history + ``draft[:i]``) and its
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
-        materialize(x, work, bias, mask, hist, draft, i, p, counts)
+        materialize(x, work, bias, mask, hist, draft, i, p, ids)
         return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
@@ -265,7 +270,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
         r0, r1 = chunk_rows(c, nchunk, nb)
         wt, et, st_t, lv_t, li_t = _distribution_scratch(nv)  # the target's row
         wd, ed, st_d, lv_d, li_d = _distribution_scratch(nv)  # the draft's
-        counts = np.zeros(nv, np.int32)
+        seen = np.empty(hist.shape[1] + nk, np.int64)  # history + draft, sorted
         cnt = np.empty(NB, np.int64)
         mass = np.empty(NB, np.float64)
         eb = np.empty(CHUNK, np.float64)
@@ -279,7 +284,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
             acc_n = nk
             for i in range(nk + 1):
                 mi = mask[b, i]
-                rt, s = processed_row(tl[b, i], wt, et, bi, mi, hist[b], draft[b], i, p, counts,
+                rt, s = processed_row(tl[b, i], wt, et, bi, mi, hist[b], draft[b], i, p, seen,
                                       st_t, cnt, mass, eb, kb, lv_t, li_t)
                 if s != OK:
                     break
@@ -291,7 +296,7 @@ def verify_rows(tl, dl, draft, bias, mask, hist, params, seeds, steps, ctr,
                 q = 1.0
                 if has_draft:
                     _rd, s = processed_row(dl[b, i], wd, ed, bi, mi, hist[b], draft[b], i, p,
-                                           counts, st_d, cnt, mass, eb, kb, lv_d, li_d)
+                                           seen, st_d, cnt, mass, eb, kb, lv_d, li_d)
                     if s != OK:
                         break
                     q = prob(load(wd, tok), tok, st_d, wd[0])

@@ -13,13 +13,11 @@ import types as pytypes
 from collections.abc import Callable
 
 import numpy as np
-from numba import carray, types
-from numba.extending import overload
+from numba import carray
 
 from .. import _jit
 from .._kernels import beam as _beam
 from .._kernels import cross_entropy as _ce
-from .._kernels import half as _half
 from .._kernels import sampling as _samp
 
 KERNEL: Callable = None  # bound per variant by bind()
@@ -152,27 +150,6 @@ def _beam_store(status, scores, tokens, beams, cand_scores, cand_tokens, cand_be
     return status
 
 
-def float_rows(x):
-    """``x`` ``[N, C]`` as a float kernel reads it: 16-bit rows widened (exactly) into a
-    float32 copy, float32/float64 rows themselves (``fastlsm.sample`` and
-    ``fastlsm.verify_draft`` do the same: ``fastlsm._dtypes.float_logits``)."""
-    raise NotImplementedError("compiled only")
-
-
-@overload(float_rows, jit_options=_jit.JIT_OPTIONS)
-def _float_rows_impl(x):
-    if x.dtype in (types.uint16, types.int16):
-
-        def widen(x):
-            out = np.empty(x.shape, np.float32)
-            for i in range(x.shape[0]):
-                _half.convert(x[i], out[i])
-            return out
-
-        return widen
-    return lambda x: x
-
-
 def beam_step(logits, beam_scores, batch, beams, vocab, cap, cand_scores, cand_tokens,
               cand_beams):
     n = batch * beams
@@ -236,7 +213,8 @@ def sample(x, rows, vocab, bias, bias_rows, mask, mask_words, hist, hist_len, pa
     tk, lp = np.empty(rows, np.int64), np.empty(rows, np.float64)
     tt, tl = np.empty((rows, num_top), np.int64), np.empty((rows, num_top), np.float64)
     il = np.empty((rows, lp_cols), np.float64)
-    KERNEL(float_rows(carray(x, (rows, vocab))), b, carray(mask, (rows, mask_words)), h, p,
+    # 16-bit rows as they are (their uint16/int16 views): the kernel widens one row at a time
+    KERNEL(carray(x, (rows, vocab)), b, carray(mask, (rows, mask_words)), h, p,
            sd, sp, ct, raw != 0, carray(lp_ids, (lp_rows, lp_cols)), tk, lp, tt, tl, il, st)
     return _sample_store(_first_bad(st), tk, lp, tt, tl, il, tokens, logprobs, top_tok,
                          top_lp, id_lp)
@@ -262,8 +240,7 @@ def verify_draft(tl, dl, has_draft, draft, rows, k, vocab, bias, bias_rows, mask
     st = carray(status, (rows,))
     na, o = np.zeros(rows, np.int64), np.full((rows, k + 1), -1, np.int64)
     kd = k if has_draft else 0
-    KERNEL(float_rows(carray(tl, (rows * (k + 1), vocab))).reshape((rows, k + 1, vocab)),
-           float_rows(carray(dl, (rows * kd, vocab))).reshape((rows, kd, vocab)),
+    KERNEL(carray(tl, (rows, k + 1, vocab)), carray(dl, (rows, kd, vocab)),
            carray(draft, (rows, k)), b, carray(mask, (rows, k + 1, mask_words)), h, p, sd, sp,
            ct, na, o, st)
     return _verify_store(_first_bad(st), na, o, num_acc, out)
