@@ -142,7 +142,9 @@ static int rows_check(const char *fname, const void *x, const void *out, int64_t
     if (!x) return fail(FASTLSM_ERR_NULL_POINTER, "%s: x is NULL", fname);
     if (!out) return fail(FASTLSM_ERR_NULL_POINTER, "%s: out is NULL", fname);
     if (checked_size(rows, cols, elem, n) != 0) return bad_sizes(fname, rows, cols);
-    return row_stride(fname, "row_stride", given, 0, rows, cols, elem, stride);
+    *stride = cols; /* packed: every row addressable is what checked_size just showed */
+    return given == cols ? FASTLSM_OK
+                         : row_stride(fname, "row_stride", given, 0, rows, cols, elem, stride);
 }
 
 /* The buffers a row entry's kernel works on for rows `stride` apart: *in (x or its packed
@@ -160,21 +162,28 @@ static int rows_pack(const char *fname, const void **in, void **o, void *own[2],
     return FASTLSM_OK;
 }
 
-/* fastlsm_<name>_<S> (packed rows) and fastlsm_<name>_strided_<S>. */
+/* fastlsm_<name>_<S> (packed rows) and fastlsm_<name>_strided_<S>. Packed rows (the
+ * per-token call) go straight to the kernel: no scratch buffers, nothing to free. */
 #define ROWS_ENTRY(name, S, X, OUT, ELEMENTWISE)                                              \
     static int name##_##S##_rows(const char *fname, X x, OUT out, int64_t rows, int64_t cols, \
                                  int64_t given)                                               \
     {                                                                                         \
-        int64_t n, stride, r = -1;                                                            \
-        void *fn, *own[2] = {NULL, NULL}, *o = out;                                           \
-        const void *in = x;                                                                   \
+        int64_t n, stride, r;                                                                 \
+        void *fn;                                                                             \
         int st = rows_check(fname, x, out, rows, cols, given, sizeof *x, &n, &stride);        \
         if (!st) st = begin(fname, K_##name##_##S, n, rows, &fn);                             \
         if (st || rows == 0) return st;                                                       \
+        if (stride == cols) {                                                                 \
+            r = ((name##_##S##_fn)fn)(x, out, rows, cols);                                    \
+            return r == -1 ? FASTLSM_OK : unexpected(fname, r);                               \
+        }                                                                                     \
+        void *own[2] = {NULL, NULL}, *o = out;                                                \
+        const void *in = x;                                                                   \
+        r = -1;                                                                               \
         st = rows_pack(fname, &in, &o, own, rows, cols, stride, sizeof *x, ELEMENTWISE);      \
         if (!st) r = ((name##_##S##_fn)fn)(in, o, rows, cols);                                \
         if (!st && r != -1) st = unexpected(fname, r);                                        \
-        if (!st && ELEMENTWISE && stride != cols)                                             \
+        if (!st && ELEMENTWISE)                                                               \
             copy_rows(out, stride, o, cols, rows, cols, sizeof *x);                           \
         free(own[0]), free(own[1]);                                                           \
         return st;                                                                            \
