@@ -452,7 +452,7 @@ def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li):
     if p[P_TYP] < 1.0:
         apply_typical(r, er, st, p[P_TYP], cnt, mass, eb, kb)
     if p[P_MINP] > 0.0 or p[P_TYP] < 1.0 or not z > 0.0:
-        z = kept_mass(r, er, st, eb, kb)
+        z = kept_mass(r, er, st, eb)
     st[S_Z] = z
     st[S_LOGZ] = flog(z)
     return OK

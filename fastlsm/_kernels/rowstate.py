@@ -210,6 +210,13 @@ def fill_masses(r, st, er):
 
 
 @kernel
+def above(v, j, lo, tie, ninf):
+    """The threshold alone (no min-p, no typical band), in the row's precision: ``v`` above
+    ``lo`` (equal to it: chunk-local ids from ``tie`` on) and not ``-inf``."""
+    return ((v > lo) | ((v == lo) & (np.int32(j) >= tie))) & (v > ninf)
+
+
+@kernel
 def chunk_pass(r, er, c0, st, typical, eb, kb):
     """For tokens ``c0 + j`` of a chunk (``j < eb.size``): ``eb[j]`` = the kept mass
     ``exp(d)`` (from ``er``, :func:`fill_masses`; 0 if not kept) and ``kb[j]`` = the bucket
@@ -225,7 +232,7 @@ def chunk_pass(r, er, c0, st, typical, eb, kb):
         ninf = like(proto, -np.inf)
         for j in range(eb.size):
             v = rc[j]
-            ok = ((v > lo) | ((v == lo) & (np.int32(j) >= tie))) & (v > ninf)
+            ok = above(v, j, lo, tie, ninf)
             key = min(-shifted(v, st, proto), like(proto, (NB - 1) / SCALE))
             eb[j] = ec[j] if ok else like(proto, 0.0)
             kb[j] = np.int32(key * like(proto, SCALE)) if ok else np.int32(-1)
@@ -241,6 +248,28 @@ def chunk_pass(r, er, c0, st, typical, eb, kb):
 
 
 @kernel
+def chunk_masses(r, er, c0, st, eb):
+    """The ``eb`` of :func:`chunk_pass` (``typical`` False) alone, without the bucket keys:
+    what the sums of :func:`kept_mass` and :func:`pick` read (the same values, the key's
+    arithmetic and stores left out: kept_mass 39 -> 31 us, pick 20 -> 16.5 us at u = 0.5, a
+    row of 128256 float32 on AMD Zen 4)."""
+    rc = r[c0 : c0 + eb.size]
+    ec = er[c0 : c0 + eb.size]
+    proto = rc[0]
+    if st[S_MINP] == 0.0 and st[S_BAND] == np.inf:
+        lo = like(proto, st[S_LO])
+        tie = np.int32(min(max(st[S_TIE] - c0, -1.0), eb.size))
+        ninf = like(proto, -np.inf)
+        for j in range(eb.size):
+            eb[j] = ec[j] if above(rc[j], j, lo, tie, ninf) else like(proto, 0.0)
+        return
+    for j in range(eb.size):
+        v = load(rc, j)
+        e = np.float64(ec[j])
+        eb[j] = e if kept_e(v, c0 + j, shifted(v, st, proto), e, st) else 0.0
+
+
+@kernel
 def total_mass(er):
     """``sum(er)``: chunk sums (``block_sum``) added with Neumaier's compensation."""
     z = 0.0
@@ -251,7 +280,7 @@ def total_mass(er):
 
 
 @kernel
-def kept_mass(r, er, st, eb, kb):
+def kept_mass(r, er, st, eb):
     """``sum(exp(d))`` over the kept tokens: chunk sums (``block_sum``, fixed order) added
     with Neumaier's compensation, in id order (the order of :func:`pick`)."""
     s = frozen(st)
@@ -259,7 +288,7 @@ def kept_mass(r, er, st, eb, kb):
     comp = 0.0
     for c0 in range(0, r.size, CHUNK):
         n = min(CHUNK, r.size - c0)
-        chunk_pass(r, er, c0, s, False, eb[:n], kb[:n])
+        chunk_masses(r, er, c0, s, eb[:n])
         z, comp = neumaier_add(z, comp, block_sum(eb[:n]))
     return neumaier_result(z, comp)
 
@@ -289,7 +318,9 @@ def pick(r, er, st, u, eb, kb):
     """Inverse CDF: the first kept token (id order) whose cumulative mass exceeds ``u * Z``.
 
     Whole chunks are skipped by their sums, accumulated exactly as :func:`kept_mass` forms
-    ``Z``; the chunk where the target falls is walked token by token."""
+    ``Z`` (from the masses alone); the chunk where the target falls is walked token by token.
+    Where rounding leaves the target unreached, the last kept token of the last chunk with
+    mass (or walked) is returned; that chunk's keys are computed only then."""
     if st[S_T] == 0.0:
         return np.int64(st[S_ARG])
     s = frozen(st)
@@ -297,23 +328,29 @@ def pick(r, er, st, u, eb, kb):
     z = 0.0
     comp = 0.0
     last = np.int64(st[S_ARG])
+    pending = -1  # a chunk with mass whose last kept token is the latest fallback
     for c0 in range(0, r.size, CHUNK):
         n = min(CHUNK, r.size - c0)
-        chunk_pass(r, er, c0, s, False, eb[:n], kb[:n])
+        chunk_masses(r, er, c0, s, eb[:n])
         cs = block_sum(eb[:n])
         base = neumaier_result(z, comp)
         if base + cs > target:
+            chunk_pass(r, er, c0, s, False, eb[:n], kb[:n])  # the same masses, and the keys
             acc = base
             for j in range(n):
                 if kb[j] >= 0:
                     acc += eb[j]
                     last = c0 + j
+                    pending = -1
                     if acc > target:
                         return np.int64(last)
         elif cs > 0.0:
-            for j in range(n - 1, -1, -1):
-                if kb[j] >= 0:
-                    last = c0 + j
-                    break
+            pending = c0
         z, comp = neumaier_add(z, comp, cs)
+    if pending >= 0:
+        n = min(CHUNK, r.size - pending)
+        chunk_pass(r, er, pending, s, False, eb[:n], kb[:n])
+        for j in range(n - 1, -1, -1):
+            if kb[j] >= 0:
+                return np.int64(pending + j)
     return last
