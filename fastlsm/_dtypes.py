@@ -46,12 +46,20 @@ def _bfloat16() -> np.dtype | None:
     return None if ml is None else np.dtype(ml.bfloat16)
 
 
+_VIEWS: dict = {id(FLOAT16): (FLOAT16, _F16_VIEW)}  # id -> (the dtype, kept alive; its view)
+
+
 def _half_view(dtype: np.dtype) -> np.dtype | None:
     """The kernel view of a 16-bit ``dtype`` (``int16`` for float16, ``uint16`` for
-    bfloat16), None for any other dtype."""
+    bfloat16), None for any other dtype. The dtypes seen are looked up by identity first
+    (NumPy's and ml_dtypes' dtypes are singletons): a one-row call asks several times."""
+    seen = _VIEWS.get(id(dtype))
+    if seen is not None:
+        return seen[1]
     if dtype == FLOAT16:
         return _F16_VIEW
     if dtype.kind == "V" and dtype.itemsize == 2 and dtype == _bfloat16():
+        _VIEWS[id(dtype)] = (dtype, _BF16_VIEW)
         return _BF16_VIEW
     return None
 

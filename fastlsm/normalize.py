@@ -29,7 +29,15 @@ import math
 import numpy as np
 
 from . import _jit
-from ._dtypes import direct, kernel_view, logits_array, output_dtype, result_dtype
+from ._dtypes import (
+    FLOAT32,
+    direct,
+    is_half,
+    kernel_view,
+    logits_array,
+    output_dtype,
+    result_dtype,
+)
 from ._kernels import normalize as _k
 from ._kernels.memory import PREFAULT_BYTES, fresh_output
 from ._validate import (
@@ -54,9 +62,9 @@ def _elementwise(kernel, x, axis, out, dtype):
             if out is None:
                 out = fresh_output(x.shape, x.dtype)
             if x.ndim == 2:
-                run(x, out)
+                run(_bits(x), _bits(out))
             else:
-                run(x.reshape(fast), out.reshape(fast))
+                run(_bits(x.reshape(fast)), _bits(out.reshape(fast)))
             return out
     x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
@@ -84,15 +92,23 @@ def _elementwise(kernel, x, axis, out, dtype):
 _NATIVE = frozenset(id(d) for d in FLOAT_DTYPES)
 
 
+def _bits(a: np.ndarray) -> np.ndarray:
+    """A fast-path array as its kernel takes it: 16-bit data as a view of its bits."""
+    return kernel_view(a) if a.itemsize == 2 else a
+
+
 def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
-    path (native, aligned, C-contiguous float32/float64, not empty, the last axis, ``out``
+    path (native, aligned, C-contiguous float32/float64/bfloat16/float16 (the 16-bit ones
+    handed to the kernel by :func:`_bits`), not empty, the last axis, ``out``
     of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
     disjoint from it), else None: the general path then handles (or rejects) the call.
     (Written for speed: it is most of the cost of a one-row call.)"""
     nd = x.ndim
-    if id(x.dtype) not in _NATIVE or type(axis) is not int or not nd or (axis != -1
-                                                                       and axis != nd - 1):
+    dt = x.dtype
+    if id(dt) not in _NATIVE and not (dt.itemsize == 2 and is_half(dt)):
+        return None
+    if type(axis) is not int or not nd or (axis != -1 and axis != nd - 1):
         return None
     flags = x.flags
     if not (flags.carray or flags.c_contiguous and flags.aligned):  # carray: also writeable
@@ -129,13 +145,14 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
         return None
     if out is None and x.nbytes >= PREFAULT_BYTES:
         return None  # a fresh output this large is faulted in by a parallel kernel
-    if reduce:
-        out = np.empty(x.shape[:-1], x.dtype)
-        args = (x if x.ndim == 2 else x.reshape(fast), out.reshape(-1))
+    rows = _bits(x if x.ndim == 2 else x.reshape(fast))
+    if reduce:  # float results: float32 for 16-bit rows
+        out = np.empty(x.shape[:-1], FLOAT32 if x.itemsize == 2 else x.dtype)
+        args = (rows, out.reshape(-1))
     else:
         if out is None:
             out = np.empty(x.shape, x.dtype)
-        args = (x, out) if x.ndim == 2 else (x.reshape(fast), out.reshape(fast))
+        args = (rows, _bits(out if x.ndim == 2 else out.reshape(fast)))
     run = _jit.serial_entry(kernel, (id(x.dtype), x.flags.writeable), args)
     if run is None:
         return None
@@ -266,8 +283,9 @@ def _logsumexp(x, axis, keepdims, out):
     if type(x) is np.ndarray and out is None and keepdims is False:
         fast = _fast_rows(x, axis, None)
         if fast is not None:  # a contiguous problem on more than one thread
-            out = np.empty(x.shape[:-1], x.dtype)
-            _jit.launch(_k.logsumexp_rows, x.size, fast[0])(x.reshape(fast), out.reshape(-1))
+            out = np.empty(x.shape[:-1], result_dtype(x.dtype))
+            rows = _bits(x.reshape(fast))
+            _jit.launch(_k.logsumexp_rows, x.size, fast[0])(rows, out.reshape(-1))
             return out
     x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)

@@ -1,12 +1,13 @@
 """The per-token fast paths: the bits, results and errors of the general path.
 
-``log_softmax`` / ``softmax`` / ``logsumexp`` / ``cross_entropy`` on a native C-contiguous
-float32/float64 array that gets one thread call the kernel's serial copy directly
-(``fastlsm._jit.serial_entry``), skipping validation, the thread bookkeeping and Numba's
-dispatch. Everything else takes the general path. The general path is reached here with
-arguments the fast path does not take but that mean the same (an explicit ``dtype=``,
-``keepdims=True``, an int32 target), so the two results must agree bit for bit; both are
-checked against the float64 references of ``tests/naive.py``.
+``log_softmax`` / ``softmax`` / ``logsumexp`` (float32, float64, bfloat16, float16) and
+``cross_entropy`` (float32, float64) on a native C-contiguous array that gets one thread
+call the kernel's serial copy directly (``fastlsm._jit.serial_entry``), skipping
+validation, the thread bookkeeping and Numba's dispatch. Everything else takes the general
+path. The general path is reached here with arguments the fast path does not take but that
+mean the same (an explicit ``dtype=``, ``keepdims=True``, an int32 target), so the two
+results must agree bit for bit; both are checked against the float64 references of
+``tests/naive.py``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,39 @@ def test_logsumexp_fast_path_gives_the_general_paths_bits(dtype, shape, rng, tol
     assert same_bits(fastlsm.logsumexp(x), general)
     x.setflags(write=False)
     assert same_bits(fastlsm.logsumexp(x), general)
+
+
+HALVES = [pytest.param("bfloat16", id="bfloat16"), pytest.param(np.float16, id="float16")]
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_16_bit_fast_paths_give_the_general_paths_bits(dtype, shape, rng, monkeypatch):
+    """bfloat16/float16 rows take the fast paths too (their bits handed to the kernel), with
+    the general path's results: the input's dtype for log_softmax / softmax, float32 for
+    logsumexp, the same bits."""
+    import ml_dtypes
+
+    dtype = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    x = logits(rng, shape, np.float32).astype(dtype)
+    general = {name: getattr(fastlsm, name)(x, dtype=dtype) for name in KERNELS}
+    general["logsumexp"] = fastlsm.logsumexp(x, keepdims=True)[..., 0]
+    assert general["logsumexp"].dtype == np.float32
+    np.testing.assert_allclose(general["log_softmax"].astype(np.float64),
+                               naive.log_softmax(x.astype(np.float64)), rtol=1e-2, atol=1e-2)
+    for module, name in ((_normalize, "_elementwise"), (_normalize, "_logsumexp")):
+        monkeypatch.setattr(module, name, None)  # the fast paths only from here
+    assert same_bits(fastlsm.logsumexp(x), general["logsumexp"])
+    for name in KERNELS:
+        f = getattr(fastlsm, name)
+        assert same_bits(f(x), general[name])
+        out = np.full_like(x, np.nan)
+        assert f(x, out=out) is out and same_bits(out, general[name])
+        inplace = x.copy()
+        assert f(inplace, out=inplace) is inplace and same_bits(inplace, general[name])
+    x.setflags(write=False)
+    assert same_bits(fastlsm.log_softmax(x), general["log_softmax"])
+    assert same_bits(fastlsm.logsumexp(x), general["logsumexp"])
 
 
 def test_fast_paths_are_taken_for_the_per_token_calls(rng, no_general_path):
