@@ -403,23 +403,36 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     return loss
 
 
-_NATIVE = frozenset(id(np.dtype(d)) for d in (np.float32, np.float64))
 _INT64 = np.dtype(np.int64)
-_ABSENT = {id(np.dtype(d)): (np.empty(0, d), np.empty((0, 0), d)) for d in (np.float32, np.float64)}
+# Per logits dtype (by identity; kept alive here): the float result dtype, and the size-0 lse
+# and gradient the fast path hands the kernel (never written).
+_FAST = {id(np.dtype(d)): (np.dtype(d), np.dtype(d), np.empty(0, d), np.empty((0, 0), d))
+         for d in (np.float32, np.float64)}
+
+
+def _fast_dtype(dt: np.dtype):
+    """The :data:`_FAST` entry of logits dtype ``dt`` (bfloat16/float16 entries made on first
+    sight), None for a dtype the fast path does not take."""
+    entry = _FAST.get(id(dt))
+    if entry is None and dt.itemsize == 2 and is_half(dt):
+        f32 = result_dtype(dt)
+        entry = _FAST[id(dt)] = (dt, f32, np.empty(0, f32), kernel_view(np.empty((0, 0), dt)))
+    return entry
 
 
 def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
     """The per-token :func:`cross_entropy` (no weights, no softcap), before any bookkeeping:
-    the loss when ``logits`` is a native, aligned, C-contiguous float32/float64 ``[N, C]``
-    ndarray (class axis last), ``target`` a C-contiguous int64 ``[N]`` ndarray, the options
-    plain valid values (``str``, ``int``, ``float``) and the problem gets one thread
-    (:func:`_jit.one_thread`); computed by the kernel's serial copy called directly
-    (:func:`_jit.serial_entry`). Else None, also for an invalid target (the general path
+    the loss when ``logits`` is a native, aligned, C-contiguous float32/float64/bfloat16/
+    float16 ``[N, C]`` ndarray (class axis last), ``target`` a C-contiguous int64 ``[N]``
+    ndarray, the options plain valid values (``str``, ``int``, ``float``) and the problem
+    gets one thread (:func:`_jit.one_thread`); computed by the kernel's serial copy called
+    directly (:func:`_jit.serial_entry`). Else None, also for an invalid target (the general path
     then raises its error): the same bits and errors as the general path."""
     if type(logits) is not np.ndarray or type(target) is not np.ndarray:
         return None
     dt = logits.dtype
-    if id(dt) not in _NATIVE or logits.ndim != 2 or type(axis) is not int or axis not in (-1, 1):
+    fast = _fast_dtype(dt)
+    if fast is None or logits.ndim != 2 or type(axis) is not int or axis not in (-1, 1):
         return None
     n, c = logits.shape
     xf, tf = logits.flags, target.flags
@@ -434,10 +447,11 @@ def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
         return None
     if not _jit.one_thread(logits.size, n):
         return None
-    loss = np.empty(n if red == _k.NONE else 1, dt)
-    lse, grad = _ABSENT[id(dt)]  # size 0: never written
-    args = (logits, target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0, _EMPTY, loss,
-            lse, grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
+    _, rdt, lse, grad = fast  # lse, grad: size 0, never written
+    loss = np.empty(n if red == _k.NONE else 1, rdt)
+    kx = kernel_view(logits) if dt.itemsize == 2 else logits
+    args = (kx, target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0, _EMPTY, loss, lse,
+            grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
     run = _jit.serial_entry(_k.cross_entropy_rows, (id(dt), xf.writeable, tf.writeable), args)
     if run is None or run(*args) >= 0:
         return None

@@ -1,13 +1,12 @@
 """The per-token fast paths: the bits, results and errors of the general path.
 
-``log_softmax`` / ``softmax`` / ``logsumexp`` (float32, float64, bfloat16, float16) and
-``cross_entropy`` (float32, float64) on a native C-contiguous array that gets one thread
-call the kernel's serial copy directly (``fastlsm._jit.serial_entry``), skipping
-validation, the thread bookkeeping and Numba's dispatch. Everything else takes the general
-path. The general path is reached here with arguments the fast path does not take but that
-mean the same (an explicit ``dtype=``, ``keepdims=True``, an int32 target), so the two
-results must agree bit for bit; both are checked against the float64 references of
-``tests/naive.py``.
+``log_softmax`` / ``softmax`` / ``logsumexp`` / ``cross_entropy`` on a native C-contiguous
+float32/float64/bfloat16/float16 array that gets one thread call the kernel's serial copy
+directly (``fastlsm._jit.serial_entry``), skipping validation, the thread bookkeeping and
+Numba's dispatch. Everything else takes the general path. The general path is reached here
+with arguments the fast path does not take but that mean the same (an explicit ``dtype=``,
+``keepdims=True``, an int32 target), so the two results must agree bit for bit; both are
+checked against the float64 references of ``tests/naive.py``.
 """
 
 from __future__ import annotations
@@ -215,6 +214,28 @@ def test_cross_entropy_fast_path_gives_the_general_paths_bits(options, dtype, sh
     assert same_bits(fast, general)
     ref = naive.cross_entropy(x, t, **options)[0]
     np.testing.assert_allclose(fast, ref, **tolerance[dtype])
+
+
+@pytest.mark.parametrize("options", CE_OPTIONS, ids=str)
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("shape", [(1, 8), (5, 100), (1, 40000)], ids=str)
+def test_16_bit_cross_entropy_fast_path_gives_the_general_paths_bits(options, dtype, shape,
+                                                                     rng):
+    """bfloat16/float16 logits take the cross_entropy fast path too: a float32 loss, the
+    general path's bits, which are the float32 kernel's on the same values."""
+    import ml_dtypes
+
+    dtype = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    x = logits(rng, shape, np.float32).astype(dtype)
+    t = rng.integers(0, shape[1], shape[0])
+    general = fastlsm.cross_entropy(x, t.astype(np.int32), **options)  # int32: general path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_losses, "_cross_entropy", None)
+        fast = fastlsm.cross_entropy(x, t, **options)
+        x.setflags(write=False)
+        assert same_bits(fastlsm.cross_entropy(x, t, **options), fast)
+    assert fast.dtype == np.float32 and same_bits(fast, general)
+    assert same_bits(fast, fastlsm.cross_entropy(x.astype(np.float32), t, **options))
 
 
 def test_cross_entropy_fast_path_raises_the_general_paths_errors(rng):
