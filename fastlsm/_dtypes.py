@@ -91,6 +91,22 @@ def kernel_view(a: np.ndarray) -> np.ndarray:
     return a.view(view)
 
 
+_FLOAT_IDS = frozenset((id(FLOAT32), id(FLOAT64)))
+
+
+def fast_dtype(dtype: np.dtype) -> bool:
+    """Whether the per-token fast paths take arrays of ``dtype`` (a ``np.dtype``) as they
+    are: float32, float64, or bfloat16/float16 (handed over by :func:`fast_view`). Identity
+    tests first: a one-row call asks on every call."""
+    return id(dtype) in _FLOAT_IDS or (dtype.itemsize == 2 and _half_view(dtype) is not None)
+
+
+def fast_view(a: np.ndarray) -> np.ndarray:
+    """:func:`kernel_view` of an array of a :func:`fast_dtype`: its item size alone tells
+    the 16-bit ones, so float32/float64 arrays pay no dtype lookup."""
+    return kernel_view(a) if a.itemsize == 2 else a
+
+
 def dtype_name(dtype) -> str:
     """How to spell ``dtype`` in an error message (``np.float32``, ``ml_dtypes.bfloat16``)."""
     dtype = np.dtype(dtype)

@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
-from ._dtypes import is_half, kernel_view, logits_array, result_dtype
+from ._dtypes import fast_dtype, fast_view, is_half, kernel_view, logits_array, result_dtype
 from ._kernels import cross_entropy as _k
 from ._kernels.memory import fresh_output
 from ._validate import as_rows, axis_index, class_weights
@@ -414,7 +414,7 @@ def _fast_dtype(dt: np.dtype):
     """The :data:`_FAST` entry of logits dtype ``dt`` (bfloat16/float16 entries made on first
     sight), None for a dtype the fast path does not take."""
     entry = _FAST.get(id(dt))
-    if entry is None and dt.itemsize == 2 and is_half(dt):
+    if entry is None and fast_dtype(dt):
         f32 = result_dtype(dt)
         entry = _FAST[id(dt)] = (dt, f32, np.empty(0, f32), kernel_view(np.empty((0, 0), dt)))
     return entry
@@ -449,9 +449,8 @@ def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
         return None
     _, rdt, lse, grad = fast  # lse, grad: size 0, never written
     loss = np.empty(n if red == _k.NONE else 1, rdt)
-    kx = kernel_view(logits) if dt.itemsize == 2 else logits
-    args = (kx, target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0, _EMPTY, loss, lse,
-            grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
+    args = (fast_view(logits), target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0,
+            _EMPTY, loss, lse, grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
     run = _jit.serial_entry(_k.cross_entropy_rows, (id(dt), xf.writeable, tf.writeable), args)
     if run is None or run(*args) >= 0:
         return None

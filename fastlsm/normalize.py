@@ -32,7 +32,8 @@ from . import _jit
 from ._dtypes import (
     FLOAT32,
     direct,
-    is_half,
+    fast_dtype,
+    fast_view,
     kernel_view,
     logits_array,
     output_dtype,
@@ -41,7 +42,6 @@ from ._dtypes import (
 from ._kernels import normalize as _k
 from ._kernels.memory import PREFAULT_BYTES, fresh_output
 from ._validate import (
-    FLOAT_DTYPES,
     as_rows,
     axes_index,
     check_out,
@@ -62,9 +62,9 @@ def _elementwise(kernel, x, axis, out, dtype):
             if out is None:
                 out = fresh_output(x.shape, x.dtype)
             if x.ndim == 2:
-                run(_bits(x), _bits(out))
+                run(fast_view(x), fast_view(out))
             else:
-                run(_bits(x.reshape(fast)), _bits(out.reshape(fast)))
+                run(fast_view(x.reshape(fast)), fast_view(out.reshape(fast)))
             return out
     x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
@@ -89,24 +89,15 @@ def _elementwise(kernel, x, axis, out, dtype):
     return out
 
 
-_NATIVE = frozenset(id(d) for d in FLOAT_DTYPES)
-
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    """A fast-path array as its kernel takes it: 16-bit data as a view of its bits."""
-    return kernel_view(a) if a.itemsize == 2 else a
-
-
 def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
     path (native, aligned, C-contiguous float32/float64/bfloat16/float16 (the 16-bit ones
-    handed to the kernel by :func:`_bits`), not empty, the last axis, ``out``
+    handed to the kernel by ``_dtypes.fast_view``), not empty, the last axis, ``out``
     of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
     disjoint from it), else None: the general path then handles (or rejects) the call.
     (Written for speed: it is most of the cost of a one-row call.)"""
     nd = x.ndim
-    dt = x.dtype
-    if id(dt) not in _NATIVE and not (dt.itemsize == 2 and is_half(dt)):
+    if not fast_dtype(x.dtype):
         return None
     if type(axis) is not int or not nd or (axis != -1 and axis != nd - 1):
         return None
@@ -145,14 +136,14 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
         return None
     if out is None and x.nbytes >= PREFAULT_BYTES:
         return None  # a fresh output this large is faulted in by a parallel kernel
-    rows = _bits(x if x.ndim == 2 else x.reshape(fast))
+    rows = fast_view(x if x.ndim == 2 else x.reshape(fast))
     if reduce:  # float results: float32 for 16-bit rows
         out = np.empty(x.shape[:-1], FLOAT32 if x.itemsize == 2 else x.dtype)
         args = (rows, out.reshape(-1))
     else:
         if out is None:
             out = np.empty(x.shape, x.dtype)
-        args = (rows, _bits(out if x.ndim == 2 else out.reshape(fast)))
+        args = (rows, fast_view(out if x.ndim == 2 else out.reshape(fast)))
     run = _jit.serial_entry(kernel, (id(x.dtype), x.flags.writeable), args)
     if run is None:
         return None
@@ -284,7 +275,7 @@ def _logsumexp(x, axis, keepdims, out):
         fast = _fast_rows(x, axis, None)
         if fast is not None:  # a contiguous problem on more than one thread
             out = np.empty(x.shape[:-1], result_dtype(x.dtype))
-            rows = _bits(x.reshape(fast))
+            rows = fast_view(x.reshape(fast))
             _jit.launch(_k.logsumexp_rows, x.size, fast[0])(rows, out.reshape(-1))
             return out
     x = logits_array(x, "x", integers=True)

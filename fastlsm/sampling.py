@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _jit
-from ._dtypes import float_logits, is_half, kernel_view, logits_array, result_dtype
+from ._dtypes import fast_dtype, float_logits, kernel_view, logits_array, result_dtype
 from ._kernels import sampling as _k
 from ._kernels import sampling_params as _sp
 from ._validate import float_array, int_array, int_array_of_shape
@@ -224,7 +224,6 @@ def _row_inputs(nb: int, nv: int, lead: tuple, vals: tuple, history, logit_bias,
     return table, hist, bias, mask, seeds, steps, ctr
 
 
-_NATIVE = frozenset(id(np.dtype(d)) for d in (np.float32, np.float64, np.float16))  # + bf16
 _NUMBER = (int, float)
 _TABLES: dict = {}  # (rows, the parameters' values) -> their checked [rows, NPARAM] table
 _TABLES_MAX = 64
@@ -272,9 +271,7 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     scalar parameters (:func:`_table`), ``int`` seed and step, an optional history (checked
     by :func:`_history`), no bias, bitmask or named tokens. The same kernel on the same
     arrays as the general path: the same bits."""
-    if type(logits) is not np.ndarray or (
-        id(logits.dtype) not in _NATIVE and not is_half(logits.dtype)
-    ):
+    if type(logits) is not np.ndarray or not fast_dtype(logits.dtype):
         return None
     if logit_bias is not None or token_bitmask is not None or logprob_token_ids is not None:
         return None
