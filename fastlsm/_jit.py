@@ -250,6 +250,9 @@ def kernel(fn=None, *, parallel: bool = False, entry: bool | None = None):
       first use): what :func:`launch` runs for a one-thread problem, which then pays no
       parallel launch (about 0.6 us) and no thread-count change.
     - ``@kernel(entry=True)``: a serial entry kernel (called from Python or C), cached.
+    - ``@kernel(parallel=True, entry=False)``: a parallel helper (a ``prange`` over the parts
+      of one row, :mod:`._kernels.rowstate`), compiled into its caller like any helper and
+      launched only from outside a ``prange`` (never nested).
 
     Entry kernels are never called from other kernels.
     """
@@ -257,7 +260,7 @@ def kernel(fn=None, *, parallel: bool = False, entry: bool | None = None):
 
     def wrap(f):
         compiled = numba.njit(cache=cache, nogil=True, parallel=parallel, **JIT_OPTIONS)(f)
-        if parallel:
+        if parallel and cache:
             compiled.serial = numba.njit(cache=True, nogil=True, **JIT_OPTIONS)(_serial_copy(f))
         return compiled
 
@@ -335,6 +338,18 @@ def _threads_for(work: int, rows: int) -> int:
     than the work takes) and for a single row (``rows``: the row kernels give each row to
     one thread, so a second thread would only wait), else :func:`get_num_threads`."""
     return 1 if work < SERIAL_WORK or rows < 2 else get_num_threads()
+
+
+def split_min() -> int:
+    """The shortest single row a row-splitting kernel (the sampler) spreads over two threads
+    (``_kernels.rowstate.SPLIT_MIN``), or 0 for none: under ``OMP_WAIT_POLICY=passive`` the
+    worker threads sleep between parallel regions and waking them for each pass of one row
+    costs more than the pass (measured: 330 us a call against 140 spinning and 210 serial,
+    [1, 128256] top-p)."""
+    from ._kernels.rowstate import SPLIT_MIN
+
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+    return 0 if passive else SPLIT_MIN
 
 
 def use_threads(work: int, rows: int) -> None:

@@ -300,23 +300,35 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     key = np.empty((2, nb), np.uint64)  # Philox: (seed, step, row index)
     key[0] = seed
     key[1] = step
+    rows = _launch_rows(nb, nv)
+    serial = _jit.one_thread(x2.size, rows)
     args = (x2, _NO_BIAS, mask, hist, table, key[0], key[1], ctr, logprobs_mode == "raw", _NO_IDS,
-            *_sample_outputs(nb, num_logprobs, 0))
-    if _jit.one_thread(x2.size, nb):
+            *_sample_outputs(nb, num_logprobs, 0), not serial)
+    if serial:
         run = _jit.serial_entry(_k.sample_rows, (id(logits.dtype), flags.writeable), args)
         if run is None:
             return None
         run(*args)
     else:
-        _launch_sample(args)
+        _launch_sample(args, rows)
     return _sample_result(args, result_dtype(logits.dtype), single, num_logprobs, False)
 
 
+def _launch_rows(nb: int, nv: int) -> int:
+    """The rows the thread rule (``_jit.launch``) counts for ``[nb, nv]`` logits: a single row
+    of ``SPLIT_MIN`` tokens or more counts as two, since the kernel then splits its passes
+    over two threads (``split``, see :func:`fastlsm._kernels.sampling.sample_rows`)."""
+    return 2 if nb == 1 and _SPLIT_MIN and nv >= _SPLIT_MIN else nb
+
+
+_SPLIT_MIN = _jit.split_min()  # read once: OpenMP reads its wait policy once too
+
+
 @_jit.public
-def _launch_sample(args: tuple) -> None:
-    """Run :func:`fastlsm._kernels.sampling.sample_rows` on ``args`` with fastlsm's thread
-    count (restored on return)."""
-    _jit.launch(_k.sample_rows, args[0].size, args[0].shape[0])(*args)
+def _launch_sample(args: tuple, rows: int) -> None:
+    """Run :func:`fastlsm._kernels.sampling.sample_rows` on ``args`` (whose ``split`` is
+    set) with fastlsm's thread count (restored on return)."""
+    _jit.launch(_k.sample_rows, args[0].size, rows)(*args)
 
 
 def _raise_status(status: np.ndarray, where) -> None:
@@ -445,11 +457,12 @@ def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_lo
             raise ValueError(
                 f"logprob_token_ids must have shape [M] or [B={nb}, M], got {ids.shape}"
             )
+    rows = _launch_rows(nb, nv)
+    serial = _jit.one_thread(x2.size, rows)  # then the serial copy, which never splits
     args = (x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
-            *_sample_outputs(nb, nlp, ids.shape[1]))
+            *_sample_outputs(nb, nlp, ids.shape[1]), not serial)
     if nb:
-        run = _jit.launch(_k.sample_rows, x2.size, nb)  # one row: the serial copy
-        run(*args)
+        _jit.launch(_k.sample_rows, x2.size, rows)(*args)  # serial: the serial copy
     return _sample_result(args, result_dtype(x.dtype), single, nlp,
                           logprob_token_ids is not None)
 
@@ -471,7 +484,7 @@ def _sample_outputs(nb: int, nlp: int, nm: int) -> tuple:
 def _sample_result(args: tuple, dt, single: bool, nlp: int, named: bool) -> SampleOutput:
     """The :class:`SampleOutput` of a finished :func:`fastlsm._kernels.sampling.sample_rows`
     call on ``args``, or its row's error."""
-    tokens, logprobs, top_tok, top_lp, id_lp, status = args[10:]
+    tokens, logprobs, top_tok, top_lp, id_lp, status = args[10:16]
     _raise_status(status, lambda i: "logits" if single else f"row {i} of logits")
     out = SampleOutput(
         tokens,

@@ -390,3 +390,89 @@ def test_half_rows_read_in_place(rng, half):
     big = (rng.standard_normal((16, 20000)) * 3).astype(dt)
     # a float32 copy of the logits would add 16 rows; a row buffer per thread adds one each
     assert peak(big) < peak(big.astype(np.float32)) + 8 * 20000 * 4
+
+
+def _split_cases(nv):
+    allow = np.full((1, (nv + 31) // 32), -1, np.int32)
+    allow[0, 3:40] = 0  # tokens 96..1279 masked
+    return [
+        {"temperature": 0.7, "top_p": 0.9, "logprobs_mode": "processed",
+         "num_logprobs": 2},  # the histogram (masses filled on the way); Z in the logprobs
+        {"temperature": 1.0, "num_logprobs": 3},  # raw lse from the masses
+        {"temperature": 0.8, "top_k": 3000},  # top-k by the histogram
+        {"top_k": 40, "top_p": 0.8, "min_p": 0.02},  # the candidate list
+        {"temperature": 1.3, "typical_p": 0.9, "top_p": 0.95},
+        {"temperature": 0.0, "num_logprobs": 5},  # greedy
+        {"min_p": 0.1, "logprobs_mode": "processed", "num_logprobs": 2},
+        {"repetition_penalty": 1.3, "frequency_penalty": 0.2, "top_p": 0.95,
+         "history": np.array([[5, 9, 9, 70000 % nv, -1]])},  # a processed copy of the row
+        {"token_bitmask": allow, "logit_bias": {7: 3.0}, "temperature": 0.9},
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_single_long_row_split_over_two_threads_gives_the_bits_of_a_batch_row(
+        rng, dtype, monkeypatch):
+    """A single row of SPLIT_MIN tokens or more sampled on two threads runs its passes over
+    both halves at once (split); its token and every logprob equal those of the same row
+    inside a batch (one thread per row) and on one thread, bit for bit."""
+    import ml_dtypes
+
+    from fastlsm._kernels import sampling as kernels
+
+    nv = kernels.SPLIT_MIN + 4464  # two halves, a partial last chunk
+    dt = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    x = (rng.standard_normal((3, nv)) * 2.5).astype(dt)
+    x[:, 11] = x[:, 12] = x[:, 13]  # ties
+    calls = []
+    real = kernels.sample_rows
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[-1])
+            return real(*args)
+
+        def serial(self, *args):
+            calls.append("serial")
+            return real.serial(*args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    before = fastlsm.get_num_threads()
+    try:
+        for params in _split_cases(nv):
+            seed = np.array([11, 12, 13])
+            batch_params = dict(params)
+            for key in ("history", "token_bitmask"):
+                if key in params:
+                    batch_params[key] = np.repeat(params[key], 3, axis=0)
+            fastlsm.set_num_threads(min(2, numba_pool()))
+            batch = sample(x, seed=seed, step=3, logprob_token_ids=[0, 11, 500], **batch_params)
+            monkeypatch.setattr(kernels, "sample_rows", Spy())
+            calls.clear()
+            alone = [sample(x[i:i + 1], seed=seed[i:i + 1], step=3, logprob_token_ids=[0, 11, 500],
+                            **params) for i in range(3)]
+            monkeypatch.setattr(kernels, "sample_rows", real)
+            assert calls == [numba_pool() > 1] * 3, params  # split when two threads exist
+            fastlsm.set_num_threads(1)
+            one = sample(x[1:2], seed=seed[1:2], step=3, logprob_token_ids=[0, 11, 500],
+                         **params)
+            for i, out in enumerate(alone):
+                for field in ("tokens", "logprobs", "top_tokens", "top_logprobs",
+                              "token_id_logprobs"):
+                    got, want = getattr(out, field), getattr(batch, field)
+                    if want is None:  # not asked for (num_logprobs=0)
+                        assert got is None and getattr(one, field) is None
+                        continue
+                    np.testing.assert_array_equal(got, want[i:i + 1], err_msg=f"{params} {field}")
+                    if i == 1:
+                        np.testing.assert_array_equal(getattr(one, field), got)
+    finally:
+        fastlsm.set_num_threads(before)
+
+
+def numba_pool():
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS

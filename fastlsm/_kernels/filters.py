@@ -11,6 +11,7 @@ candidate list (id order) and the later filters, the mass and the pick run over 
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from .._jit import kernel
 from .math import flog, like
@@ -38,16 +39,19 @@ from .rowstate import (
     S_T,
     S_TIE,
     S_Z,
+    SPLIT_MIN,
+    block_hits,
     chunk_pass,
+    fill,
     fill_masses,
-    first_equal,
     frozen,
+    half,
     kept,
     kept_e,
     kept_mass,
     load,
     pick,
-    scan,
+    scan_row,
     shifted,
     token_mass,
     typical_key,
@@ -56,15 +60,16 @@ from .select import NB, SCALE, bucket, crossing, push_top, sort_asc, sort_desc
 
 
 @kernel
-def histogram(r, er, st, typical, counting, cnt, mass, eb, kb):
-    """Masses ``exp(d)`` of the kept tokens per bucket of their key, and their counts if
-    ``counting`` (a scatter costs about a cycle per token and array: top-p counts only the
-    bucket it gathers, :func:`gather`)."""
+def _histogram_part(r, er, lo, hi, s, typical, counting, filling, cnt, mass, eb, kb):
+    """The histogram of tokens ``lo <= j < hi`` (chunk-aligned ``lo``) into ``cnt`` / ``mass``
+    (zeroed first), in token order; ``filling``: each chunk's masses are written into ``er``
+    first (``rowstate.fill_masses``: the same values, read back from L1)."""
     cnt[:] = 0
     mass[:] = 0.0
-    s = frozen(st)
-    for c0 in range(0, r.size, CHUNK):
-        n = min(CHUNK, r.size - c0)
+    for c0 in range(lo, hi, CHUNK):
+        n = min(CHUNK, hi - c0)
+        if filling:
+            fill_masses(r[c0 : c0 + n], s, er[c0 : c0 + n])
         chunk_pass(r, er, c0, s, typical, eb[:n], kb[:n])
         if counting:
             for j in range(n):
@@ -79,6 +84,46 @@ def histogram(r, er, st, typical, counting, cnt, mass, eb, kb):
                     mass[b] += eb[j]
 
 
+@kernel(parallel=True, entry=False)
+def _histogram_halves(r, er, s, typical, counting, filling, cnt, mass, eb, kb, cnt1, mass1,
+                      eb1, kb1):
+    """Both parts of :func:`histogram`, one thread each."""
+    mid = half(r.size)
+    for c in prange(2):
+        if c == 0:
+            _histogram_part(r, er, 0, mid, s, typical, counting, filling, cnt, mass, eb, kb)
+        else:
+            _histogram_part(r, er, mid, r.size, s, typical, counting, filling, cnt1, mass1,
+                            eb1, kb1)
+
+
+@kernel
+def histogram(r, er, st, typical, counting, filling, cnt, mass, eb, kb, split):
+    """Masses ``exp(d)`` of the kept tokens per bucket of their key, and their counts if
+    ``counting`` (a scatter costs about a cycle per token and array: top-p counts only the
+    bucket it gathers, :func:`gather`); ``filling``: the masses ``er`` are written on the
+    way (the row's one exp pass). A row of ``SPLIT_MIN`` tokens or more is counted in two
+    parts (``rowstate.half``) added bucket by bucket, on two threads when ``split``: the
+    same bits either way."""
+    s = frozen(st)
+    if r.size < SPLIT_MIN:
+        _histogram_part(r, er, 0, r.size, s, typical, counting, filling, cnt, mass, eb, kb)
+        return
+    cnt1 = np.empty_like(cnt)
+    mass1 = np.empty_like(mass)
+    if split:
+        _histogram_halves(r, er, s, typical, counting, filling, cnt, mass, eb, kb, cnt1,
+                          mass1, np.empty_like(eb), np.empty_like(kb))
+    else:
+        mid = half(r.size)
+        _histogram_part(r, er, 0, mid, s, typical, counting, filling, cnt, mass, eb, kb)
+        _histogram_part(r, er, mid, r.size, s, typical, counting, filling, cnt1, mass1, eb,
+                        kb)
+    for b in range(mass.size):
+        cnt[b] += cnt1[b]
+        mass[b] += mass1[b]
+
+
 @kernel
 def _range_pass(r, er, s, b, lo, hi, vals, ids):
     """The kept tokens of bucket ``b`` (descending-probability key) among the logits in
@@ -90,15 +135,10 @@ def _range_pass(r, er, s, b, lo, hi, vals, ids):
     hi_r = like(proto, hi)
     i = 0
     for c0 in range(0, r.size, BLOCK):
-        seg = r[c0 : c0 + BLOCK]
-        hit = 0
-        for jj in range(seg.size):
-            hit += np.int32((seg[jj] >= lo_r) & (seg[jj] <= hi_r))
-        if not hit:
+        if not block_hits(r, c0, lo_r, hi_r):
             continue
-        for jj in range(seg.size):
-            v = load(seg, jj)
-            j = c0 + jj
+        for j in range(c0, min(c0 + BLOCK, r.size)):
+            v = load(r, j)
             if v >= lo and v <= hi:
                 d = shifted(v, s, proto)
                 e = np.float64(er[j])
@@ -151,10 +191,10 @@ def gather(r, er, st, typical, b, n, eb, kb):
 
 
 @kernel
-def apply_top_k(r, er, st, k, cnt, mass, eb, kb):
+def apply_top_k(r, er, st, k, cnt, mass, eb, kb, split):
     """Keep the tokens at least as large as the k-th largest (HF: all ties kept); returns
-    the kept mass (bucket order)."""
-    histogram(r, er, st, False, True, cnt, mass, eb, kb)
+    the kept mass (bucket order). Fills the masses ``er`` on the way."""
+    histogram(r, er, st, False, True, True, cnt, mass, eb, kb, split)
     b, before = crossing(cnt, np.float64(k))
     if b < 0:  # fewer than k tokens allowed: nothing to remove
         st[S_NL] = cnt.sum()
@@ -176,11 +216,12 @@ def apply_top_k(r, er, st, k, cnt, mass, eb, kb):
 
 
 @kernel
-def apply_top_p(r, er, st, top_p, cnt, mass, eb, kb):
+def apply_top_p(r, er, st, top_p, cnt, mass, eb, kb, filling, split):
     """Keep the tokens whose mass strictly above them (descending probability, equal values
-    by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always.
+    by decreasing id: HF's stable ascending sort) is below ``top_p``; the top one always
+    (``filling``: the masses ``er`` are filled on the way).
     Returns the kept mass (bucket order, then the bucket of the cut in sorted order)."""
-    histogram(r, er, st, False, False, cnt, mass, eb, kb)
+    histogram(r, er, st, False, False, filling, cnt, mass, eb, kb, split)
     target = top_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:
@@ -202,7 +243,7 @@ def apply_top_p(r, er, st, top_p, cnt, mass, eb, kb):
 
 
 @kernel
-def apply_typical(r, er, st, mass_p, cnt, mass, eb, kb):
+def apply_typical(r, er, st, mass_p, cnt, mass, eb, kb, split):
     """HF's typical-p: the tokens closest to the entropy (by ``|d - E[d]|``) holding
     ``mass_p``, all ties of the last one included."""
     z = 0.0
@@ -216,7 +257,7 @@ def apply_typical(r, er, st, mass_p, cnt, mass, eb, kb):
             z += e
             zd += e * d
     st[S_C] = zd / z
-    histogram(r, er, st, True, True, cnt, mass, eb, kb)
+    histogram(r, er, st, True, True, False, cnt, mass, eb, kb, split)
     target = mass_p * mass.sum()
     b, before = crossing(mass, target)
     if b < 0:  # rounding: HF's clamp to the last position keeps everything
@@ -265,19 +306,16 @@ def small_top_k(r, st, k, lv, li):
         return 0
     tr = like(r, t0)  # a value of the row: exact in its dtype
     n = 0
+    top = like(r, np.inf)
     for c0 in range(0, nv, BLOCK):
-        seg = r[c0 : c0 + BLOCK]
-        hit = 0
-        for jj in range(seg.size):
-            hit |= np.int64(seg[jj] >= tr)
-        if not hit:
+        if not block_hits(r, c0, tr, top):
             continue
-        for jj in range(seg.size):
-            if seg[jj] >= tr:
+        for j in range(c0, min(c0 + BLOCK, nv)):
+            if r[j] >= tr:
                 if n == lv.size:
                     return 0
-                lv[n] = seg[jj]
-                li[n] = c0 + jj
+                lv[n] = r[j]
+                li[n] = j
                 n += 1
     if n < k:
         return 0
@@ -393,16 +431,17 @@ def choose(r, er, st, u, eb, kb, lv, li):
 
 
 @kernel
-def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li):
-    """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status."""
+def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li, split):
+    """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status.
+    ``split``: a single row on several threads (its passes over two halves at once, the
+    same bits)."""
     nv = r.size
-    mr, nan = scan(r)
+    mr, nan, arg = scan_row(r, split)
     m = np.float64(mr)
     if nan or m == np.inf:
         return BAD_VALUE
     if m == -np.inf:
         return NO_TOKEN
-    arg = first_equal(r, mr)
     st[S_M] = m
     st[S_ARG] = arg
     st[S_LO] = -np.inf
@@ -425,10 +464,9 @@ def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li):
     filled = False  # er holds the masses (fill_masses)
     if 0 < k < nv:
         n = small_top_k(r, st, k, lv, li)
-        if n == 0:  # no small candidate set: the histogram path
-            fill_masses(r, st, er)
+        if n == 0:  # no small candidate set: the histogram path (fills the masses)
             filled = True
-            z = apply_top_k(r, er, st, k, cnt, mass, eb, kb)
+            z = apply_top_k(r, er, st, k, cnt, mass, eb, kb, split)
             if st[S_NL] <= min(LIST_CAP, lv.size):
                 n = collect(r, st, lv, li)
         if n > 0:
@@ -444,13 +482,13 @@ def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li):
             st[S_LOGZ] = flog(z)
             return OK
         st[S_NL] = 0.0
-    if not filled:
-        fill_masses(r, st, er)
     if p[P_P] < 1.0:
-        z = apply_top_p(r, er, st, p[P_P], cnt, mass, eb, kb)
+        z = apply_top_p(r, er, st, p[P_P], cnt, mass, eb, kb, not filled, split)
+    elif not filled:
+        fill(r, st, er, split)
     st[S_MINP] = p[P_MINP]
     if p[P_TYP] < 1.0:
-        apply_typical(r, er, st, p[P_TYP], cnt, mass, eb, kb)
+        apply_typical(r, er, st, p[P_TYP], cnt, mass, eb, kb, split)
     if p[P_MINP] > 0.0 or p[P_TYP] < 1.0 or not z > 0.0:
         z = kept_mass(r, er, st, eb)
     st[S_Z] = z

@@ -55,6 +55,7 @@ from .rowstate import (  # noqa: F401  (the parameter columns and statuses are t
     S_M,
     S_NL,
     S_T,
+    SPLIT_MIN,
     frozen,
     kept,
     load,
@@ -130,9 +131,79 @@ def logprob_outputs(src, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp
             id_lp[i, n - 1 - nt] = lp
 
 
+@kernel(parallel=True, entry=False)
+def _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered):
+    """``(token, lse)`` of a row on two threads: the pick on one and, on the other, the
+    log-sum-exp of the logits row ``xi`` that ``raw`` logprobs need (:func:`raw_lse`; a
+    buffered row's is ``row_lse``), NaN when not needed: the same values as in sequence."""
+    tok = np.empty(1, np.int64)
+    lse = np.full(1, np.nan)
+    for c in prange(2):
+        if c == 0:
+            tok[0] = choose(r, er, st, u, eb, kb, lv, li)
+        elif raw and buffered:
+            lse[0] = row_lse(xi, xi[:0])
+        elif raw:
+            lse[0] = raw_lse(xi, er, st)
+    return tok[0], lse[0]
+
+
+@kernel
+def _sample_processed(r, xi, buffered, i, p, seeds, steps, ctr, raw, lp_ids, tokens, logprobs,
+                      top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv, li, split):
+    """Row ``i`` once its processed row ``r`` is known (``xi`` its logits row; ``buffered``:
+    ``r`` is a processed copy): state, token and logprobs; returns its status."""
+    s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li, split)
+    if s != OK:
+        return s
+    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
+    if split:
+        tok, lse = _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered)
+    else:
+        tok = choose(r, er, st, u, eb, kb, lv, li)
+        lse = raw_lse(xi, er, st) if raw and not buffered else np.nan
+    tokens[i] = tok
+    if raw:  # NaN lse: logprob_outputs computes it
+        logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
+    else:
+        logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
+    return s
+
+
+@kernel
+def sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids, tokens,
+               logprobs, top_tok, top_lp, id_lp, wide, work, er, seen, cnt, mass, st, eb, kb,
+               lv, li, split):
+    """Row ``i`` of :func:`sample_rows` with its block's scratch; returns its status.
+    ``split``: the only row, on several threads (:func:`row_state`, :func:`_pick_and_lse`)."""
+    p = params[i]
+    bi = bias[min(i, bias.shape[0] - 1)]
+    mi = mask[i]
+    xi = row_values(x, i, wide)
+    if needs_buffer(bi, mi, hist.shape[1], p):
+        materialize(xi, work, bi, mi, hist[i], hist[i], 0, p, seen)
+        return _sample_processed(work, xi, True, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
+                                 logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb,
+                                 lv, li, split)
+    return _sample_processed(xi, xi, False, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
+                             logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv,
+                             li, split)
+
+
+@kernel
+def _row_scratch(x, nv, buffered, nh):
+    """One block's scratch for :func:`sample_row`: the widened row, the processed row (only
+    rows that need it), the masses, the sorted history, the histograms, the row state, the
+    chunk masses and buckets, the candidate list."""
+    return (row_buffer(x), scratch(nv if buffered else 0, x), scratch(nv, x),
+            np.empty(nh, np.int64), np.empty(NB, np.int64), np.empty(NB, np.float64),
+            np.empty(NSTATE, np.float64), scratch(CHUNK, x), np.empty(CHUNK, np.int32),
+            scratch(LIST_CAP, x), np.empty(LIST_CAP, np.int64))
+
+
 @kernel(parallel=True)
 def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
-                tokens, logprobs, top_tok, top_lp, id_lp, status):
+                tokens, logprobs, top_tok, top_lp, id_lp, status, split):
     """Sample one token per row of ``x`` ``[B, V]`` (C-contiguous float32/float64, or the
     uint16/int16 view of bfloat16/float16 data: each row is widened exactly into a float32
     row buffer, so 16-bit rows give the bits of their float32 values).
@@ -144,52 +215,26 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     raw: bool; lp_ids: int64 ``[1 or B, M]``. Outputs: tokens int64 ``[B]``, logprobs
     ``[B]``, top_tok int64 ``[B, N]``, top_lp ``[B, N]``, id_lp ``[B, M]``, status int64
     ``[B]`` (:data:`OK` or the row's error; its outputs are then not written).
+
+    ``split``: true only when this is the parallel kernel launched with several threads
+    (never for its serial copy): a single row of ``SPLIT_MIN`` tokens or more then spreads
+    its passes over two threads (``rowstate.SPLIT_MIN``); the bits do not change.
     """
     nb, nv = x.shape
-    nchunk = row_chunks(nb)
     buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
+    if split and nb == 1 and nv >= SPLIT_MIN:
+        sc = _row_scratch(x, nv, buffered, hist.shape[1])
+        status[0] = sample_row(x, 0, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
+                               tokens, logprobs, top_tok, top_lp, id_lp, *sc, True)
+        return
+    nchunk = row_chunks(nb)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        wide = row_buffer(x)  # 16-bit rows: each widened here (half.row_values)
-        work = scratch(nv if buffered else 0, x)  # only rows that need it
-        er = scratch(nv, x)  # the masses of the row (filters.fill_masses)
-        seen = np.empty(hist.shape[1], np.int64)  # the history, sorted (rowstate.penalize)
-        cnt = np.empty(NB, np.int64)
-        mass = np.empty(NB, np.float64)
-        st = np.empty(NSTATE, np.float64)
-        eb = scratch(CHUNK, x)  # chunk masses: values of the row's precision
-        kb = np.empty(CHUNK, np.int32)
-        lv = scratch(LIST_CAP, x)  # candidate list in the row's precision
-        li = np.empty(LIST_CAP, np.int64)
+        sc = _row_scratch(x, nv, buffered, hist.shape[1])
         for i in range(r0, r1):
-            p = params[i]
-            bi = bias[min(i, bias.shape[0] - 1)]
-            mi = mask[i]
-            xi = row_values(x, i, wide)
-            if needs_buffer(bi, mi, hist.shape[1], p):
-                materialize(xi, work, bi, mi, hist[i], hist[i], 0, p, seen)
-                r = work
-                s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li)
-                if s == OK:
-                    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(r, er, st, u, eb, kb, lv, li)
-                    tokens[i] = tok
-                    if raw:
-                        logprob_outputs(xi, st, raw, np.nan, tok, i, logprobs, lp_ids,
-                                        top_tok, top_lp, id_lp)
-                    else:
-                        logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok,
-                                        top_lp, id_lp)
-            else:
-                s = row_state(xi, er, p, st, cnt, mass, eb, kb, lv, li)
-                if s == OK:
-                    u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-                    tok = choose(xi, er, st, u, eb, kb, lv, li)
-                    tokens[i] = tok
-                    lse = raw_lse(xi, er, st) if raw else 0.0
-                    logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok,
-                                    top_lp, id_lp)
-            status[i] = s
+            status[i] = sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw,
+                                   lp_ids, tokens, logprobs, top_tok, top_lp, id_lp, *sc,
+                                   False)
 
 
 @kernel
@@ -233,10 +278,10 @@ def processed_row(x, work, er, bias, mask, hist, draft, i, p, ids, st, cnt, mass
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
         materialize(x, work, bias, mask, hist, draft, i, p, ids)
-        return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
+        return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li, False)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
-    return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li)
+    return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li, False)
 
 
 @kernel

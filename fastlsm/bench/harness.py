@@ -257,7 +257,7 @@ def run(
                 continue
             refs = _references(case, pool, declared.KERNELS)
             providers.update(refs)
-            n_ceil = 1 if case.call_bound else ceiling_threads(case.elements, case.rows)
+            n_ceil = 1 if case.call_bound else ceiling_threads(case.elements, case.thread_rows)
             buffers = pool.ceiling_buffers(case.nbytes)
             providers.update(ceiling_providers(*buffers, n_ceil, call=case.call_bound))
             timings = run_case(

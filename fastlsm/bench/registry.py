@@ -176,6 +176,8 @@ class KernelSpec:
     shapes: dict | None = None
     dtypes: tuple = tuple(DTYPES)  # dtypes the case is defined for
     out_twin: str | None = None
+    thread_rows: Callable[[tuple], int] | None = None  # rows the thread rule counts, if not
+    # the shape's (a sampler's single long row counts as two: it is split over two threads)
 
 
 @dataclass
@@ -191,6 +193,11 @@ class Case:
     @property
     def rows(self) -> int:
         return math.prod(self.shape[:-1])
+
+    @property
+    def thread_rows(self) -> int:
+        """The rows the kernels' thread rule counts (``_jit.launch``)."""
+        return self.spec.thread_rows(self.shape) if self.spec.thread_rows else self.rows
 
     @property
     def nbytes(self) -> int:
