@@ -303,7 +303,7 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     rows = _launch_rows(nb, nv)
     serial = _jit.one_thread(x2.size, rows)
     args = (x2, _NO_BIAS, mask, hist, table, key[0], key[1], ctr, logprobs_mode == "raw", _NO_IDS,
-            *_sample_outputs(nb, num_logprobs, 0), not serial)
+            *_sample_outputs(nb, num_logprobs, 0), _split(nb, rows, serial))
     if serial:
         run = _jit.serial_entry(_k.sample_rows, (id(logits.dtype), flags.writeable), args)
         if run is None:
@@ -322,6 +322,13 @@ def _launch_rows(nb: int, nv: int) -> int:
 
 
 _SPLIT_MIN = _jit.split_min()  # read once: OpenMP reads its wait policy once too
+
+
+def _split(nb: int, rows: int, serial: bool):
+    """The kernel's ``split``: ``True`` for a single row counted as two (:func:`_launch_rows`)
+    that gets the parallel kernel on several threads, else ``None`` (another type: the
+    kernels compiled for ``None`` carry no split path)."""
+    return True if rows != nb and not serial else None
 
 
 @_jit.public
@@ -460,7 +467,7 @@ def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_lo
     rows = _launch_rows(nb, nv)
     serial = _jit.one_thread(x2.size, rows)  # then the serial copy, which never splits
     args = (x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
-            *_sample_outputs(nb, nlp, ids.shape[1]), not serial)
+            *_sample_outputs(nb, nlp, ids.shape[1]), _split(nb, rows, serial))
     if nb:
         _jit.launch(_k.sample_rows, x2.size, rows)(*args)  # serial: the serial copy
     return _sample_result(args, result_dtype(x.dtype), single, nlp,

@@ -103,22 +103,23 @@ def histogram(r, er, st, typical, counting, filling, cnt, mass, eb, kb, split):
     ``counting`` (a scatter costs about a cycle per token and array: top-p counts only the
     bucket it gathers, :func:`gather`); ``filling``: the masses ``er`` are written on the
     way (the row's one exp pass). A row of ``SPLIT_MIN`` tokens or more is counted in two
-    parts (``rowstate.half``) added bucket by bucket, on two threads when ``split``: the
-    same bits either way."""
+    parts (``rowstate.half``) added bucket by bucket, on two threads when ``split`` is
+    ``True``: the same bits either way."""
     s = frozen(st)
-    if r.size < SPLIT_MIN:
-        _histogram_part(r, er, 0, r.size, s, typical, counting, filling, cnt, mass, eb, kb)
-        return
+    nparts = 2 if r.size >= SPLIT_MIN else 1
     cnt1 = np.empty_like(cnt)
     mass1 = np.empty_like(mass)
-    if split:
+    if split is not None and nparts == 2:
         _histogram_halves(r, er, s, typical, counting, filling, cnt, mass, eb, kb, cnt1,
                           mass1, np.empty_like(eb), np.empty_like(kb))
-    else:
-        mid = half(r.size)
-        _histogram_part(r, er, 0, mid, s, typical, counting, filling, cnt, mass, eb, kb)
-        _histogram_part(r, er, mid, r.size, s, typical, counting, filling, cnt1, mass1, eb,
-                        kb)
+    else:  # one call site: one inlined copy of the pass per filter
+        mid = half(r.size) if nparts == 2 else r.size
+        for part in range(nparts):
+            _histogram_part(r, er, 0 if part == 0 else mid, mid if part == 0 else r.size, s,
+                            typical, counting, filling, cnt if part == 0 else cnt1,
+                            mass if part == 0 else mass1, eb, kb)
+    if nparts == 1:
+        return
     for b in range(mass.size):
         cnt[b] += cnt1[b]
         mass[b] += mass1[b]
@@ -433,8 +434,8 @@ def choose(r, er, st, u, eb, kb, lv, li):
 @kernel
 def row_state(r, er, p, st, cnt, mass, eb, kb, lv, li, split):
     """Fill ``st`` for processed row ``r`` and parameters ``p``; returns a status.
-    ``split``: a single row on several threads (its passes over two halves at once, the
-    same bits)."""
+    ``split``: ``True``, a single row on several threads (its passes over two halves at
+    once, the same bits), or ``None`` (``rowstate.SPLIT_MIN``)."""
     nv = r.size
     mr, nan, arg = scan_row(r, split)
     m = np.float64(mr)

@@ -98,7 +98,7 @@ def scan_halves(r):
 def scan_row(r, split):
     """``(max, bad, argmax)``: :func:`scan` and the first index of the maximum (meaningful
     only for a row without NaN or ``+inf``), over both halves at once when ``split``."""
-    if split and r.size >= SPLIT_MIN:
+    if split is not None and r.size >= SPLIT_MIN:
         return scan_halves(r)
     m, bad = scan(r)
     return m, np.int64(bad), np.int64(first_equal(r, m) if bad == 0 else 0)
@@ -280,7 +280,7 @@ def fill_halves(r, st, er):
 @kernel
 def fill(r, st, er, split):
     """:func:`fill_masses`, over both halves at once when ``split`` (the same values)."""
-    if split and r.size >= SPLIT_MIN:
+    if split is not None and r.size >= SPLIT_MIN:
         fill_halves(r, st, er)
     else:
         fill_masses(r, st, er)

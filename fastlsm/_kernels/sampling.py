@@ -141,29 +141,33 @@ def _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered):
     for c in prange(2):
         if c == 0:
             tok[0] = choose(r, er, st, u, eb, kb, lv, li)
-        elif raw and buffered:
-            lse[0] = row_lse(xi, xi[:0])
         elif raw:
-            lse[0] = raw_lse(xi, er, st)
+            lse[0] = row_lse(xi, xi[:0]) if buffered is not None else raw_lse(xi, er, st)
     return tok[0], lse[0]
 
 
 @kernel
 def _sample_processed(r, xi, buffered, i, p, seeds, steps, ctr, raw, lp_ids, tokens, logprobs,
                       top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv, li, split):
-    """Row ``i`` once its processed row ``r`` is known (``xi`` its logits row; ``buffered``:
-    ``r`` is a processed copy): state, token and logprobs; returns its status."""
+    """Row ``i`` once its processed row ``r`` is known (``xi`` its logits row; ``buffered``
+    ``True``: ``r`` is a processed copy, ``None``: ``r`` is ``xi``; different types, so each
+    compilation holds only its own branches): state, token and logprobs; returns its
+    status."""
     s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li, split)
     if s != OK:
         return s
     u = uniform(seeds[i], steps[i], ctr[i], np.uint64(0))
-    if split:
+    if split is not None:
         tok, lse = _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered)
     else:
         tok = choose(r, er, st, u, eb, kb, lv, li)
-        lse = raw_lse(xi, er, st) if raw and not buffered else np.nan
+        lse = np.nan
+        if buffered is None and raw:
+            lse = raw_lse(xi, er, st)
     tokens[i] = tok
-    if raw:  # NaN lse: logprob_outputs computes it
+    if buffered is None:  # r is xi
+        logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
+    elif raw:  # NaN lse: logprob_outputs computes it
         logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
     else:
         logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
@@ -175,7 +179,8 @@ def sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids, t
                logprobs, top_tok, top_lp, id_lp, wide, work, er, seen, cnt, mass, st, eb, kb,
                lv, li, split):
     """Row ``i`` of :func:`sample_rows` with its block's scratch; returns its status.
-    ``split``: the only row, on several threads (:func:`row_state`, :func:`_pick_and_lse`)."""
+    ``split``: ``True``, the only row, on several threads (:func:`row_state`,
+    :func:`_pick_and_lse`), or ``None``."""
     p = params[i]
     bi = bias[min(i, bias.shape[0] - 1)]
     mi = mask[i]
@@ -185,7 +190,7 @@ def sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids, t
         return _sample_processed(work, xi, True, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
                                  logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb,
                                  lv, li, split)
-    return _sample_processed(xi, xi, False, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
+    return _sample_processed(xi, xi, None, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
                              logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv,
                              li, split)
 
@@ -216,13 +221,17 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     ``[B]``, top_tok int64 ``[B, N]``, top_lp ``[B, N]``, id_lp ``[B, M]``, status int64
     ``[B]`` (:data:`OK` or the row's error; its outputs are then not written).
 
-    ``split``: true only when this is the parallel kernel launched with several threads
-    (never for its serial copy): a single row of ``SPLIT_MIN`` tokens or more then spreads
-    its passes over two threads (``rowstate.SPLIT_MIN``); the bits do not change.
+    ``split``: ``None``, or ``True`` for a single row of ``SPLIT_MIN`` tokens or more given
+    to the parallel kernel launched with several threads (never its serial copy): its
+    passes then spread over two threads (``rowstate.SPLIT_MIN``); the bits do not change.
+    ``None`` and ``True`` are different types: every ``split is not None`` branch below is
+    pruned at compile time from the ``None`` compilation, so the kernels that never split
+    (the serial copy, batches, the C library) carry no parallel helpers (their compile time
+    stays that of a kernel without the split).
     """
     nb, nv = x.shape
     buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
-    if split and nb == 1 and nv >= SPLIT_MIN:
+    if split is not None and nb == 1 and nv >= SPLIT_MIN:
         sc = _row_scratch(x, nv, buffered, hist.shape[1])
         status[0] = sample_row(x, 0, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
                                tokens, logprobs, top_tok, top_lp, id_lp, *sc, True)
@@ -234,7 +243,7 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
         for i in range(r0, r1):
             status[i] = sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw,
                                    lp_ids, tokens, logprobs, top_tok, top_lp, id_lp, *sc,
-                                   False)
+                                   None)
 
 
 @kernel
@@ -278,10 +287,10 @@ def processed_row(x, work, er, bias, mask, hist, draft, i, p, ids, st, cnt, mass
     state: ``(row, status)``; ``row`` is ``x`` itself or ``work``."""
     if needs_buffer(bias, mask, hist.size + i, p):
         materialize(x, work, bias, mask, hist, draft, i, p, ids)
-        return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li, False)
+        return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li, None)
     for j in range(x.size):  # one row type for both branches: a float64 copy
         work[j] = load(x, j)
-    return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li, False)
+    return work, row_state(work, er, p, st, cnt, mass, eb, kb, lv, li, None)
 
 
 @kernel

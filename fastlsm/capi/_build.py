@@ -38,8 +38,7 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(HERE))  # the directory holding f
 CDEF = """
     static void fastlsm__register(const char *name, void *fn);
     static void fastlsm__ready(const char *version, int max_threads, int num_threads,
-                               int64_t serial_work, int64_t split_min,
-                               void *set_num_threads);
+                               int64_t serial_work, void *set_num_threads);
     static void fastlsm__init_failed(const char *message);
     extern "Python" int fastlsm__load(const char *name);
 """

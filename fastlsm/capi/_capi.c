@@ -705,9 +705,7 @@ static int sample_any(const char *fname, int dt, int is32, const void *logits, i
     if ((st = check_ids(fname, "logprob_token_ids", lp_ids, is32, lp_rows * lp_cols,
                         lp_cols ? lp_cols : 1, 0, vocab)) ||
         (st = as_i64(fname, lp_ids, is32, lp_rows * lp_cols, &ids, &own_lp_ids)) ||
-        /* a single long row counts as two: the kernel splits it over two threads */
-        (st = begin(fname, KID_sample(dt), n,
-                    rows == 1 && g_split_min && vocab >= g_split_min ? 2 : rows, &fn)) ||
+        (st = begin(fname, KID_sample(dt), n, rows, &fn)) ||
         (st = pack_rows(fname, &logits, &packed, rows, vocab, stride, dt_size(dt))))
         goto done;
     const size_t rn = (size_t)(rows > 0 ? rows : 1);

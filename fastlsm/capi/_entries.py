@@ -566,6 +566,5 @@ def register(ffi, lib) -> None:
         numba.config.NUMBA_NUM_THREADS,
         _jit.get_num_threads(),
         _jit.SERIAL_WORK,
-        _jit.split_min(),
         ffi.cast("void *", ctypes.cast(parallel._set_num_threads, ctypes.c_void_p).value),
     )

@@ -85,7 +85,6 @@ static char g_start_error[2048] = "the runtime was not started";
 static int g_ready;            /* fastlsm__ready() was called by the init code */
 static int g_max_threads = 1;  /* Numba's pool size */
 static int64_t g_serial_work = 32768;
-static int64_t g_split_min;    /* fastlsm._jit.split_min(): a single row this long (0: none) */
 static int g_fault_internal;   /* FASTLSM_CAPI_FAULT=internal */
 static atomic_int g_num_threads = 1;
 static char g_init_error[2048];
@@ -108,7 +107,7 @@ static void fastlsm__register(const char *name, void *fn)
 }
 
 static void fastlsm__ready(const char *version, int max_threads, int num_threads,
-                           int64_t serial_work, int64_t split_min, void *set_num_threads)
+                           int64_t serial_work, void *set_num_threads)
 {
     if (strcmp(version, FASTLSM_VERSION_STRING) != 0) {
         snprintf(g_init_error, sizeof g_init_error,
@@ -122,7 +121,6 @@ static void fastlsm__ready(const char *version, int max_threads, int num_threads
     if (num_threads > g_max_threads) num_threads = g_max_threads;
     atomic_store(&g_num_threads, num_threads);
     g_serial_work = serial_work;
-    g_split_min = split_min;
     g_set_threads = (void (*)(int))set_num_threads;
     g_ready = set_num_threads != NULL;
 }

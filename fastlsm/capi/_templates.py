@@ -21,20 +21,17 @@ from .._kernels import cross_entropy as _ce
 from .._kernels import sampling as _samp
 
 KERNEL: Callable = None  # bound per variant by bind()
-PARALLEL = False  # bound per variant by bind()
 
 
 def bind(template, suffix: str, kernel):
-    """A copy of ``template`` whose global ``KERNEL`` is ``kernel``, qualified ``__suffix``;
-    its global ``PARALLEL`` says whether that is the parallel variant (``_par``, which C
-    calls only with several threads: what the sampler's ``split`` asks).
+    """A copy of ``template`` whose global ``KERNEL`` is ``kernel``, qualified ``__suffix``.
 
     The copy has its own qualified name, hence its own Numba cache entry (the cache is keyed
     on the function's name and signature, not on what its globals hold).
     """
     f = template
-    bound = {**f.__globals__, "KERNEL": kernel, "PARALLEL": suffix.endswith("_par")}
-    g = pytypes.FunctionType(f.__code__, bound, f.__name__, f.__defaults__, f.__closure__)
+    g = pytypes.FunctionType(f.__code__, {**f.__globals__, "KERNEL": kernel}, f.__name__,
+                             f.__defaults__, f.__closure__)
     g.__kwdefaults__ = f.__kwdefaults__
     g.__module__ = f.__module__
     g.__qualname__ = f"{f.__qualname__}__{suffix}"
@@ -219,7 +216,7 @@ def sample(x, rows, vocab, bias, bias_rows, mask, mask_words, hist, hist_len, pa
     # 16-bit rows as they are (their uint16/int16 views): the kernel widens one row at a time
     KERNEL(carray(x, (rows, vocab)), b, carray(mask, (rows, mask_words)), h, p,
            sd, sp, ct, raw != 0, carray(lp_ids, (lp_rows, lp_cols)), tk, lp, tt, tl, il, st,
-           PARALLEL)
+           None)  # no split: C runs a single row on one thread (fastlsm._kernels.sampling)
     return _sample_store(_first_bad(st), tk, lp, tt, tl, il, tokens, logprobs, top_tok,
                          top_lp, id_lp)
 
