@@ -300,7 +300,7 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     key = np.empty((2, nb), np.uint64)  # Philox: (seed, step, row index)
     key[0] = seed
     key[1] = step
-    rows = _launch_rows(nb, nv)
+    rows = _launch_rows(nb, nv, x2.dtype.itemsize)
     serial = _jit.one_thread(x2.size, rows)
     args = (x2, _NO_BIAS, mask, hist, table, key[0], key[1], ctr, logprobs_mode == "raw", _NO_IDS,
             *_sample_outputs(nb, num_logprobs, 0), _split(nb, rows, serial))
@@ -314,11 +314,14 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     return _sample_result(args, result_dtype(logits.dtype), single, num_logprobs, False)
 
 
-def _launch_rows(nb: int, nv: int) -> int:
-    """The rows the thread rule (``_jit.launch``) counts for ``[nb, nv]`` logits: a single row
-    of ``SPLIT_MIN`` tokens or more counts as two, since the kernel then splits its passes
-    over two threads (``split``, see :func:`fastlsm._kernels.sampling.sample_rows`)."""
-    return 2 if nb == 1 and _SPLIT_MIN and nv >= _SPLIT_MIN else nb
+def _launch_rows(nb: int, nv: int, itemsize: int) -> int:
+    """The rows the thread rule (``_jit.launch``) counts for ``[nb, nv]`` logits of
+    ``itemsize`` bytes: a single float32/float64 row of ``SPLIT_MIN`` tokens or more counts
+    as two, since the kernel then splits its passes over two threads (``split``, see
+    :func:`fastlsm._kernels.sampling.sample_rows`). 16-bit rows are not split: measured
+    slower split (greedy [1, 128256] bfloat16 137 us against 86 on one thread, AMD Zen 4;
+    not yet understood)."""
+    return 2 if nb == 1 and itemsize >= 4 and _SPLIT_MIN and nv >= _SPLIT_MIN else nb
 
 
 _SPLIT_MIN = _jit.split_min()  # read once: OpenMP reads its wait policy once too
@@ -464,7 +467,7 @@ def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_lo
             raise ValueError(
                 f"logprob_token_ids must have shape [M] or [B={nb}, M], got {ids.shape}"
             )
-    rows = _launch_rows(nb, nv)
+    rows = _launch_rows(nb, nv, x2.dtype.itemsize)
     serial = _jit.one_thread(x2.size, rows)  # then the serial copy, which never splits
     args = (x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
             *_sample_outputs(nb, nlp, ids.shape[1]), _split(nb, rows, serial))

@@ -284,7 +284,7 @@ def _sampling_spec(name: str) -> KernelSpec:
         setup=_sampling(name),
         requires=("sample",),
         shapes={"default": default, "quick": quick},  # every dtype (16-bit: read in place)
-        thread_rows=lambda s: fastlsm.sampling._launch_rows(_rows(s), s[-1]),
+        thread_rows=lambda s, dt: fastlsm.sampling._launch_rows(_rows(s), s[-1], dt.itemsize),
     )
 
 

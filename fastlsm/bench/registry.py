@@ -176,8 +176,8 @@ class KernelSpec:
     shapes: dict | None = None
     dtypes: tuple = tuple(DTYPES)  # dtypes the case is defined for
     out_twin: str | None = None
-    thread_rows: Callable[[tuple], int] | None = None  # rows the thread rule counts, if not
-    # the shape's (a sampler's single long row counts as two: it is split over two threads)
+    thread_rows: Callable[[tuple, np.dtype], int] | None = None  # rows the thread rule
+    # counts, if not the shape's (a sampler's single long row counts as two: it is split)
 
 
 @dataclass
@@ -197,7 +197,9 @@ class Case:
     @property
     def thread_rows(self) -> int:
         """The rows the kernels' thread rule counts (``_jit.launch``)."""
-        return self.spec.thread_rows(self.shape) if self.spec.thread_rows else self.rows
+        if self.spec.thread_rows is None:
+            return self.rows
+        return self.spec.thread_rows(self.shape, self.dtype)
 
     @property
     def nbytes(self) -> int:
