@@ -340,16 +340,12 @@ def _threads_for(work: int, rows: int) -> int:
     return 1 if work < SERIAL_WORK or rows < 2 else get_num_threads()
 
 
-def split_min() -> int:
-    """The shortest single row a row-splitting kernel (the sampler) spreads over two threads
-    (``_kernels.rowstate.SPLIT_MIN``), or 0 for none: under ``OMP_WAIT_POLICY=passive`` the
-    worker threads sleep between parallel regions and waking them for each pass of one row
-    costs more than the pass (measured: 330 us a call against 140 spinning and 210 serial,
-    [1, 128256] top-p)."""
-    from ._kernels.rowstate import SPLIT_MIN
-
-    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
-    return 0 if passive else SPLIT_MIN
+def workers_spin() -> bool:
+    """Whether the worker threads wait for the next parallel region spinning, not asleep:
+    false under ``OMP_WAIT_POLICY=passive``. Only then may one row be split over threads
+    (the sampler): waking sleeping workers for each pass of one row costs more than the pass
+    (measured: 330 us a call against 140 spinning and 210 serial, [1, 128256] top-p)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().lower() != "passive"
 
 
 def use_threads(work: int, rows: int) -> None:

@@ -300,10 +300,9 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     key = np.empty((2, nb), np.uint64)  # Philox: (seed, step, row index)
     key[0] = seed
     key[1] = step
-    rows = _launch_rows(nb, nv, x2.dtype.itemsize)
-    serial = _jit.one_thread(x2.size, rows)
+    rows, serial, split = _plan(x2)
     args = (x2, _NO_BIAS, mask, hist, table, key[0], key[1], ctr, logprobs_mode == "raw", _NO_IDS,
-            *_sample_outputs(nb, num_logprobs, 0), _split(nb, rows, serial))
+            *_sample_outputs(nb, num_logprobs, 0), split)
     if serial:
         run = _jit.serial_entry(_k.sample_rows, (id(logits.dtype), flags.writeable), args)
         if run is None:
@@ -321,17 +320,22 @@ def _launch_rows(nb: int, nv: int, itemsize: int) -> int:
     :func:`fastlsm._kernels.sampling.sample_rows`). 16-bit rows are not split: measured
     slower split (greedy [1, 128256] bfloat16 137 us against 86 on one thread, AMD Zen 4;
     not yet understood)."""
-    return 2 if nb == 1 and itemsize >= 4 and _SPLIT_MIN and nv >= _SPLIT_MIN else nb
+    return 2 if nb == 1 and itemsize >= 4 and _SPLITS and nv >= _k.SPLIT_MIN else nb
 
 
-_SPLIT_MIN = _jit.split_min()  # read once: OpenMP reads its wait policy once too
+_SPLITS = _jit.workers_spin()  # read once: OpenMP reads its wait policy once too
 
 
-def _split(nb: int, rows: int, serial: bool):
-    """The kernel's ``split``: ``True`` for a single row counted as two (:func:`_launch_rows`)
-    that gets the parallel kernel on several threads, else ``None`` (another type: the
-    kernels compiled for ``None`` carry no split path)."""
-    return True if rows != nb and not serial else None
+def _plan(x2: np.ndarray) -> tuple:
+    """``(rows, serial, split)`` for the kernel view ``x2``: the rows the thread rule counts
+    (:func:`_launch_rows`), whether that gives the serial copy (``_jit.launch``), and the
+    kernel's ``split``: ``True`` for a single row counted as two that gets the parallel
+    kernel, else ``None`` (another type: the kernels compiled for ``None`` carry no split
+    path)."""
+    nb, nv = x2.shape
+    rows = _launch_rows(nb, nv, x2.dtype.itemsize)
+    serial = _jit.one_thread(x2.size, rows)
+    return rows, serial, True if rows != nb and not serial else None
 
 
 @_jit.public
@@ -467,10 +471,9 @@ def _sample(logits, vals, history, logit_bias, token_bitmask, seed, step, num_lo
             raise ValueError(
                 f"logprob_token_ids must have shape [M] or [B={nb}, M], got {ids.shape}"
             )
-    rows = _launch_rows(nb, nv, x2.dtype.itemsize)
-    serial = _jit.one_thread(x2.size, rows)  # then the serial copy, which never splits
+    rows, _serial, split = _plan(x2)
     args = (x2, bias, mask, hist, params, seeds, steps, ctr, logprobs_mode == "raw", ids,
-            *_sample_outputs(nb, nlp, ids.shape[1]), _split(nb, rows, serial))
+            *_sample_outputs(nb, nlp, ids.shape[1]), split)
     if nb:
         _jit.launch(_k.sample_rows, x2.size, rows)(*args)  # serial: the serial copy
     return _sample_result(args, result_dtype(x.dtype), single, nlp,

@@ -39,17 +39,17 @@ from .rowstate import (
     S_T,
     S_TIE,
     S_Z,
-    SPLIT_MIN,
     block_hits,
     chunk_pass,
     fill,
     fill_masses,
     frozen,
-    half,
     kept,
     kept_e,
     kept_mass,
     load,
+    part_bounds,
+    parts,
     pick,
     scan_row,
     shifted,
@@ -84,17 +84,20 @@ def _histogram_part(r, er, lo, hi, s, typical, counting, filling, cnt, mass, eb,
                     mass[b] += eb[j]
 
 
+@kernel
+def _histogram_of(r, er, c, s, typical, counting, filling, cnt, mass, eb, kb):
+    """Part ``c`` of :func:`histogram` (``rowstate.part_bounds``) into ``cnt`` / ``mass``."""
+    lo, hi = part_bounds(r.size, c)
+    _histogram_part(r, er, lo, hi, s, typical, counting, filling, cnt, mass, eb, kb)
+
+
 @kernel(parallel=True, entry=False)
 def _histogram_halves(r, er, s, typical, counting, filling, cnt, mass, eb, kb, cnt1, mass1,
                       eb1, kb1):
     """Both parts of :func:`histogram`, one thread each."""
-    mid = half(r.size)
     for c in prange(2):
-        if c == 0:
-            _histogram_part(r, er, 0, mid, s, typical, counting, filling, cnt, mass, eb, kb)
-        else:
-            _histogram_part(r, er, mid, r.size, s, typical, counting, filling, cnt1, mass1,
-                            eb1, kb1)
+        _histogram_of(r, er, c, s, typical, counting, filling, cnt if c == 0 else cnt1,
+                      mass if c == 0 else mass1, eb if c == 0 else eb1, kb if c == 0 else kb1)
 
 
 @kernel
@@ -103,21 +106,19 @@ def histogram(r, er, st, typical, counting, filling, cnt, mass, eb, kb, split):
     ``counting`` (a scatter costs about a cycle per token and array: top-p counts only the
     bucket it gathers, :func:`gather`); ``filling``: the masses ``er`` are written on the
     way (the row's one exp pass). A row of ``SPLIT_MIN`` tokens or more is counted in two
-    parts (``rowstate.half``) added bucket by bucket, on two threads when ``split`` is
-    ``True``: the same bits either way."""
+    parts (``rowstate.part_bounds``) added bucket by bucket, on two threads when ``split``
+    is ``True``: the same bits either way."""
     s = frozen(st)
-    nparts = 2 if r.size >= SPLIT_MIN else 1
-    cnt1 = np.empty_like(cnt)
-    mass1 = np.empty_like(mass)
+    nparts = parts(r.size)
+    cnt1 = np.empty_like(cnt) if nparts == 2 else cnt  # the second part's (none: unused)
+    mass1 = np.empty_like(mass) if nparts == 2 else mass
     if split is not None and nparts == 2:
         _histogram_halves(r, er, s, typical, counting, filling, cnt, mass, eb, kb, cnt1,
                           mass1, np.empty_like(eb), np.empty_like(kb))
-    else:  # one call site: one inlined copy of the pass per filter
-        mid = half(r.size) if nparts == 2 else r.size
-        for part in range(nparts):
-            _histogram_part(r, er, 0 if part == 0 else mid, mid if part == 0 else r.size, s,
-                            typical, counting, filling, cnt if part == 0 else cnt1,
-                            mass if part == 0 else mass1, eb, kb)
+    else:
+        for c in range(nparts):  # one call site: one inlined copy of the pass per filter
+            _histogram_of(r, er, c, s, typical, counting, filling, cnt if c == 0 else cnt1,
+                          mass if c == 0 else mass1, eb, kb)
     if nparts == 1:
         return
     for b in range(mass.size):

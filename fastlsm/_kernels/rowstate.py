@@ -60,7 +60,7 @@ def scan(r):
 
 
 SPLIT_MIN = 1 << 16
-"""Rows of at least this many tokens are passed over in two fixed parts (:func:`half`) by the
+"""Rows of at least this many tokens are passed over in two fixed parts (:func:`part_bounds`) by the
 passes whose results would otherwise depend on where a row is cut (the histogram's bucket
 sums): a single row sampled on several threads gives each part its own thread
 (``split``), and every other row runs the same parts one after the other, so the bits are
@@ -68,10 +68,17 @@ the same whatever the batch or the thread count."""
 
 
 @kernel
-def half(n):
-    """Where a row of ``n >= SPLIT_MIN`` tokens is cut in two: the chunk boundary nearest
-    its middle."""
-    return (n // CHUNK + 1) // 2 * CHUNK
+def parts(n):
+    """How many parts a row of ``n`` tokens is passed over in: 2 from ``SPLIT_MIN`` on."""
+    return 2 if n >= SPLIT_MIN else 1
+
+
+@kernel
+def part_bounds(n, c):
+    """Tokens ``[lo, hi)`` of part ``c`` of a row of ``n`` (:func:`parts`): the whole row,
+    or its halves cut at the chunk boundary nearest the middle."""
+    mid = (n // CHUNK + 1) // 2 * CHUNK if parts(n) == 2 else n
+    return (0, mid) if c == 0 else (mid, n)
 
 
 @kernel(parallel=True, entry=False)
@@ -79,16 +86,16 @@ def scan_halves(r):
     """:func:`scan_row` over each half of ``r`` on its own thread, combined: the same
     ``(max, bad, argmax)`` (the maximum of a row without NaN is that of its halves, and its
     first occurrence is in the first half that holds it)."""
-    mid = half(r.size)
     ms = np.empty(2, r.dtype)
     bads = np.zeros(2, np.int64)
     args = np.zeros(2, np.int64)
     for c in prange(2):
-        seg = r[:mid] if c == 0 else r[mid:]
+        lo, hi = part_bounds(r.size, c)
+        seg = r[lo:hi]
         m, b = scan(seg)
         ms[c] = m
         bads[c] = b
-        args[c] = first_equal(seg, m) + (0 if c == 0 else mid)
+        args[c] = first_equal(seg, m) + lo
     if ms[0] >= ms[1]:
         return ms[0], bads[0] + bads[1], args[0]
     return ms[1], bads[0] + bads[1], args[1]
@@ -98,7 +105,7 @@ def scan_halves(r):
 def scan_row(r, split):
     """``(max, bad, argmax)``: :func:`scan` and the first index of the maximum (meaningful
     only for a row without NaN or ``+inf``), over both halves at once when ``split``."""
-    if split is not None and r.size >= SPLIT_MIN:
+    if split is not None and parts(r.size) == 2:
         return scan_halves(r)
     m, bad = scan(r)
     return m, np.int64(bad), np.int64(first_equal(r, m) if bad == 0 else 0)
@@ -270,17 +277,15 @@ def fill_masses(r, st, er):
 @kernel(parallel=True, entry=False)
 def fill_halves(r, st, er):
     """:func:`fill_masses` of each half of ``r`` on its own thread (the same values)."""
-    mid = half(r.size)
     for c in prange(2):
-        lo = 0 if c == 0 else mid
-        hi = mid if c == 0 else r.size
+        lo, hi = part_bounds(r.size, c)
         fill_masses(r[lo:hi], st, er[lo:hi])
 
 
 @kernel
 def fill(r, st, er, split):
     """:func:`fill_masses`, over both halves at once when ``split`` (the same values)."""
-    if split is not None and r.size >= SPLIT_MIN:
+    if split is not None and parts(r.size) == 2:
         fill_halves(r, st, er)
     else:
         fill_masses(r, st, er)
