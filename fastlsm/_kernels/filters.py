@@ -39,8 +39,9 @@ from .rowstate import (
     S_T,
     S_TIE,
     S_Z,
-    block_hits,
+    block_bits,
     chunk_pass,
+    drop_lowest,
     fill,
     fill_masses,
     frozen,
@@ -48,6 +49,7 @@ from .rowstate import (
     kept_e,
     kept_mass,
     load,
+    lowest_bit,
     part_bounds,
     parts,
     pick,
@@ -130,16 +132,18 @@ def histogram(r, er, st, typical, counting, filling, cnt, mass, eb, kb, split):
 def _range_pass(r, er, s, b, lo, hi, vals, ids):
     """The kept tokens of bucket ``b`` (descending-probability key) among the logits in
     ``[lo, hi]``, in id order, into ``vals/ids`` while they have room; returns how many there
-    are. Blocks with no logit in the range (one vectorized test in the row's precision:
-    ``lo``/``hi`` carry a padding far wider than its rounding) are skipped."""
+    are. Only the logits in the range are visited (one vectorized test per block in the
+    row's precision, ``rowstate.block_bits``: ``lo``/``hi`` carry a padding far wider than
+    its rounding)."""
     proto = r[0]
     lo_r = like(proto, lo)
     hi_r = like(proto, hi)
     i = 0
     for c0 in range(0, r.size, BLOCK):
-        if not block_hits(r, c0, lo_r, hi_r):
-            continue
-        for j in range(c0, min(c0 + BLOCK, r.size)):
+        bits = block_bits(r, c0, lo_r, hi_r)
+        while bits != np.uint64(0):
+            j = c0 + lowest_bit(bits)
+            bits = drop_lowest(bits)
             v = load(r, j)
             if v >= lo and v <= hi:
                 d = shifted(v, s, proto)
@@ -310,9 +314,10 @@ def small_top_k(r, st, k, lv, li):
     n = 0
     top = like(r, np.inf)
     for c0 in range(0, nv, BLOCK):
-        if not block_hits(r, c0, tr, top):
-            continue
-        for j in range(c0, min(c0 + BLOCK, nv)):
+        bits = block_bits(r, c0, tr, top)
+        while bits != np.uint64(0):
+            j = c0 + lowest_bit(bits)
+            bits = drop_lowest(bits)
             if r[j] >= tr:
                 if n == lv.size:
                     return 0
