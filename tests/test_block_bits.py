@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from fastlsm._jit import kernel
-from fastlsm._kernels.rowstate import BLOCK, block_bits, drop_lowest, first_equal, lowest_bit
+from fastlsm._kernels.rowstate import (
+    BLOCK,
+    block_bits,
+    drop_lowest,
+    first_equal,
+    lowest_bit,
+    scan,
+)
 
 
 @kernel(entry=True)
@@ -88,3 +95,32 @@ def test_first_equal_finds_the_first_occurrence_in_any_block(dtype):
     r[:] = np.nan
     r[900] = -1.0
     assert _first_equal(r, dtype(-1.0)) == 900
+
+
+@kernel(entry=True)
+def _scan(r):
+    return scan(r)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 63, 64, 65, 1000])
+def test_scan_finds_the_maximum_and_flags_nan_and_plus_inf_anywhere(dtype, n):
+    rng = np.random.default_rng(n)
+    r = rng.standard_normal(n).astype(dtype)
+    m, bad = _scan(r)
+    assert m == (r.max() if n else -np.inf) and bad == 0
+    for j in {0, n // 2, n - 1} if n else ():
+        for special in (np.nan, np.inf):
+            s = r.copy()
+            s[j] = special
+            m, bad = _scan(s)
+            assert bad != 0, (j, special)
+            rest = s[~np.isnan(s)]
+            assert m == (rest.max() if rest.size else -np.inf)
+        s = r.copy()
+        s[j] = -np.inf
+        assert _scan(s) == (np.max(s), 0)
+    if n:
+        assert _scan(np.full(n, -np.inf, dtype)) == (-np.inf, 0)
+        m, bad = _scan(np.full(n, np.nan, dtype))
+        assert m == -np.inf and bad != 0

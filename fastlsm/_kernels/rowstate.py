@@ -20,7 +20,7 @@ from .._jit import kernel
 from . import ir
 from .half import load_element
 from .math import fexp_sum, like, neumaier_add, neumaier_result
-from .rows import block_sum, row_max
+from .rows import block_sum
 from .select import NB, SCALE, bucket
 
 # columns of the per-row parameter array
@@ -50,17 +50,80 @@ BLOCK = 64
 a scalar look at only the tokens it hits."""
 
 
+_SCAN_ACCS = 4  # independent maxnum accumulators of max_and_nan
+
+
+@intrinsic
+def max_and_nan(typingctx, r):
+    """``(m, nan)``: the maximum of a float32/float64 row ignoring NaN (``llvm.maxnum``,
+    ``-inf`` for an empty row) and whether it holds a NaN (an ``or`` of unordered compares),
+    in one pass: one 64-byte line per vector, four maximum accumulators, a masked tail.
+    (As one Numba loop the two reductions do not vectorize; as two loops the row is read
+    twice: 3.7 -> 2.0 us for 32000 float32 from L2 on AMD Zen 4.)"""
+    if not (isinstance(r, types.Array) and r.ndim == 1 and r.layout == "C"
+            and r.dtype in (types.float32, types.float64)):
+        return None
+    el = ir.ELEMENTS[r.dtype]
+    rty = types.Tuple((r.dtype, types.boolean))
+
+    def codegen(context, builder, signature, args):
+        ra = context.make_array(signature.args[0])(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        lanes = ir.LINE_BYTES // el.itemsize
+        vty = ir.vec(el.reg, lanes)
+        bty = ir.vec(llvm_ir.IntType(1), lanes)
+        ninf = ir.const(vty, float("-inf"))
+        n = builder.extract_value(ra.shape, 0)
+        c = lambda v: llvm_ir.Constant(intp, v)  # noqa: E731
+        accs = [cgutils.alloca_once_value(builder, ninf) for _ in range(_SCAN_ACCS)]
+        nans = cgutils.alloca_once_value(builder, ir.const(bty, 0))
+
+        def take(acc, v):
+            builder.store(ir.call(builder, "maxnum", [builder.load(acc), v]), acc)
+            builder.store(builder.or_(builder.load(nans), builder.fcmp_unordered("uno", v, v)),
+                          nans)
+
+        group = lanes * _SCAN_ACCS
+        ngroup = builder.sdiv(n, c(group))
+        with cgutils.for_range(builder, ngroup, intp=intp) as loop:
+            base = builder.mul(loop.index, c(group))
+            for g in range(_SCAN_ACCS):
+                take(accs[g], el.load(builder, ra.data, builder.add(base, c(g * lanes)), lanes))
+        start = builder.mul(ngroup, c(group))
+        nvec = builder.sdiv(builder.sub(n, start), c(lanes))
+        with cgutils.for_range(builder, nvec, intp=intp) as loop:
+            j = builder.add(start, builder.mul(loop.index, c(lanes)))
+            take(accs[0], el.load(builder, ra.data, j, lanes))
+        j = builder.add(start, builder.mul(nvec, c(lanes)))
+        with builder.if_then(builder.icmp_signed("<", j, n)):
+            mask = ir.lane_mask(builder, builder.sub(n, j), lanes)
+            take(accs[1], builder.select(mask, el.load_masked(builder, ra.data, j, mask), ninf))
+        v = [builder.load(a) for a in accs]
+        v = ir.call(builder, "maxnum", [ir.call(builder, "maxnum", [v[0], v[1]]),
+                                        ir.call(builder, "maxnum", [v[2], v[3]])])
+        width = lanes
+        while width > 1:
+            h = width // 2
+            lo = builder.shuffle_vector(v, v, llvm_ir.Constant(
+                llvm_ir.VectorType(ir.I32, h), list(range(h))))
+            hi = builder.shuffle_vector(v, v, llvm_ir.Constant(
+                llvm_ir.VectorType(ir.I32, h), list(range(h, width))))
+            v = ir.call(builder, "maxnum", [lo, hi])
+            width = h
+        m = builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
+        flags = builder.bitcast(builder.load(nans), llvm_ir.IntType(lanes))
+        any_nan = builder.icmp_unsigned("!=", flags, llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
+        return context.make_tuple(builder, rty, [m, any_nan])
+
+    return rty(r), codegen
+
+
 @kernel
 def scan(r):
-    """``(max, bad)``: the maximum of row ``r`` ignoring NaN (``llvm.maxnum``) and its number
-    of NaN or ``+inf``: two vectorized passes (one loop with both reductions does not
-    vectorize: 25x slower)."""
-    m = row_max(r)
-    bad = 0
-    top = like(r, np.inf)
-    for j in range(r.size):
-        bad += np.int32(not r[j] < top)
-    return m, bad
+    """``(max, bad)``: the maximum of row ``r`` ignoring NaN and ``bad`` nonzero when it holds
+    a NaN or ``+inf`` (one pass, :func:`max_and_nan`; ``+inf`` is the maximum then)."""
+    m, nan = max_and_nan(r)
+    return m, np.int32(nan) + np.int32(m == np.inf)
 
 
 SPLIT_MIN = 1 << 16
