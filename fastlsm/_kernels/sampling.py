@@ -147,12 +147,13 @@ def _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered):
 
 
 @kernel
-def _sample_processed(r, xi, buffered, i, p, seeds, steps, ctr, raw, lp_ids, tokens, logprobs,
-                      top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv, li, split):
+def _sample_processed(r, xi, buffered, lse, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
+                      logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv, li,
+                      split):
     """Row ``i`` once its processed row ``r`` is known (``xi`` its logits row; ``buffered``
     ``True``: ``r`` is a processed copy, ``None``: ``r`` is ``xi``; different types, so each
-    compilation holds only its own branches): state, token and logprobs; returns its
-    status."""
+    compilation holds only its own branches; ``lse``: the raw log-sum-exp if already known,
+    else NaN): state, token and logprobs; returns its status."""
     s = row_state(r, er, p, st, cnt, mass, eb, kb, lv, li, split)
     if s != OK:
         return s
@@ -161,13 +162,12 @@ def _sample_processed(r, xi, buffered, i, p, seeds, steps, ctr, raw, lp_ids, tok
         tok, lse = _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered)
     else:
         tok = choose(r, er, st, u, eb, kb, lv, li)
-        lse = np.nan
         if buffered is None and raw:
             lse = raw_lse(xi, er, st)
     tokens[i] = tok
     if buffered is None:  # r is xi
         logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
-    elif raw:  # NaN lse: logprob_outputs computes it
+    elif raw:  # lse known (before the copy, or beside the pick)
         logprob_outputs(xi, st, raw, lse, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
     else:
         logprob_outputs(r, st, raw, 0.0, tok, i, logprobs, lp_ids, top_tok, top_lp, id_lp)
@@ -186,13 +186,17 @@ def sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids, t
     mi = mask[i]
     xi = row_values(x, i, wide)
     if needs_buffer(bi, mi, hist.shape[1], p):
+        # raw logprobs of a processed copy: the logits' log-sum-exp first, while the row is
+        # in L2 (after the copy and the masses it is read from L3 again); a split row
+        # computes it beside the pick instead
+        lse = row_lse(xi, xi[:0]) if raw and split is None else np.nan
         materialize(xi, work, bi, mi, hist[i], hist[i], 0, p, seen)
-        return _sample_processed(work, xi, True, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
-                                 logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb,
-                                 lv, li, split)
-    return _sample_processed(xi, xi, None, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
-                             logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv,
-                             li, split)
+        return _sample_processed(work, xi, True, lse, i, p, seeds, steps, ctr, raw, lp_ids,
+                                 tokens, logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st,
+                                 eb, kb, lv, li, split)
+    return _sample_processed(xi, xi, None, np.nan, i, p, seeds, steps, ctr, raw, lp_ids,
+                             tokens, logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb,
+                             kb, lv, li, split)
 
 
 @kernel
