@@ -92,6 +92,24 @@ def call(builder: ir.IRBuilder, name: str, args, ret: ir.Type | None = None) -> 
     return builder.call(fn, list(args))
 
 
+def max_across(builder: ir.IRBuilder, vectors) -> ir.Value:
+    """``llvm.maxnum`` of four vectors (``(v0, v1)``, ``(v2, v3)``, then the two), then of
+    the lanes by halving the vector: the scalar maximum of every lane (NaN ignored)."""
+    v0, v1, v2, v3 = vectors
+    v = call(builder, "maxnum", [call(builder, "maxnum", [v0, v1]),
+                                 call(builder, "maxnum", [v2, v3])])
+    width = width_of(v.type)
+    while width > 1:
+        h = width // 2
+        lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, h), list(range(h))))
+        hi = builder.shuffle_vector(
+            v, v, ir.Constant(ir.VectorType(I32, h), list(range(h, width)))
+        )
+        v = call(builder, "maxnum", [lo, hi])
+        width = h
+    return builder.extract_element(v, ir.Constant(I32, 0))
+
+
 def fma(builder: ir.IRBuilder, a, b, c) -> ir.Value:
     """``a * b + c`` rounded once."""
     return call(builder, "fma", [a, b, c])

@@ -156,19 +156,7 @@ def row_max_ahead(typingctx, x, nxt):
             mask = ir.lane_mask(builder, builder.sub(n, j), lanes)
             v = builder.select(mask, el.load_masked(builder, xa.data, j, mask), ninf)
             builder.store(ir.call(builder, "maxnum", [builder.load(accs[1]), v]), accs[1])
-        v = [builder.load(a) for a in accs]
-        v = ir.call(builder, "maxnum", [ir.call(builder, "maxnum", [v[0], v[1]]),
-                                        ir.call(builder, "maxnum", [v[2], v[3]])])
-        width = lanes
-        while width > 1:
-            h = width // 2
-            lo = builder.shuffle_vector(v, v, llvm_ir.Constant(
-                llvm_ir.VectorType(ir.I32, h), list(range(h))))
-            hi = builder.shuffle_vector(v, v, llvm_ir.Constant(
-                llvm_ir.VectorType(ir.I32, h), list(range(h, width))))
-            v = ir.call(builder, "maxnum", [lo, hi])
-            width = h
-        m = builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
+        m = ir.max_across(builder, [builder.load(a) for a in accs])
         k = builder.mul(ngroup, c(lanes))
         k = builder.select(builder.icmp_signed("<", k, nn), k, nn)
         return context.make_tuple(builder, rty, [m, k])

@@ -98,19 +98,7 @@ def max_and_nan(typingctx, r):
         with builder.if_then(builder.icmp_signed("<", j, n)):
             mask = ir.lane_mask(builder, builder.sub(n, j), lanes)
             take(accs[1], builder.select(mask, el.load_masked(builder, ra.data, j, mask), ninf))
-        v = [builder.load(a) for a in accs]
-        v = ir.call(builder, "maxnum", [ir.call(builder, "maxnum", [v[0], v[1]]),
-                                        ir.call(builder, "maxnum", [v[2], v[3]])])
-        width = lanes
-        while width > 1:
-            h = width // 2
-            lo = builder.shuffle_vector(v, v, llvm_ir.Constant(
-                llvm_ir.VectorType(ir.I32, h), list(range(h))))
-            hi = builder.shuffle_vector(v, v, llvm_ir.Constant(
-                llvm_ir.VectorType(ir.I32, h), list(range(h, width))))
-            v = ir.call(builder, "maxnum", [lo, hi])
-            width = h
-        m = builder.extract_element(v, llvm_ir.Constant(ir.I32, 0))
+        m = ir.max_across(builder, [builder.load(a) for a in accs])
         flags = builder.bitcast(builder.load(nans), llvm_ir.IntType(lanes))
         any_nan = builder.icmp_unsigned("!=", flags, llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
         return context.make_tuple(builder, rty, [m, any_nan])
