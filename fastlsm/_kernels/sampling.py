@@ -146,7 +146,7 @@ def _pick_and_lse(r, xi, er, st, u, eb, kb, lv, li, raw, buffered):
     return tok[0], lse[0]
 
 
-@kernel
+@kernel(inline="always")
 def _sample_processed(r, xi, buffered, lse, i, p, seeds, steps, ctr, raw, lp_ids, tokens,
                       logprobs, top_tok, top_lp, id_lp, er, cnt, mass, st, eb, kb, lv, li,
                       split):
@@ -174,7 +174,7 @@ def _sample_processed(r, xi, buffered, lse, i, p, seeds, steps, ctr, raw, lp_ids
     return s
 
 
-@kernel
+@kernel(inline="always")
 def sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids, tokens,
                logprobs, top_tok, top_lp, id_lp, wide, work, er, seen, cnt, mass, st, eb, kb,
                lv, li, split):
@@ -236,18 +236,21 @@ def sample_rows(x, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
     nb, nv = x.shape
     buffered = bias.size > 0 or mask.size > 0 or hist.shape[1] > 0
     if split is not None and nb == 1 and nv >= SPLIT_MIN:
-        sc = _row_scratch(x, nv, buffered, hist.shape[1])
+        wide, work, er, seen, cnt, mass, st, eb, kb, lv, li = _row_scratch(
+            x, nv, buffered, hist.shape[1])
         status[0] = sample_row(x, 0, bias, mask, hist, params, seeds, steps, ctr, raw, lp_ids,
-                               tokens, logprobs, top_tok, top_lp, id_lp, *sc, True)
+                               tokens, logprobs, top_tok, top_lp, id_lp, wide, work, er, seen,
+                               cnt, mass, st, eb, kb, lv, li, True)
         return
     nchunk = row_chunks(nb)
     for c in prange(nchunk):
         r0, r1 = chunk_rows(c, nchunk, nb)
-        sc = _row_scratch(x, nv, buffered, hist.shape[1])
+        wide, work, er, seen, cnt, mass, st, eb, kb, lv, li = _row_scratch(
+            x, nv, buffered, hist.shape[1])
         for i in range(r0, r1):
             status[i] = sample_row(x, i, bias, mask, hist, params, seeds, steps, ctr, raw,
-                                   lp_ids, tokens, logprobs, top_tok, top_lp, id_lp, *sc,
-                                   None)
+                                   lp_ids, tokens, logprobs, top_tok, top_lp, id_lp, wide, work,
+                                   er, seen, cnt, mass, st, eb, kb, lv, li, None)
 
 
 @kernel
