@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 from ._kernels import half as _half
-from ._validate import float_array
+from ._validate import float_array, readable
 
 FLOAT16 = np.dtype(np.float16)
 FLOAT32 = np.dtype(np.float32)
@@ -78,7 +78,9 @@ def result_dtype(dtype) -> np.dtype:
 
 def kernel_view(a: np.ndarray) -> np.ndarray:
     """``a`` as a kernel takes it: a 16-bit array as a view of its bits (``uint16`` for
-    bfloat16, ``int16`` for float16), any other array unchanged."""
+    bfloat16, ``int16`` for float16), any other array unchanged; a read-only array as a
+    writeable alias (:func:`fastlsm._validate.readable`: for arrays the kernel only reads)."""
+    a = readable(a)
     view = _half_view(a.dtype)
     if view is None:
         return a

@@ -170,6 +170,36 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> np.ndarr
     return out
 
 
+class _WriteableFace:
+    """An array interface over a read-only array's memory without its read-only flag; holds
+    the array (the alias's ``base``), so the memory lives as long as the alias."""
+
+    __slots__ = ("__array_interface__", "base")
+
+    def __init__(self, a: np.ndarray):
+        face = a.__array_interface__
+        face["data"] = (face["data"][0], False)
+        face["strides"] = a.strides
+        self.__array_interface__ = face
+        self.base = a
+
+
+def readable(a: np.ndarray) -> np.ndarray:
+    """``a``, or when ``a`` is read-only, a writeable alias of the same memory (a view: no copy).
+
+    For arrays a kernel only reads. Numba types a read-only array apart from a writeable one
+    and compiles every kernel a second time for it (tens of seconds for the sampler): a server
+    that reads logits with ``np.frombuffer`` would pay that on its first request. The kernels
+    never write an input, and every array they do write is checked writeable before (``out``
+    by :func:`check_out`, ``inplace=True`` logits by the losses), so an alias passed to them
+    is only read.
+    """
+    if a.flags.writeable:
+        return a
+    alias = np.asarray(_WriteableFace(a))
+    return alias if alias.dtype == a.dtype else alias.view(a.dtype)  # e.g. bfloat16 is "|V2"
+
+
 def as_rows(x: np.ndarray, axis) -> np.ndarray:
     """A C-contiguous ``[rows, x.shape[axis]]`` array holding the lanes of ``x`` along ``axis``.
 
@@ -179,7 +209,7 @@ def as_rows(x: np.ndarray, axis) -> np.ndarray:
     element those axes span (SciPy's reduction over several axes).
     """
     moved, k = _lanes_last(x, axis)
-    return np.ascontiguousarray(moved).reshape(_rows_shape(moved, k))
+    return readable(np.ascontiguousarray(moved).reshape(_rows_shape(moved, k)))
 
 
 def rows_out(out: np.ndarray, axis) -> tuple[np.ndarray, bool]:

@@ -15,6 +15,7 @@ from ._kernels import beam as _k
 from ._kernels import bitmask as _bitmask_kernels
 from ._kernels.decoder import config as _cfg
 from ._kernels.decoder import state as _state
+from ._validate import readable
 
 
 def _integer(value, name: str) -> int:
@@ -167,7 +168,8 @@ def _bitmask(value, rows: tuple, vocab: int, prefix: str = "") -> np.ndarray:
             f"{prefix}token_bitmask has shape {m.shape}; for {n} rows and V = {vocab} it must "
             f"be {tuple(rows) + (words,)}, {(n, words)} or {(words,)} (ceil(V / 32) words)"
         )
-    return np.ascontiguousarray(m.astype(m.dtype.newbyteorder("="), copy=False)).view(np.int32)
+    m = np.ascontiguousarray(m.astype(m.dtype.newbyteorder("="), copy=False)).view(np.int32)
+    return readable(m)  # a read-only mask (or a broadcast view): a writeable alias
 
 
 @dataclasses.dataclass(frozen=True)

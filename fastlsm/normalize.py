@@ -91,8 +91,8 @@ def _elementwise(kernel, x, axis, out, dtype):
 
 def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
-    path (native, aligned, C-contiguous float32/float64/bfloat16/float16 (the 16-bit ones
-    handed to the kernel by ``_dtypes.fast_view``), not empty, the last axis, ``out``
+    path (native, aligned, C-contiguous, writeable float32/float64/bfloat16/float16 (the
+    16-bit ones handed to the kernel by ``_dtypes.fast_view``), not empty, the last axis, ``out``
     of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
     disjoint from it), else None: the general path then handles (or rejects) the call.
     (Written for speed: it is most of the cost of a one-row call.)"""
@@ -102,15 +102,12 @@ def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     if type(axis) is not int or not nd or (axis != -1 and axis != nd - 1):
         return None
     flags = x.flags
-    if not (flags.carray or flags.c_contiguous and flags.aligned):  # carray: also writeable
+    if not flags.carray:  # C-contiguous, aligned, writeable (read-only: the general path's alias)
         return None
     n = x.size
     if not n:
         return None
-    if out is x:
-        if not flags.writeable:
-            return None
-    elif out is not None:
+    if out is not None and out is not x:
         out_flags = out.flags
         if out.dtype is not x.dtype or not out_flags.carray or out.shape != x.shape:
             return None
@@ -144,7 +141,7 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
         if out is None:
             out = np.empty(x.shape, x.dtype)
         args = (rows, fast_view(out if x.ndim == 2 else out.reshape(fast)))
-    run = _jit.serial_entry(kernel, (id(x.dtype), x.flags.writeable), args)
+    run = _jit.serial_entry(kernel, id(x.dtype), args)
     if run is None:
         return None
     run(*args)

@@ -37,7 +37,7 @@ from . import _jit
 from ._dtypes import fast_dtype, float_logits, kernel_view, logits_array, result_dtype
 from ._kernels import sampling as _k
 from ._kernels import sampling_params as _sp
-from ._validate import float_array, int_array, int_array_of_shape
+from ._validate import float_array, int_array, int_array_of_shape, readable
 
 
 class SampleOutput(NamedTuple):
@@ -187,7 +187,7 @@ def _bitmask(token_bitmask, lead: tuple, nv: int) -> np.ndarray | None:
             f"token_bitmask must have shape {list(want)} (ceil(V / 32) = {words} words per "
             f"row, bit j % 32 of word j // 32 = token j allowed), got {m.shape}"
         )
-    return np.ascontiguousarray(m)
+    return readable(np.ascontiguousarray(m))
 
 
 def _random(seed, step, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -304,7 +304,7 @@ def _fast_sample(logits, vals, history, logit_bias, token_bitmask, seed, step, n
     args = (x2, _NO_BIAS, mask, hist, table, key[0], key[1], ctr, logprobs_mode == "raw", _NO_IDS,
             *_sample_outputs(nb, num_logprobs, 0), split)
     if serial:
-        run = _jit.serial_entry(_k.sample_rows, (id(logits.dtype), flags.writeable), args)
+        run = _jit.serial_entry(_k.sample_rows, id(logits.dtype), args)  # x2: writeable
         if run is None:
             return None
         run(*args)

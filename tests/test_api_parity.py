@@ -85,6 +85,64 @@ def test_sequences_and_beams_accept_read_only_arguments(rng):
         assert same_bits(a, b)
 
 
+def _read_only_signatures():
+    """``module.kernel(types)`` for every kernel compiled in this process for a read-only
+    array (every Numba dispatcher of ``fastlsm._kernels``, serial copies included)."""
+    import importlib
+    import pkgutil
+
+    import numba
+    from numba.core.dispatcher import Dispatcher
+
+    import fastlsm._kernels as kernels
+
+    found = []
+    for info in pkgutil.walk_packages(kernels.__path__, kernels.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            for d in (obj, getattr(obj, "serial", None)):
+                if isinstance(d, Dispatcher):
+                    for sig in d.signatures:
+                        if any(isinstance(t, numba.types.Array) and not t.mutable for t in sig):
+                            found.append(f"{info.name}.{name}{sig}")
+    return found
+
+
+def test_no_kernel_is_compiled_again_for_read_only_arrays(rng):
+    # Numba types a read-only array apart from a writeable one: every kernel would compile a
+    # second time (tens of seconds for the sampler) for a server's np.frombuffer logits. The
+    # API hands read-only inputs over as writeable aliases (fastlsm._validate.readable).
+    import ml_dtypes
+
+    x = rng.standard_normal((2, 3, 40))
+    tok = rng.integers(0, 40, (2, 3))
+    for dt in (np.float32, np.float64, ml_dtypes.bfloat16, np.float16):
+        xr = from_bytes(x.astype(dt))
+        rows = xr.reshape(6, 40)
+        want = fastlsm.log_softmax(np.array(rows))
+        assert same_bits(fastlsm.log_softmax(rows), want)  # the per-token fast path
+        assert same_bits(fastlsm.log_softmax(xr, axis=1), fastlsm.log_softmax(np.array(xr), 1))
+        fastlsm.softmax(rows)
+        fastlsm.logsumexp(rows)
+        fastlsm.logsumexp(xr, axis=0)
+        t = read_only(tok.reshape(-1))
+        fastlsm.cross_entropy(rows, t)
+        fastlsm.cross_entropy(rows, read_only(fastlsm.softmax(np.array(rows))))
+        fastlsm.cross_entropy_with_grad(rows, t, weight=read_only(np.ones(40)))
+        fastlsm.nll_loss(rows, t)
+        fastlsm.sequence_logprobs(xr, read_only(tok), mask=read_only(tok > 3))
+        fastlsm.sequence_logprobs(xr, read_only(tok), top_logprobs=2)
+        fastlsm.beam_step(xr, read_only(np.zeros((2, 3))))
+        fastlsm.beam_step(xr, np.zeros((2, 3)), token_bitmask=read_only(np.full(2, -1, np.int32)))
+        want = fastlsm.sample(np.array(rows), top_p=0.9, seed=3)
+        assert same_bits(fastlsm.sample(rows, top_p=0.9, seed=3).tokens, want.tokens)
+        fastlsm.sample(rows, logit_bias=read_only(np.zeros(40)), seed=3,
+                       token_bitmask=read_only(np.full((6, 2), -1, np.int32)),
+                       history=read_only(tok.reshape(6, 1)))
+        fastlsm.verify_draft(xr, read_only(tok[:, :2]), draft_logits=xr[:, :2])
+    assert _read_only_signatures() == []
+
+
 # ----------------------------------------------------------------------------- class weights
 
 
