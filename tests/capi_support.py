@@ -96,6 +96,17 @@ def start_build():
     _BUILD.update(proc=proc, log=log, env=env, out=out, tmp=tmp)
 
 
+def wait_for_build() -> None:
+    """Return when the background build (:func:`start_build`) has ended, or at once if none
+    was started (from any thread: :func:`build_capi` reports its outcome)."""
+    proc = _BUILD.get("proc")
+    if proc is not None:
+        try:
+            proc.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def build_capi(tmp_path_factory):
     """The library (built in the background by :func:`start_build`) and every example
     compiled against it (once per session, whichever test module asks first)."""

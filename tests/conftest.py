@@ -2,7 +2,8 @@
 :func:`at_threads` (``from conftest import at_threads``).
 
 References live in ``tests/naive.py`` (``from naive import log_softmax``). The C ABI tests
-(``tests/test_capi*.py``) run after all others, while their library builds in the background.
+(``tests/test_capi*.py``) run after all others, while their library builds in the background;
+the fresh-compile determinism test's processes run in the background too, after that build.
 """
 
 from __future__ import annotations
@@ -48,17 +49,32 @@ def _is_c_test(item) -> bool:
     return item.path.name.startswith("test_capi")
 
 
+def _in_background(item) -> bool:
+    """Tests whose subprocesses run in a background thread (their module's ``start``)."""
+    return item.path.name == "test_determinism.py" and item.name.startswith("test_fresh_compile")
+
+
 def pytest_collection_modifyitems(session, config, items):
     # The C ABI tests run last: their library build (``capi_support.start_build``, minutes
     # with a cold kernel cache) runs in the background meanwhile, beside the Python tests.
-    items[:] = [i for i in items if not _is_c_test(i)] + [i for i in items if _is_c_test(i)]
+    # The background tests wait for their thread just before them.
+    c_tests = [i for i in items if _is_c_test(i)]
+    later = [i for i in items if _in_background(i)]
+    items[:] = [i for i in items if not (_is_c_test(i) or _in_background(i))] + later + c_tests
 
 
 def pytest_collection_finish(session):
+    # Two cores: the C library's build takes one beside the Python tests; the background
+    # tests' processes take it after the build (both are compilers, one core each).
+    after = None
     if any(_is_c_test(i) for i in session.items):
         import capi_support
 
         capi_support.start_build()
+        after = capi_support.wait_for_build
+    for item in session.items:
+        if _in_background(item):
+            item.module.start(after)
 
 
 @pytest.fixture
