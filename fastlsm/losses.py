@@ -50,7 +50,7 @@ from . import _jit
 from ._dtypes import fast_dtype, fast_view, is_half, kernel_view, logits_array, result_dtype
 from ._kernels import cross_entropy as _k
 from ._kernels.memory import fresh_output
-from ._validate import as_rows, axis_index, class_weights
+from ._validate import as_rows, axis_index, class_weights, readable
 
 __all__ = [
     "CrossEntropyResult",
@@ -422,13 +422,13 @@ def _fast_dtype(dt: np.dtype):
 
 def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
     """The per-token :func:`cross_entropy` (no weights, no softcap), before any bookkeeping:
-    the loss when ``logits`` is a native, aligned, C-contiguous, writeable float32/float64/
-    bfloat16/float16 ``[N, C]`` ndarray (class axis last), ``target`` a C-contiguous, writeable
-    int64 ``[N]`` ndarray (read-only ones take the general path, which aliases them), the
-    options plain valid values (``str``, ``int``, ``float``) and the problem gets one thread
-    (:func:`_jit.one_thread`); computed by the kernel's serial copy called directly
-    (:func:`_jit.serial_entry`). Else None, also for an invalid target (the general path then
-    raises its error): the same bits and errors as the general path."""
+    the loss when ``logits`` is a native, aligned, C-contiguous float32/float64/bfloat16/
+    float16 ``[N, C]`` ndarray (class axis last), ``target`` a C-contiguous int64 ``[N]``
+    ndarray (read-only ones: ``_validate.readable``), the options plain valid values
+    (``str``, ``int``, ``float``) and the problem gets one thread (:func:`_jit.one_thread`);
+    computed by the kernel's serial copy called directly (:func:`_jit.serial_entry`). Else
+    None, also for an invalid target (the general path then raises its error): the same
+    bits and errors as the general path."""
     if type(logits) is not np.ndarray or type(target) is not np.ndarray:
         return None
     dt = logits.dtype
@@ -437,8 +437,8 @@ def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
         return None
     n, c = logits.shape
     xf, tf = logits.flags, target.flags
-    if not (n and c and xf.c_contiguous and xf.aligned and xf.writeable and target.dtype is
-            _INT64 and target.shape == (n,) and tf.c_contiguous and tf.aligned and tf.writeable):
+    if not (n and c and xf.c_contiguous and xf.aligned and target.dtype is _INT64
+            and target.shape == (n,) and tf.c_contiguous and tf.aligned):
         return None
     red = _REDUCTIONS.get(reduction) if type(reduction) is str else None
     if red is None or type(ignore_index) is not int or not _I64.min <= ignore_index <= _I64.max:
@@ -450,6 +450,10 @@ def _one_thread(logits, target, axis, ignore_index, reduction, eps, z):
         return None
     _, rdt, lse, grad = fast  # lse, grad: size 0, never written
     loss = np.empty(n if red == _k.NONE else 1, rdt)
+    if not xf.writeable:  # read-only: an alias (one kernel signature)
+        logits = readable(logits)
+    if not tf.writeable:
+        target = readable(target)
     args = (fast_view(logits), target, _EMPTY, _EMPTY, ignore_index, eps, z, 0.0, red, 1.0,
             _EMPTY, loss, lse, grad, _EMPTY)  # work: the kernel allocates its own for mean/sum
     run = _jit.serial_entry(_k.cross_entropy_rows, id(dt), args)

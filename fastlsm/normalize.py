@@ -46,6 +46,7 @@ from ._validate import (
     axes_index,
     check_out,
     overlaps,
+    readable,
     reduced_shape,
     rows_out,
     store_rows,
@@ -61,10 +62,8 @@ def _elementwise(kernel, x, axis, out, dtype):
             run = _jit.launch(kernel, x.size, fast[0])
             if out is None:
                 out = fresh_output(x.shape, x.dtype)
-            if x.ndim == 2:
-                run(fast_view(x), fast_view(out))
-            else:
-                run(fast_view(x.reshape(fast)), fast_view(out.reshape(fast)))
+            rows = readable(fast_view(x if x.ndim == 2 else x.reshape(fast)))
+            run(rows, fast_view(out if x.ndim == 2 else out.reshape(fast)))
             return out
     x = logits_array(x, "x", integers=True)
     ax = axes_index(axis, x.ndim)
@@ -91,8 +90,9 @@ def _elementwise(kernel, x, axis, out, dtype):
 
 def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
-    path (native, aligned, C-contiguous, writeable float32/float64/bfloat16/float16 (the
-    16-bit ones handed to the kernel by ``_dtypes.fast_view``), not empty, the last axis, ``out``
+    path (native, aligned, C-contiguous float32/float64/bfloat16/float16 (the 16-bit ones
+    handed to the kernel by ``_dtypes.fast_view``, read-only ones by ``_validate.readable``),
+    not empty, the last axis, ``out``
     of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
     disjoint from it), else None: the general path then handles (or rejects) the call.
     (Written for speed: it is most of the cost of a one-row call.)"""
@@ -102,12 +102,15 @@ def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     if type(axis) is not int or not nd or (axis != -1 and axis != nd - 1):
         return None
     flags = x.flags
-    if not flags.carray:  # C-contiguous, aligned, writeable (read-only: the general path's alias)
+    if not (flags.carray or flags.c_contiguous and flags.aligned):  # carray: also writeable
         return None
     n = x.size
     if not n:
         return None
-    if out is not None and out is not x:
+    if out is x:
+        if not flags.writeable:
+            return None
+    elif out is not None:
         out_flags = out.flags
         if out.dtype is not x.dtype or not out_flags.carray or out.shape != x.shape:
             return None
@@ -134,6 +137,8 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
     if out is None and x.nbytes >= PREFAULT_BYTES:
         return None  # a fresh output this large is faulted in by a parallel kernel
     rows = fast_view(x if x.ndim == 2 else x.reshape(fast))
+    if not x.flags.writeable:
+        rows = readable(rows)
     if reduce:  # float results: float32 for 16-bit rows
         out = np.empty(x.shape[:-1], FLOAT32 if x.itemsize == 2 else x.dtype)
         args = (rows, out.reshape(-1))
@@ -272,7 +277,7 @@ def _logsumexp(x, axis, keepdims, out):
         fast = _fast_rows(x, axis, None)
         if fast is not None:  # a contiguous problem on more than one thread
             out = np.empty(x.shape[:-1], result_dtype(x.dtype))
-            rows = fast_view(x.reshape(fast))
+            rows = readable(fast_view(x.reshape(fast)))
             _jit.launch(_k.logsumexp_rows, x.size, fast[0])(rows, out.reshape(-1))
             return out
     x = logits_array(x, "x", integers=True)
