@@ -92,9 +92,9 @@ def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     """``(rows, cols)`` when ``x`` and ``out`` (None or an ndarray) need nothing of the general
     path (native, aligned, C-contiguous float32/float64/bfloat16/float16 (the 16-bit ones
     handed to the kernel by ``_dtypes.fast_view``, read-only ones by ``_validate.readable``),
-    not empty, the last axis, ``out``
-    of the same dtype and shape, aligned, writeable and C-contiguous, ``x`` itself or
-    disjoint from it), else None: the general path then handles (or rejects) the call.
+    not empty, the last axis, ``out`` of the same dtype and shape, aligned, writeable and
+    C-contiguous, ``x`` itself or disjoint from it), else None: the general path then
+    handles (or rejects) the call.
     (Written for speed: it is most of the cost of a one-row call.)"""
     nd = x.ndim
     if not fast_dtype(x.dtype):
