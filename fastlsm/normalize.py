@@ -136,9 +136,7 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
         return None
     if out is None and x.nbytes >= PREFAULT_BYTES:
         return None  # a fresh output this large is faulted in by a parallel kernel
-    rows = fast_view(x if x.ndim == 2 else x.reshape(fast))
-    if not x.flags.writeable:
-        rows = readable(rows)
+    rows = readable(fast_view(x if x.ndim == 2 else x.reshape(fast)))
     if reduce:  # float results: float32 for 16-bit rows
         out = np.empty(x.shape[:-1], FLOAT32 if x.itemsize == 2 else x.dtype)
         args = (rows, out.reshape(-1))
