@@ -28,9 +28,30 @@ SHAPES = [(1, 1), (3, 7), (70, 1), (130, 2), (100, 17), (140, 255), (66, 256), (
 DTYPES = [np.float32, np.float64, ml_dtypes.bfloat16]
 
 
-def test_the_decision_is_by_size():
+def test_the_decision_is_by_size_on_cpus_where_it_pays():
     assert not memory.pipelines(0) and not memory.pipelines(memory.PIPELINE_MIN_BYTES - 1)
-    assert memory.pipelines(memory.PIPELINE_MIN_BYTES) and memory.pipelines(1 << 40)
+    big = memory.pipelines(memory.PIPELINE_MIN_BYTES), memory.pipelines(1 << 40)
+    assert big == (memory.PIPELINES_HERE,) * 2
+
+
+@pytest.mark.parametrize(
+    "cpu, x86, pays",
+    [("sapphirerapids", True, True), ("icelake-server", True, True),
+     ("skylake-avx512", True, True), ("znver4", True, False), ("znver3", True, False),
+     ("ZNVER5", True, False), ("bdver2", True, False), ("generic", True, False),
+     ("x86-64-v4", True, False), ("neoverse-v2", False, False), ("apple-m2", False, False)],
+)
+def test_the_cpu_policy(cpu, x86, pays):
+    assert memory._pipelining_pays(cpu, x86) is pays
+
+
+def test_the_policy_reads_the_cpu_numba_compiles_for(monkeypatch):
+    import llvmlite.binding as llvm
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", "znver4", raising=False)
+    assert memory._target_cpu() == "znver4"
+    monkeypatch.setattr(numba.config, "CPU_NAME", None, raising=False)
+    assert memory._target_cpu() == llvm.get_host_cpu_name()
 
 
 _forced: dict = {}

@@ -12,8 +12,9 @@ Nothing here computes a sum or an exponential: this module decides how bytes mov
   never changes a bit of the result.
 - **Where row pipelining pays** (:func:`pipelines`): a row kernel that reads logits only
   (logsumexp, cross-entropy, sequence scoring) takes the maximum of its next row inside
-  the current row's exp-sum loop when the logits come from memory, a separate max pass
-  over the row when they sit in cache (:data:`PIPELINE_MIN_BYTES`). The same bits either way.
+  the current row's exp-sum loop when the logits come from memory on CPUs where that pays
+  (Intel), a separate max pass over the row when they sit in cache or on other CPUs
+  (:data:`PIPELINE_MIN_BYTES`, :data:`PIPELINES_HERE`). The same bits either way.
 - :func:`stream_affine` / :func:`stream_divide` write ``(src - a) (* or /) s - b`` with the
   chosen store kind (LLVM does not vectorize a loop of scalar non-temporal stores from
   Numba, so the loop is LLVM IR: a plain-store head up to a 64-byte boundary of ``dst``,
@@ -52,25 +53,57 @@ def streams(nbytes):
 
 
 PIPELINE_MIN_BYTES = 1 << 25
-"""Row kernels reading at least this many bytes of logits (in total, per kernel call)
-pipeline their rows (:func:`.rows.sumexp_next_max`): each row's exp-sum pass also loads the
-thread's next row, for its maximum, with demand loads that the hardware prefetchers follow,
-so the next row streams in from memory while this one's exponentials are computed. Smaller
-problems sit in cache, where a separate max pass over the next row (prefetched into L2 by
-the sum) is cheaper: the pipelined loop carries the next row's loads and maxima through the
-exp-bound loop. 32 MiB: this machine's L3 (AMD EPYC Zen 3). Measured, one thread, the two
-paths forced in one process (logsumexp float32, CPU time): [256, 32000] (33 MB) 3.94 ms
-separate vs 4.35 pipelined, [1024, 32000] 15.4 vs 16.5, [512, 128256] 32.5 vs 33.1: on
-this AVX2 machine the separate pass was never slower; on the Intel Xeon (AVX-512) the
-pipelined pass made large arrays 1.2x faster (CHANGELOG, round 3), so problems from this
-size up keep it. Blocks of one row (64 rows or fewer) have no next row in either path."""
+"""On CPUs where row pipelining pays (:data:`PIPELINES_HERE`), row kernels reading at least
+this many bytes of logits (in total, per kernel call) pipeline their rows
+(:func:`.rows.sumexp_next_max`): each row's exp-sum pass also loads the thread's next row,
+for its maximum, with demand loads that the hardware prefetchers follow, so the next row
+streams in from memory while this one's exponentials are computed. Otherwise (smaller
+problems, other CPUs) a separate max pass runs over the next row, which the sum pass has
+prefetched into L2. 32 MiB: an AMD EPYC Zen 3's L3."""
+
+_AMD_CPUS = ("znver", "bdver", "btver", "amdfam", "barcelona", "k8", "athlon", "opteron")
+
+
+def _pipelining_pays(cpu: str, x86: bool) -> bool:
+    """Whether row pipelining pays on the CPU LLVM compiles for (``cpu``: its LLVM name).
+
+    Measured, the two paths forced in one process (float32 logsumexp, cross_entropy,
+    sequence_logprobs; ``tests/test_row_pipelines.py``'s forced copies):
+    - Intel Xeon (Sapphire Rapids class, AVX-512), 2 threads: pipelining made [4096, 32000]
+      and [512, 128256] 1.2x faster (CHANGELOG, round 3);
+    - AMD EPYC Zen 3 (AVX2), one thread: the separate pass never slower ([256, 32000]
+      3.94 ms separate vs 4.35 pipelined, [1024, 32000] 15.4 vs 16.5, [512, 128256] 32.5 vs
+      33.1);
+    - AMD EPYC Zen 4 (AVX-512), 2 threads, interleaved rounds: [4096, 32000] logsumexp 20.0
+      ms separate vs 28.6 pipelined, cross_entropy 23.5 vs 35.0, sequence_logprobs 33.6 vs
+      41.4 (bfloat16 1.07-1.19x); [512, 128256] 0.95-1.07x; cache-resident sizes equal.
+
+    So Intel x86 CPUs pipeline; AMD CPUs, a ``generic`` target and other architectures
+    (not measured) take the separate pass.
+    """
+    cpu = cpu.lower()
+    return x86 and not cpu.startswith(_AMD_CPUS) and not cpu.startswith(("generic", "x86-64"))
+
+
+def _target_cpu() -> str:
+    """The CPU name Numba compiles for (``NUMBA_CPU_NAME``, else the host's), which is also
+    part of the key of every cached kernel: a decision taken from it is cached with it."""
+    import llvmlite.binding as llvm
+    import numba
+
+    return numba.config.CPU_NAME or llvm.get_host_cpu_name()
+
+
+PIPELINES_HERE = _pipelining_pays(_target_cpu(), ir.X86)
+"""Whether row pipelining pays on this CPU (:func:`_pipelining_pays`)."""
 
 
 @kernel
 def pipelines(nbytes):
     """Whether a row kernel over ``nbytes`` bytes of logits pipelines its rows: the one
-    decision (see :data:`PIPELINE_MIN_BYTES`); it never changes a bit of the result."""
-    return nbytes >= PIPELINE_MIN_BYTES
+    decision (see :data:`PIPELINE_MIN_BYTES` and :data:`PIPELINES_HERE`); it never changes
+    a bit of the result."""
+    return PIPELINES_HERE and nbytes >= PIPELINE_MIN_BYTES
 
 
 def affine_ir(builder, v, a, s, b, divide: bool):

@@ -4,9 +4,9 @@ Entry kernel for Python and the C ABI: :func:`sequence_logprobs_rows`.
 
 Each ``(b, t)`` row is read once from memory: the normalizer's two passes (``row_max``, then
 the exp-sum pass of ``row_shifted_sumexp``, the building blocks of ``row_lse``), pipelined
-as in ``rows.lse_rows`` when the logits come from memory (``memory.pipelines``): a row's
-exp-sum pass also takes the next row's maximum, so the next row streams in while this one
-is summed from cache; the token's logit is one more load.
+as in ``rows.lse_rows`` when the logits come from memory on CPUs where that pays
+(``memory.pipelines``): a row's exp-sum pass also takes the next row's maximum, so the next
+row streams in while this one is summed from cache; the token's logit is one more load.
 float32, bfloat16 and float16 rows (the :mod:`.half` views) are widened in registers: a
 16-bit row gives the results of its exact float32 values. The result is formed as
 ``(x[tok] - max) - log(sum)`` like log_softmax, never ``x[tok] - (max + log(sum))``, which
