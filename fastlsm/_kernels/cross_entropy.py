@@ -38,10 +38,11 @@ The per-token loss is then multiplied by ``token_weight[i]``; the gradient by
 
 Each row costs one read from memory, as a pipeline: the exp-sum row pass over the
 cache-resident row (which also stores ``exp(d)`` into ``grad`` when a gradient is wanted;
-the loss has the same bits either way: :mod:`.ce_rows`) loads the thread's next row from
-memory for its maximum in the same loop (:func:`.rows.sumexp_next_max`; a problem that
-fits in cache takes a separate max pass instead, :func:`.memory.pipelines`), then a scaling
-pass writes the gradient. The mean's denominator and the target check come first, in a cheap
+the loss has the same bits either way: :mod:`.ce_rows`) prefetches the thread's next row,
+whose maximum a separate pass then takes from L2; on Intel CPUs, from 32 MiB of logits, the
+pass loads the next row for its maximum in the same loop instead
+(:func:`.rows.sumexp_next_max`, :func:`.memory.pipelines`). Then a scaling pass writes the
+gradient. The mean's denominator and the target check come first, in a cheap
 serial pass over the targets, so a bad target is reported before anything is written.
 Per-row losses go to a float64 ``work`` buffer and are summed serially in row order:
 results are bitwise identical for any thread count. Rows are split across threads in
