@@ -50,8 +50,9 @@ def test_the_policy_reads_the_cpu_numba_compiles_for(monkeypatch):
 
     monkeypatch.setattr(numba.config, "CPU_NAME", "znver4", raising=False)
     assert memory._target_cpu() == "znver4"
-    monkeypatch.setattr(numba.config, "CPU_NAME", None, raising=False)
-    assert memory._target_cpu() == llvm.get_host_cpu_name()
+    for unset in (None, "host"):
+        monkeypatch.setattr(numba.config, "CPU_NAME", unset, raising=False)
+        assert memory._target_cpu() == llvm.get_host_cpu_name()
 
 
 _forced: dict = {}

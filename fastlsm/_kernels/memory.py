@@ -91,7 +91,8 @@ def _target_cpu() -> str:
     import llvmlite.binding as llvm
     import numba
 
-    return numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    name = numba.config.CPU_NAME
+    return llvm.get_host_cpu_name() if not name or name == "host" else name
 
 
 PIPELINES_HERE = _pipelining_pays(_target_cpu(), ir.X86)
