@@ -386,7 +386,9 @@ def one_thread(work: int, rows: int) -> bool:
     return _threads_for(work, rows) == 1
 
 
-_entries: dict = {}  # (parallel kernel, caller's type key) -> compiled serial entry point
+serial_entries: dict = {}
+"""(parallel kernel, caller's type key) -> its compiled serial entry point (:func:`serial_entry`;
+the per-token fast paths look an entry up here directly, a call less)."""
 
 
 def serial_entry(compiled, key, args):
@@ -410,13 +412,13 @@ def serial_entry(compiled, key, args):
     threading layer this returns None, so that the first call takes the general path and
     reports a bad ``FASTLSM_THREADING_LAYER`` as every call does.
     """
-    entry = _entries.get((compiled, key))
+    entry = serial_entries.get((compiled, key))
     if entry is None:
         serial = getattr(compiled, "serial", None)
         if serial is None or not _layer_ready:
             return None
         entry = serial.compile(tuple(numba.typeof(a) for a in args))
-        _entries[compiled, key] = entry
+        serial_entries[compiled, key] = entry
     return entry
 
 

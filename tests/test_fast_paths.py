@@ -164,7 +164,7 @@ def test_entry_points_are_keyed_on_the_numba_types(rng):
     for a in (x, ro):
         out = fastlsm.log_softmax(a)
         sig = (numba.typeof(x), numba.typeof(out))
-        assert _jit._entries[k, id(a.dtype)] is k.serial.overloads[sig].entry_point
+        assert _jit.serial_entries[k, id(a.dtype)] is k.serial.overloads[sig].entry_point
     assert not [s for s in k.serial.signatures if not s[0].mutable]
 
 
@@ -316,7 +316,7 @@ def test_the_fast_kernels_are_the_serial_copies(rng):
     kernels = [getattr(_kernels, n) for n in ("log_softmax_rows", "softmax_rows",
                                               "logsumexp_rows")] + [_ce_kernels.cross_entropy_rows]
     for kernel in kernels:
-        entries = [e for (k, _), e in list(_jit._entries.items()) if k is kernel]
+        entries = [e for (k, _), e in list(_jit.serial_entries.items()) if k is kernel]
         assert entries
         for entry in entries:
             assert entry in [o.entry_point for o in kernel.serial.overloads.values()]
