@@ -93,14 +93,36 @@ def kernel_view(a: np.ndarray) -> np.ndarray:
     return a.view(view)
 
 
-_FLOAT_IDS = frozenset((id(FLOAT32), id(FLOAT64)))
+FLOAT_IDS = frozenset((id(FLOAT32), id(FLOAT64)))
+"""Identities of the dtypes kernels take as they are (no view)."""
 
 
 def fast_dtype(dtype: np.dtype) -> bool:
     """Whether the per-token fast paths take arrays of ``dtype`` (a ``np.dtype``) as they
     are: float32, float64, or bfloat16/float16 (handed over by :func:`fast_view`). Identity
     tests first: a one-row call asks on every call."""
-    return id(dtype) in _FLOAT_IDS or (dtype.itemsize == 2 and _half_view(dtype) is not None)
+    return id(dtype) in FLOAT_IDS or (dtype.itemsize == 2 and _half_view(dtype) is not None)
+
+
+FAST_VIEWS: dict = {}
+"""id of a 16-bit dtype the fast paths have taken -> (the dtype, kept alive; its kernel
+view): filled by :func:`fast_view_dtype`, which a per-token path reads directly (a call
+less) before calling it on a miss."""
+
+
+def fast_view_dtype(dtype: np.dtype) -> np.dtype | None:
+    """The kernel view dtype of a 16-bit :func:`fast_dtype` (``uint16`` for bfloat16,
+    ``int16`` for float16), None for any other dtype; remembered in :data:`FAST_VIEWS`.
+    Raises :func:`kernel_view`'s TypeError for float16 on a target without float16
+    conversions, as every path does (so that dtype is never remembered)."""
+    seen = FAST_VIEWS.get(id(dtype))
+    if seen is not None:
+        return seen[1]
+    if dtype.itemsize != 2 or _half_view(dtype) is None:
+        return None
+    view = kernel_view(np.empty(0, dtype)).dtype
+    FAST_VIEWS[id(dtype)] = (dtype, view)
+    return view
 
 
 def fast_view(a: np.ndarray) -> np.ndarray:

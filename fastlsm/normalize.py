@@ -30,11 +30,13 @@ import numpy as np
 
 from . import _jit
 from ._dtypes import (
+    FAST_VIEWS,
     FLOAT32,
-    FLOAT64,
+    FLOAT_IDS,
     direct,
     fast_dtype,
     fast_view,
+    fast_view_dtype,
     kernel_view,
     logits_array,
     output_dtype,
@@ -123,24 +125,6 @@ def _fast_rows(x: np.ndarray, axis, out) -> tuple[int, int] | None:
     return n // cols, cols
 
 
-_AS_IS = frozenset((id(FLOAT32), id(FLOAT64)))  # dtypes the kernels take without a view
-_VIEWS: dict = {}  # id of a 16-bit dtype seen here -> (the dtype, kept alive; its kernel view)
-
-
-def _view_dtype(dt: np.dtype) -> np.dtype | None:
-    """The kernel view dtype of ``dt`` if the fast paths take ``dt`` and it needs a view
-    (bfloat16, float16), else None; remembered by identity. Raises kernel_view's TypeError
-    for float16 on a target without float16 conversions, as every path does."""
-    seen = _VIEWS.get(id(dt))
-    if seen is not None:
-        return seen[1]
-    if not fast_dtype(dt):
-        return None
-    view = kernel_view(np.empty(0, dt)).dtype
-    _VIEWS[id(dt)] = (dt, view)
-    return view
-
-
 def _one_thread(kernel, x, axis, out, reduce: bool):
     """The per-token call, before any bookkeeping: the result when ``x``/``out`` take the
     fast path (the conditions of :func:`_fast_rows`) and the problem gets one thread
@@ -163,10 +147,10 @@ def _one_thread(kernel, x, axis, out, reduce: bool):
     if type(axis) is not int or not nd or (axis != -1 and axis != nd - 1):
         return None
     dt = x.dtype
-    half = id(dt) not in _AS_IS
+    half = id(dt) not in FLOAT_IDS
     if half:
-        seen = _VIEWS.get(id(dt))
-        view = seen[1] if seen is not None else _view_dtype(dt)
+        seen = FAST_VIEWS.get(id(dt))
+        view = seen[1] if seen is not None else fast_view_dtype(dt)
         if view is None:
             return None
     flags = x.flags

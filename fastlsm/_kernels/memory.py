@@ -62,6 +62,7 @@ problems, other CPUs) a separate max pass runs over the next row, which the sum 
 prefetched into L2. 32 MiB: an AMD EPYC Zen 3's L3."""
 
 _AMD_CPUS = ("znver", "bdver", "btver", "amdfam", "barcelona", "k8", "athlon", "opteron")
+_SEPARATE_PASS_CPUS = (*_AMD_CPUS, "generic", "x86-64")  # AMD, and no CPU named (not measured)
 
 
 def _pipelining_pays(cpu: str, x86: bool) -> bool:
@@ -82,7 +83,7 @@ def _pipelining_pays(cpu: str, x86: bool) -> bool:
     (not measured) take the separate pass.
     """
     cpu = cpu.lower()
-    return x86 and not cpu.startswith(_AMD_CPUS) and not cpu.startswith(("generic", "x86-64"))
+    return x86 and not cpu.startswith(_SEPARATE_PASS_CPUS)
 
 
 def _target_cpu() -> str:
